@@ -1,0 +1,25 @@
+# The two commands a newcomer needs:
+#   make quickstart   set up .venv, train a small GPT on the Python docs, sample from it
+#   make test         set up .venv, lint, run the test suite
+# Datasets for the larger recipes and benchmarks are read from GENLOOP_DATA_MIRROR when set
+# (CI: ../shared/data), otherwise downloaded (URL + sha256) into the workspace cache.
+
+SHARED_DATA := $(abspath ../shared/data)
+export GENLOOP_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+
+.PHONY: setup quickstart test lint bench
+
+setup:
+	@scripts/setup.sh
+
+quickstart: setup
+	.venv/bin/genloop quickstart
+
+lint: setup
+	.venv/bin/ruff check src tests bench
+
+test: lint
+	.venv/bin/python -m pytest
+
+bench: setup
+	.venv/bin/python -m bench.run --help

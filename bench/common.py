@@ -1,0 +1,79 @@
+"""Shared plumbing of the benchmarks: machine facts, result files, the BENCHMARKS.md report.
+
+Each benchmark writes ``bench/results/<name>.json`` (every figure, the command, machine, date)
+and ``bench/results/<name>.md`` (its section of BENCHMARKS.md); ``write_report`` joins the
+sections under the intro, so BENCHMARKS.md is always regenerated from measured results.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+ORDER = ["train_speed", "time_to_quality", "kv_cache", "tang_poems"]
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = torch.backends.cpu.get_cpu_capability()
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "capability": flags,
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+
+
+def command() -> str:
+    return "python -m bench." + Path(sys.argv[0]).stem + " " + shlex.join(sys.argv[1:])
+
+
+def save(name: str, figures: dict[str, Any], markdown: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = {"command": command().strip(), "machine": machine(),
+            "date": dt.date.today().isoformat()}
+    (RESULTS / f"{name}.json").write_text(json.dumps({**meta, **figures}, indent=2) + "\n")
+    header = (f"_Command:_ `{meta['command']}` · _machine:_ {meta['machine']['cpu']}, "
+              f"{meta['machine']['cores']} cores, torch {meta['machine']['torch']} · "
+              f"_date:_ {meta['date']}\n\n")
+    (RESULTS / f"{name}.md").write_text(markdown.split("\n", 1)[0] + "\n\n" + header
+                                        + markdown.split("\n", 1)[1].lstrip("\n"))
+    write_report()
+
+
+def write_report() -> None:
+    intro = (ROOT / "bench" / "INTRO.md").read_text()
+    parts = [intro.rstrip() + "\n"]
+    names = ORDER + sorted(p.stem for p in RESULTS.glob("*.md") if p.stem not in ORDER)
+    for name in names:
+        path = RESULTS / f"{name}.md"
+        if path.exists():
+            parts.append(path.read_text().rstrip() + "\n")
+    (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,49 @@
+"""genloop — a self-hostable AIGC workbench: data → train → generate → evaluate → feedback.
+
+The Python face::
+
+    import genloop
+    result = genloop.train("recipes/shakespeare.yaml", overrides=["train.steps=500"])
+    model = genloop.load(result.model_ref)          # or "name", "name@3"
+    print(model.generate("ROMEO:", max_new_tokens=200, seed=1)[0].text)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["train", "load", "prepare", "load_recipe", "__version__"]
+
+if TYPE_CHECKING:
+    from genloop.data.text import TextDataset
+    from genloop.generation.service import TextModel
+    from genloop.training.loop import TrainResult
+    from genloop.training.recipe import Recipe
+
+
+def train(recipe: Any, **kwargs: Any) -> TrainResult:
+    """Train a recipe (path, dict or Recipe); see ``genloop.training.loop.train``."""
+    from genloop.training.loop import train as _train
+
+    return _train(recipe, **kwargs)
+
+
+def load(ref: str) -> TextModel:
+    """Load a registered model version (``name`` = newest, ``name@N`` = that one)."""
+    from genloop.generation.service import load as _load
+
+    return _load(ref)
+
+
+def prepare(source: str, **options: Any) -> TextDataset:
+    """Prepare (or reuse) a text dataset: ``genloop.prepare("tinyshakespeare")``."""
+    from genloop.data.text import TextDataConfig, prepare_text
+
+    return prepare_text(TextDataConfig(source=source, **options))
+
+
+def load_recipe(source: Any, overrides: list[str] = ()) -> Recipe:
+    from genloop.training.recipe import load_recipe as _load_recipe
+
+    return _load_recipe(source, overrides)

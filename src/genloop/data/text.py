@@ -1,0 +1,442 @@
+"""Text datasets: read a corpus, clean it, split it, tokenize it, and store it immutably.
+
+A prepared dataset is a folder ``datasets/<name>/<hash[:16]>/`` holding ``train.bin`` and
+``val.bin`` (token ids, memory-mapped by training, nanoGPT style), ``tokenizer.json`` and
+``meta.json``. The hash covers the preprocessing config and the exact train/val documents, so
+the same corpus and config always give the same folder and a model's lineage names its data.
+
+Splits. User corpora are split per document by a hash of its text, so adding a document never
+moves another across the split. ``tinyshakespeare`` keeps the literature's contiguous split
+(first 90% of characters train) so losses compare with nanoGPT; ``tang-poems`` ships its own
+train/valid files. The tokenizer sees the train split only, so validation measures what a model
+does with text it has not seen (unseen characters become ``<unk>``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import tempfile
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from genloop.config import settings
+from genloop.data.download import fetch
+from genloop.errors import CorruptArtifact, InvalidInput, NotFound
+from genloop.tokenizers import Tokenizer, load_tokenizer, save_tokenizer, train_tokenizer
+
+FORMAT_VERSION = 1
+
+
+class TextDataConfig(BaseModel):
+    """Where a text corpus comes from and how to turn it into tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(
+        description="built-in (python-docs, tinyshakespeare, tang-poems) or a path to a .txt, "
+        ".jsonl or a folder of .txt files"
+    )
+    field: str = Field("text", description="JSON Lines field holding the text; lists are joined")
+    tokenizer: Literal["char", "bpe"] = "char"
+    vocab_size: int = Field(2048, ge=16, le=65535, description="BPE vocabulary size")
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    normalize: Literal["NFC", "NFKC", "none"] = "NFC"
+    dedupe: bool = True
+    name: str | None = Field(
+        None,
+        pattern=r"^\w[\w.-]{0,99}$",
+        description="dataset name; defaults to the built-in's name or the file/folder stem",
+    )
+
+
+@dataclass
+class TextDataset:
+    """A prepared dataset: token arrays are read-only memory maps of the files under ``path``."""
+
+    name: str
+    hash: str
+    path: Path
+    tokenizer: Tokenizer
+    train: np.ndarray
+    val: np.ndarray
+    meta: dict
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Corpus:
+    """Documents as read, before cleaning. ``layout`` says how they split into train/val:
+    "hash" (per document, by hash), "given" (``train``/``val`` as the source ships them) or
+    "contiguous" (one text, cut at a character fraction)."""
+
+    layout: Literal["hash", "given", "contiguous"]
+    train: list[str]
+    val: list[str]
+
+
+def _read_text_file(path: Path) -> str:
+    """Read UTF-8 text, refusing binary files with the offset of the first bad byte."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise InvalidInput(f"corpus file {path} does not exist") from e
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise InvalidInput(f"{path} looks binary: NUL byte at offset {nul}; give a UTF-8 text file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInput(
+            f"{path} is not UTF-8 text: invalid byte at offset {e.start}; "
+            "re-save it as UTF-8 or remove the binary content"
+        ) from e
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _paragraphs(text: str) -> list[str]:
+    """Paragraphs are separated by blank (or whitespace-only) lines."""
+    return re.split(r"\n[ \t\f\v]*\n", text)
+
+
+def _read_jsonl(path: Path, field: str) -> list[str]:
+    docs = []
+    for n, line in enumerate(_read_text_file(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"{path} line {n} is not valid JSON: {e.msg}") from e
+        if not isinstance(row, dict) or field not in row:
+            raise InvalidInput(
+                f"{path} line {n} has no field {field!r}; set `field` to the text key"
+            )
+        value = row[field]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = "".join(value)
+        if not isinstance(value, str):
+            raise InvalidInput(
+                f"{path} line {n} field {field!r} is {type(value).__name__}, "
+                "not a string or list of strings"
+            )
+        docs.append(value)
+    return docs
+
+
+def _read_user_source(path: Path, field: str) -> _Corpus:
+    if path.is_dir():
+        files = sorted(path.rglob("*.txt"), key=lambda p: p.relative_to(path).as_posix())
+        return _Corpus("hash", [_read_text_file(f) for f in files if f.is_file()], [])
+    if not path.exists():
+        raise InvalidInput(
+            f"corpus {path} does not exist (built-ins: {', '.join(sorted(BUILTINS))})"
+        )
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return _Corpus("hash", _paragraphs(_read_text_file(path)), [])
+    if suffix == ".jsonl":
+        return _Corpus("hash", _read_jsonl(path, field), [])
+    raise InvalidInput(
+        f"{path} has unsupported extension {path.suffix!r}; use .txt, .jsonl or a folder of .txt"
+    )
+
+
+def _tinyshakespeare(config: TextDataConfig) -> _Corpus:
+    path = fetch(
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+        mirror_paths=["tinyshakespeare/input.txt"],
+        cache_name="tinyshakespeare/input.txt",
+    )
+    return _Corpus("contiguous", [_read_text_file(path)], [])
+
+
+_TANG_FILES = {
+    "train": ("dc9024c7895dc95fe8f6a56fda18cc149a5810553ee1cb501fe25aa44df3f4f5", "train"),
+    "valid": ("d2ea0887cddb7a179cf8137f96ee3b0b2aa0433c2ba81ceadcd14fce9ece4328", "valid"),
+}
+
+
+def _tang_poems(config: TextDataConfig) -> _Corpus:
+    splits: dict[str, list[str]] = {}
+    for split, (sha, stem) in _TANG_FILES.items():
+        path = fetch(
+            f"https://github.com/genloop/genloop-data/releases/download/v1/tang_poems_{stem}.jsonl",
+            sha,
+            mirror_paths=[f"tang_poems/{stem}.jsonl"],
+            cache_name=f"tang_poems/{stem}.jsonl",
+        )
+        rows = (json.loads(line) for line in _read_text_file(path).split("\n") if line)
+        splits[split] = [r["title"] + "\n" + "\n".join(r["paragraphs"]) for r in rows]
+    return _Corpus("given", splits["train"], splits["valid"])
+
+
+def _python_docs(config: TextDataConfig) -> _Corpus:
+    from pydoc_data.topics import topics  # ships with CPython: a corpus that needs no network
+
+    return _Corpus("hash", [topics[k] for k in sorted(topics)], [])
+
+
+BUILTINS: dict[str, Callable[[TextDataConfig], _Corpus]] = {
+    "python-docs": _python_docs,
+    "tinyshakespeare": _tinyshakespeare,
+    "tang-poems": _tang_poems,
+}
+
+
+# --- preprocessing -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    layout: str
+    train: list[str]
+    val: list[str]
+    documents_read: int
+    duplicates_removed: int
+
+
+def _val_bucket(doc: str) -> int:
+    """Deterministic bucket in [0, 10000): same text, same split, on every machine."""
+    return int.from_bytes(hashlib.sha256(doc.encode("utf-8")).digest()[:8], "big") % 10000
+
+
+def _preprocess(config: TextDataConfig) -> _Prepared:
+    if config.source in BUILTINS:
+        corpus = BUILTINS[config.source](config)
+    else:
+        corpus = _read_user_source(Path(config.source).expanduser(), config.field)
+    where = config.source
+
+    def normalize(doc: str) -> str:
+        return doc if config.normalize == "none" else unicodedata.normalize(config.normalize, doc)
+
+    if corpus.layout == "contiguous":
+        # One document: no strip, dedupe or eos, so character counts match nanoGPT's split.
+        text = normalize(corpus.train[0])
+        if not text.strip():
+            raise InvalidInput(f"corpus {where} is empty: no non-whitespace text")
+        cut = int(len(text) * (1 - config.val_fraction))
+        return _Prepared("contiguous", [text[:cut]], [text[cut:]], 1, 0)
+
+    read = len(corpus.train) + len(corpus.val)
+    seen: set[str] = set()
+    removed = 0
+    cleaned: list[list[str]] = []
+    # Dedupe runs over train then val, so a val document that repeats a train one is dropped
+    # (it would leak training text into the validation loss).
+    for docs in (corpus.train, corpus.val):
+        out = []
+        for doc in docs:
+            doc = normalize(doc).strip()
+            if not doc:
+                continue
+            if config.dedupe:
+                if doc in seen:
+                    removed += 1
+                    continue
+                seen.add(doc)
+            out.append(doc)
+        cleaned.append(out)
+    train, val = cleaned
+    if not train and not val:
+        raise InvalidInput(f"corpus {where} is empty: no non-whitespace text after preprocessing")
+
+    if corpus.layout == "hash":
+        limit = config.val_fraction * 10000
+        docs = train
+        train = [d for d in docs if _val_bucket(d) >= limit]
+        val = [d for d in docs if _val_bucket(d) < limit]
+    n = len(train) + len(val)
+    if not val:
+        raise InvalidInput(
+            f"corpus {where} is too small: its {n} document(s) gave an empty validation split at "
+            f"val_fraction={config.val_fraction}; add documents or raise val_fraction"
+        )
+    if not train:
+        raise InvalidInput(
+            f"corpus {where} is too small: its {n} document(s) gave an empty training split; "
+            "add documents or lower val_fraction"
+        )
+    return _Prepared(corpus.layout, train, val, read, removed)
+
+
+def iter_documents(config: TextDataConfig) -> tuple[list[str], list[str]]:
+    """The cleaned (normalised, stripped, deduplicated) train and validation documents."""
+    p = _preprocess(config)
+    return p.train, p.val
+
+
+def _content_hash(config: TextDataConfig, p: _Prepared) -> str:
+    """sha256 over the preprocessing config and the exact documents of each split.
+
+    Source and name are left out: the documents already say what was read, so moving a file or
+    renaming a dataset does not change its identity."""
+    h = hashlib.sha256()
+    cfg = config.model_dump(exclude={"name", "source", "field"})
+    cfg.update(format=FORMAT_VERSION, layout=p.layout)
+    h.update(json.dumps(cfg, sort_keys=True).encode())
+    for docs in (p.train, p.val):
+        h.update(struct.pack("<Q", len(docs)))
+        for d in docs:
+            b = d.encode("utf-8")
+            h.update(struct.pack("<Q", len(b)))
+            h.update(b)
+    return h.hexdigest()
+
+
+def _default_name(source: str) -> str:
+    if source in BUILTINS:
+        return source
+    path = Path(source).expanduser()
+    stem = path.stem if path.suffix else path.name
+    return re.sub(r"[^\w.-]", "-", stem).lstrip(".-") or "text"
+
+
+# --- encoding and storage ----------------------------------------------------------------------
+
+
+def _encode(tok: Tokenizer, docs: list[str], eos: bool) -> np.ndarray:
+    """Token ids of ``docs`` concatenated, each followed by ``eos`` when asked."""
+    dtype = np.uint16 if tok.vocab_size < 65536 else np.uint32
+    parts = []
+    tail = np.array([tok.eos_id], dtype=dtype)
+    for d in docs:
+        parts.append(np.asarray(tok.encode(d), dtype=dtype))
+        if eos:
+            parts.append(tail)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def prepare_text(
+    config: TextDataConfig, *, progress: Callable[[str], None] | None = None
+) -> TextDataset:
+    """Read, clean, split and tokenize a corpus; store it (or reuse the stored copy).
+
+    The folder is built in a temp dir beside its final place and renamed in one step, so a
+    crash or an error never leaves a half-written dataset behind."""
+    say = progress or (lambda _msg: None)
+    # 1. Read and clean.
+    say(f"reading {config.source}")
+    p = _preprocess(config)
+    name = config.name or _default_name(config.source)
+    digest = _content_hash(config, p)
+    final = settings().datasets_dir / name / digest[:16]
+    # 2. Reuse: datasets are immutable, so one with the same hash is the same dataset.
+    if (final / "meta.json").is_file():
+        say(f"reusing {final}")
+        return load_text_dataset(final)
+    # 3. Tokenizer from the train split only.
+    say(f"training {config.tokenizer} tokenizer on {len(p.train)} train documents")
+    tok = train_tokenizer(config.tokenizer, p.train, vocab_size=config.vocab_size)
+    # 4. Encode; one contiguous text carries no eos (it is one document cut in two).
+    say("encoding")
+    eos = p.layout != "contiguous"
+    train_ids, val_ids = _encode(tok, p.train, eos), _encode(tok, p.val, eos)
+    meta = {
+        "format": FORMAT_VERSION,
+        "kind": "text",
+        "name": name,
+        "hash": digest,
+        "source": config.source,
+        "config": config.model_dump() | {"name": name},
+        "split": p.layout,
+        "dtype": train_ids.dtype.name,
+        "counts": {
+            "documents_read": p.documents_read,
+            "documents": {"train": len(p.train), "val": len(p.val)},
+            "duplicates_removed": p.duplicates_removed,
+            "train_tokens": int(train_ids.size),
+            "val_tokens": int(val_ids.size),
+            "vocab_size": tok.vocab_size,
+            "characters": {
+                "train": sum(map(len, p.train)),
+                "val": sum(map(len, p.val)),
+            },
+        },
+    }
+    # 5. Write atomically.
+    say(f"writing {final}")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{digest[:16]}-"))
+    try:
+        _write_file(tmp / "train.bin", train_ids.tobytes())
+        _write_file(tmp / "val.bin", val_ids.tobytes())
+        save_tokenizer(tok, tmp / "tokenizer.json")
+        _write_file(tmp / "meta.json", json.dumps(meta, ensure_ascii=False, indent=2).encode())
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # Another process finished the same dataset first; theirs is identical.
+            if not (final / "meta.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return load_text_dataset(final)
+
+
+def load_text_dataset(path: str | os.PathLike[str]) -> TextDataset:
+    """Open a prepared dataset folder; token arrays are read-only memory maps."""
+    path = Path(path)
+    meta_path = path / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise NotFound(f"no text dataset at {path} (missing meta.json)") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptArtifact(f"dataset metadata {meta_path} is corrupt: {e}") from e
+    try:
+        dtype = np.dtype(meta["dtype"])
+        arrays = {}
+        for split in ("train", "val"):
+            file = path / f"{split}.bin"
+            expected = meta["counts"][f"{split}_tokens"]
+            if file.stat().st_size != expected * dtype.itemsize:
+                raise CorruptArtifact(
+                    f"{file} holds {file.stat().st_size} bytes, expected {expected} "
+                    f"{dtype.name} tokens; delete {path} and prepare it again"
+                )
+            arrays[split] = np.memmap(file, dtype=dtype, mode="r", shape=(expected,))
+    except (KeyError, TypeError) as e:
+        raise CorruptArtifact(f"dataset metadata {meta_path} lacks {e}") from e
+    except FileNotFoundError as e:
+        raise CorruptArtifact(f"dataset {path} is missing {Path(e.filename).name}") from e
+    return TextDataset(
+        name=meta["name"],
+        hash=meta["hash"],
+        path=path,
+        tokenizer=load_tokenizer(path / "tokenizer.json"),
+        train=arrays["train"],
+        val=arrays["val"],
+        meta=meta,
+    )
+
+
+__all__ = [
+    "BUILTINS",
+    "TextDataConfig",
+    "TextDataset",
+    "iter_documents",
+    "load_text_dataset",
+    "prepare_text",
+]

@@ -1,0 +1,211 @@
+"""Text generation: a typed request in, texts out — batched, seeded, streamable, stoppable.
+
+The family's ``sample`` is the decoding loop (prefill, KV cache or recurrent state); this module
+does what every text family shares: validate the request against the model (context, vocabulary),
+tokenize, group prompts of equal length into one batch, cut at stop strings, detokenize, and
+stream text pieces as they become valid UTF-8.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from genloop.errors import InvalidInput
+from genloop.models.family import Family, TokenRequest
+from genloop.tokenizers import Tokenizer
+
+MAX_PROMPTS = 256
+
+
+class TextRequest(BaseModel):
+    """One generation request; the same names across CLI, Python and HTTP faces."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | list[str] = ""
+    max_new_tokens: int = Field(200, ge=1, le=100_000)
+    temperature: float = Field(0.8, ge=0.0, le=5.0, description="0 = greedy")
+    top_k: int | None = Field(None, ge=1, le=1_000_000)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, ge=1.0, le=10.0)
+    stop: list[str] = Field(default_factory=list, max_length=16)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="None = a fresh random seed")
+    num_samples: int = Field(1, ge=1, le=64, description="samples per prompt")
+    use_cache: bool = True
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, v: list[str]) -> list[str]:
+        if any(s == "" for s in v):
+            raise ValueError("stop strings must be non-empty")
+        return v
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+@dataclass
+class TextOutput:
+    prompt: str
+    text: str
+    tokens: int
+    finish_reason: str  # "stop" (stop string or end-of-text) | "length"
+    seed: int
+    content_hash: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The request's seed, or a fresh one (recorded, so the output can be reproduced)."""
+    if seed is not None:
+        return seed
+    return int.from_bytes(os.urandom(8), "little") & (2**63 - 1)
+
+
+def encode_prompt(tokenizer: Tokenizer, prompt: str, block_size: int | None) -> list[int]:
+    ids = tokenizer.encode(prompt) if prompt else []
+    if not ids:
+        ids = [tokenizer.eos_id]  # an empty prompt starts a fresh document
+    if block_size is not None and len(ids) >= block_size:
+        raise InvalidInput(
+            f"prompt is {len(ids)} tokens; this model's context is {block_size} tokens "
+            f"(shorten the prompt to at most {block_size - 1})"
+        )
+    return ids
+
+
+def content_hash(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class _Row:
+    """Decoding state of one sequence: its tokens, its text so far, whether it has finished.
+
+    Text that might be the start of a stop string is held back until the next tokens decide,
+    so a stream never shows text that the final, stop-cut text does not contain.
+    """
+
+    def __init__(self, prompt: str, stops: list[str]):
+        self.prompt, self.stops = prompt, stops
+        self.ids: list[int] = []
+        self.text = ""
+        self.sent = 0  # characters of ``text`` already handed out
+        self.done: str | None = None
+
+    def flush(self) -> str:
+        """The text not handed out yet (call once the row is done)."""
+        new = self.text[self.sent :]
+        self.sent = max(self.sent, len(self.text))
+        return new
+
+    def add(self, token: int, tokenizer: Tokenizer) -> str:
+        """Append a token; return the newly completed text (may be '' mid-UTF-8)."""
+        if token == tokenizer.eos_id:
+            self.done = "stop"
+            return self.flush()
+        self.ids.append(token)
+        full = tokenizer.decode(self.ids)
+        if full.endswith("\ufffd"):  # an unfinished multi-byte character (byte-level BPE)
+            return ""
+        # the earliest stop string that the new text completes, whatever the order of the list
+        cuts = [full.find(s, max(0, len(self.text) - len(s) + 1)) for s in self.stops]
+        cuts = [c for c in cuts if c != -1]
+        if cuts:
+            self.text = full[: min(cuts)]
+            self.done = "stop"
+            return self.flush()
+        self.text = full
+        hold = max(
+            (k for s in self.stops for k in range(1, len(s)) if full.endswith(s[:k])), default=0
+        )
+        new = full[self.sent : max(self.sent, len(full) - hold)]
+        self.sent += len(new)
+        return new
+
+
+def stream_tokens(
+    family: Family,
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    request: TextRequest,
+    seed: int,
+) -> Iterator[tuple[int, str, _Row]]:
+    """Decode every (prompt × num_samples) row; yield (row index, new text, row) as text appears.
+
+    Rows whose prompts have the same token length share one batch. The generator is seeded once
+    from ``seed`` and consumed in a fixed order, so the same request and seed give the same text.
+    """
+    if family.modality != "text":
+        raise InvalidInput(f"model family {family.name!r} does not generate text")
+    prompts = request.prompts
+    if not prompts or len(prompts) > MAX_PROMPTS:
+        raise InvalidInput(f"prompt: give between 1 and {MAX_PROMPTS} prompts")
+    block = getattr(model.config, "block_size", None) if family.kv_cache else None
+    encoded = [encode_prompt(tokenizer, p, block) for p in prompts]
+    rows = [_Row(p, request.stop) for p in prompts for _ in range(request.num_samples)]
+    row_ids = [encoded[i] for i in range(len(prompts)) for _ in range(request.num_samples)]
+    groups: dict[int, list[int]] = {}
+    for r, ids in enumerate(row_ids):
+        groups.setdefault(len(ids), []).append(r)
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    for members in groups.values():
+        batch = torch.tensor([row_ids[r] for r in members], dtype=torch.long, device=device)
+        token_request = TokenRequest(
+            prompt_ids=batch, max_new_tokens=request.max_new_tokens,
+            temperature=request.temperature, top_k=request.top_k, top_p=request.top_p,
+            repetition_penalty=request.repetition_penalty, use_cache=request.use_cache,
+        )
+        for step in family.sample(model, token_request, generator):
+            for j, r in enumerate(members):
+                row = rows[r]
+                if row.done is None:
+                    piece = row.add(int(step[j]), tokenizer)
+                    if piece or row.done:
+                        yield r, piece, row
+            if all(rows[r].done for r in members):
+                break
+        for r in members:
+            if rows[r].done is None:
+                rows[r].done = "length"
+                yield r, rows[r].flush(), rows[r]
+
+
+def generate_texts(
+    family: Family, model: torch.nn.Module, tokenizer: Tokenizer, request: TextRequest
+) -> list[TextOutput]:
+    """All outputs of ``request`` at once, in prompt order (each prompt's samples together)."""
+    seed = resolve_seed(request.seed)
+    t0 = time.perf_counter()
+    rows: dict[int, _Row] = {}
+    for r, _piece, row in stream_tokens(family, model, tokenizer, request, seed):
+        rows[r] = row
+    elapsed = time.perf_counter() - t0
+    return [
+        TextOutput(
+            prompt=row.prompt, text=row.text, tokens=len(row.ids),
+            finish_reason=row.done or "length", seed=seed, content_hash=content_hash(row.text),
+            timings={"total_s": elapsed},
+        )
+        for _, row in sorted(rows.items())
+    ]
+
+
+def stream_text(
+    family: Family, model: torch.nn.Module, tokenizer: Tokenizer, request: TextRequest
+) -> Iterator[str]:
+    """Text pieces of a single-prompt, single-sample request as they are decoded."""
+    if len(request.prompts) != 1 or request.num_samples != 1:
+        raise InvalidInput("streaming takes one prompt and num_samples=1")
+    seed = resolve_seed(request.seed)
+    for _r, piece, _row in stream_tokens(family, model, tokenizer, request, seed):
+        if piece:
+            yield piece

@@ -1,0 +1,126 @@
+"""The one contract every model family fulfils; the loop and the faces speak only this.
+
+A family is a name, a typed config with named presets, and four functions:
+
+    build(config) -> nn.Module                       the network, nothing else
+    loss(model, batch) -> {"loss": tensor, ...}      the training objective ("loss" is minimised)
+    sample(model, request, generator) -> output      the generation loop, written out
+    train_step                                       only for families with several optimizers
+
+Capabilities the faces need are fields (``kv_cache``, ``streaming``), never ``hasattr`` probes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from genloop.errors import RecipeError
+
+
+class ModelConfig(BaseModel):
+    """Base of every family's config: typed, bounded, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class TextModelConfig(ModelConfig):
+    """Sizes every text family shares. ``vocab_size`` is filled in from the dataset's tokenizer."""
+
+    vocab_size: int = Field(0, ge=0, le=1_000_000, description="set from the tokenizer")
+    block_size: int = Field(256, ge=8, le=65536, description="context length in tokens")
+
+
+@dataclass
+class TokenRequest:
+    """What a text family's ``sample`` needs: already tokenized, already validated.
+
+    ``prompt_ids`` is (B, T): one batch of prompts of equal length (the generation layer groups
+    prompts by length). ``sample`` yields the next token ids, (B,), one step at a time, until
+    ``max_new_tokens`` steps; the caller may stop early (stop strings, client gone).
+    """
+
+    prompt_ids: torch.Tensor
+    max_new_tokens: int = 100
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    use_cache: bool = True
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    modality: Literal["text", "image"]
+    config: type[ModelConfig]
+    presets: dict[str, dict[str, Any]]
+    build: Callable[[Any], torch.nn.Module]
+    loss: Callable[[torch.nn.Module, Any], dict[str, torch.Tensor]]
+    sample: Callable[[torch.nn.Module, Any, torch.Generator], Iterator[torch.Tensor] | Any]
+    train_step: Callable[..., dict[str, float]] | None = None
+    kv_cache: bool = False
+    streaming: bool = False
+    description: str = ""
+    # Contract checks a family cannot pass, with the reason (the common test reads these).
+    exempt: dict[str, str] = field(default_factory=dict)
+
+    def make_config(self, preset: str = "tiny", **overrides: Any) -> ModelConfig:
+        """The preset's config with ``overrides`` applied; unknown presets and keys are errors."""
+        if preset not in self.presets:
+            known = ", ".join(sorted(self.presets))
+            raise RecipeError(f"unknown preset {preset!r} for family {self.name!r} (known: {known})")
+        return self.config.model_validate({**self.presets[preset], **overrides})
+
+
+def sample_next(
+    logits: torch.Tensor,
+    generator: torch.Generator | None,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    history: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Pick the next token of each row of ``logits`` (B, V) -> (B,). Temperature 0 is greedy."""
+    logits = logits.float()
+    if repetition_penalty != 1.0 and history is not None:
+        logits = apply_repetition_penalty(logits, history, repetition_penalty)
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        logits = filter_top_k(logits, top_k)
+    if top_p is not None and top_p < 1.0:
+        logits = filter_top_p(logits, top_p)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def apply_repetition_penalty(logits: torch.Tensor, history: torch.Tensor, penalty: float):
+    """CTRL's penalty (Keskar et al. 2019): divide positive, multiply negative logits of seen ids."""
+    seen = torch.gather(logits, 1, history)
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits.scatter(1, history, seen)
+
+
+def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of each row (ties at the k-th value are kept too)."""
+    k = min(max(k, 1), logits.size(-1))
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filtering (Holtzman et al. 2020): the smallest set of tokens whose mass reaches p."""
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+    # drop a token when the mass before it already reaches p; the top token is always kept
+    drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= p
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))

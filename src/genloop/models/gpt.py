@@ -1,0 +1,208 @@
+"""gpt — a decoder-only Transformer language model (Radford et al. 2018/2019), nanoGPT-style.
+
+Pre-norm blocks, fused QKV projection, causal ``scaled_dot_product_attention``, GELU MLP, token
+and learned position embeddings, the output head tied to the token embedding (Press & Wolf 2017).
+Generation keeps a preallocated key/value cache per layer, so each new token costs one position's
+work instead of recomputing the whole context.
+
+Notable choices: bias-free linears and LayerNorm weights only (fewer ops, no loss in quality at
+this size); residual projections initialised with std 0.02/sqrt(2·n_layer) (GPT-2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from genloop.models.family import Family, TextModelConfig, TokenRequest, sample_next
+
+
+class GPTConfig(TextModelConfig):
+    n_layer: int = Field(4, ge=1, le=96)
+    n_head: int = Field(4, ge=1, le=64)
+    n_embd: int = Field(128, ge=8, le=8192)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    tie_weights: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> GPTConfig:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        return self
+
+
+PRESETS = {
+    "tiny": dict(n_layer=2, n_head=2, n_embd=64, block_size=64),
+    "small": dict(n_layer=4, n_head=4, n_embd=128, block_size=64),  # the CPU baseline shape
+    "medium": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2),
+    "long": dict(n_layer=6, n_head=6, n_embd=384, block_size=1024),
+}
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated to the context length: (L, B, nh, T, hs)."""
+
+    def __init__(self, config: GPTConfig, batch: int, dtype: torch.dtype, device: torch.device):
+        hs = config.n_embd // config.n_head
+        shape = (config.n_layer, batch, config.n_head, config.block_size, hs)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = 0  # positions filled so far
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig, layer: int):
+        super().__init__()
+        self.n_head, self.layer = config.n_head, layer
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hs)
+        causal = True
+        if cache is not None:
+            start = cache.length
+            cache.k[self.layer, :, :, start : start + T] = k
+            cache.v[self.layer, :, :, start : start + T] = v
+            k = cache.k[self.layer, :, :, : start + T]
+            v = cache.v[self.layer, :, :, : start + T]
+            if start > 0:
+                # new queries see every cached key and, among themselves, only earlier ones
+                causal = False
+                if T > 1:
+                    mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+                    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                    return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=p)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig, layer: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=False)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=False)
+        self.mlp = MLP(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln_1(x), cache))
+        return x + self.drop(self.mlp(self.ln_2(x)))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        if config.vocab_size <= 0:
+            raise ValueError("GPTConfig.vocab_size must be set from the tokenizer")
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=False)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.head.weight = self.wte.weight
+        self.apply(self._init)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):  # GPT-2: scale residual branches by depth
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def forward(
+        self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """Logits (B, T, V) for token ids (B, T); with ``last_only``, (B, 1, V)."""
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} exceeds block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, cache)
+        if cache is not None:
+            cache.length += T
+        if last_only:
+            x = x[:, -1:, :]
+        return self.head(self.ln_f(x))
+
+
+def build(config: GPTConfig) -> GPT:
+    return GPT(config)
+
+
+def loss(model: GPT, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Next-token cross-entropy; ``batch`` is (inputs, targets), both (B, T)."""
+    x, y = batch
+    logits = model(x)
+    return {"loss": F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))}
+
+
+@torch.no_grad()
+def sample(model: GPT, request: TokenRequest, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Yield the next token ids (B,) step by step.
+
+    With the cache: one prefill of the prompt, then one position per step. When the context is
+    full, the last half of it is prefilled again into a fresh cache (cheap, amortised). Without
+    the cache (``use_cache=False``) the cropped context is recomputed every step — the baseline
+    the cache is measured against.
+    """
+    block = model.config.block_size
+    ids = request.prompt_ids
+    dtype = next(model.parameters()).dtype
+    cache = KVCache(model.config, ids.size(0), dtype, ids.device) if request.use_cache else None
+    logits = model(ids[:, -block:], cache, last_only=True)[:, -1, :]
+    for _ in range(request.max_new_tokens):
+        nxt = sample_next(
+            logits, generator, temperature=request.temperature, top_k=request.top_k,
+            top_p=request.top_p, repetition_penalty=request.repetition_penalty, history=ids,
+        )
+        yield nxt
+        ids = torch.cat([ids, nxt[:, None]], dim=1)
+        if cache is None:
+            logits = model(ids[:, -block:], last_only=True)[:, -1, :]
+        elif cache.length < block:
+            logits = model(nxt[:, None], cache, last_only=True)[:, -1, :]
+        else:
+            cache = KVCache(model.config, ids.size(0), dtype, ids.device)
+            logits = model(ids[:, -(block // 2) :], cache, last_only=True)[:, -1, :]
+
+
+FAMILY = Family(
+    name="gpt",
+    modality="text",
+    config=GPTConfig,
+    presets=PRESETS,
+    build=build,
+    loss=loss,
+    sample=sample,
+    kv_cache=True,
+    streaming=True,
+    description="decoder-only Transformer LM with a KV cache",
+)

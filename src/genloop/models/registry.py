@@ -1,0 +1,20 @@
+"""Every model family by name. Adding a family: one new file in models/ and one line here."""
+
+from __future__ import annotations
+
+from genloop.errors import RecipeError
+from genloop.models import gpt, lstm
+from genloop.models.family import Family
+
+FAMILIES: dict[str, Family] = {
+    "gpt": gpt.FAMILY,
+    "lstm": lstm.FAMILY,
+}
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        known = ", ".join(sorted(FAMILIES))
+        raise RecipeError(f"unknown model family {name!r} (known: {known})") from None

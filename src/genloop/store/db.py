@@ -1,0 +1,324 @@
+"""Tables, typed records and the engine: one database per workspace, SQLite or PostgreSQL.
+
+SQLite is made safe for several processes (CLI, API workers, trainers) sharing one file: WAL so
+readers never block the writer, a 30 s busy timeout instead of instant "database is locked", and
+``BEGIN IMMEDIATE`` for every write transaction, so a writer takes the write lock *before* it
+reads (e.g. ``max(version)``) and two writers can never both read the same value. This is
+SQLAlchemy's documented pysqlite recipe: the driver's own transaction handling is switched off
+(``isolation_level = None``) and the ``begin`` event emits the BEGIN we want. Reads go through a
+second engine that emits a plain deferred ``BEGIN``. Nothing here is SQLite-only outside the
+``sqlite`` branch, so the same code runs on PostgreSQL (``postgresql+psycopg://...``).
+
+Functions return the record types below (pydantic, detached from any session), never ORM rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from genloop.config import settings
+
+RUN_STATUSES = ("running", "completed", "stopped", "failed", "diverged")
+
+# Any constant works: it only has to be the same in every process that creates the schema.
+_SCHEMA_LOCK_KEY = 0x67656E6C6F6F70  # "genloop"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id(length: int = 32) -> str:
+    """Random hex id; runs use 12 characters so they are easy to type."""
+    return uuid.uuid4().hex[:length]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the offset on its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DatasetRow(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    hash: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id(12))
+    status: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    recipe: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    recipe_hash: Mapped[str] = mapped_column(String(128))
+    dataset_hash: Mapped[str] = mapped_column(String(128))
+    family: Mapped[str] = mapped_column(String(64))
+    model_name: Mapped[str] = mapped_column(String(64))
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_model_name_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    family: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    dataset_hash: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    recipe_hash: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    parent: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GenerationRow(Base):
+    __tablename__ = "generations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    model: Mapped[str] = mapped_column(String(80), index=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    request: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    seed: Mapped[int] = mapped_column(BigInteger)  # 64-bit seeds fit on PostgreSQL too
+    output: Mapped[str | None] = mapped_column(Text, nullable=True)
+    file: Mapped[str | None] = mapped_column(Text, nullable=True)
+    content_hash: Mapped[str] = mapped_column(String(128))
+    safety: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+# --- records (what the store hands out) -----------------------------------------------------
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(from_attributes=True, frozen=True)
+
+
+class DatasetRecord(_Record):
+    id: int
+    name: str
+    hash: str
+    kind: str
+    path: str
+    meta: dict[str, Any]
+    created_at: datetime
+
+
+class RunRecord(_Record):
+    id: str
+    status: str
+    recipe: dict[str, Any]
+    recipe_hash: str
+    dataset_hash: str
+    family: str
+    model_name: str
+    step: int
+    metrics: dict[str, Any]
+    error: str | None
+    path: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ModelVersion(_Record):
+    id: int
+    name: str
+    version: int
+    family: str
+    path: str
+    dataset_hash: str | None
+    recipe_hash: str | None
+    parent: str | None
+    run_id: str | None
+    metrics: dict[str, Any]
+    created_at: datetime
+
+    @property
+    def ref(self) -> str:
+        """The reference users type: ``name@N``."""
+        return f"{self.name}@{self.version}"
+
+
+class GenerationRecord(_Record):
+    id: str
+    model: str
+    model_version_id: int
+    kind: str
+    request: dict[str, Any]
+    seed: int
+    output: str | None
+    file: str | None
+    content_hash: str
+    safety: dict[str, Any] | None
+    timings: dict[str, Any]
+    created_at: datetime
+
+
+# --- engine ---------------------------------------------------------------------------------
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch the file to WAL once; it is persistent, so later opens only read the mode.
+
+    Changing the mode needs an exclusive lock and SQLite does not apply the busy timeout to
+    it, so processes opening a fresh workspace at the same moment retry here for up to 30 s.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] in ("wal", "memory"):
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _sqlite_engine(url: str, begin: str) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        # Hand transaction control to the "begin" event below (SQLAlchemy pysqlite recipe).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        _enable_wal(cursor)
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = NORMAL")  # durable enough under WAL, much faster
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+class Database:
+    """Engines and sessions for one workspace database; the schema is created on open.
+
+    ``write()`` and ``read()`` are the only ways in: a write session commits on success and rolls
+    back on an exception; a read session never commits.
+    """
+
+    def __init__(self, url: str | None = None) -> None:
+        s = settings()
+        self.url = url or s.db_url
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                s.home.mkdir(parents=True, exist_ok=True)
+            self._write_engine = _sqlite_engine(self.url, "BEGIN IMMEDIATE")
+            self._read_engine = _sqlite_engine(self.url, "BEGIN")
+        else:
+            self._write_engine = create_engine(self.url, pool_pre_ping=True)
+            self._read_engine = self._write_engine
+        self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
+        self._create_schema()
+
+    def _create_schema(self) -> None:
+        with self._write_engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # Serialize concurrent first opens (several API workers starting at once).
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+            Base.metadata.create_all(conn)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session in one write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        with self._write_sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session; under WAL it never waits for a writer."""
+        with self._read_sessions() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
+
+    def close(self) -> None:
+        """Release pooled connections (tests, and processes that fork)."""
+        self._write_engine.dispose()
+        if self._read_engine is not self._write_engine:
+            self._read_engine.dispose()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

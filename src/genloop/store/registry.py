@@ -1,0 +1,384 @@
+"""The workspace's records: datasets, runs, model versions and generations.
+
+``Store`` is the one object the loop and the faces talk to. Registering a model version is the
+delicate part: the version number, the directory rename and the row must agree even when several
+processes register the same name at once, and a crash must never leave a row without its files
+or a visible directory without its row. See :meth:`Store.register_model`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Select, func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from genloop.config import settings
+from genloop.errors import InvalidInput, NotFound
+from genloop.store.db import (
+    RUN_STATUSES,
+    Database,
+    DatasetRecord,
+    DatasetRow,
+    GenerationRecord,
+    GenerationRow,
+    ModelVersion,
+    ModelVersionRow,
+    RunRecord,
+    RunRow,
+    new_id,
+)
+from genloop.store.files import atomic_write_json, fsync_dir
+
+MODEL_NAME_RULE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+_MODEL_NAME = re.compile(MODEL_NAME_RULE)
+_MODEL_REF = re.compile(r"^(?P<name>[^@\s]+)(?:@(?P<version>[0-9]+))?$")
+
+
+def validate_model_name(name: str) -> str:
+    """Names become directory names and URL segments, so they are kept to a safe alphabet."""
+    if not isinstance(name, str) or not _MODEL_NAME.match(name):
+        raise InvalidInput(
+            f"model name {name!r} is invalid: it must match {MODEL_NAME_RULE} "
+            "(lowercase letters, digits, '.', '_', '-'; starting with a letter or digit; "
+            "at most 64 characters)"
+        )
+    return name
+
+
+def parse_model_ref(ref: str) -> tuple[str, int | None]:
+    """'name' -> (name, None); 'name@N' -> (name, N)."""
+    m = _MODEL_REF.match(ref) if isinstance(ref, str) else None
+    if m is None or not _MODEL_NAME.match(m["name"]):
+        raise InvalidInput(
+            f"model reference {ref!r} is invalid: use 'name' (newest version) or 'name@N' "
+            f"with a name matching {MODEL_NAME_RULE}"
+        )
+    version = int(m["version"]) if m["version"] is not None else None
+    if version is not None and version < 1:
+        raise InvalidInput(f"model reference {ref!r} is invalid: in 'name@N', N starts at 1")
+    return m["name"], version
+
+
+def _advisory_key(name: str) -> int:
+    """A stable signed 64-bit key per name (Python's hash() differs between processes)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def _version_select(name: str, version: int | None) -> Select[tuple[ModelVersionRow]]:
+    """Version N of ``name``, or its newest when N is None."""
+    q = select(ModelVersionRow).where(ModelVersionRow.name == name)
+    if version is None:
+        return q.order_by(ModelVersionRow.version.desc()).limit(1)
+    return q.where(ModelVersionRow.version == version)
+
+
+class Store(Database):
+    """Datasets, runs, model versions and generations of one workspace."""
+
+    # --- datasets ---------------------------------------------------------------------------
+
+    def add_dataset(
+        self, name: str, hash: str, kind: str, path: Path | str, meta: dict[str, Any] | None = None
+    ) -> DatasetRecord:
+        """Record a dataset; the same content (hash) added twice returns the first record."""
+        try:
+            with self.write() as s:
+                row = s.scalar(select(DatasetRow).where(DatasetRow.hash == hash))
+                if row is None:
+                    row = DatasetRow(
+                        name=name, hash=hash, kind=kind, path=str(path), meta=meta or {}
+                    )
+                    s.add(row)
+                    s.flush()
+                return DatasetRecord.model_validate(row)
+        except IntegrityError:
+            # Lost a race on PostgreSQL (SQLite serializes writers): the winner's row is it.
+            return self.get_dataset(hash)
+
+    def get_dataset(self, hash: str) -> DatasetRecord:
+        """A dataset by content hash."""
+        with self.read() as s:
+            row = s.scalar(select(DatasetRow).where(DatasetRow.hash == hash))
+            if row is None:
+                raise NotFound(f"no dataset with hash {hash!r}; see `genloop data list`")
+            return DatasetRecord.model_validate(row)
+
+    def list_datasets(self) -> list[DatasetRecord]:
+        """All datasets, newest first."""
+        with self.read() as s:
+            rows = s.scalars(select(DatasetRow).order_by(DatasetRow.id.desc()))
+            return [DatasetRecord.model_validate(r) for r in rows]
+
+    # --- runs -------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        recipe: dict[str, Any],
+        recipe_hash: str,
+        dataset_hash: str,
+        family: str,
+        model_name: str,
+        path: Path | str,
+        run_id: str | None = None,
+    ) -> RunRecord:
+        """Start a run in status 'running' (``run_id`` lets the caller name its run dir first)."""
+        with self.write() as s:
+            row = RunRow(
+                id=run_id or new_id(12),
+                status="running",
+                recipe=recipe,
+                recipe_hash=recipe_hash,
+                dataset_hash=dataset_hash,
+                family=family,
+                model_name=model_name,
+                step=0,
+                metrics={},
+                path=str(path),
+            )
+            s.add(row)
+            s.flush()
+            return RunRecord.model_validate(row)
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: str | None = None,
+        step: int | None = None,
+        metrics: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> RunRecord:
+        """Change a run's status, step, metrics (merged into the old ones) or error."""
+        if status is not None and status not in RUN_STATUSES:
+            raise InvalidInput(f"run status {status!r} is invalid: use one of {RUN_STATUSES}")
+        with self.write() as s:
+            row = self._run_row(s, run_id)
+            if status is not None:
+                row.status = status
+            if step is not None:
+                row.step = step
+            if metrics is not None:
+                row.metrics = {**row.metrics, **metrics}  # a new dict, so the change is seen
+            if error is not None:
+                row.error = error
+            s.flush()
+            return RunRecord.model_validate(row)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """One run by id."""
+        with self.read() as s:
+            return RunRecord.model_validate(self._run_row(s, run_id))
+
+    def list_runs(self) -> list[RunRecord]:
+        """All runs, newest first."""
+        with self.read() as s:
+            rows = s.scalars(select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id))
+            return [RunRecord.model_validate(r) for r in rows]
+
+    @staticmethod
+    def _run_row(s: Session, run_id: str) -> RunRow:
+        row = s.get(RunRow, run_id)
+        if row is None:
+            raise NotFound(f"no run with id {run_id!r}; see `genloop runs`")
+        return row
+
+    # --- models -----------------------------------------------------------------------------
+
+    def register_model(
+        self,
+        name: str,
+        staged_dir: Path | str,
+        *,
+        family: str,
+        dataset_hash: str | None = None,
+        recipe_hash: str | None = None,
+        parent: str | None = None,
+        run_id: str | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Move a complete ``staged_dir`` to ``models/<name>/<N>`` and record version N.
+
+        1. In one write transaction (``BEGIN IMMEDIATE`` on SQLite, an advisory lock per name
+           on PostgreSQL) read N = max(version) + 1 — no other writer can read the same N.
+        2. Rename ``staged_dir`` into place (same filesystem, so one atomic rename).
+        3. Insert the row and commit. If that fails the directory is renamed back, so no
+           version directory is ever visible without its row.
+        A crash between 2 and 3 leaves a directory without a row; the next registration of
+        that version moves it aside to ``models/<name>/.orphan-N-*`` instead of failing.
+        """
+        validate_model_name(name)
+        if parent is not None:
+            parse_model_ref(parent)
+        staged = Path(staged_dir).absolute()
+        if not staged.is_dir():
+            raise InvalidInput(f"staged model directory {str(staged)!r} does not exist")
+        metrics = dict(metrics or {})
+        atomic_write_json(staged / "metrics.json", metrics)
+        name_dir = settings().models_dir / name
+        name_dir.mkdir(parents=True, exist_ok=True)
+
+        dest: Path | None = None
+        try:
+            with self.write() as s:
+                if self.dialect == "postgresql":
+                    s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _advisory_key(name)})
+                latest = s.scalar(
+                    select(func.max(ModelVersionRow.version)).where(ModelVersionRow.name == name)
+                )
+                version = (latest or 0) + 1
+                dest = name_dir / str(version)
+                if dest.exists():
+                    os.replace(dest, name_dir / f".orphan-{version}-{uuid.uuid4().hex[:8]}")
+                try:
+                    os.replace(staged, dest)
+                except OSError as e:
+                    dest = None
+                    raise InvalidInput(
+                        f"cannot move {str(staged)!r} into {str(name_dir)!r}: {e}; stage the "
+                        "model on the same filesystem as GENLOOP_HOME"
+                    ) from e
+                fsync_dir(name_dir)
+                fsync_dir(staged.parent)
+                row = ModelVersionRow(
+                    name=name,
+                    version=version,
+                    family=family,
+                    path=str(dest),
+                    dataset_hash=dataset_hash,
+                    recipe_hash=recipe_hash,
+                    parent=parent,
+                    run_id=run_id,
+                    metrics=metrics,
+                )
+                s.add(row)
+                s.flush()
+                record = ModelVersion.model_validate(row)
+            # the context above committed
+            return record
+        except BaseException as exc:
+            if dest is not None and dest.exists() and not staged.exists():
+                os.replace(dest, staged)
+                fsync_dir(name_dir)
+            if isinstance(exc, IntegrityError) and run_id is not None:
+                with self.read() as s:
+                    if s.get(RunRow, run_id) is None:
+                        raise NotFound(
+                            f"cannot register {name}: run {run_id!r} does not exist"
+                        ) from exc
+            raise
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """'name' -> its newest version; 'name@N' -> version N."""
+        name, version = parse_model_ref(ref)
+        with self.read() as s:
+            row = s.scalar(_version_select(name, version))
+            if row is not None:
+                return ModelVersion.model_validate(row)
+            versions = list(
+                s.scalars(
+                    select(ModelVersionRow.version)
+                    .where(ModelVersionRow.name == name)
+                    .order_by(ModelVersionRow.version)
+                )
+            )
+            if versions:
+                listed = ", ".join(f"{name}@{v}" for v in versions)
+                raise NotFound(f"model {ref!r} not found; {name} has versions: {listed}")
+            names = list(
+                s.scalars(select(ModelVersionRow.name).distinct().order_by(ModelVersionRow.name))
+            )
+        if names:
+            raise NotFound(f"model {ref!r} not found; available models: {', '.join(names)}")
+        raise NotFound(
+            f"model {ref!r} not found; there are no models yet: run `genloop train` or "
+            "`genloop quickstart`"
+        )
+
+    def list_models(self) -> list[ModelVersion]:
+        """Every version of every model, by name then version."""
+        with self.read() as s:
+            rows = s.scalars(
+                select(ModelVersionRow).order_by(ModelVersionRow.name, ModelVersionRow.version)
+            )
+            return [ModelVersion.model_validate(r) for r in rows]
+
+    def update_model_metrics(self, ref: str, metrics: dict[str, Any]) -> ModelVersion:
+        """Merge evaluation results into a version's metrics (row and ``metrics.json``)."""
+        name, version = parse_model_ref(ref)
+        with self.write() as s:
+            row = s.scalar(_version_select(name, version))
+            if row is None:
+                self.resolve(ref)  # raises NotFound listing what exists
+                raise NotFound(f"model {ref!r} not found")
+            row.metrics = {**row.metrics, **metrics}
+            s.flush()
+            # Written inside the transaction, so concurrent merges can't interleave file writes.
+            atomic_write_json(Path(row.path) / "metrics.json", row.metrics)
+            return ModelVersion.model_validate(row)
+
+    # --- generations ------------------------------------------------------------------------
+
+    def record_generation(
+        self,
+        *,
+        model: ModelVersion,
+        kind: str,
+        request: dict[str, Any],
+        seed: int,
+        output: str | None,
+        file: str | None,
+        content_hash: str,
+        timings: dict[str, Any],
+        safety: dict[str, Any] | None = None,
+    ) -> GenerationRecord:
+        """Keep every output traceable: which version, which request, which seed."""
+        with self.write() as s:
+            row = GenerationRow(
+                id=new_id(),
+                model=model.ref,
+                model_version_id=model.id,
+                kind=kind,
+                request=request,
+                seed=seed,
+                output=output,
+                file=file,
+                content_hash=content_hash,
+                safety=safety,
+                timings=timings,
+            )
+            s.add(row)
+            s.flush()
+            return GenerationRecord.model_validate(row)
+
+    def get_generation(self, generation_id: str) -> GenerationRecord:
+        """One generation by id."""
+        with self.read() as s:
+            row = s.get(GenerationRow, generation_id)
+            if row is None:
+                raise NotFound(f"no generation with id {generation_id!r}")
+            return GenerationRecord.model_validate(row)
+
+    def list_generations(
+        self, model: str | ModelVersion | None = None, limit: int = 50
+    ) -> list[GenerationRecord]:
+        """Newest first; ``model`` is 'name@N', a ModelVersion, or 'name' for all its versions."""
+        q = select(GenerationRow)
+        if isinstance(model, ModelVersion):
+            q = q.where(GenerationRow.model_version_id == model.id)
+        elif model is not None:
+            name, version = parse_model_ref(model)
+            if version is not None:
+                q = q.where(GenerationRow.model == f"{name}@{version}")
+            else:
+                q = q.join(ModelVersionRow).where(ModelVersionRow.name == name)
+        q = q.order_by(GenerationRow.created_at.desc(), GenerationRow.id).limit(limit)
+        with self.read() as s:
+            return [GenerationRecord.model_validate(r) for r in s.scalars(q)]

@@ -1,0 +1,100 @@
+"""The model card: what a registered version is, what made it, how good it is, what it is for.
+
+Markdown, written beside the weights (``card.md``), shown by ``genloop models show``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genloop.models.family import Family, ModelConfig
+from genloop.training.recipe import Recipe
+
+METRIC_NAMES = {
+    "val_loss": "validation loss (nats/token)",
+    "bits_per_char": "bits per character",
+    "bits_per_token": "bits per token",
+    "perplexity": "perplexity",
+    "distinct_1": "distinct-1 (samples)",
+    "distinct_2": "distinct-2 (samples)",
+    "repetition_rate": "4-gram repetition rate (samples)",
+    "train_steps": "training steps",
+    "train_tokens": "training tokens",
+    "train_time_s": "training time (s)",
+    "train_tokens_per_s": "training tokens/s",
+}
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.4f}" if abs(v) < 1000 else f"{v:,.0f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def model_card(
+    ref: str,
+    family: Family,
+    config: ModelConfig,
+    recipe: Recipe,
+    data_meta: dict[str, Any],
+    metrics: dict[str, Any],
+    samples: list[str],
+    lineage: dict[str, Any],
+) -> str:
+    n_params = metrics.get("parameters")
+    lines = [
+        f"# {ref}",
+        "",
+        f"A **{family.name}** model ({family.description}), preset `{recipe.model.preset}`"
+        + (f", {n_params:,} parameters" if n_params else "") + ".",
+        "",
+        "## Intended use",
+        "",
+        "Research, teaching and experimentation with small generative text models trained on the "
+        f"dataset below. It continues text in the style of `{data_meta.get('name', '?')}`; it "
+        "knows nothing beyond that corpus, makes things up, and has no safety tuning: review "
+        "outputs before you publish them.",
+        "",
+        "## Data",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| dataset | `{data_meta.get('name', '?')}` (hash `{str(lineage.get('dataset_hash'))[:16]}`) |",
+        f"| source | `{data_meta.get('source', recipe.data.source)}` |",
+        f"| tokenizer | {recipe.data.tokenizer}, vocabulary {config.model_dump().get('vocab_size')} |",
+    ]
+    counts = data_meta.get("counts", {})
+    for key in ("train_tokens", "val_tokens", "docs", "duplicates_removed"):
+        if key in counts:
+            lines.append(f"| {key.replace('_', ' ')} | {fmt(counts[key])} |")
+    lines += ["", "## Metrics", "", "| metric | value |", "| --- | --- |"]
+    for key, value in metrics.items():
+        lines.append(f"| {METRIC_NAMES.get(key, key)} | {fmt(value)} |")
+    lines += ["", "## Model config", "", "| key | value |", "| --- | --- |"]
+    for key, value in config.model_dump().items():
+        lines.append(f"| {key} | {value} |")
+    lines += [
+        "",
+        "## Lineage",
+        "",
+        f"- run: `{lineage.get('run_id')}`",
+        f"- recipe hash: `{lineage.get('recipe_hash')}`",
+        f"- parent: `{lineage.get('parent') or 'none (trained from scratch)'}`",
+        "",
+        "## Recipe",
+        "",
+        "```yaml",
+        recipe.to_yaml().rstrip(),
+        "```",
+    ]
+    if samples:
+        lines += ["", "## Samples", ""]
+        for s in samples[:4]:
+            lines += ["```text", s.strip("\n")[:600], "```", ""]
+    lines += [
+        "## Chat template",
+        "",
+        "None: a plain continuation model. Prompts are continued as text.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,156 @@
+"""Recipes: data + model + training + evaluation, one typed document.
+
+Each section is defined beside its code (``TextDataConfig`` in data/, the family configs in
+models/, ``TrainConfig`` here, ``EvalConfig`` in evaluation/) and composed here. A recipe is loaded
+from YAML, overridden with ``--set section.key=value``, printed resolved, hashed, and frozen into
+every run. Unknown keys and wrong types are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from genloop.data.text import TextDataConfig
+from genloop.errors import RecipeError, validation_message
+from genloop.evaluation.text import EvalConfig
+from genloop.models.family import ModelConfig
+from genloop.models.registry import get_family
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(Strict):
+    """Which family, which named preset, and per-key overrides of the preset."""
+
+    family: str = "gpt"
+    preset: str = "tiny"
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSection:
+        self.resolved()  # unknown family, preset or key fails here, at load time
+        return self
+
+    def resolved(self, **fill: Any) -> ModelConfig:
+        family = get_family(self.family)
+        try:
+            return family.make_config(self.preset, **{**self.config, **fill})
+        except ValidationError as e:
+            raise RecipeError(validation_message(e, prefix="model.config.")) from None
+
+
+class TrainConfig(Strict):
+    steps: int = Field(2000, ge=1, le=10_000_000)
+    batch_size: int = Field(12, ge=1, le=65536, description="sequences per optimizer step")
+    grad_accum: int = Field(1, ge=1, le=1024, description="micro-batches per optimizer step")
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    min_lr: float | None = Field(None, ge=0, description="cosine floor; default lr/10")
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.1, ge=0, le=10)
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = Field(1.0, ge=0, description="max grad norm; 0 disables")
+    eval_every: int = Field(250, ge=1)
+    eval_batches: int = Field(20, ge=1, description="batches per in-training validation estimate")
+    checkpoint_every: int = Field(250, ge=1)
+    log_every: int = Field(10, ge=1)
+    seed: int = Field(0, ge=0)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = Field(False, description="torch.compile the model (slow start, faster steps)")
+    threads: int | None = Field(None, ge=1, le=1024, description="torch intra-op threads")
+    tensorboard: bool = True
+    time_limit_s: float | None = Field(None, gt=0, description="stop cleanly after this long")
+
+    @property
+    def floor_lr(self) -> float:
+        return self.lr / 10 if self.min_lr is None else self.min_lr
+
+
+class Recipe(Strict):
+    name: str = Field("model", description="registered model name (versions name@1, name@2, ...)")
+    data: TextDataConfig
+    model: ModelSection = Field(default_factory=ModelSection)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    parent: str | None = Field(None, description="fine-tune from this model version (name@N)")
+
+    def model_config_for(self, vocab_size: int) -> ModelConfig:
+        return self.model.resolved(vocab_size=vocab_size)
+
+    def frozen(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def hash(self) -> str:
+        blob = json.dumps(self.frozen(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.frozen(), sort_keys=False, allow_unicode=True)
+
+
+def set_override(tree: dict[str, Any], assignment: str) -> None:
+    """Apply one ``a.b.c=value`` (value parsed as YAML: numbers, booleans, lists) in place."""
+    if "=" not in assignment:
+        raise RecipeError(f"--set {assignment!r}: expected key=value, e.g. train.steps=500")
+    key, raw = assignment.split("=", 1)
+    path = key.strip().split(".")
+    if not all(path):
+        raise RecipeError(f"--set {assignment!r}: empty key segment")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # 'ROMEO:' parses as a mapping and '#tag' as a comment (None): the user meant the text
+    if (isinstance(value, dict) and not raw.lstrip().startswith("{")) or (
+        value is None and raw.strip() not in ("null", "Null", "NULL", "~")
+    ):
+        value = raw
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"--set {key}: {part!r} is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+BUILTIN_DIR = Path(__file__).parent / "recipes"
+
+
+def builtin_recipes() -> dict[str, Path]:
+    """Recipes that ship with genloop, by name (``genloop train shakespeare-char``)."""
+    return {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.yaml"))}
+
+
+def load_recipe(source: str | Path | dict[str, Any] | None, overrides: list[str] = ()) -> Recipe:
+    """A recipe from a YAML file (or a dict), with ``section.key=value`` overrides applied."""
+    if source is None:
+        tree: dict[str, Any] = {}
+    elif isinstance(source, dict):
+        tree = json.loads(json.dumps(source))  # a private deep copy
+    else:
+        path = Path(source)
+        if not path.is_file() and str(source) in builtin_recipes():
+            path = builtin_recipes()[str(source)]
+        if not path.is_file():
+            known = ", ".join(sorted(builtin_recipes()))
+            raise RecipeError(f"{path}: recipe file not found (built-in recipes: {known})")
+        try:
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise RecipeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(tree, dict):
+            raise RecipeError(f"{path}: a recipe is a mapping of sections (data, model, train, eval)")
+    for assignment in overrides:
+        set_override(tree, assignment)
+    try:
+        return Recipe.model_validate(tree)
+    except ValidationError as e:
+        raise RecipeError(validation_message(e)) from None

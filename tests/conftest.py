@@ -1,0 +1,92 @@
+"""Shared fixtures: a fresh workspace per test, a small deterministic English corpus, a tiny
+recipe (seconds to train on two shared CPU cores) and a runner for the real CLI."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BIN = Path(sys.executable).parent  # the venv's bin: genloop, torchrun
+
+_SUBJECTS = ["The cat", "A dog", "The old man", "My friend", "The river", "A small bird",
+             "The teacher", "Our neighbour", "The children", "A stranger"]
+_VERBS = ["walks to", "looks at", "sings about", "dreams of", "runs past", "writes to",
+          "waits for", "thinks about", "paints", "remembers"]
+_OBJECTS = ["the house", "a green field", "the quiet sea", "an open window", "the morning light",
+            "a long road", "the market", "the garden", "the winter hills", "a letter"]
+
+
+def write_corpus(path: Path, size: int = 30_000, seed: int = 0) -> Path:
+    """Deterministic simple English paragraphs, about ``size`` characters."""
+    rng = random.Random(seed)
+    paras: list[str] = []
+    total = 0
+    while total < size:
+        n = rng.randint(3, 6)
+        para = " ".join(f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}."
+                        for _ in range(n))
+        paras.append(para)
+        total += len(para) + 2
+    path.write_text("\n\n".join(paras) + "\n", encoding="utf-8")
+    return path
+
+
+def workspace_env(home: Path) -> dict[str, str]:
+    """The environment for a subprocess working in ``home`` (one thread: the cores are shared)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GENLOOP_DB_URL", "GENLOOP_CACHE")}
+    env.update(GENLOOP_HOME=str(home), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               NO_COLOR="1", COLUMNS="200", TERM="dumb")
+    return env
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh GENLOOP_HOME (GENLOOP_DATA_MIRROR, if set, is kept: nothing needs the network)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("GENLOOP_HOME", str(home))
+    monkeypatch.delenv("GENLOOP_DB_URL", raising=False)
+    monkeypatch.delenv("GENLOOP_CACHE", raising=False)
+    return home
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "corpus.txt")
+
+
+def tiny_recipe_dict(source: Path | str, *, name: str = "tiny", steps: int = 30,
+                     family: str = "gpt", **train: Any) -> dict[str, Any]:
+    """A recipe that trains in a few seconds: tiny preset, context 32, batch 8, one thread."""
+    return {
+        "name": name,
+        "data": {"source": str(source)},
+        "model": {"family": family, "preset": "tiny", "config": {"block_size": 32}},
+        "train": {"steps": steps, "batch_size": 8, "warmup_steps": 5, "eval_every": steps,
+                  "eval_batches": 2, "checkpoint_every": steps, "log_every": 1,
+                  "tensorboard": False, "threads": 1, **train},
+        "eval": {"num_samples": 1, "sample_tokens": 16, "full_validation": False},
+    }
+
+
+@pytest.fixture
+def tiny_recipe(corpus: Path) -> Callable[..., dict[str, Any]]:
+    """``tiny_recipe(name=..., steps=..., **train_overrides)`` over the ``corpus`` fixture."""
+    return lambda **kw: tiny_recipe_dict(corpus, **kw)
+
+
+def run_cli(args: list[str], home: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "genloop"), *args], env=workspace_env(home),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess]:
+    """``cli(args, home)`` runs the installed ``genloop`` command in workspace ``home``."""
+    return run_cli

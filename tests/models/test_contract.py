@@ -1,0 +1,144 @@
+"""The common contract every registered model family fulfils, run on each family's ``tiny`` preset.
+
+A family that cannot pass a check declares it in ``family.exempt`` (check name -> reason); this
+test reads that and never names a family.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from genloop.models.family import TokenRequest
+from genloop.models.io import load_weights, save_weights
+from genloop.models.registry import FAMILIES
+
+VOCAB = 32
+CHECKS = ("config_roundtrip", "save_load", "loss_falls", "seeded_sample", "kv_cache")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on a shared 2-core machine: threads only fight over the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    return out[0] if isinstance(out, tuple) else out  # recurrent families return a state too
+
+
+def _build(family, seed: int = 0):
+    config = family.make_config("tiny", vocab_size=VOCAB)
+    torch.manual_seed(seed)
+    return config, family.build(config)
+
+
+def _batch(config, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    T = min(32, config.block_size)
+    data = torch.randint(0, VOCAB, (4, T + 1), generator=g)
+    return data[:, :-1], data[:, 1:]
+
+
+def _draw(family, model, prompt: torch.Tensor, n: int, seed: int | None, **kw) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed) if seed is not None else torch.Generator()
+    req = TokenRequest(prompt_ids=prompt, max_new_tokens=n, **kw)
+    return torch.stack(list(family.sample(model, req, gen)), dim=1)
+
+
+def check_config_roundtrip(family) -> None:
+    config = family.make_config("tiny", vocab_size=VOCAB)
+    again = family.config.model_validate(config.model_dump())
+    assert again == config
+    assert again.model_dump() == config.model_dump()
+    # JSON too: that is how config.json stores it
+    assert family.config.model_validate_json(config.model_dump_json()) == config
+
+
+def check_save_load(family, tmp_path) -> None:
+    config, model = _build(family, seed=0)
+    _, other = _build(family, seed=1)  # different random weights, same shapes
+    model.eval()
+    other.eval()
+    x, _ = _batch(config)
+    path = tmp_path / "weights.safetensors"
+    save_weights(model, path)
+    with torch.no_grad():
+        assert not torch.equal(_logits(model, x), _logits(other, x))
+        load_weights(other, path)
+        assert torch.equal(_logits(model, x), _logits(other, x))
+    for (k, a), (k2, b) in zip(model.state_dict().items(), other.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(a, b), k
+
+
+def check_loss_falls(family) -> None:
+    config, model = _build(family, seed=0)
+    model.train()
+    batch = _batch(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = family.loss(model, batch)["loss"]
+        assert loss.ndim == 0 and math.isfinite(loss.item())
+        losses.append(loss.item())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    # random tokens start near ln(V); memorising the fixed batch must bring the loss well down
+    assert losses[0] == pytest.approx(math.log(VOCAB), rel=0.2)
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def check_seeded_sample(family) -> None:
+    _, model = _build(family, seed=0)
+    model.eval()
+    prompt = torch.tensor([[2, 3, 4], [5, 6, 7]])
+    kw = dict(temperature=1.0, top_k=20, top_p=0.95)
+    a = _draw(family, model, prompt, 16, seed=7, **kw)
+    b = _draw(family, model, prompt, 16, seed=7, **kw)
+    c = _draw(family, model, prompt, 16, seed=8, **kw)
+    assert a.shape == (2, 16) and a.dtype == torch.long
+    assert ((a >= 0) & (a < VOCAB)).all()
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)  # 32 draws from ~20 tokens: equal only by a ~1e-40 chance
+
+
+def check_kv_cache(family) -> None:
+    if not family.kv_cache:
+        pytest.skip(f"{family.name} declares no KV cache")
+    config, model = _build(family, seed=0)
+    model.eval()
+    prompt = torch.tensor([[2, 3, 4, 5, 6], [9, 8, 7, 6, 5]])
+    # every token predicted from at most block_size tokens: the whole context, no sliding
+    n = config.block_size - prompt.size(1) + 1
+    cached = _draw(family, model, prompt, n, seed=0, temperature=0.0, use_cache=True)
+    uncached = _draw(family, model, prompt, n, seed=0, temperature=0.0, use_cache=False)
+    assert cached.shape == (2, n)
+    assert torch.equal(cached, uncached)
+
+
+def test_exemptions_name_known_checks():
+    for family in FAMILIES.values():
+        unknown = set(family.exempt) - set(CHECKS)
+        assert not unknown, f"{family.name} exempts unknown checks {unknown}"
+        assert all(reason.strip() for reason in family.exempt.values())
+
+
+@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_family_contract(name: str, check: str, tmp_path) -> None:
+    family = FAMILIES[name]
+    if check in family.exempt:
+        pytest.skip(f"{name} is exempt from {check}: {family.exempt[check]}")
+    if family.modality != "text":
+        pytest.skip("this contract covers text families; image families need their own batch")
+    if check == "save_load":
+        check_save_load(family, tmp_path)
+    else:
+        globals()[f"check_{check}"](family)
