@@ -137,7 +137,7 @@ class GPT(nn.Module):
 
 def load_char_dataset(path: str = "/work/shared/data/tinyshakespeare/input.txt"):
     """First 90% of chars -> train, last 10% -> val; char-level vocab."""
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         text = f.read()
     chars = sorted(set(text))
     stoi = {c: i for i, c in enumerate(chars)}

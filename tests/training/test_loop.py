@@ -132,3 +132,17 @@ def test_lstm_tiny_run(workspace, tiny_recipe):
     assert family.name == "lstm"
     losses = [x["train/loss"] for x in read_metrics(result.run_dir) if "train/loss" in x]
     assert losses[-1] < losses[0]
+
+
+def test_same_recipe_with_dropout_trains_to_the_same_weights(tmp_path, monkeypatch, tiny_recipe):
+    """Dropout draws from the global RNG; the loop seeds it from the recipe (regression: two
+    runs of one recipe in one process used to differ, so a resume could not be checked)."""
+    recipe = tiny_recipe(name="drop", steps=8)
+    recipe["model"]["config"]["dropout"] = 0.2
+    weights = []
+    for home in ("h1", "h2"):
+        monkeypatch.setenv("GENLOOP_HOME", str(tmp_path / home))
+        torch.rand(3)  # whatever the caller did with the RNG before
+        result = train(recipe, register=False)
+        weights.append(load_file(str(result.run_dir / "checkpoints" / "last" / "weights.safetensors")))
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

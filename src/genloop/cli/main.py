@@ -119,7 +119,8 @@ def train(
         help="recipe YAML file or built-in name (shakespeare-char, tang-poems, quickstart, ...)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override: section.key=value")] = [],
     name: Annotated[str | None, typer.Option(help="model name to register")] = None,
-    print_recipe: Annotated[bool, typer.Option("--print-recipe", help="print the resolved recipe and exit")] = False,
+    print_recipe: Annotated[bool, typer.Option(
+        "--print-recipe", help="print the resolved recipe and exit")] = False,
     resume: Annotated[str | None, typer.Option(help="resume this run id from its last checkpoint")] = None,
 ) -> None:
     """Train a model from a recipe and register it as **name@N**."""
@@ -267,7 +268,8 @@ def fmt(v: Any) -> str:
                   "    genloop data prepare ./my_texts/")
 @faced
 def data_prepare(
-    source: Annotated[str, typer.Argument(help="python-docs | tinyshakespeare | tang-poems | a .txt, .jsonl or folder")],
+    source: Annotated[str, typer.Argument(
+        help="python-docs | tinyshakespeare | tang-poems | a .txt, .jsonl or folder")],
     tokenizer: Annotated[str, typer.Option(help="char or bpe")] = "char",
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size")] = 2048,
     field: Annotated[str, typer.Option(help=".jsonl field holding the text")] = "text",

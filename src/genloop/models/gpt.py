@@ -55,6 +55,19 @@ class KVCache:
         self.length = 0  # positions filled so far
 
 
+def attention(q, k, v, causal_or_mask: bool | torch.Tensor, dropout: float) -> torch.Tensor:
+    """SDPA, always in fp32: under bf16 autocast the CPU's bf16 attention backward is several
+    times slower than fp32 at these sizes (bench/README), while the matmuls around it gain."""
+    with torch.autocast(q.device.type, enabled=False):
+        dtype = q.dtype
+        q, k, v = q.float(), k.float(), v.float()
+        if isinstance(causal_or_mask, torch.Tensor):
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_or_mask)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal_or_mask, dropout_p=dropout)
+    return y.to(dtype)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
@@ -79,10 +92,10 @@ class CausalSelfAttention(nn.Module):
                 causal = False
                 if T > 1:
                     mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
-                    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                    y = attention(q, k, v, mask, 0.0)
                     return self.proj(y.transpose(1, 2).reshape(B, T, C))
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=p)
+        y = attention(q, k, v, causal, p)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
 

@@ -36,7 +36,9 @@ class TrainState:
     best_val_loss: float = float("inf")
     best_step: int = -1
     tokens_seen: int = 0
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # wall time of the run so far, evaluations and checkpoints included
+    step_time_s: float = 0.0  # time inside training steps after the first 20 (compile, warm-up)
+    timed_tokens: int = 0  # tokens of those steps: train_tokens_per_s = timed_tokens / step_time_s
 
 
 def save_checkpoint(

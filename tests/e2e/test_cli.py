@@ -1,0 +1,178 @@
+"""The real `genloop` command in a subprocess: help, train → generate → models → eval, and bad
+input: one line on stderr starting with "error:", a non-zero exit, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ..conftest import run_cli, tiny_recipe_dict, write_corpus  # noqa: TID252
+
+COMMANDS = [[], ["train"], ["generate"], ["eval"], ["quickstart"], ["data"], ["data", "prepare"],
+            ["data", "list"], ["models"], ["models", "list"], ["models", "show"]]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """A workspace holding one trained model, `cli@1`, trained through the CLI."""
+    root = tmp_path_factory.mktemp("cli")
+    corpus = write_corpus(root / "corpus.txt")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(corpus, name="cli", steps=60)))
+    home = root / "home"
+    r = run_cli(["train", str(recipe), "--set", "train.steps=30", "--set", "eval.prompt=The"],
+                home)
+    assert r.returncode == 0, r.stderr
+    assert "cli@1" in r.stdout
+    return home, root
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "genloop")
+def test_help_shows_an_example(command: list[str], tmp_path: Path) -> None:
+    r = run_cli([*command, "--help"], tmp_path / "home")
+    assert r.returncode == 0, r.stderr
+    assert "Example" in r.stdout
+    assert not (tmp_path / "home").exists()  # help writes nothing
+
+
+def test_train_generate_models_eval(trained: tuple[Path, Path]) -> None:
+    home, _ = trained
+    gen = ["generate", "cli", "--prompt", "The cat", "--seed", "1", "--max-new-tokens", "24",
+           "--no-stream", "--json"]
+    first, second = run_cli(gen, home), run_cli(gen, home)
+    assert first.returncode == 0, first.stderr
+    a, b = json.loads(first.stdout), json.loads(second.stdout)
+    assert a["text"] == b["text"] and a["model"] == "cli@1" and a["prompt"] == "The cat"
+    assert a["seed"] == 1 and a["tokens"] > 0
+
+    listing = run_cli(["models", "list"], home)
+    assert listing.returncode == 0 and "cli@1" in listing.stdout and "gpt" in listing.stdout
+    show = run_cli(["models", "show", "cli@1"], home)
+    assert show.returncode == 0 and "cli@1" in show.stdout and "Metrics" in show.stdout
+
+    ev = run_cli(["eval", "cli@1", "--samples", "1"], home)
+    assert ev.returncode == 0, ev.stderr
+    assert "val_loss" in ev.stdout
+
+
+PROGRESS = {"data", "build"}
+
+
+def snapshot(home: Path) -> set[str]:
+    """Every path in the workspace, the database's own files aside."""
+    return {str(p.relative_to(home)) for p in home.rglob("*") if not p.name.startswith("genloop.db")}
+
+
+def assert_clean_failure(r, home: Path, before: set[str], *expected: str) -> None:
+    assert r.returncode != 0
+    *progress, error = r.stderr.strip().splitlines()
+    # train reports its phases on stderr (stdout stays for results) before it can fail; the
+    # error itself is exactly one line, the last, and nothing else on stderr looks like one
+    assert all(line.split(":")[0] in PROGRESS for line in progress), r.stderr
+    assert error.startswith("error:"), r.stderr
+    assert "Traceback" not in r.stderr
+    for word in expected:
+        assert word.lower() in error.lower(), (word, error)
+    after = snapshot(home)
+    assert after == before, after ^ before
+    leftovers = [p for p in after if ".tmp" in p or ".staging" in p]
+    assert not leftovers
+
+
+def _bad_recipes(root: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
+    corpus = root / "corpus.txt"
+    (root / "empty.txt").write_text("")
+    (root / "binary.txt").write_bytes(b"hello\x00\x01\x02" * 100)
+    cases = {
+        "empty corpus": (["--set", f"data.source={root / 'empty.txt'}"], ("empty.txt",)),
+        "binary corpus": (["--set", f"data.source={root / 'binary.txt'}"], ("binary",)),
+        "missing corpus": (["--set", f"data.source={root / 'nope.txt'}"], ("nope.txt",)),
+        "unknown preset": (["--set", "model.preset=gigantic"], ("gigantic",)),
+        "unknown key": (["--set", "train.stepz=3"], ("train.stepz",)),
+        "wrong type": (["--set", "train.steps=abc"], ("train.steps",)),
+    }
+    return {k: ([str(root / "recipe.yaml"), "--set", f"name=bad{i}", *v[0]], v[1])
+            for i, (k, v) in enumerate(cases.items())} | {
+        "missing recipe": ([str(root / "missing.yaml")], ("missing.yaml",)),
+        "corpus as recipe": ([str(corpus)], ("recipe",)),
+    }
+
+
+BAD_TRAIN = ["empty corpus", "binary corpus", "missing corpus", "unknown preset", "unknown key",
+             "wrong type", "missing recipe", "corpus as recipe"]
+
+
+@pytest.mark.parametrize("case", BAD_TRAIN)
+def test_bad_train_input(trained: tuple[Path, Path], case: str) -> None:
+    home, root = trained
+    args, expected = _bad_recipes(root)[case]
+    before = snapshot(home)
+    r = run_cli(["train", *args], home)
+    assert_clean_failure(r, home, before, *expected)
+
+
+def _register_copy(home: Path, name: str, damage) -> None:
+    """Register a copy of cli@1 as ``name`` with its weights file damaged by ``damage``."""
+    import genloop.store as store_mod
+
+    old = os.environ.get("GENLOOP_HOME")
+    os.environ["GENLOOP_HOME"] = str(home)
+    try:
+        store = store_mod.Store()
+        src = Path(store.resolve("cli@1").path)
+        staged = home / "models" / f".staging-test-{name}"
+        shutil.copytree(src, staged)
+        damage(staged / "weights.safetensors")
+        store.register_model(name, staged, family="gpt")
+        store.close()
+    finally:
+        if old is None:
+            os.environ.pop("GENLOOP_HOME")
+        else:
+            os.environ["GENLOOP_HOME"] = old
+
+
+def _pickle(path: Path) -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    path.unlink()
+    torch.save(tensors, path)  # a pickle under the safetensors name
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(data[: len(data) // 3])
+
+
+@pytest.mark.parametrize(("name", "damage", "expected"), [
+    ("pickled", _pickle, ("safetensors",)),
+    ("truncated", _truncate, ("weights.safetensors",)),
+])
+def test_damaged_weights_are_refused(trained: tuple[Path, Path], name, damage, expected) -> None:
+    home, _ = trained
+    _register_copy(home, name, damage)
+    before = snapshot(home)
+    r = run_cli(["generate", name, "--prompt", "The", "--seed", "1", "--no-stream"], home)
+    assert_clean_failure(r, home, before, *expected)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["generate", "nosuch", "--prompt", "The"], ("nosuch",)),
+    (["generate", "cli@7", "--prompt", "The"], ("cli@7", "cli@1")),
+    (["generate", "cli", "--prompt", "The cat " * 40, "--no-stream"], ("context",)),
+    (["models", "show", "nosuch"], ("nosuch",)),
+    (["eval", "nosuch"], ("nosuch",)),
+])
+def test_bad_generate_input(trained: tuple[Path, Path], args: list[str], expected) -> None:
+    home, _ = trained
+    before = snapshot(home)
+    r = run_cli(args, home)
+    assert_clean_failure(r, home, before, *expected)
