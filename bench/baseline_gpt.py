@@ -185,47 +185,63 @@ def get_lr(it: int, lr: float, min_lr: float, warmup: int, decay_iters: int) -> 
 
 # ----------------------------------------------------------------------------- train
 
+class BaselineTrainer:
+    """The baseline's training loop, one step at a time (so a benchmark can interleave it)."""
+
+    def __init__(self, train_ids: np.ndarray, vocab_size: int, steps: int = 2000, batch: int = 12,
+                 block: int = 64, lr: float = 1e-3, seed: int = 0, n_layer: int = 4,
+                 n_head: int = 4, n_embd: int = 128, min_lr: float = 1e-4, warmup: int = 100,
+                 weight_decay: float = 0.1, betas=(0.9, 0.99), grad_clip: float = 1.0):
+        torch.manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.train_ids, self.batch, self.block = train_ids, batch, block
+        self.steps, self.lr, self.min_lr, self.warmup, self.grad_clip = steps, lr, min_lr, warmup, grad_clip
+        cfg = GPTConfig(vocab_size=vocab_size, block_size=block, n_layer=n_layer, n_head=n_head,
+                        n_embd=n_embd, bias=True)
+        self.model = GPT(cfg)
+        self.model.train()
+        self.opt = self.model.configure_optimizers(weight_decay, lr, betas)
+        self.it = 0
+        self.loss = float("nan")
+
+    def step(self) -> None:
+        cur_lr = get_lr(self.it, self.lr, self.min_lr, self.warmup, self.steps)
+        for g in self.opt.param_groups:
+            g["lr"] = cur_lr
+        x, y = get_batch(self.train_ids, self.batch, self.block, self.rng)
+        _, loss = self.model(x, y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.opt.step()
+        self.it += 1
+        self.loss = float(loss.item())
+
+
 def train_baseline(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int, steps: int = 2000,
-                   batch: int = 12, block: int = 64, lr: float = 1e-3, seed: int = 0,
-                   n_layer: int = 4, n_head: int = 4, n_embd: int = 128, min_lr: float = 1e-4,
-                   warmup: int = 100, weight_decay: float = 0.1, betas=(0.9, 0.99),
-                   grad_clip: float = 1.0, warmup_steps_excluded: int = 20,
-                   eval_batch: int = 256) -> dict:
+                   warmup_steps_excluded: int = 20, eval_batch: int = 256, **kwargs) -> dict:
     """Train the baseline; returns tokens/s (excluding first warmup steps), val loss, wall time."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    cfg = GPTConfig(vocab_size=vocab_size, block_size=block, n_layer=n_layer, n_head=n_head,
-                    n_embd=n_embd, bias=True)
-    model = GPT(cfg)
-    model.train()
-    opt = model.configure_optimizers(weight_decay, lr, betas)
+    trainer = BaselineTrainer(train_ids, vocab_size, steps=steps, **kwargs)
     t_start = time.perf_counter()
     t_timed = None
     for it in range(steps):
         if it == warmup_steps_excluded:
             t_timed = time.perf_counter()
-        cur_lr = get_lr(it, lr, min_lr, warmup, steps)
-        for g in opt.param_groups:
-            g["lr"] = cur_lr
-        x, y = get_batch(train_ids, batch, block, rng)
-        _, loss = model(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
+        trainer.step()
     t_end = time.perf_counter()
     timed_steps = steps - warmup_steps_excluded
-    tps = (timed_steps * batch * block / (t_end - t_timed)) if (t_timed and timed_steps > 0) else float("nan")
-    val = full_val_loss(model, val_ids, block, eval_batch)
+    tokens = timed_steps * trainer.batch * trainer.block
+    tps = tokens / (t_end - t_timed) if (t_timed and timed_steps > 0) else float("nan")
+    val = full_val_loss(trainer.model, val_ids, trainer.block, eval_batch)
     return {
         "tokens_per_s": tps,
         "val_loss": val,
-        "train_loss": float(loss.item()),
+        "train_loss": trainer.loss,
         "wall_s": time.perf_counter() - t_start,
         "train_s": t_end - t_start,
         "steps": steps,
-        "n_params": sum(p.numel() for p in model.parameters()),
+        "n_params": sum(p.numel() for p in trainer.model.parameters()),
     }
 
 

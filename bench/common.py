@@ -20,7 +20,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-ORDER = ["train_speed", "time_to_quality", "kv_cache", "tang_poems"]
+ORDER = ["train_speed", "train_step", "time_to_quality", "kv_cache", "tang_poems"]
 
 
 def machine() -> dict[str, Any]:
@@ -57,14 +57,43 @@ def save(name: str, figures: dict[str, Any], markdown: str) -> None:
     write_report()
 
 
+TARGETS = [  # (result, label, path into its JSON, target, higher is better)
+    ("train_speed", "tinyshakespeare 2000 steps: validation loss", ("genloop", "val_loss"), 1.80, False),
+    ("train_speed", "training tokens/s vs plain PyTorch, same run", ("speedup",), 1.5, True),
+    ("time_to_quality", "best validation loss within 10 minutes", ("metrics", "val_loss"), 1.45, False),
+    ("kv_cache", "cost of 1,000th cached token / 10th", ("cached_growth",), 1.5, False),
+    ("kv_cache", "1,000 tokens: KV cache speed-up over recomputing", ("speedup",), 5.0, True),
+    ("tang_poems", "Tang poems: validation bits per character", ("metrics", "bits_per_char"), None, False),
+]
+
+
+def summary() -> str:
+    rows = []
+    for name, label, path, target, higher in TARGETS:
+        f = RESULTS / f"{name}.json"
+        if not f.exists():
+            continue
+        value: Any = json.loads(f.read_text())
+        for key in path:
+            value = value[key]
+        if target is None:
+            verdict, goal = "reported", "—"
+        else:
+            met = value >= target if higher else value <= target
+            verdict = "met" if met else "**missed**"
+            goal = ("≥ " if higher else "≤ ") + f"{target:g}"
+        rows.append([label, f"{value:.3f}", goal, verdict, f"[{name}](#{name})"])
+    return "## Summary\n\n" + table(["figure", "measured", "target", "", "section"], rows) + "\n"
+
+
 def write_report() -> None:
     intro = (ROOT / "bench" / "INTRO.md").read_text()
-    parts = [intro.rstrip() + "\n"]
+    parts = [intro.rstrip() + "\n", summary()]
     names = ORDER + sorted(p.stem for p in RESULTS.glob("*.md") if p.stem not in ORDER)
     for name in names:
         path = RESULTS / f"{name}.md"
         if path.exists():
-            parts.append(path.read_text().rstrip() + "\n")
+            parts.append(f'<a id="{name}"></a>\n\n' + path.read_text().rstrip() + "\n")
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
 
 

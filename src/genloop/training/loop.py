@@ -33,14 +33,14 @@ import torch.distributed as dist
 
 from genloop.config import settings
 from genloop.data.text import TextDataset, prepare_text
-from genloop.errors import GenloopError, NotFound, TrainingDiverged
+from genloop.errors import GenloopError, NotFound, RecipeError, TrainingDiverged
 from genloop.evaluation.text import evaluate_text
 from genloop.models.family import Family
 from genloop.models.io import config_json, load_model_dir, load_weights
 from genloop.models.registry import get_family
 from genloop.store import Store
 from genloop.store.files import atomic_write_json, atomic_write_text
-from genloop.tokenizers import save_tokenizer
+from genloop.tokenizers import load_tokenizer, save_tokenizer
 from genloop.training.card import model_card
 from genloop.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from genloop.training.recipe import Recipe, TrainConfig, load_recipe
@@ -216,7 +216,20 @@ def train(
     parent_ref = None
     if recipe.parent and resume is None:
         parent = store.resolve(recipe.parent)
-        _, _, parent_model = load_model_dir(Path(parent.path))
+        parent_family, parent_config, parent_model = load_model_dir(Path(parent.path))
+        if parent_family.name != family.name or parent_config != model_config:
+            raise RecipeError(
+                f"parent {parent.ref} is a {parent_family.name} with config "
+                f"{parent_config.model_dump()}; this recipe builds {family.name} "
+                f"{model_config.model_dump()}: fine-tuning needs the same family, sizes and "
+                "tokenizer (use the parent's model section and data tokenizer)"
+            )
+        parent_tokenizer = load_tokenizer(Path(parent.path) / "tokenizer.json")
+        if parent_tokenizer.to_json() != dataset.tokenizer.to_json():
+            raise RecipeError(
+                f"parent {parent.ref} was trained with a different tokenizer than this dataset's: "
+                "fine-tune on data prepared with the parent's tokenizer"
+            )
         model.load_state_dict(parent_model.state_dict())
         parent_ref = parent.ref
     device = pick_device(cfg)
@@ -244,8 +257,13 @@ def train(
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+
+    def objective(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return family.loss(net, batch)
+
     if use_compile(cfg):
-        net = torch.compile(net)
+        # compile the whole objective, so the loss fuses with the network's last layers
+        objective = torch.compile(objective)
 
     data = torch.from_numpy(np.asarray(dataset.train, dtype=np.int64))
     per_rank = max(1, cfg.batch_size // ddp.world)
@@ -298,7 +316,7 @@ def train(
                                 batch=per_rank, block=block)
                 x, y = x.to(device), y.to(device)
                 with autocast(cfg, device.type):
-                    loss = family.loss(net, (x, y))["loss"] / cfg.grad_accum
+                    loss = objective((x, y))["loss"] / cfg.grad_accum
                 loss.backward()
                 loss_sum += float(loss.detach())
             # the gradient norm is checked too: a finite loss with non-finite gradients would
