@@ -45,6 +45,31 @@ def curve(run_dir: Path) -> list[tuple[float, float]]:
     return points
 
 
+def draw(points: list[tuple[float, float]], final: float, path: Path) -> Path | None:
+    """Validation loss against wall time, as a PNG (None if matplotlib is not installed)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([p[0] / 60 for p in points], [p[1] for p in points], marker="o", ms=3,
+            label="genloop (validation estimate during training)")
+    ax.axhline(1.45, color="grey", ls="--", lw=1, label="target 1.45")
+    ax.axhline(final, color="C1", ls=":", lw=1, label=f"final, full validation split: {final:.3f}")
+    ax.set_xlabel("wall time (minutes)")
+    ax.set_ylabel("validation loss (nats/char)")
+    ax.set_title("tinyshakespeare, character level, 2 CPU cores")
+    ax.set_ylim(1.3, 2.6)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0)
@@ -71,29 +96,7 @@ def main() -> None:
     points = curve(result.run_dir)
     figures = {"minutes": args.minutes, "recipe_overrides": overrides, "steps": steps,
                "metrics": m, "model": result.model_ref, "curve": points, "wall_s": wall}
-    plot = RESULTS / "time_to_quality.png"
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot([p[0] / 60 for p in points], [p[1] for p in points], marker="o", ms=3,
-                label="genloop (validation estimate)")
-        ax.axhline(1.45, color="grey", ls="--", lw=1, label="target 1.45")
-        ax.axhline(m["val_loss"], color="C1", ls=":", lw=1,
-                   label=f"final, full validation: {m['val_loss']:.3f}")
-        ax.set_xlabel("wall time (minutes)")
-        ax.set_ylabel("validation loss (nats/char)")
-        ax.set_title("tinyshakespeare, character level, 2 CPU cores")
-        ax.set_ylim(1.3, 2.6)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(plot, dpi=110)
-    except ImportError:
-        plot = None
+    plot = draw(points, m["val_loss"], RESULTS / "time_to_quality.png")
     md = "\n".join([
         f"## Time to quality: tinyshakespeare in {args.minutes:g} minutes",
         "",
