@@ -13,16 +13,18 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
+# this machine's pip configuration names local index folders that may be missing: not our news
+quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "setup: installing torch (GPU machine: the platform's default build)"
-    "${PIP[@]}" "torch>=2.4"
+    quiet "${PIP[@]}" "torch>=2.4"
   else
     echo "setup: installing torch 2.13.0 (CPU build)"
-    "${PIP[@]}" "torch==2.13.0" ${GENLOOP_TORCH_INDEX:+--index-url "$GENLOOP_TORCH_INDEX"}
+    quiet "${PIP[@]}" "torch==2.13.0" ${GENLOOP_TORCH_INDEX:+--index-url "$GENLOOP_TORCH_INDEX"}
   fi
 fi
 echo "setup: installing genloop and its test tools"
-"${PIP[@]}" -e ".[dev]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+quiet "${PIP[@]}" -e ".[dev]"
 .venv/bin/python -c "import torch, genloop; print(f'setup: ok (torch {torch.__version__}, genloop {genloop.__version__})')"
