@@ -2,7 +2,7 @@
 
     faces    cli | serving
     loop     federated → training → evaluation → generation | feedback → knowledge
-    core     store → models | data → tokenizers → config → errors
+    core     store → models | data → tokenizers → config | atomic → errors
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src" / "genloop"
 
 RANK = {
-    "errors": 0, "config": 1, "tokenizers": 2, "data": 3, "models": 3, "store": 4,
+    "errors": 0, "config": 1, "atomic": 1, "tokenizers": 2, "data": 3, "models": 3, "store": 4,
     "knowledge": 5, "generation": 6, "feedback": 6, "evaluation": 7, "training": 8,
     "federated": 9, "cli": 10, "serving": 10,
 }

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import IntegrityError
 
+from genloop.atomic import sha256_file
 from genloop.errors import InvalidInput, NotFound
 from genloop.store import ModelVersion, Store
-from genloop.store.files import sha256_file
 
 
 @pytest.fixture

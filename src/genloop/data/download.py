@@ -16,19 +16,11 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from genloop.atomic import sha256_file
 from genloop.config import settings
 from genloop.errors import DownloadError
 
 _CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks so large files need little memory."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch(

@@ -11,13 +11,6 @@ from genloop.store.db import (
     ModelVersion,
     RunRecord,
 )
-from genloop.store.files import (
-    atomic_dir,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    sha256_file,
-)
 from genloop.store.registry import (
     MODEL_NAME_RULE,
     Store,
@@ -34,11 +27,6 @@ __all__ = [
     "ModelVersion",
     "RunRecord",
     "Store",
-    "atomic_dir",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "atomic_write_text",
     "parse_model_ref",
-    "sha256_file",
     "validate_model_name",
 ]

@@ -19,6 +19,7 @@ from sqlalchemy import Select, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from genloop.atomic import atomic_write_json, fsync_dir
 from genloop.config import settings
 from genloop.errors import InvalidInput, NotFound
 from genloop.store.db import (
@@ -34,7 +35,6 @@ from genloop.store.db import (
     RunRow,
     new_id,
 )
-from genloop.store.files import atomic_write_json, fsync_dir
 
 MODEL_NAME_RULE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _MODEL_NAME = re.compile(MODEL_NAME_RULE)

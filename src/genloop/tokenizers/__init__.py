@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
+from genloop.atomic import atomic_write_text
 from genloop.errors import CorruptArtifact, InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -244,20 +244,8 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
 
 
 def save_tokenizer(tok: Tokenizer, path: str | os.PathLike[str]) -> None:
-    """Write ``tok`` as JSON atomically (temp file in the same dir, fsync, rename), so a crash
-    leaves either the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(tok.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``tok`` as JSON atomically: a crash leaves the old file or the new one, never half."""
+    atomic_write_text(path, tok.to_json())
 
 
 __all__ = [

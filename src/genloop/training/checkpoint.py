@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from genloop.atomic import atomic_dir, atomic_write_text, fsync_dir
 from genloop.errors import CorruptArtifact
 from genloop.models.family import Family, ModelConfig
 from genloop.models.io import config_json, load_weights, read_safetensors, save_weights
-from genloop.store.files import atomic_dir, atomic_write_text, fsync_dir
 
 
 @dataclass

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from genloop.atomic import atomic_write_json, atomic_write_text
 from genloop.config import settings
 from genloop.data.text import TextDataset, prepare_text
 from genloop.errors import GenloopError, NotFound, RecipeError, TrainingDiverged
@@ -39,7 +40,6 @@ from genloop.models.family import Family
 from genloop.models.io import config_json, load_model_dir, load_weights
 from genloop.models.registry import get_family
 from genloop.store import Store
-from genloop.store.files import atomic_write_json, atomic_write_text
 from genloop.tokenizers import load_tokenizer, save_tokenizer
 from genloop.training.card import model_card
 from genloop.training.checkpoint import TrainState, load_checkpoint, save_checkpoint

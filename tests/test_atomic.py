@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from genloop.store.files import (
+from genloop.atomic import (
     atomic_dir,
     atomic_write_bytes,
     atomic_write_json,
