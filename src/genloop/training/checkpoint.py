@@ -6,7 +6,7 @@ link points at are removed. A kill at any moment leaves ``last`` pointing at a c
 Each step directory holds:
     weights.safetensors     the network
     optimizer.safetensors   every optimizer state tensor, keyed ``<param index>.<name>``
-    rng.safetensors         torch's global RNG (dropout) and the data-order generator states
+    rng.safetensors         torch's global RNG (dropout; the data order is a pure function of the step)
     config.json             family + model config (so a checkpoint loads like a model)
     state.json              step, best validation loss, optimizer hyper-parameters, tokens seen
 No pickle anywhere: the optimizer's state is rebuilt from tensors and JSON.
@@ -49,13 +49,12 @@ def save_checkpoint(
     config: ModelConfig,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
-    data_generator: torch.Generator | None,
     state: TrainState,
 ) -> None:
     """Write the checkpoint of ``state.step`` under ``root`` and point ``root/name`` at it."""
     directory = root / f"step-{state.step:08d}"
     if not directory.is_dir():
-        _write(directory, family, config, model, optimizer, data_generator, state)
+        _write(directory, family, config, model, optimizer, state)
     link = root / name
     tmp_link = root / f".{name}.{os.getpid()}.tmp"
     tmp_link.unlink(missing_ok=True)
@@ -74,7 +73,7 @@ def save_checkpoint(
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _write(directory, family, config, model, optimizer, data_generator, state) -> None:
+def _write(directory, family, config, model, optimizer, state) -> None:
     with atomic_dir(directory) as tmp:
         save_weights(model, tmp / "weights.safetensors")
         atomic_write_text(tmp / "config.json", config_json(family, config))
@@ -84,8 +83,6 @@ def _write(directory, family, config, model, optimizer, data_generator, state) -
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             meta["param_groups"] = groups
         rng = {"torch": torch.get_rng_state()}
-        if data_generator is not None:
-            rng["data"] = data_generator.get_state()
         save_file(rng, str(tmp / "rng.safetensors"))
         atomic_write_text(tmp / "state.json", json.dumps(meta, indent=2))
         for f in tmp.iterdir():  # safetensors files reach the disk before the rename
@@ -101,7 +98,6 @@ def load_checkpoint(
     *,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
-    data_generator: torch.Generator | None,
 ) -> TrainState:
     """Restore model, optimizer and RNG states; returns where training stopped."""
     directory = Path(directory)
@@ -116,8 +112,6 @@ def load_checkpoint(
         load_optimizer_tensors(optimizer, tensors, meta.get("param_groups", []))
     rng = read_safetensors(directory / "rng.safetensors")
     torch.set_rng_state(rng["torch"])
-    if data_generator is not None and "data" in rng:
-        data_generator.set_state(rng["data"])
     return state
 
 

@@ -37,7 +37,7 @@ from genloop.data.text import TextDataset, prepare_text
 from genloop.errors import GenloopError, NotFound, RecipeError, TrainingDiverged
 from genloop.evaluation.text import evaluate_text
 from genloop.models.family import Family
-from genloop.models.io import config_json, load_model_dir, load_weights
+from genloop.models.io import config_json, load_model_dir, load_weights, save_weights
 from genloop.models.registry import get_family
 from genloop.store import Store
 from genloop.tokenizers import load_tokenizer, save_tokenizer
@@ -243,7 +243,7 @@ def train(
         last = run_dir / "checkpoints" / "last"
         if not last.is_dir():
             raise NotFound(f"run {run_id} has no checkpoint to resume from ({last})")
-        state = load_checkpoint(last, model=model, optimizer=optimizer, data_generator=None)
+        state = load_checkpoint(last, model=model, optimizer=optimizer)
         store.update_run(run_id, status="running", error=None)
     elif ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -276,7 +276,7 @@ def train(
             raise _Diverged(state.step, math.nan)  # never save (or point `last` at) NaN weights
         if ddp.main:
             save_checkpoint(ckpt_dir, name, family=family, config=model_config, model=model,
-                            optimizer=optimizer, data_generator=None, state=state)
+                            optimizer=optimizer, state=state)
 
     def estimate_val() -> float:
         model.eval()
@@ -363,7 +363,7 @@ def train(
                 checkpoint("last")
                 break
     except _Diverged as d:
-        where = _save_last_good(d.step, model, checkpoint, state, ckpt_dir)
+        where = _save_last_good(model, checkpoint, ckpt_dir)
         if ddp.main:
             store.update_run(run_id, status="diverged", step=d.step,
                              error=f"non-finite loss at step {d.step}")
@@ -423,7 +423,7 @@ class _Diverged(Exception):
         self.step, self.loss = step, loss
 
 
-def _save_last_good(step: int, model, checkpoint, state: TrainState, ckpt_dir: Path) -> Path:
+def _save_last_good(model: torch.nn.Module, checkpoint: Callable[[str], None], ckpt_dir: Path) -> Path:
     """Keep a loadable checkpoint: the current weights if still finite, else the last saved."""
     finite = all(torch.isfinite(p).all() for p in model.parameters())
     if finite:
@@ -471,8 +471,6 @@ def register_text_model(
     staging = settings().models_dir / f".staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
-        from genloop.models.io import save_weights
-
         save_weights(model, staging / "weights.safetensors")
         atomic_write_text(staging / "config.json", config_json(family, model_config))
         save_tokenizer(dataset.tokenizer, staging / "tokenizer.json")
