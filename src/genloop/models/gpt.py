@@ -5,8 +5,8 @@ and learned position embeddings, the output head tied to the token embedding (Pr
 Generation keeps a preallocated key/value cache per layer, so each new token costs one position's
 work instead of recomputing the whole context.
 
-Notable choices: bias-free linears and LayerNorm weights only (fewer ops, no loss in quality at
-this size); residual projections initialised with std 0.02/sqrt(2·n_layer) (GPT-2).
+Notable choices: bias-free linears and LayerNorm weights only (fewer ops to run); residual
+projections initialised with std 0.02/sqrt(2·n_layer) (GPT-2); tanh-approximated GELU.
 """
 
 from __future__ import annotations
@@ -56,16 +56,18 @@ class KVCache:
 
 
 def attention(q, k, v, causal_or_mask: bool | torch.Tensor, dropout: float) -> torch.Tensor:
-    """SDPA, always in fp32: under bf16 autocast the CPU's bf16 attention backward is several
-    times slower than fp32 at these sizes (bench/README), while the matmuls around it gain."""
-    with torch.autocast(q.device.type, enabled=False):
-        dtype = q.dtype
-        q, k, v = q.float(), k.float(), v.float()
-        if isinstance(causal_or_mask, torch.Tensor):
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_or_mask)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal_or_mask, dropout_p=dropout)
-    return y.to(dtype)
+    """SDPA; on the CPU always in fp32: under bf16 autocast the CPU's bf16 attention backward is
+    several times slower than fp32 at these sizes, while the matmuls around it gain (BENCHMARKS.md,
+    "What each training-step choice buys"). GPUs keep their fast half-precision kernels."""
+    mask = causal_or_mask if isinstance(causal_or_mask, torch.Tensor) else None
+    causal = bool(causal_or_mask) if mask is None else False
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                              dropout_p=dropout)
+    with torch.autocast("cpu", enabled=False):
+        y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
+                                           is_causal=causal, dropout_p=dropout)
+    return y.to(q.dtype)
 
 
 class CausalSelfAttention(nn.Module):
