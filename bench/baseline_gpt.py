@@ -9,6 +9,7 @@ compares against.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -135,7 +136,9 @@ class GPT(nn.Module):
 
 # ----------------------------------------------------------------------------- data
 
-def load_char_dataset(path: str = "/work/shared/data/tinyshakespeare/input.txt"):
+def load_char_dataset(path: str | None = None):
+    path = path or os.path.join(os.environ.get("GENLOOP_DATA_MIRROR", "../shared/data"),
+                                "tinyshakespeare", "input.txt")
     """First 90% of chars -> train, last 10% -> val; char-level vocab."""
     with open(path, encoding="utf-8") as f:
         text = f.read()

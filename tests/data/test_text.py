@@ -4,6 +4,7 @@ and the built-ins from the shared mirror."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ from genloop.data.text import (
 )
 from genloop.errors import InvalidInput
 
-MIRROR = Path("/work/shared/data")
+# the datasets mirror: GENLOOP_DATA_MIRROR (CI sets it), else ../shared/data beside the repository
+MIRROR = Path(os.environ.get("GENLOOP_DATA_MIRROR")
+              or Path(__file__).resolve().parents[3] / "shared" / "data")
 
 
 @pytest.fixture(autouse=True)
