@@ -146,3 +146,13 @@ def test_same_recipe_with_dropout_trains_to_the_same_weights(tmp_path, monkeypat
         result = train(recipe, register=False)
         weights.append(load_file(str(result.run_dir / "checkpoints" / "last" / "weights.safetensors")))
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_periodic_evaluation_runs_every_n_steps_and_keeps_the_best(workspace, tiny_recipe):
+    result = train(tiny_recipe(steps=30, eval_every=10))
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    vals = [(r["step"], r["val/loss"]) for r in rows if "val/loss" in r]
+    assert [s for s, _ in vals] == [10, 20, 30]
+    assert all(math.isfinite(v) for _, v in vals)
+    best_step = min(vals, key=lambda sv: sv[1])[0]
+    assert result.metrics["best_step"] == best_step

@@ -19,9 +19,12 @@ def evaluate_version(ref: str, *, num_samples: int = 4, seed: int = 0) -> dict[s
     store = Store()
     model = load(ref, store)
     lineage = json.loads((Path(model.version.path) / "lineage.json").read_text())
-    record = next((d for d in store.list_datasets() if d.hash == lineage["dataset_hash"]), None)
-    if record is None:
-        raise NotFound(f"{model.ref}: its dataset {lineage['dataset_hash'][:16]} is not in this workspace")
+    try:
+        record = store.get_dataset(lineage["dataset_hash"])
+    except NotFound:
+        raise NotFound(
+            f"{model.ref}: its dataset {lineage['dataset_hash'][:16]} is not in this workspace"
+        ) from None
     dataset = load_text_dataset(record.path)
     metrics, _ = evaluate_text(
         model.family, model.network, model.tokenizer, np.asarray(dataset.val),

@@ -24,7 +24,7 @@ from genloop.generation.text import (
     content_hash,
     generate_texts,
     resolve_seed,
-    stream_tokens,
+    stream_text,
 )
 from genloop.models.family import Family, ModelConfig
 from genloop.models.io import load_model_dir
@@ -74,21 +74,16 @@ class TextModel:
     def stream(self, prompt: str = "", **params: Any) -> Iterator[str]:
         """Yield text pieces as they are decoded; the whole output is recorded at the end."""
         request = params.pop("request", None) or self.request(prompt, **params)
-        if len(request.prompts) != 1 or request.num_samples != 1:
-            raise InvalidInput("streaming takes one prompt and num_samples=1")
-        seed = resolve_seed(request.seed)
-        request = request.model_copy(update={"seed": seed})
+        request = request.model_copy(update={"seed": resolve_seed(request.seed)})
         t0 = time.perf_counter()
         first: float | None = None
-        text = ""
-        for _r, piece, row in stream_tokens(self.family, self.network, self.tokenizer, request, seed):
-            if piece:
-                first = first or time.perf_counter() - t0
-                text = row.text
-                yield piece
-            text = row.text
+        pieces: list[str] = []
+        for piece in stream_text(self.family, self.network, self.tokenizer, request):
+            first = first or time.perf_counter() - t0
+            pieces.append(piece)
+            yield piece
         timings = {"total_s": time.perf_counter() - t0, "first_token_s": first or 0.0}
-        self._record(request, request.prompts[0], text, seed, timings)
+        self._record(request, request.prompts[0], "".join(pieces), request.seed, timings)
 
     def _record(self, request: TextRequest, prompt: str, text: str, seed: int, timings: dict):
         one = request.model_copy(update={"prompt": prompt})

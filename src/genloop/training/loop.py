@@ -278,17 +278,18 @@ def train(
             save_checkpoint(ckpt_dir, name, family=family, config=model_config, model=model,
                             optimizer=optimizer, state=state)
 
+    val_tokens = torch.from_numpy(np.asarray(dataset.val, dtype=np.int64))
+    span = min(block, len(val_tokens) - 2)
+
     def estimate_val() -> float:
         model.eval()
         g = torch.Generator().manual_seed(cfg.seed + 1)  # the same windows every time
-        val = torch.from_numpy(np.asarray(dataset.val, dtype=np.int64))
-        span = min(block, len(val) - 2)
         losses = []
         with torch.no_grad(), autocast(cfg, device.type):
             for _ in range(cfg.eval_batches):
-                starts = torch.randint(0, len(val) - span - 1, (cfg.batch_size,), generator=g)
+                starts = torch.randint(0, len(val_tokens) - span - 1, (cfg.batch_size,), generator=g)
                 idx = starts[:, None] + torch.arange(span + 1)
-                w = val[idx].to(device)
+                w = val_tokens[idx].to(device)
                 losses.append(family.loss(model, (w[:, :-1], w[:, 1:]))["loss"].item())
         model.train()
         return ddp.mean(sum(losses) / len(losses))
@@ -348,14 +349,14 @@ def train(
                                              "tokens_per_s": tok_s, "elapsed_s": state.elapsed_s})
                 report(Progress("train", state.step, cfg.steps, loss_sum, lr, tok_s, eta))
             if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-                val = estimate_val()
+                val_loss = estimate_val()
                 if metrics:
-                    metrics.log(state.step, {"val/loss": val, "elapsed_s": state.elapsed_s})
-                if val < state.best_val_loss:
-                    state.best_val_loss, state.best_step = val, state.step
+                    metrics.log(state.step, {"val/loss": val_loss, "elapsed_s": state.elapsed_s})
+                if val_loss < state.best_val_loss:
+                    state.best_val_loss, state.best_step = val_loss, state.step
                     checkpoint("best")
                 report(Progress("eval", state.step, cfg.steps, loss_sum, lr, tok_s,
-                                val_loss=val))
+                                val_loss=val_loss))
             if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
                 checkpoint("last")
             if cfg.time_limit_s and state.elapsed_s >= cfg.time_limit_s:
@@ -389,11 +390,11 @@ def train(
             load_weights(model, ckpt_dir / "best" / "weights.safetensors")
         model.eval()
         report(Progress("eval", state.step, cfg.steps, message="final evaluation"))
-        val = np.asarray(dataset.val)
+        val_ids = np.asarray(dataset.val)
         if not recipe.eval.full_validation:
-            val = val[: 64 * block]
+            val_ids = val_ids[: 64 * block]
         result.metrics, result.samples = evaluate_text(
-            family, model, dataset.tokenizer, val, recipe.eval, seed=cfg.seed
+            family, model, dataset.tokenizer, val_ids, recipe.eval, seed=cfg.seed
         )
         result.metrics["parameters"] = sum(p.numel() for p in model.parameters())
         result.metrics.update({
