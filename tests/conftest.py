@@ -90,3 +90,19 @@ def run_cli(args: list[str], home: Path, timeout: float = 120) -> subprocess.Com
 def cli() -> Callable[..., subprocess.CompletedProcess]:
     """``cli(args, home)`` runs the installed ``genloop`` command in workspace ``home``."""
     return run_cli
+
+
+def tiny_image_recipe_dict(family: str, *, name: str | None = None, steps: int = 30,
+                           source: str = "digits", **train: Any) -> dict[str, Any]:
+    """An image recipe that trains in seconds: the family's tiny preset, class-conditional, on the
+    8×8 scikit-learn digits (offline), evaluated on 40 samples with a quickly trained extractor."""
+    return {
+        "name": name or f"tiny-{family}",
+        "data": {"kind": "images", "source": source},
+        "model": {"family": family, "preset": "tiny", "config": {"conditional": True}},
+        "train": {"steps": steps, "batch_size": 16, "warmup_steps": 2, "eval_every": steps,
+                  "eval_batches": 2, "checkpoint_every": steps, "log_every": 1, "weight_decay": 0.0,
+                  "tensorboard": False, "threads": 1, "ema_decay": 0.9, **train},
+        "eval": {"num_samples": 40, "batch_size": 40, "steps": 4, "grid": 16, "extractor_steps": 30,
+                 "importance_samples": 4, "nll_images": 20},
+    }

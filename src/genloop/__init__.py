@@ -6,6 +6,9 @@ The Python face::
     result = genloop.train("recipes/shakespeare.yaml", overrides=["train.steps=500"])
     model = genloop.load(result.model_ref)          # or "name", "name@3"
     print(model.generate("ROMEO:", max_new_tokens=200, seed=1)[0].text)
+
+    digits = genloop.load(genloop.train("digits").model_ref)
+    digits.generate(num_samples=16, class_label=7, seed=1).save_grid("sevens.png")
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ __version__ = "0.1.0"
 __all__ = ["train", "load", "prepare", "load_recipe", "__version__"]
 
 if TYPE_CHECKING:
+    from genloop.data.images import ImageDataset
     from genloop.data.text import TextDataset
-    from genloop.generation.service import TextModel
+    from genloop.generation.service import ImageModel, TextModel
     from genloop.training.loop import TrainResult
     from genloop.training.recipe import Recipe
 
@@ -29,18 +33,21 @@ def train(recipe: Any, **kwargs: Any) -> TrainResult:
     return _train(recipe, **kwargs)
 
 
-def load(ref: str) -> TextModel:
+def load(ref: str) -> TextModel | ImageModel:
     """Load a registered model version (``name`` = newest, ``name@N`` = that one)."""
     from genloop.generation.service import load as _load
 
     return _load(ref)
 
 
-def prepare(source: str, **options: Any) -> TextDataset:
-    """Prepare (or reuse) a text dataset: ``genloop.prepare("tinyshakespeare")``."""
-    from genloop.data.text import TextDataConfig, prepare_text
+def prepare(source: str, **options: Any) -> TextDataset | ImageDataset:
+    """Prepare (or reuse) a dataset: ``genloop.prepare("tinyshakespeare")``,
+    ``genloop.prepare("mnist", kind="images")``."""
+    from genloop.data.images import ImageDataConfig
+    from genloop.data.text import TextDataConfig
 
-    return prepare_text(TextDataConfig(source=source, **options))
+    config = ImageDataConfig if options.pop("kind", "text") == "images" else TextDataConfig
+    return config(source=source, **options).prepare()
 
 
 def load_recipe(source: Any, overrides: list[str] = ()) -> Recipe:

@@ -30,6 +30,10 @@ class Settings:
     def models_dir(self) -> Path:
         return self.home / "models"
 
+    @property
+    def generations_dir(self) -> Path:
+        return self.home / "generations"
+
 
 def settings() -> Settings:
     """Current settings from the environment (``GENLOOP_HOME``, ``GENLOOP_DB_URL``,

@@ -75,7 +75,7 @@ class TrainView:
             BarColumn(),
             TextColumn("{task.completed}/{task.total}"),
             TextColumn("loss [cyan]{task.fields[loss]}[/]"),
-            TextColumn("[green]{task.fields[speed]}[/] tok/s"),
+            TextColumn("[green]{task.fields[speed]}[/] {task.fields[unit]}/s"),
             TextColumn("eta {task.fields[eta]}"),
             TimeElapsedColumn(),
             console=console,
@@ -90,7 +90,9 @@ class TrainView:
         if p.phase == "train":
             if self.task is None:
                 self.bar.start()
-                self.task = self.bar.add_task("train", total=p.steps, loss="-", speed="-", eta="-")
+                unit = "tok" if p.unit == "tokens" else "img"
+                self.task = self.bar.add_task("train", total=p.steps, loss="-", speed="-", eta="-",
+                                              unit=unit)
             eta = f"{int(p.eta_s // 60)}m{int(p.eta_s % 60):02d}s" if p.eta_s else "-"
             self.bar.update(self.task, completed=p.step, loss=f"{p.loss:.4f}",
                             speed=f"{p.tokens_per_s:,.0f}", eta=eta)
@@ -112,11 +114,13 @@ class TrainView:
              "    genloop train shakespeare-char\n\n"
              "    genloop train my.yaml --set train.steps=500 --set model.preset=tiny\n\n"
              "    genloop train shakespeare-char --print-recipe\n\n"
+             "    genloop train mnist-diffusion --set train.steps=2000\n\n"
              "    genloop train --resume 3f2a9c1b7d4e")
 @faced
 def train(
     recipe: Annotated[str | None, typer.Argument(
-        help="recipe YAML file or built-in name (shakespeare-char, tang-poems, quickstart, ...)")] = None,
+        help="recipe YAML file or built-in name (shakespeare-char, tang-poems, digits, mnist-diffusion, "
+        "mnist-gan, mnist-vae, ...)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override: section.key=value")] = [],
     name: Annotated[str | None, typer.Option(help="model name to register")] = None,
     print_recipe: Annotated[bool, typer.Option(
@@ -143,15 +147,22 @@ def train(
     show_result(result)
 
 
+RESULT_KEYS = ("val_loss", "bits_per_char", "perplexity", "distinct_2", "fid", "kid", "precision",
+               "recall", "sample_accuracy", "test_nelbo_nats", "test_iw_nll_nats", "test_accuracy",
+               "train_tokens_per_s", "train_images_per_s", "train_time_s")
+
+
 def show_result(result: Any) -> None:
     table = Table(title=f"{result.model_ref or 'run ' + result.run_id}", show_header=False)
-    for k in ("val_loss", "bits_per_char", "perplexity", "distinct_2", "train_tokens_per_s",
-              "train_time_s"):
+    for k in RESULT_KEYS:
         if k in result.metrics:
-            table.add_row(k, f"{result.metrics[k]:,.4f}" if k != "train_tokens_per_s"
-                          else f"{result.metrics[k]:,.0f}")
+            v = result.metrics[k]
+            table.add_row(k, f"{v:,.0f}" if k.endswith("_per_s") else f"{v:,.4f}")
     out.print(table)
     for s in result.samples[:2]:
+        if s.endswith(".png"):
+            out.print(f"[dim]samples:[/] {s}", highlight=False)
+            continue
         out.print("[dim]---- sample ----[/]")
         out.print(s, markup=False, highlight=False)
     out.print(f"[dim]run:[/] {result.run_dir}")
@@ -163,7 +174,9 @@ def show_result(result: Any) -> None:
 @app.command(epilog="Examples:\n\n"
              "    genloop generate shakespeare-char --prompt 'ROMEO:' --seed 1\n\n"
              "    genloop generate python-docs@1 --prompt 'The ' -n 3 --temperature 0.7 --top-k 20\n\n"
-             "    genloop generate tang-poems --prompt $'春望\\n' --stop $'\\n\\n' --no-stream --json")
+             "    genloop generate tang-poems --prompt $'春望\\n' --stop $'\\n\\n' --no-stream --json\n\n"
+             "    genloop generate mnist-diffusion -n 64 --class 3 --steps 50 --out threes.png\n\n"
+             "    genloop generate mnist-vae -n 16 --interpolate --seed 4 --out walk.png")
 @faced
 def generate(
     model: Annotated[str, typer.Argument(help="model version: name (newest) or name@N")],
@@ -175,14 +188,38 @@ def generate(
     repetition_penalty: Annotated[float, typer.Option(help="> 1 discourages repeats")] = 1.0,
     stop: Annotated[list[str], typer.Option(help="stop string (repeatable)")] = [],
     seed: Annotated[int | None, typer.Option(help="same seed + same request = same output")] = None,
-    num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="samples per prompt")] = 1,
+    num_samples: Annotated[int | None, typer.Option(
+        "--num-samples", "-n", help="samples per prompt (text, default 1) or images (default 16)")] = None,
     stream: Annotated[bool, typer.Option(help="print tokens as they come (one prompt, one sample)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON records")] = False,
+    class_label: Annotated[str | None, typer.Option(
+        "--class", help="images: class index or name (conditional models)")] = None,
+    guidance: Annotated[float, typer.Option(help="images: classifier-free guidance scale")] = 2.0,
+    steps: Annotated[int | None, typer.Option(help="images: diffusion steps")] = None,
+    sampler: Annotated[str, typer.Option(help="images: ddim or ddpm")] = "ddim",
+    interpolate: Annotated[bool, typer.Option(help="images: walk the latent space (GAN, VAE)")] = False,
+    out_path: Annotated[Path | None, typer.Option(
+        "--out", help="images: where to write the PNG grid (default <model>-<seed>.png)")] = None,
 ) -> None:
-    """Generate text from a registered model; every output is recorded."""
+    """Generate text or images from a registered model; every output is recorded."""
     import genloop
+    from genloop.generation.service import ImageModel
 
     m = genloop.load(model)
+    if isinstance(m, ImageModel):
+        result = m.generate(num_samples=num_samples or 16, seed=seed, class_label=class_label,
+                            guidance_scale=guidance, steps=steps, sampler=sampler,
+                            interpolate=interpolate)
+        path = out_path or Path(f"{m.ref.replace('@', '-')}-{result.output.seed}.png")
+        result.save_grid(path, columns=len(result.records) if interpolate else None)
+        if as_json:
+            for r in result.records:
+                print(json.dumps({"model": m.ref, "id": r.id, "seed": r.seed, "class": r.output,
+                                  "file": r.file, "content_hash": r.content_hash}))
+        err.print(f"{len(result.records)} images from {m.ref} (seed {result.output.seed}, "
+                  f"{result.output.timings['total_s']:.2f} s) → [bold]{path}[/]", highlight=False)
+        return
+    num_samples = num_samples or 1
     prompts: str | list[str] = prompt[0] if len(prompt) == 1 else (prompt or "")
     params = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                   repetition_penalty=repetition_penalty, stop=stop, seed=seed,
@@ -211,17 +248,31 @@ def generate(
 
 
 @app.command(name="eval", epilog="Examples:\n\n    genloop eval shakespeare-char@1\n\n"
-             "    genloop eval python-docs --samples 8")
+             "    genloop eval python-docs --samples 8\n\n"
+             "    genloop eval mnist-diffusion --samples 1000 --steps 50 --guidance 2")
 @faced
 def eval_(
     model: Annotated[str, typer.Argument(help="model version: name or name@N")],
-    samples: Annotated[int, typer.Option(help="samples for the diversity metrics")] = 4,
+    samples: Annotated[int | None, typer.Option(
+        help="samples for the diversity metrics (text, 4) or FID/KID/PR (images, 1000)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the samples")] = 0,
+    steps: Annotated[int | None, typer.Option(help="images: diffusion steps")] = None,
+    sampler: Annotated[str, typer.Option(help="images: ddim or ddpm")] = "ddim",
+    guidance: Annotated[float, typer.Option(help="images: classifier-free guidance scale")] = 1.0,
+    importance_samples: Annotated[int, typer.Option(help="VAE: importance samples for the NLL")] = 0,
+    feature_extractor: Annotated[str | None, typer.Option(
+        help="images: classifier name@N for the features (default: the dataset's own)")] = None,
 ) -> None:
-    """Evaluate a model on its dataset's validation split; store the metrics on the version."""
+    """Evaluate a model on its dataset; store the metrics on the version."""
     from genloop.evaluation.run import evaluate_version
+    from genloop.generation.service import ImageModel, load
 
-    metrics = evaluate_version(model, num_samples=samples, seed=seed)
+    options: dict[str, Any] = {}
+    if isinstance(load(model), ImageModel):
+        options = dict(steps=steps, sampler=sampler, guidance_scale=guidance,
+                       importance_samples=importance_samples, feature_extractor=feature_extractor,
+                       grid=0)
+    metrics = evaluate_version(model, num_samples=samples, seed=seed, **options)
     table = Table(title=model, show_header=False)
     for k, v in metrics.items():
         table.add_row(k, f"{v:,.4f}")
@@ -237,11 +288,11 @@ def models_list() -> None:
     """All registered versions with their key metrics."""
     from genloop.store import Store
 
-    table = Table("model", "family", "val loss", "bits/char", "created", "parent")
+    table = Table("model", "family", "val loss", "bits/char", "FID", "created", "parent")
     for v in Store().list_models():
         m = v.metrics or {}
         table.add_row(v.ref, v.family, fmt(m.get("val_loss")), fmt(m.get("bits_per_char")),
-                      v.created_at.strftime("%Y-%m-%d %H:%M"), v.parent or "")
+                      fmt(m.get("fid")), v.created_at.strftime("%Y-%m-%d %H:%M"), v.parent or "")
     out.print(table)
 
 
@@ -263,30 +314,53 @@ def fmt(v: Any) -> str:
 # ------------------------------------------------------------------------------------------ data
 
 
+IMAGE_BUILTINS = ("digits", "shapes", "mnist", "fashion-mnist")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def looks_like_images(source: str) -> bool:
+    """An image built-in, an .npz, or a folder holding image files (at any depth)."""
+    path = Path(source)
+    if source in IMAGE_BUILTINS or path.suffix == ".npz":
+        return True
+    return path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*"))
+
+
 @data_app.command("prepare", epilog="Examples:\n\n    genloop data prepare tinyshakespeare\n\n"
                   "    genloop data prepare notes.jsonl --field body --tokenizer bpe --vocab-size 4096\n\n"
-                  "    genloop data prepare ./my_texts/")
+                  "    genloop data prepare ./my_texts/\n\n"
+                  "    genloop data prepare mnist\n\n"
+                  "    genloop data prepare ./photos/ --image-size 32 --channels 3")
 @faced
 def data_prepare(
     source: Annotated[str, typer.Argument(
-        help="python-docs | tinyshakespeare | tang-poems | a .txt, .jsonl or folder")],
-    tokenizer: Annotated[str, typer.Option(help="char or bpe")] = "char",
-    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size")] = 2048,
-    field: Annotated[str, typer.Option(help=".jsonl field holding the text")] = "text",
+        help="text: python-docs | tinyshakespeare | tang-poems | a .txt, .jsonl or folder; "
+        "images: digits | shapes | mnist | fashion-mnist | an .npz | a folder of images "
+        "(class sub-folders become labels)")],
+    tokenizer: Annotated[str, typer.Option(help="text: char or bpe")] = "char",
+    vocab_size: Annotated[int, typer.Option(help="text: BPE vocabulary size")] = 2048,
+    field: Annotated[str, typer.Option(help="text: .jsonl field holding the text")] = "text",
     name: Annotated[str | None, typer.Option(help="dataset name")] = None,
+    image_size: Annotated[int | None, typer.Option(help="images: resize to this square side")] = None,
+    channels: Annotated[int | None, typer.Option(help="images: 1 (grey) or 3 (RGB)")] = None,
 ) -> None:
-    """Read, clean, split and tokenize a corpus into an immutable, hashed dataset."""
-    from genloop.data.text import TextDataConfig, prepare_text
+    """Read, clean and split a corpus or an image collection into an immutable, hashed dataset."""
+    from genloop.data.images import ImageDataConfig
+    from genloop.data.text import TextDataConfig
     from genloop.errors import RecipeError, validation_message
     from genloop.store import Store
 
     try:
-        config = TextDataConfig(source=source, tokenizer=tokenizer, vocab_size=vocab_size,
-                                field=field, name=name)
+        if looks_like_images(source):
+            config: Any = ImageDataConfig(source=source, name=name, image_size=image_size,
+                                          channels=channels)
+        else:
+            config = TextDataConfig(source=source, tokenizer=tokenizer, vocab_size=vocab_size,
+                                    field=field, name=name)
     except ValueError as e:
         raise RecipeError(validation_message(e)) from None
-    ds = prepare_text(config, progress=lambda m: err.print(f"[dim]{m}[/]", highlight=False))
-    Store().add_dataset(ds.name, ds.hash, "text", str(ds.path), ds.meta)
+    ds = config.prepare(progress=lambda m: err.print(f"[dim]{m}[/]", highlight=False))
+    Store().add_dataset(ds.name, ds.hash, config.kind, str(ds.path), ds.meta)
     table = Table(title=f"{ds.name} ({ds.hash[:16]})", show_header=False)
     for k, v in ds.meta.get("counts", {}).items():
         table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
@@ -309,30 +383,48 @@ def data_list() -> None:
 # ------------------------------------------------------------------------------------ quickstart
 
 
-@app.command(epilog="Examples:\n\n    genloop quickstart\n\n    genloop quickstart --steps 200")
+@app.command(epilog="Examples:\n\n    genloop quickstart\n\n    genloop quickstart --steps 200\n\n"
+             "    genloop quickstart --no-images")
 @faced
 def quickstart(
-    steps: Annotated[int | None, typer.Option(help="training steps (default: the recipe's)")] = None,
+    steps: Annotated[int | None, typer.Option(help="text training steps (default: the recipe's)")] = None,
+    image_steps: Annotated[int | None, typer.Option(
+        help="image training steps (default: the digits recipe's)")] = None,
+    images: Annotated[bool, typer.Option(help="also train a digit generator and write a grid")] = True,
+    grid: Annotated[Path, typer.Option(help="where to write the digit grid")] = Path("quickstart-digits.png"),
 ) -> None:
-    """Train a small GPT on the Python docs (offline, a few minutes), evaluate, register, sample."""
+    """Train a small GPT on the Python docs and a digit generator (offline, a few minutes each),
+    evaluate, register, sample."""
+    import genloop
     from genloop.training.loop import train as run_training
     from genloop.training.recipe import load_recipe
 
-    recipe = load_recipe("quickstart", [f"train.steps={steps}"] if steps else [])
-    err.print(f"[bold]genloop quickstart[/]: {recipe.model.family} ({recipe.model.preset}) on "
-              f"{recipe.data.source}, {recipe.train.steps} steps")
-    view = TrainView(err)
-    try:
-        result = run_training(recipe, on_progress=view)
-    finally:
-        view.stop()
-    show_result(result)
-    ref = result.model_ref
+    runs = [("quickstart", [f"train.steps={steps}"] if steps else [])]
+    if images:
+        runs.append(("digits", [f"train.steps={image_steps}"] if image_steps else []))
+    refs = []
+    for name, overrides in runs:
+        recipe = load_recipe(name, overrides)
+        err.print(f"[bold]genloop quickstart[/]: {recipe.model.family} ({recipe.model.preset}) on "
+                  f"{recipe.data.source}, {recipe.train.steps} steps")
+        view = TrainView(err)
+        try:
+            result = run_training(recipe, on_progress=view)
+        finally:
+            view.stop()
+        show_result(result)
+        refs.append(result.model_ref)
+    if images:
+        digits = genloop.load(refs[1])
+        drawn = digits.generate(num_samples=40, seed=1, guidance_scale=2.0)
+        drawn.save_grid(grid, columns=10)
+        out.print(f"[dim]digit grid (each column one class, 0-9):[/] {grid}", highlight=False)
     out.print("\n[bold]Next:[/]")
-    for cmd in (f"genloop generate {ref} --prompt 'The ' --seed 1",
-                f"genloop models show {ref}",
-                "genloop train shakespeare-char",
-                "genloop train tang-poems"):
+    nexts = [f"genloop generate {refs[0]} --prompt 'The ' --seed 1", f"genloop models show {refs[0]}"]
+    if images:
+        nexts.append(f"genloop generate {refs[1]} -n 16 --class 7 --out sevens.png")
+    nexts += ["genloop train shakespeare-char", "genloop train mnist-diffusion"]
+    for cmd in nexts:
         out.print(f"  {cmd}", highlight=False, markup=False)
 
 

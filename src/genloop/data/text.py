@@ -43,6 +43,7 @@ class TextDataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    kind: Literal["text"] = "text"
     source: str = Field(
         description="built-in (python-docs, tinyshakespeare, tang-poems) or a path to a .txt, "
         ".jsonl or a folder of .txt files"
@@ -58,6 +59,9 @@ class TextDataConfig(BaseModel):
         pattern=r"^\w[\w.-]{0,99}$",
         description="dataset name; defaults to the built-in's name or the file/folder stem",
     )
+
+    def prepare(self, progress: Callable[[str], None] | None = None) -> TextDataset:
+        return prepare_text(self, progress=progress)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -25,6 +26,8 @@ from genloop.tokenizers import Tokenizer
 
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["text"] = "text"
 
     full_validation: bool = Field(True, description="final loss over the whole validation split")
     num_samples: int = Field(4, ge=0, le=64, description="samples for diversity and the card")

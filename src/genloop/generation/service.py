@@ -1,7 +1,7 @@
 """The one path every face takes to generate: resolve → load (cached) → validate → sample → record.
 
-``genloop generate``, ``genloop.load(...).generate(...)`` and the HTTP API all call ``TextModel``;
-none of them samples or records on its own.
+``genloop generate``, ``genloop.load(...).generate(...)`` and the HTTP API all call ``TextModel``
+or ``ImageModel``; none of them samples or records on its own.
 """
 
 from __future__ import annotations
@@ -17,7 +17,16 @@ from typing import Any
 
 import torch
 
+from genloop.config import settings
 from genloop.errors import InvalidInput, validation_message
+from genloop.generation.image import (
+    ImageGenRequest,
+    ImageOutput,
+    generate_images,
+    save_grid,
+    save_png,
+)
+from genloop.generation.image import content_hash as pixels_hash
 from genloop.generation.text import (
     TextOutput,
     TextRequest,
@@ -28,19 +37,25 @@ from genloop.generation.text import (
 )
 from genloop.models.family import Family, ModelConfig
 from genloop.models.io import load_model_dir
-from genloop.store import ModelVersion, Store
+from genloop.store import GenerationRecord, ModelVersion, Store
 from genloop.tokenizers import Tokenizer, load_tokenizer
 
 
+def _validated(model: type, params: dict[str, Any]) -> Any:
+    try:
+        return model(**params)
+    except ValueError as e:  # pydantic's ValidationError is a ValueError
+        raise InvalidInput(validation_message(e)) from None
+
+
 @dataclass
-class TextModel:
-    """A registered text model version, loaded and ready to generate."""
+class _Loaded:
+    """What every loaded model version has: its record, family, config and network."""
 
     version: ModelVersion
     family: Family
     config: ModelConfig
     network: torch.nn.Module
-    tokenizer: Tokenizer
     store: Store
 
     @property
@@ -56,11 +71,15 @@ class TextModel:
     def metrics(self) -> dict[str, Any]:
         return dict(self.version.metrics or {})
 
+
+@dataclass
+class TextModel(_Loaded):
+    """A registered text model version, loaded and ready to generate."""
+
+    tokenizer: Tokenizer = None  # type: ignore[assignment]
+
     def request(self, prompt: str | list[str] = "", **params: Any) -> TextRequest:
-        try:
-            return TextRequest(prompt=prompt, **params)
-        except ValueError as e:  # pydantic's ValidationError is a ValueError
-            raise InvalidInput(validation_message(e)) from None
+        return _validated(TextRequest, {"prompt": prompt, **params})
 
     def generate(self, prompt: str | list[str] = "", **params: Any) -> list[TextOutput]:
         """Generate and record every output; returns them in prompt order."""
@@ -93,12 +112,59 @@ class TextModel:
         )
 
 
-_CACHE: OrderedDict[tuple[str, str], TextModel] = OrderedDict()
+@dataclass
+class ImageResult:
+    """The images of one request, each recorded as a generation with its own PNG."""
+
+    output: ImageOutput
+    request: ImageGenRequest
+    records: list[GenerationRecord]
+    model: str
+
+    def save_grid(self, path: Path, columns: int | None = None) -> Path:
+        provenance = {"model": self.model, "seed": self.output.seed,
+                      "request": self.request.model_dump(mode="json"),
+                      "content_hashes": [r.content_hash for r in self.records],
+                      "generations": [r.id for r in self.records]}
+        return save_grid(self.output.images, Path(path), provenance, columns)
+
+
+@dataclass
+class ImageModel(_Loaded):
+    """A registered image model version, loaded and ready to generate."""
+
+    class_names: list[str] = None  # type: ignore[assignment]
+
+    def request(self, **params: Any) -> ImageGenRequest:
+        return _validated(ImageGenRequest, params)
+
+    def generate(self, **params: Any) -> ImageResult:
+        """Draw images; each is written as a PNG (provenance in its text chunks) and recorded."""
+        request = params.pop("request", None) or self.request(**params)
+        request = request.model_copy(update={"seed": resolve_seed(request.seed)})
+        out = generate_images(self.family, self.config, self.network, self.class_names, request)
+        folder = settings().generations_dir
+        records = []
+        for i, (pixels, label) in enumerate(zip(out.images, out.labels, strict=True)):
+            digest = pixels_hash(pixels)
+            meta = {**request.model_dump(mode="json"), "index": i,
+                    "class": None if label is None else self.class_names[label]}
+            # content-addressed: the file is complete before the row that points at it exists
+            path = save_png(folder / digest[:2] / f"{digest}.png", pixels,
+                            {"model": self.ref, "seed": out.seed, "request": meta, "content_hash": digest})
+            records.append(self.store.record_generation(
+                model=self.version, kind="image", request=meta, seed=out.seed,
+                output=meta["class"], file=str(path), content_hash=digest, timings=out.timings,
+            ))
+        return ImageResult(out, request, records, self.ref)
+
+
+_CACHE: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
 _LOCK = threading.Lock()
 CACHE_SIZE = 4
 
 
-def load(ref: str, store: Store | None = None) -> TextModel:
+def load(ref: str, store: Store | None = None) -> TextModel | ImageModel:
     """Resolve ``name`` or ``name@N`` and load it, reusing the few most recently used models."""
     store = store or Store()
     version = store.resolve(ref)
@@ -109,8 +175,13 @@ def load(ref: str, store: Store | None = None) -> TextModel:
             return _CACHE[key]
     directory = Path(version.path)
     family, config, network = load_model_dir(directory)
-    tokenizer = load_tokenizer(directory / "tokenizer.json")
-    model = TextModel(version, family, config, network, tokenizer, store)
+    model: _Loaded
+    if family.modality == "text":
+        tokenizer = load_tokenizer(directory / "tokenizer.json")
+        model = TextModel(version, family, config, network, store, tokenizer)
+    else:
+        class_names = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
+        model = ImageModel(version, family, config, network, store, class_names)
     with _LOCK:
         _CACHE[key] = model
         while len(_CACHE) > CACHE_SIZE:

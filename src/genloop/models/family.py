@@ -7,7 +7,9 @@ A family is a name, a typed config with named presets, and four functions:
     sample(model, request, generator) -> output      the generation loop, written out
     train_step                                       only for families with several optimizers
 
-Capabilities the faces need are fields (``kv_cache``, ``streaming``), never ``hasattr`` probes.
+Text families take ``(x, y)`` token batches and a ``TokenRequest``; image families take an
+``ImageBatch`` and an ``ImageRequest``. Capabilities the faces need are fields (``kv_cache``,
+``streaming``, ``latent_shape``, ``importance_nll``), never ``hasattr`` probes.
 """
 
 from __future__ import annotations
@@ -33,6 +35,46 @@ class TextModelConfig(ModelConfig):
 
     vocab_size: int = Field(0, ge=0, le=1_000_000, description="set from the tokenizer")
     block_size: int = Field(256, ge=8, le=65536, description="context length in tokens")
+
+
+class ImageModelConfig(ModelConfig):
+    """Sizes every image family shares; the three shape fields are filled in from the dataset."""
+
+    channels: int = Field(1, ge=1, le=4, description="set from the dataset")
+    image_size: int = Field(28, ge=4, le=512, description="side of the square images; set from the dataset")
+    num_classes: int = Field(0, ge=0, le=100_000, description="set from the dataset's labels")
+    conditional: bool = Field(False, description="condition on the class label")
+
+
+@dataclass
+class ImageBatch:
+    """One training batch of an image family.
+
+    ``images`` (B, C, H, W) float in [-1, 1]; ``labels`` (B,) int64 class ids; ``generator``
+    draws every random number the objective needs (noise, timesteps, latents, binarisation), so
+    a batch — and a resumed run — is a pure function of (seed, step, micro-batch, rank).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    generator: torch.Generator
+
+
+@dataclass
+class ImageRequest:
+    """What an image family's ``sample`` needs; it returns (B, C, H, W) float in [-1, 1].
+
+    ``labels`` (B,) int64 gives the class of each sample (None: unconditional, or the model
+    ignores it). ``steps``/``sampler``/``guidance_scale`` matter to diffusion only; ``latents``
+    (B, *latent_shape) replaces the random draw for families with a latent space (interpolation).
+    """
+
+    num_samples: int
+    labels: torch.Tensor | None = None
+    steps: int | None = None
+    sampler: Literal["ddpm", "ddim"] = "ddim"
+    guidance_scale: float = 1.0
+    latents: torch.Tensor | None = None
 
 
 @dataclass
@@ -62,10 +104,22 @@ class Family:
     build: Callable[[Any], torch.nn.Module]
     loss: Callable[[torch.nn.Module, Any], dict[str, torch.Tensor]]
     sample: Callable[[torch.nn.Module, Any, torch.Generator], Iterator[torch.Tensor] | Any]
+    # train_step(model, batch, optimizer, grad_clip) -> {"loss": float, ...}: one whole update
+    # (backward and optimizer.step included), for objectives with several players (GAN)
     train_step: Callable[..., dict[str, float]] | None = None
     kv_cache: bool = False
     streaming: bool = False
     description: str = ""
+    # False: the network is not a generator (the feature classifier behind FID); evaluation
+    # measures its accuracy instead of its samples
+    generative: bool = True
+    # False: the validation loss says nothing about sample quality (GAN): keep the last weights
+    selects_best: bool = True
+    # latent_shape(config) -> shape of one latent (GAN, VAE): interpolation walks this space
+    latent_shape: Callable[[Any], tuple[int, ...]] | None = None
+    # importance_nll(model, batch, k) -> (B,) negative log-likelihood in nats from k importance
+    # samples (k=1: the negative ELBO); families with a tractable bound (VAE)
+    importance_nll: Callable[[torch.nn.Module, ImageBatch, int], torch.Tensor] | None = None
     # Contract checks a family cannot pass, with the reason (the common test reads these).
     exempt: dict[str, str] = field(default_factory=dict)
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from genloop.errors import RecipeError
-from genloop.models import gpt, lstm
+from genloop.models import classifier, diffusion, gan, gpt, lstm, vae
 from genloop.models.family import Family
 
 FAMILIES: dict[str, Family] = {
     "gpt": gpt.FAMILY,
     "lstm": lstm.FAMILY,
+    "gan": gan.FAMILY,
+    "vae": vae.FAMILY,
+    "diffusion": diffusion.FAMILY,
+    "classifier": classifier.FAMILY,
 }
 
 

@@ -22,6 +22,18 @@ METRIC_NAMES = {
     "train_tokens": "training tokens",
     "train_time_s": "training time (s)",
     "train_tokens_per_s": "training tokens/s",
+    "fid": "FID (domain classifier features; lower is better)",
+    "kid": "KID ×1 (lower is better)",
+    "precision": "precision (k-NN manifolds)",
+    "recall": "recall (k-NN manifolds)",
+    "inception_score": "Inception-style score (domain classifier)",
+    "sample_accuracy": "samples classified as the requested class",
+    "test_nelbo_nats": "test negative ELBO (nats/image)",
+    "test_iw_nll_nats": "test importance-weighted NLL (nats/image)",
+    "test_accuracy": "test accuracy",
+    "sample_images_per_s": "sampling images/s",
+    "train_images": "training images seen",
+    "train_images_per_s": "training images/s",
 }
 
 
@@ -42,6 +54,20 @@ def model_card(
     lineage: dict[str, Any],
 ) -> str:
     n_params = metrics.get("parameters")
+    image = family.modality == "image"
+    use = (
+        "Research, teaching and experimentation with small image models trained on the dataset "
+        f"below. It draws images in the style of `{data_meta.get('name', '?')}` and nothing else."
+        if image else
+        "Research, teaching and experimentation with small generative text models trained on the "
+        f"dataset below. It continues text in the style of `{data_meta.get('name', '?')}`; it "
+        "knows nothing beyond that corpus, makes things up, and has no safety tuning: review "
+        "outputs before you publish them."
+    )
+    what = (f"images {config.channels}×{config.image_size}×{config.image_size}, "
+            f"{config.num_classes} classes" + (", class-conditional" if config.conditional else "")
+            if image else
+            f"{recipe.data.tokenizer}, vocabulary {config.model_dump().get('vocab_size')}")
     lines = [
         f"# {ref}",
         "",
@@ -50,10 +76,7 @@ def model_card(
         "",
         "## Intended use",
         "",
-        "Research, teaching and experimentation with small generative text models trained on the "
-        f"dataset below. It continues text in the style of `{data_meta.get('name', '?')}`; it "
-        "knows nothing beyond that corpus, makes things up, and has no safety tuning: review "
-        "outputs before you publish them.",
+        use,
         "",
         "## Data",
         "",
@@ -61,7 +84,7 @@ def model_card(
         "| --- | --- |",
         f"| dataset | `{data_meta.get('name', '?')}` (hash `{str(lineage.get('dataset_hash'))[:16]}`) |",
         f"| source | `{data_meta.get('source', recipe.data.source)}` |",
-        f"| tokenizer | {recipe.data.tokenizer}, vocabulary {config.model_dump().get('vocab_size')} |",
+        f"| {'images' if image else 'tokenizer'} | {what} |",
     ]
     counts = data_meta.get("counts", {})
     for key in ("train_tokens", "val_tokens", "docs", "duplicates_removed"):
@@ -87,6 +110,9 @@ def model_card(
         recipe.to_yaml().rstrip(),
         "```",
     ]
+    if samples and image:
+        lines += ["", "## Samples", "", f"![samples]({samples[0]})", ""]
+        return "\n".join(lines)
     if samples:
         lines += ["", "## Samples", ""]
         for s in samples[:4]:

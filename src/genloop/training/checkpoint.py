@@ -5,6 +5,7 @@ A checkpoint is a directory ``step-NNNNNNNN`` written atomically (temp dir → r
 link points at are removed. A kill at any moment leaves ``last`` pointing at a complete checkpoint.
 Each step directory holds:
     weights.safetensors     the network
+    ema.safetensors         the moving average of the weights (when the recipe keeps one)
     optimizer.safetensors   every optimizer state tensor, keyed ``<param index>.<name>``
     rng.safetensors         torch's global RNG (dropout; the data order is a pure function of the step)
     config.json             family + model config (so a checkpoint loads like a model)
@@ -50,11 +51,12 @@ def save_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
     state: TrainState,
+    ema: torch.nn.Module | None = None,
 ) -> None:
     """Write the checkpoint of ``state.step`` under ``root`` and point ``root/name`` at it."""
     directory = root / f"step-{state.step:08d}"
     if not directory.is_dir():
-        _write(directory, family, config, model, optimizer, state)
+        _write(directory, family, config, model, optimizer, state, ema)
     link = root / name
     tmp_link = root / f".{name}.{os.getpid()}.tmp"
     tmp_link.unlink(missing_ok=True)
@@ -73,9 +75,11 @@ def save_checkpoint(
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _write(directory, family, config, model, optimizer, state) -> None:
+def _write(directory, family, config, model, optimizer, state, ema) -> None:
     with atomic_dir(directory) as tmp:
         save_weights(model, tmp / "weights.safetensors")
+        if ema is not None:
+            save_weights(ema, tmp / "ema.safetensors")
         atomic_write_text(tmp / "config.json", config_json(family, config))
         meta: dict[str, Any] = {"train_state": asdict(state)}
         if optimizer is not None:
@@ -98,8 +102,9 @@ def load_checkpoint(
     *,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
+    ema: torch.nn.Module | None = None,
 ) -> TrainState:
-    """Restore model, optimizer and RNG states; returns where training stopped."""
+    """Restore model, optimizer, EMA and RNG states; returns where training stopped."""
     directory = Path(directory)
     try:
         meta = json.loads((directory / "state.json").read_text())
@@ -107,6 +112,8 @@ def load_checkpoint(
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CorruptArtifact(f"{directory}: unreadable checkpoint state ({e})") from None
     load_weights(model, directory / "weights.safetensors")
+    if ema is not None:
+        load_weights(ema, directory / "ema.safetensors")
     if optimizer is not None:
         tensors = read_safetensors(directory / "optimizer.safetensors")
         load_optimizer_tensors(optimizer, tensors, meta.get("param_groups", []))

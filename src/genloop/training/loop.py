@@ -5,9 +5,11 @@
         → clip → AdamW step → log → evaluate / checkpoint every N steps
     → final evaluation → register the model version with its card and lineage
 
-A family brings only its objective (``Family.loss``); features are composed in here, not
-threaded through the families: bf16 autocast, torch.compile, gradient accumulation, DDP (when
-launched by ``torchrun``), time limits. Nothing here prints: progress goes to a callback.
+A family brings only its objective (``Family.loss``, or ``Family.train_step`` when several
+players take turns, as in a GAN); the data brings its batches (``training/batches.py``: token
+windows or images). Features are composed in here, not threaded through the families: bf16
+autocast, torch.compile, gradient accumulation, an EMA of the weights, DDP (when launched by
+``torchrun``), time limits. Nothing here prints: progress goes to a callback.
 
 Bit-identical resume on CPU: the data order depends only on (seed, step, rank); the checkpoint
 holds weights, optimizer moments and the global RNG (dropout), so a resumed run replays exactly
@@ -33,17 +35,24 @@ import torch.distributed as dist
 
 from genloop.atomic import atomic_write_json, atomic_write_text
 from genloop.config import settings
-from genloop.data.text import TextDataset, prepare_text
-from genloop.errors import GenloopError, NotFound, RecipeError, TrainingDiverged
+from genloop.data.images import ImageDataset
+from genloop.data.text import TextDataset
+from genloop.errors import NotFound, RecipeError, TrainingDiverged
+from genloop.evaluation.image import evaluate_images
 from genloop.evaluation.text import evaluate_text
+from genloop.generation.image import save_grid
 from genloop.models.family import Family
 from genloop.models.io import config_json, load_model_dir, load_weights, save_weights
 from genloop.models.registry import get_family
 from genloop.store import Store
 from genloop.tokenizers import load_tokenizer, save_tokenizer
+from genloop.training.batches import batch_at, batches_for
 from genloop.training.card import model_card
 from genloop.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from genloop.training.ema import EMA
 from genloop.training.recipe import Recipe, TrainConfig, load_recipe
+
+__all__ = ["Progress", "TrainResult", "batch_at", "lr_at", "train"]
 
 
 @dataclass
@@ -55,10 +64,11 @@ class Progress:
     steps: int = 0
     loss: float | None = None
     lr: float | None = None
-    tokens_per_s: float | None = None
+    tokens_per_s: float | None = None  # throughput in ``unit``s per second
     eta_s: float | None = None
     val_loss: float | None = None
     message: str = ""
+    unit: str = "tokens"
 
 
 @dataclass
@@ -67,7 +77,7 @@ class TrainResult:
     run_dir: Path
     model_ref: str | None
     metrics: dict[str, float] = field(default_factory=dict)
-    samples: list[str] = field(default_factory=list)
+    samples: list[str] = field(default_factory=list)  # text samples, or the image grid's path
 
 
 ProgressFn = Callable[[Progress], None]
@@ -81,17 +91,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     span = max(1, cfg.steps - 1 - cfg.warmup_steps)  # the last step (steps - 1) is at the floor
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     return cfg.floor_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.floor_lr)
-
-
-def batch_at(
-    data: torch.Tensor, step: int, micro: int, *, seed: int, rank: int, batch: int, block: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows of ``data``, a pure function of (seed, step, micro-batch, rank)."""
-    g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 4099 + micro * 131 + rank)
-    starts = torch.randint(0, len(data) - block - 1, (batch,), generator=g)
-    idx = starts[:, None] + torch.arange(block + 1)  # (B, T+1)
-    window = data[idx]
-    return window[:, :-1], window[:, 1:]
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -196,19 +195,23 @@ def train(
 
     # 1. data
     report(Progress("data", message=f"preparing {recipe.data.source}"))
-    dataset = prepare_text(recipe.data, progress=lambda m: report(Progress("data", message=m)))
+    dataset = recipe.data.prepare(progress=lambda m: report(Progress("data", message=m)))
     if ddp.main:
-        store.add_dataset(dataset.name, dataset.hash, "text", str(dataset.path), dataset.meta)
+        store.add_dataset(dataset.name, dataset.hash, recipe.data.kind, str(dataset.path), dataset.meta)
+    batches = batches_for(dataset)
 
     # 2. model
     family = get_family(recipe.model.family)
-    model_config = recipe.model_config_for(dataset.tokenizer.vocab_size)
-    block = model_config.block_size
-    if len(dataset.train) < block + 2:
-        raise GenloopError(
-            f"training split has {len(dataset.train)} tokens, fewer than one context of {block}: "
-            "use more text or a smaller model.config.block_size"
+    if (family.modality == "text") != isinstance(dataset, TextDataset):
+        raise RecipeError(
+            f"model.family {family.name!r} is a{'n image' if family.modality == 'image' else ' text'} "
+            f"family but data.source {recipe.data.source!r} is {recipe.data.kind} data"
         )
+    if family.train_step is not None and (cfg.grad_accum > 1 or ddp.world > 1):
+        raise RecipeError(f"{family.name} takes its own optimizer steps: use train.grad_accum=1 "
+                          "and a single process (no torchrun)")
+    model_config = recipe.model_config_for(batches.fill())
+    batches.check(model_config)
     report(Progress("build", message=f"{family.name} {recipe.model.preset}"))
     with torch.random.fork_rng():  # initialisation is seeded without touching the caller's RNG
         torch.manual_seed(cfg.seed)
@@ -224,8 +227,9 @@ def train(
                 f"{model_config.model_dump()}: fine-tuning needs the same family, sizes and "
                 "tokenizer (use the parent's model section and data tokenizer)"
             )
-        parent_tokenizer = load_tokenizer(Path(parent.path) / "tokenizer.json")
-        if parent_tokenizer.to_json() != dataset.tokenizer.to_json():
+        parent_tokenizer = (load_tokenizer(Path(parent.path) / "tokenizer.json")
+                            if isinstance(dataset, TextDataset) else None)
+        if parent_tokenizer and parent_tokenizer.to_json() != dataset.tokenizer.to_json():
             raise RecipeError(
                 f"parent {parent.ref} was trained with a different tokenizer than this dataset's: "
                 "fine-tune on data prepared with the parent's tokenizer"
@@ -238,12 +242,13 @@ def train(
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=True
     )
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     state = TrainState()
     if resume is not None:
         last = run_dir / "checkpoints" / "last"
         if not last.is_dir():
             raise NotFound(f"run {run_id} has no checkpoint to resume from ({last})")
-        state = load_checkpoint(last, model=model, optimizer=optimizer)
+        state = load_checkpoint(last, model=model, optimizer=optimizer, ema=ema and ema.model)
         store.update_run(run_id, status="running", error=None)
     elif ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -258,16 +263,16 @@ def train(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
-    def objective(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def objective(batch: Any) -> dict[str, torch.Tensor]:
         return family.loss(net, batch)
 
-    if use_compile(cfg):
+    if use_compile(cfg, family):
         # compile the whole objective, so the loss fuses with the network's last layers
         objective = torch.compile(objective)
 
-    data = torch.from_numpy(np.asarray(dataset.train, dtype=np.int64))
     per_rank = max(1, cfg.batch_size // ddp.world)
-    tokens_per_step = per_rank * ddp.world * block * cfg.grad_accum
+    units_per_step = batches.units(model_config, per_rank) * ddp.world * cfg.grad_accum
+    unit = batches.unit
     metrics = _Metrics(run_dir, cfg.tensorboard, state.step if resume else None) if ddp.main else None
     ckpt_dir = run_dir / "checkpoints"
 
@@ -276,21 +281,16 @@ def train(
             raise _Diverged(state.step, math.nan)  # never save (or point `last` at) NaN weights
         if ddp.main:
             save_checkpoint(ckpt_dir, name, family=family, config=model_config, model=model,
-                            optimizer=optimizer, state=state)
-
-    val_tokens = torch.from_numpy(np.asarray(dataset.val, dtype=np.int64))
-    span = min(block, len(val_tokens) - 2)
+                            optimizer=optimizer, state=state, ema=ema and ema.model)
 
     def estimate_val() -> float:
-        model.eval()
-        g = torch.Generator().manual_seed(cfg.seed + 1)  # the same windows every time
+        judged = ema.model if ema else model  # the weights that will be registered
+        judged.eval()
         losses = []
         with torch.no_grad(), autocast(cfg, device.type):
-            for _ in range(cfg.eval_batches):
-                starts = torch.randint(0, len(val_tokens) - span - 1, (cfg.batch_size,), generator=g)
-                idx = starts[:, None] + torch.arange(span + 1)
-                w = val_tokens[idx].to(device)
-                losses.append(family.loss(model, (w[:, :-1], w[:, 1:]))["loss"].item())
+            for batch in batches.val_batches(model_config, cfg.eval_batches, cfg.batch_size,
+                                             seed=cfg.seed, device=device):
+                losses.append(family.loss(judged, batch)["loss"].item())
         model.train()
         return ddp.mean(sum(losses) / len(losses))
 
@@ -311,52 +311,65 @@ def train(
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum = 0.0
-            for micro in range(cfg.grad_accum):
-                x, y = batch_at(data, step, micro, seed=cfg.seed, rank=ddp.rank,
-                                batch=per_rank, block=block)
-                x, y = x.to(device), y.to(device)
+            if family.train_step is not None:
+                # the family takes its own turns (GAN: discriminator, then generator)
+                batch = batches.train_batch(model_config, step, 0, seed=cfg.seed, rank=ddp.rank,
+                                            batch=per_rank, device=device)
                 with autocast(cfg, device.type):
-                    loss = objective((x, y))["loss"] / cfg.grad_accum
-                loss.backward()
-                loss_sum += float(loss.detach())
-            # the gradient norm is checked too: a finite loss with non-finite gradients would
-            # otherwise turn the weights into NaN, and the next checkpoint would keep them
-            # (max_norm=inf when clipping is off scales by exactly 1.0: the update is unchanged)
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf, foreach=True
-            )
-            if ddp.flag_any(not math.isfinite(loss_sum) or not math.isfinite(float(grad_norm))):
+                    stats = family.train_step(model, batch, optimizer, cfg.grad_clip)
+                loss_sum = stats["loss"]
+                if not all(math.isfinite(v) for v in stats.values()):
+                    optimizer.zero_grad(set_to_none=True)
+                    raise _Diverged(step, loss_sum)
+            else:
+                loss_sum, stats = 0.0, {}
+                for micro in range(cfg.grad_accum):
+                    batch = batches.train_batch(model_config, step, micro, seed=cfg.seed,
+                                                rank=ddp.rank, batch=per_rank, device=device)
+                    with autocast(cfg, device.type):
+                        loss = objective(batch)["loss"] / cfg.grad_accum
+                    loss.backward()
+                    loss_sum += float(loss.detach())
+                # the gradient norm is checked too: a finite loss with non-finite gradients would
+                # otherwise turn the weights into NaN, and the next checkpoint would keep them
+                # (max_norm=inf when clipping is off scales by exactly 1.0: the update is unchanged)
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf, foreach=True
+                )
+                if ddp.flag_any(not math.isfinite(loss_sum) or not math.isfinite(float(grad_norm))):
+                    optimizer.zero_grad(set_to_none=True)
+                    raise _Diverged(step, loss_sum)
+                optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                raise _Diverged(step, loss_sum)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            if ema:
+                ema.update(model)
             state.step += 1
-            state.tokens_seen += tokens_per_step
-            tokens_window += tokens_per_step
+            state.tokens_seen += units_per_step
+            tokens_window += units_per_step
             now = time.perf_counter()
             state.elapsed_s = now - t_start
             if state.step > WARMUP_STEPS_UNTIMED:  # compilation and warm-up are not throughput
                 state.step_time_s += now - t_step
-                state.timed_tokens += tokens_per_step
+                state.timed_tokens += units_per_step
 
             if state.step % cfg.log_every == 0 or state.step == cfg.steps:
                 tok_s = tokens_window / max(now - t_window, 1e-9)
                 t_window, tokens_window = now, 0
-                eta = (cfg.steps - state.step) * tokens_per_step / tok_s if tok_s else None
+                eta = (cfg.steps - state.step) * units_per_step / tok_s if tok_s else None
                 if metrics:
-                    metrics.log(state.step, {"train/loss": loss_sum, "lr": lr,
-                                             "tokens_per_s": tok_s, "elapsed_s": state.elapsed_s})
-                report(Progress("train", state.step, cfg.steps, loss_sum, lr, tok_s, eta))
+                    extra = {f"train/{k}": v for k, v in stats.items() if k != "loss"}
+                    metrics.log(state.step, {"train/loss": loss_sum, **extra, "lr": lr,
+                                             f"{unit}_per_s": tok_s, "elapsed_s": state.elapsed_s})
+                report(Progress("train", state.step, cfg.steps, loss_sum, lr, tok_s, eta, unit=unit))
             if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
                 val_loss = estimate_val()
                 if metrics:
                     metrics.log(state.step, {"val/loss": val_loss, "elapsed_s": state.elapsed_s})
-                if val_loss < state.best_val_loss:
+                if family.selects_best and val_loss < state.best_val_loss:
                     state.best_val_loss, state.best_step = val_loss, state.step
                     checkpoint("best")
                 report(Progress("eval", state.step, cfg.steps, loss_sum, lr, tok_s,
-                                val_loss=val_loss))
+                                val_loss=val_loss, unit=unit))
             if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
                 checkpoint("last")
             if cfg.time_limit_s and state.elapsed_s >= cfg.time_limit_s:
@@ -385,22 +398,37 @@ def train(
     # 4. final evaluation and registration (rank 0)
     result = TrainResult(run_id=run_id, run_dir=run_dir, model_ref=None)
     if ddp.main:
+        if ema:  # the averaged weights are the model from here on
+            model.load_state_dict(ema.model.state_dict())
         model.to("cpu")  # evaluation, sampling and saving happen on the CPU
         if (ckpt_dir / "best").is_dir():
-            load_weights(model, ckpt_dir / "best" / "weights.safetensors")
+            best = ckpt_dir / "best"
+            load_weights(model, best / ("ema.safetensors" if ema else "weights.safetensors"))
         model.eval()
         report(Progress("eval", state.step, cfg.steps, message="final evaluation"))
-        val_ids = np.asarray(dataset.val)
-        if not recipe.eval.full_validation:
-            val_ids = val_ids[: 64 * block]
-        result.metrics, result.samples = evaluate_text(
-            family, model, dataset.tokenizer, val_ids, recipe.eval, seed=cfg.seed
-        )
+        if isinstance(dataset, TextDataset):
+            val_ids = np.asarray(dataset.val)
+            if not recipe.eval.full_validation:
+                val_ids = val_ids[: 64 * model_config.block_size]
+            result.metrics, result.samples = evaluate_text(
+                family, model, dataset.tokenizer, val_ids, recipe.eval, seed=cfg.seed
+            )
+        else:
+            extractor = None
+            if family.generative and recipe.eval.num_samples:
+                from genloop.training.features import feature_extractor  # trains one on first use
+
+                extractor = feature_extractor(recipe, dataset, store, report)
+            result.metrics, grid = evaluate_images(family, model, model_config, dataset, recipe.eval,
+                                                   seed=cfg.seed, extractor=extractor)
+            if grid is not None:
+                save_grid(grid, run_dir / "samples.png")
+                result.samples = [str(run_dir / "samples.png")]
         result.metrics["parameters"] = sum(p.numel() for p in model.parameters())
         result.metrics.update({
-            "train_steps": state.step, "train_tokens": state.tokens_seen,
+            "train_steps": state.step, f"train_{unit}": state.tokens_seen,
             "train_time_s": state.elapsed_s, "best_step": state.best_step,
-            "train_tokens_per_s": state.timed_tokens / max(state.step_time_s, 1e-9),
+            f"train_{unit}_per_s": state.timed_tokens / max(state.step_time_s, 1e-9),
         })
         if metrics:
             metrics.log(state.step, {f"final/{k}": v for k, v in result.metrics.items()})
@@ -409,7 +437,7 @@ def train(
         store.update_run(run_id, status=status, step=state.step, metrics=result.metrics)
         if register:
             report(Progress("register", state.step, cfg.steps, message=recipe.name))
-            result.model_ref = register_text_model(
+            result.model_ref = register_model(
                 store, recipe, family, model_config, model, dataset, run_id,
                 result.metrics, result.samples, parent_ref,
             )
@@ -432,11 +460,14 @@ def _save_last_good(model: torch.nn.Module, checkpoint: Callable[[str], None], c
     return ckpt_dir / "last"
 
 
-def use_compile(cfg: TrainConfig) -> bool:
+def use_compile(cfg: TrainConfig, family: Family | None = None) -> bool:
     """torch.compile pays for its start-up (~30 s on 2 cores) only on longer runs, and on CPU
-    it needs a C++ compiler for the kernels it generates."""
+    it needs a C++ compiler for the kernels it generates. ``auto`` is measured for text models
+    only: image objectives draw from a generator inside the graph, which compile splits."""
     if cfg.compile != "auto":
         return bool(cfg.compile)
+    if family is not None and (family.modality != "text" or family.train_step is not None):
+        return False
     return cfg.steps >= 1000 and (torch.cuda.is_available() or shutil.which("c++") is not None)
 
 
@@ -463,18 +494,27 @@ def autocast(cfg: TrainConfig, device_type: str = "cpu"):
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=on)
 
 
-def register_text_model(
+def register_model(
     store: Store, recipe: Recipe, family: Family, model_config, model: torch.nn.Module,
-    dataset: TextDataset, run_id: str, metrics: dict[str, float], samples: list[str],
+    dataset: TextDataset | ImageDataset, run_id: str, metrics: dict[str, float], samples: list[str],
     parent: str | None,
 ) -> str:
-    """Stage the model directory completely, then register it as ``name@N``."""
+    """Stage the model directory completely, then register it as ``name@N``.
+
+    Beside weights and config it holds what generation needs from the data: the tokenizer of a
+    text model, the class names of an image model (``labels.json``) and its sample grid."""
     staging = settings().models_dir / f".staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
         save_weights(model, staging / "weights.safetensors")
         atomic_write_text(staging / "config.json", config_json(family, model_config))
-        save_tokenizer(dataset.tokenizer, staging / "tokenizer.json")
+        if isinstance(dataset, TextDataset):
+            save_tokenizer(dataset.tokenizer, staging / "tokenizer.json")
+        else:
+            atomic_write_json(staging / "labels.json", list(dataset.class_names))
+            if samples:
+                shutil.copyfile(samples[0], staging / "samples.png")
+                samples = ["samples.png"]
         atomic_write_text(staging / "recipe.yaml", recipe.to_yaml())
         atomic_write_json(staging / "metrics.json", metrics)
         lineage = {"dataset": dataset.name, "dataset_hash": dataset.hash,

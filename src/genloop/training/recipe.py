@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
+from genloop.data.images import ImageDataConfig
 from genloop.data.text import TextDataConfig
 from genloop.errors import RecipeError, validation_message
+from genloop.evaluation.image import ImageEvalConfig
 from genloop.evaluation.text import EvalConfig
 from genloop.models.family import ModelConfig
 from genloop.models.registry import get_family
@@ -73,22 +75,52 @@ class TrainConfig(Strict):
     threads: int | None = Field(None, ge=1, le=1024, description="torch intra-op threads")
     tensorboard: bool = True
     time_limit_s: float | None = Field(None, gt=0, description="stop cleanly after this long")
+    ema_decay: float | None = Field(
+        None, ge=0.0, lt=1.0, description="keep an exponential moving average of the weights "
+        "(e.g. 0.999); evaluation, the best checkpoint and the registered model use it"
+    )
 
     @property
     def floor_lr(self) -> float:
         return self.lr / 10 if self.min_lr is None else self.min_lr
 
 
+def _kind(value: Any) -> str:
+    """Which kind of data (and so which eval section) a section is: ``kind``, default text."""
+    return value.get("kind", "text") if isinstance(value, dict) else getattr(value, "kind", "text")
+
+
+DataSection = Annotated[
+    Annotated[TextDataConfig, Tag("text")] | Annotated[ImageDataConfig, Tag("images")],
+    Discriminator(_kind),
+]
+EvalSection = Annotated[
+    Annotated[EvalConfig, Tag("text")] | Annotated[ImageEvalConfig, Tag("images")],
+    Discriminator(_kind),
+]
+
+
 class Recipe(Strict):
     name: str = Field("model", description="registered model name (versions name@1, name@2, ...)")
-    data: TextDataConfig
+    data: DataSection
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
+    eval: EvalSection = Field(default_factory=EvalConfig)
     parent: str | None = Field(None, description="fine-tune from this model version (name@N)")
 
-    def model_config_for(self, vocab_size: int) -> ModelConfig:
-        return self.model.resolved(vocab_size=vocab_size)
+    @model_validator(mode="before")
+    @classmethod
+    def _eval_follows_data(cls, tree: Any) -> Any:
+        """The eval section is the one for the data's kind (text or images)."""
+        if isinstance(tree, dict) and isinstance(tree.get("data"), dict):
+            ev = tree.get("eval") or {}
+            if isinstance(ev, dict):
+                tree = {**tree, "eval": {**ev, "kind": _kind(tree["data"])}}
+        return tree
+
+    def model_config_for(self, fill: dict[str, Any]) -> ModelConfig:
+        """The model config with the dataset's shape fields (vocab size; image size, classes)."""
+        return self.model.resolved(**fill)
 
     def frozen(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -159,4 +191,8 @@ def load_recipe(source: str | Path | dict[str, Any] | None, overrides: list[str]
     try:
         return Recipe.model_validate(tree)
     except ValidationError as e:
-        raise RecipeError(validation_message(e)) from None
+        message = validation_message(e)
+        for section in ("data", "eval"):  # pydantic names the union's tag: data.images.source
+            for tag in ("text", "images"):
+                message = message.replace(f"{section}.{tag}.", f"{section}.")
+        raise RecipeError(message) from None

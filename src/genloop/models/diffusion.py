@@ -1,0 +1,308 @@
+"""Denoising diffusion: a small U-Net, DDPM training, DDPM and DDIM sampling, classifier-free guidance.
+
+References:
+- Ho, Jain & Abbeel 2020, "Denoising Diffusion Probabilistic Models" (DDPM): the forward process
+  q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 - ᾱ_t) I), the ε-prediction objective (eq. 14), the linear β
+  schedule and ancestral sampling (Algorithm 2).
+- Nichol & Dhariwal 2021, "Improved DDPM": the cosine schedule (eq. 17).
+- Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models" (DDIM): the update of eq. 12 with
+  σ_t(η) (eq. 16) on a sub-sequence of timesteps; η = 0 is deterministic DDIM, η = 1 on every step
+  is DDPM's ancestral sampler, so one ``step`` serves both.
+- Ho & Salimans 2021, "Classifier-Free Diffusion Guidance": one network trained with the label
+  dropped to a "null" class with probability ``p_uncond``; at sampling ε = ε_∅ + s·(ε_c − ε_∅).
+
+As in diffusers, the network, the noise schedule and the sampler are separate things: ``UNet``
+maps (x_t, t, class) to a noise estimate and knows nothing of schedules; ``NoiseScheduler`` holds
+ᾱ_t and does ``add_noise``, ``set_timesteps`` and ``step``; ``loss`` and ``sample`` wire them and
+read like the paper's algorithm boxes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from genloop.errors import InvalidInput, RecipeError
+from genloop.models.family import Family, ImageBatch, ImageModelConfig, ImageRequest
+
+
+class DiffusionConfig(ImageModelConfig):
+    width: int = Field(32, ge=8, le=1024, description="channels at full resolution")
+    channel_mults: tuple[int, ...] = Field((1, 2, 2), min_length=1, max_length=5,
+                                           description="channel multiplier per resolution level")
+    blocks_per_level: int = Field(1, ge=1, le=4)
+    attention: bool = Field(True, description="self-attention at the lowest resolution")
+    groups: int = Field(8, ge=1, le=64, description="GroupNorm groups")
+    timesteps: int = Field(1000, ge=10, le=10_000, description="length of the training schedule")
+    schedule: Literal["linear", "cosine"] = "linear"
+    p_uncond: float = Field(0.1, ge=0.0, le=1.0,
+                            description="probability of dropping the label in training (guidance)")
+
+    @model_validator(mode="after")
+    def _check(self) -> DiffusionConfig:
+        levels = len(self.channel_mults) - 1
+        if self.image_size % (2**levels):
+            raise RecipeError(
+                f"diffusion: image_size {self.image_size} is not divisible by 2**{levels} "
+                f"(channel_mults has {levels + 1} levels): use fewer levels or another image_size"
+            )
+        if any(self.width * m % self.groups for m in self.channel_mults):
+            raise RecipeError(f"diffusion: width × channel_mults must be multiples of groups ({self.groups})")
+        return self
+
+
+# --- the noise schedule and the samplers ------------------------------------------------------
+
+
+def betas_for(schedule: str, timesteps: int) -> torch.Tensor:
+    """β_1..β_T in float64: Ho et al.'s linear 1e-4 → 0.02 (scaled to T), or Nichol & Dhariwal's cosine."""
+    if schedule == "linear":
+        scale = 1000 / timesteps
+        return torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
+    s = 0.008
+    steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    alpha_bar = f / f[0]
+    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+
+
+class NoiseScheduler:
+    """ᾱ_t of a schedule; ``add_noise`` for training, ``set_timesteps`` + ``step`` for sampling.
+
+    ``eta`` = 1 gives DDPM's ancestral sampler (stochastic), 0 gives DDIM (deterministic given x_T).
+    """
+
+    def __init__(self, schedule: str, timesteps: int, eta: float = 0.0):
+        self.alphas_cumprod = torch.cumprod(1 - betas_for(schedule, timesteps), dim=0)
+        self.train_timesteps = timesteps
+        self.eta = eta
+        self.timesteps = torch.arange(timesteps - 1, -1, -1)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(ᾱ_t) x_0 + sqrt(1 − ᾱ_t) ε  (Ho et al. 2020, eq. 4)."""
+        ab = self.alphas_cumprod.to(x0.device)[t].float().view(-1, 1, 1, 1)
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+    def set_timesteps(self, steps: int) -> None:
+        """Visit ``steps`` evenly spaced timesteps, from T−1 down to 0 (DDIM's τ sub-sequence)."""
+        if not 1 <= steps <= self.train_timesteps:
+            raise InvalidInput(f"steps must be between 1 and {self.train_timesteps}, got {steps}")
+        ts = torch.linspace(self.train_timesteps - 1, 0, steps).round().long()
+        self.timesteps = ts.unique_consecutive()
+
+    def previous(self, t: int) -> int:
+        """The timestep after ``t`` in the current sequence, or −1 at the end."""
+        i = int((self.timesteps == t).nonzero()[0])
+        return int(self.timesteps[i + 1]) if i + 1 < len(self.timesteps) else -1
+
+    def step(self, eps: torch.Tensor, t: int, x: torch.Tensor,
+             generator: torch.Generator | None) -> torch.Tensor:
+        """x_t → x_{prev}: Song et al. 2021, eq. 12 with σ from eq. 16 (x̂_0 clipped to [−1, 1])."""
+        prev = self.previous(t)
+        ab_t = float(self.alphas_cumprod[t])
+        ab_prev = float(self.alphas_cumprod[prev]) if prev >= 0 else 1.0
+        x0 = ((x - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)).clamp(-1, 1)
+        eps = (x - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)  # consistent with the clipped x̂_0
+        sigma = self.eta * math.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
+        x_prev = math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
+        if sigma > 0:
+            x_prev = x_prev + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        return x_prev
+
+
+def scheduler_for(config: DiffusionConfig, sampler: str = "ddim") -> NoiseScheduler:
+    return NoiseScheduler(config.schedule, config.timesteps, eta=1.0 if sampler == "ddpm" else 0.0)
+
+
+# --- the network ------------------------------------------------------------------------------
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps (B,) -> (B, dim), as in the Transformer."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device) / half)
+    angles = t.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm → SiLU → conv, with the time (+ class) embedding added between the two convs."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, c_out)
+        self.norm2 = nn.GroupNorm(groups, c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(F.silu(emb))[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return h + self.skip(x)
+
+
+class Attention(nn.Module):
+    """Single-head self-attention over the H·W positions of a feature map."""
+
+    def __init__(self, channels: int, groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(B, 3, C, H * W).transpose(-1, -2)
+        q, k, v = qkv.unbind(1)  # each (B, HW, C)
+        h = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
+        return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
+
+
+class UNet(nn.Module):
+    """ε_θ(x_t, t, y): a small U-Net (Ronneberger 2015; as in DDPM, with GroupNorm and SiLU).
+
+    Levels halve the resolution (28 → 14 → 7 with three levels); skip connections carry every block's
+    output across. Class y ∈ [0, num_classes) or the null class ``num_classes`` (unconditional).
+    """
+
+    def __init__(self, config: DiffusionConfig):
+        super().__init__()
+        self.config = config
+        c, g = config.width, config.groups
+        emb_dim = 4 * c
+        self.time_mlp = nn.Sequential(nn.Linear(c, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.class_emb = nn.Embedding(config.num_classes + 1, emb_dim) if config.conditional else None
+        self.stem = nn.Conv2d(config.channels, c, 3, padding=1)
+        self.down = nn.ModuleList()
+        widths, skips = [c], [c]
+        for level, mult in enumerate(config.channel_mults):
+            for _ in range(config.blocks_per_level):
+                self.down.append(ResBlock(widths[-1], c * mult, emb_dim, g))
+                widths.append(c * mult)
+                skips.append(c * mult)
+            if level < len(config.channel_mults) - 1:
+                self.down.append(nn.Conv2d(widths[-1], widths[-1], 3, stride=2, padding=1))
+                skips.append(widths[-1])
+        mid = widths[-1]
+        self.mid1 = ResBlock(mid, mid, emb_dim, g)
+        self.mid_attn = Attention(mid, g) if config.attention else nn.Identity()
+        self.mid2 = ResBlock(mid, mid, emb_dim, g)
+        self.up = nn.ModuleList()
+        width = mid
+        for level, mult in reversed(list(enumerate(config.channel_mults))):
+            for _ in range(config.blocks_per_level + 1):
+                self.up.append(ResBlock(width + skips.pop(), c * mult, emb_dim, g))
+                width = c * mult
+            if level > 0:
+                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                             nn.Conv2d(width, width, 3, padding=1)))
+        self.out = nn.Sequential(nn.GroupNorm(g, width), nn.SiLU(),
+                                 nn.Conv2d(width, config.channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, C, H, W), t (B,) int, labels (B,) int or None -> ε estimate (B, C, H, W)
+        emb = self.time_mlp(timestep_embedding(t, self.config.width))
+        if self.class_emb is not None:
+            if labels is None:
+                labels = torch.full_like(t, self.config.num_classes)  # the null class
+            emb = emb + self.class_emb(labels)
+        h = self.stem(x)
+        hs = [h]
+        for layer in self.down:
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            hs.append(h)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        for layer in self.up:
+            h = layer(torch.cat([h, hs.pop()], dim=1), emb) if isinstance(layer, ResBlock) else layer(h)
+        return self.out(h)
+
+
+def build(config: DiffusionConfig) -> UNet:
+    if config.conditional and config.num_classes < 1:
+        raise RecipeError("diffusion: conditional needs a dataset with class labels (num_classes ≥ 1)")
+    return UNet(config)
+
+
+# --- training objective -----------------------------------------------------------------------
+
+
+def loss(model: UNet, batch: ImageBatch) -> dict[str, torch.Tensor]:
+    """Ho et al. 2020, Algorithm 1: t ~ U{0..T−1}, ε ~ N(0, I), minimise ‖ε − ε_θ(x_t, t, y)‖²."""
+    config = model.config
+    x0, g = batch.images, batch.generator
+    B = x0.size(0)
+    t = torch.randint(0, config.timesteps, (B,), generator=g).to(x0.device)
+    noise = torch.randn(x0.shape, generator=g).to(x0.device)
+    x_t = _scheduler(config).add_noise(x0, noise, t)
+    labels = None
+    if config.conditional:
+        # classifier-free guidance: drop the label to the null class with probability p_uncond
+        drop = torch.rand(B, generator=g).to(x0.device) < config.p_uncond
+        labels = torch.where(drop, torch.full_like(batch.labels, config.num_classes), batch.labels)
+    eps = model(x_t, t, labels)
+    return {"loss": F.mse_loss(eps.float(), noise)}
+
+
+_SCHEDULERS: dict[tuple[str, int], NoiseScheduler] = {}
+
+
+def _scheduler(config: DiffusionConfig) -> NoiseScheduler:
+    """The training scheduler of a config (ᾱ is computed once per schedule)."""
+    key = (config.schedule, config.timesteps)
+    if key not in _SCHEDULERS:
+        _SCHEDULERS[key] = NoiseScheduler(*key)
+    return _SCHEDULERS[key]
+
+
+# --- sampling ---------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def sample(model: UNet, request: ImageRequest, generator: torch.Generator) -> torch.Tensor:
+    """DDPM (η = 1) or DDIM (η = 0) from x_T ~ N(0, I) over ``request.steps`` timesteps, with
+    classifier-free guidance ε = ε_∅ + s·(ε_y − ε_∅) when the model is conditional and s ≠ 1."""
+    config = model.config
+    B = request.num_samples
+    device = next(model.parameters()).device
+    scheduler = scheduler_for(config, request.sampler)
+    scheduler.set_timesteps(request.steps or (config.timesteps if request.sampler == "ddpm" else 50))
+    labels = request.labels
+    if config.conditional and labels is None:
+        labels = torch.randint(0, config.num_classes, (B,), generator=generator)
+    guided = config.conditional and request.guidance_scale != 1.0
+    x = torch.randn((B, config.channels, config.image_size, config.image_size), generator=generator)
+    for t in scheduler.timesteps.tolist():
+        tt = torch.full((B,), t, dtype=torch.long, device=device)
+        if guided:
+            null = torch.full_like(labels, config.num_classes)
+            eps_c, eps_u = model(torch.cat([x, x]).to(device), torch.cat([tt, tt]),
+                                 torch.cat([labels, null]).to(device)).float().cpu().chunk(2)
+            eps = eps_u + request.guidance_scale * (eps_c - eps_u)
+        else:
+            eps = model(x.to(device), tt, None if labels is None else labels.to(device)).float().cpu()
+        x = scheduler.step(eps, t, x, generator)
+    return x.clamp(-1, 1)
+
+
+FAMILY = Family(
+    name="diffusion",
+    modality="image",
+    config=DiffusionConfig,
+    presets={
+        "tiny": {"width": 8, "channel_mults": (1, 2), "attention": False, "groups": 4, "timesteps": 100},
+        "small": {"width": 32, "channel_mults": (1, 2, 2), "attention": True},
+    },
+    build=build,
+    loss=loss,
+    sample=sample,
+    description="small U-Net denoising diffusion (DDPM training; DDPM/DDIM sampling; "
+    "classifier-free guidance)",
+)

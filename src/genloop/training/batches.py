@@ -1,0 +1,123 @@
+"""Batches for the training loop, one small adapter per kind of dataset.
+
+The loop asks only this of its data: the shape fields it fills into the model config, the unit it
+counts throughput in, a training batch that is a pure function of (seed, step, micro-batch, rank)
+— so a resumed run replays exactly — and a fixed set of validation batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from genloop.data.images import ImageDataset
+from genloop.data.text import TextDataset
+from genloop.errors import GenloopError
+from genloop.models.family import ImageBatch
+
+
+def _generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4099 + micro * 131 + rank)
+
+
+def batch_at(
+    data: torch.Tensor, step: int, micro: int, *, seed: int, rank: int, batch: int, block: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows of ``data``, a pure function of (seed, step, micro-batch, rank)."""
+    g = _generator(seed, step, micro, rank)
+    starts = torch.randint(0, len(data) - block - 1, (batch,), generator=g)
+    idx = starts[:, None] + torch.arange(block + 1)  # (B, T+1)
+    window = data[idx]
+    return window[:, :-1], window[:, 1:]
+
+
+class TextBatches:
+    """Windows of ``block`` tokens (inputs, next-token targets)."""
+
+    unit = "tokens"
+
+    def __init__(self, dataset: TextDataset):
+        self.dataset = dataset
+        self.train = torch.from_numpy(np.asarray(dataset.train, dtype=np.int64))
+        self.val = torch.from_numpy(np.asarray(dataset.val, dtype=np.int64))
+
+    def fill(self) -> dict[str, Any]:
+        return {"vocab_size": self.dataset.tokenizer.vocab_size}
+
+    def check(self, config: Any) -> None:
+        if len(self.train) < config.block_size + 2:
+            raise GenloopError(
+                f"training split has {len(self.train)} tokens, fewer than one context of "
+                f"{config.block_size}: use more text or a smaller model.config.block_size"
+            )
+
+    def units(self, config: Any, batch: int) -> int:
+        return batch * config.block_size
+
+    def train_batch(self, config: Any, step: int, micro: int, *, seed: int, rank: int, batch: int,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch_at(self.train, step, micro, seed=seed, rank=rank, batch=batch, block=config.block_size)
+        return x.to(device), y.to(device)
+
+    def val_batches(self, config: Any, count: int, batch: int, *, seed: int,
+                    device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        span = min(config.block_size, len(self.val) - 2)
+        g = torch.Generator().manual_seed(seed + 1)  # the same windows every time
+        for _ in range(count):
+            starts = torch.randint(0, len(self.val) - span - 1, (batch,), generator=g)
+            w = self.val[starts[:, None] + torch.arange(span + 1)].to(device)
+            yield w[:, :-1], w[:, 1:]
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (B, C, H, W) → float in [−1, 1], the range every image family trains on."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+class ImageBatches:
+    """Random images with their labels, and a generator for the objective's own noise."""
+
+    unit = "images"
+
+    def __init__(self, dataset: ImageDataset):
+        self.dataset = dataset
+        self.train = torch.from_numpy(np.array(dataset.train))  # in memory, writable
+        self.train_labels = torch.from_numpy(np.array(dataset.train_labels, dtype=np.int64))
+        self.test = torch.from_numpy(np.array(dataset.test))
+        self.test_labels = torch.from_numpy(np.array(dataset.test_labels, dtype=np.int64))
+
+    def fill(self) -> dict[str, Any]:
+        d = self.dataset
+        return {"channels": d.channels, "image_size": d.image_size, "num_classes": d.num_classes}
+
+    def check(self, config: Any) -> None:
+        if len(self.train) == 0:
+            raise GenloopError(f"dataset {self.dataset.name} has no training images")
+
+    def units(self, config: Any, batch: int) -> int:
+        return batch
+
+    def train_batch(self, config: Any, step: int, micro: int, *, seed: int, rank: int, batch: int,
+                    device: torch.device) -> ImageBatch:
+        g = _generator(seed, step, micro, rank)
+        idx = torch.randint(0, len(self.train), (batch,), generator=g)
+        # the same generator then draws the objective's noise: still a pure function of the step
+        return ImageBatch(to_unit_range(self.train[idx]).to(device), self.train_labels[idx].to(device), g)
+
+    def val_batches(self, config: Any, count: int, batch: int, *, seed: int,
+                    device: torch.device) -> Iterator[ImageBatch]:
+        images = self.test if len(self.test) else self.train
+        labels = self.test_labels if len(self.test) else self.train_labels
+        n = min(len(images), count * batch)
+        order = torch.linspace(0, len(images) - 1, n).long()  # spread over the split, fixed
+        for i, start in enumerate(range(0, n, batch)):
+            idx = order[start : start + batch]
+            g = torch.Generator().manual_seed(seed + 1 + i)  # the same noise every time
+            yield ImageBatch(to_unit_range(images[idx]).to(device), labels[idx].to(device), g)
+
+
+def batches_for(dataset: TextDataset | ImageDataset) -> TextBatches | ImageBatches:
+    return ImageBatches(dataset) if isinstance(dataset, ImageDataset) else TextBatches(dataset)
