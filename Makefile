@@ -21,9 +21,10 @@ lint: setup
 test: lint
 	.venv/bin/python -m pytest
 
-bench: setup   # ~30 minutes on 2 cores; rewrites BENCHMARKS.md from bench/results/
+bench: setup   # ~2 hours on 2 cores; rewrites BENCHMARKS.md from bench/results/
 	.venv/bin/python -m bench.train_speed
 	.venv/bin/python -m bench.train_step
 	.venv/bin/python -m bench.time_to_quality
 	.venv/bin/python -m bench.kv_cache
 	.venv/bin/python -m bench.tang_poems
+	.venv/bin/python -m bench.images

@@ -15,6 +15,8 @@ on Fashion-MNIST. Sample grids go to ``bench/results/images_<row>.png`` (one cla
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -33,11 +35,32 @@ ROWS: dict[str, tuple[str, list[str]]] = {  # row -> (recipe, overrides)
     "gan-wgan_gp": ("mnist-gan", ["model.config.loss=wgan_gp", "model.config.spectral_norm=false",
                                   "train.lr=1e-4"]),
     "gan-hinge": ("mnist-gan", ["model.config.loss=hinge"]),
+    # the same recipe trained twice as long: the figure behind the conditional-GAN target
+    "gan-hinge-3000": ("mnist-gan", ["model.config.loss=hinge", "train.steps=3000"]),
     "vae": ("mnist-vae", []),
 }
 FASHION = ("mnist-diffusion", ["data.source=fashion-mnist", "name=fashion-diffusion"])
 SAMPLERS = [("ddim", 50), ("ddpm", 1000)]
 SAMPLER_IMAGES = 200
+
+
+def progress(p: Any) -> None:
+    """One line per phase change, evaluation and 100 steps: enough to follow a long run."""
+    if p.phase == "train" and p.step % 100:
+        return
+    speed = f" {p.tokens_per_s:,.0f} {p.unit}/s" if p.tokens_per_s else ""
+    loss = f" loss {p.loss:.4f}" if p.loss is not None else ""
+    val = f" val {p.val_loss:.4f}" if p.val_loss is not None else ""
+    print(f"[{time.strftime('%H:%M:%S')}] {p.phase} {p.step}/{p.steps}{loss}{val}{speed} {p.message}",
+          flush=True)
+
+
+@contextlib.contextmanager
+def _locked() -> Any:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / ".images.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def load_results() -> dict[str, Any]:
@@ -52,7 +75,7 @@ def train_row(name: str, recipe: str, overrides: list[str], extractor: str | Non
     pin = [f"eval.feature_extractor={extractor}"] if extractor else []
     t0 = time.perf_counter()
     result = genloop.train(recipe, overrides=[f"name=bench-{name}", *overrides, *pin,
-                                              "train.tensorboard=false"])
+                                              "train.tensorboard=false"], on_progress=progress)
     wall = time.perf_counter() - t0
     model = genloop.load(result.model_ref)
     drawn = model.generate(num_samples=100, seed=1, guidance_scale=2.0)
@@ -61,14 +84,14 @@ def train_row(name: str, recipe: str, overrides: list[str], extractor: str | Non
             "metrics": result.metrics, "wall_s": wall}
 
 
-def compare_samplers(model_ref: str, extractor: str) -> list[dict[str, Any]]:
+def compare_samplers(model_ref: str, extractor: str, images: int) -> list[dict[str, Any]]:
     """The same diffusion model, the same seed and classes: DDIM-50 against DDPM-1000."""
     from genloop.evaluation.run import evaluate_version
 
     rows = []
     for sampler, steps in SAMPLERS:
         t0 = time.perf_counter()
-        m = evaluate_version(model_ref, num_samples=SAMPLER_IMAGES, seed=0, steps=steps, sampler=sampler,
+        m = evaluate_version(model_ref, num_samples=images, seed=0, steps=steps, sampler=sampler,
                              guidance_scale=2.0, feature_extractor=extractor, grid=0)
         rows.append({"sampler": sampler, "steps": steps, "seconds": time.perf_counter() - t0, **m})
     return rows
@@ -76,6 +99,9 @@ def compare_samplers(model_ref: str, extractor: str) -> list[dict[str, Any]]:
 
 def report(results: dict[str, Any]) -> None:
     order = [r for r in ROWS if r in results]
+    gans = [results[r]["metrics"]["fid"] for r in order if r.startswith("gan-")]
+    if gans and "diffusion" in results:
+        results["diffusion_fid_over_best_gan"] = results["diffusion"]["metrics"]["fid"] / min(gans)
     rows = []
     for name in order:
         m = results[name]["metrics"]
@@ -105,15 +131,26 @@ def report(results: dict[str, Any]) -> None:
         lines += [
             f"VAE on dynamically binarised MNIST: test negative ELBO {m['test_nelbo_nats']:.2f} nats, "
             f"importance-weighted NLL {m['test_iw_nll_nats']:.2f} nats (k = "
-            f"{results['vae'].get('importance_samples', 1000)} samples, 1,000 test images; Burda et al. 2016).",
+            f"{results['vae'].get('importance_samples', 1000)} samples, 1,000 test images; "
+            "Burda et al. 2016).",
+            "",
+        ]
+    if "guidance3" in results:
+        m = results["guidance3"]["metrics"]
+        lines += [
+            "The `diffusion` row's model sampled again with guidance 3.0 (same 1,000 classes, seed, "
+            f"DDIM 50): FID {m['fid']:.3f}, KID {m['kid']:.4f}, precision {m['precision']:.3f}, recall "
+            f"{m['recall']:.3f}, sample accuracy **{m['sample_accuracy']:.3f}**. Stronger guidance trades "
+            "diversity for fidelity to the class (Ho & Salimans 2021).",
             "",
         ]
     if "samplers" in results:
         lines += [
             "### Sampling: DDIM 50 steps vs DDPM 1,000 steps",
             "",
-            f"The `diffusion` row's model, {SAMPLER_IMAGES} samples each (same seed, classes in turn, "
-            "guidance 2.0), against as many test images; the FID of 200 samples is biased upward, so "
+            f"The `diffusion` row's model, {results['samplers'][0]['eval_images']:.0f} samples each "
+            "(same seed, classes in turn, "
+            "guidance 2.0), against as many test images; FID from a few hundred samples is biased upward, so "
             "compare these two rows with each other, not with the table above.",
             "",
             table(["sampler", "steps", "FID", "KID", "precision", "recall", "sample acc.", "seconds",
@@ -146,15 +183,20 @@ def report(results: dict[str, Any]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--only", nargs="*", help=f"rows: {', '.join(ROWS)}, samplers, fashion")
+    ap.add_argument("--only", nargs="*", help=f"rows: {', '.join(ROWS)}, guidance3, samplers, fashion")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="extra override for every row, e.g. train.steps=500")
     ap.add_argument("--report", action="store_true", help="only rewrite the report")
     ap.add_argument("--fresh", action="store_true", help="start from an empty workspace")
+    ap.add_argument("--sampler-images", type=int, default=SAMPLER_IMAGES,
+                    help="samples per sampler in the DDIM/DDPM comparison")
     args = ap.parse_args()
     if args.fresh and HOME.exists():
         shutil.rmtree(HOME)
     os.environ["GENLOOP_HOME"] = str(HOME)
+    shared = ROOT.parent / "shared" / "data"  # the mirror beside the checkout, as CI sets it
+    if shared.is_dir():
+        os.environ.setdefault("GENLOOP_DATA_MIRROR", str(shared))
     results = load_results()
     if args.report:
         report(results)
@@ -164,7 +206,7 @@ def main() -> None:
     from genloop.training.loop import train
     from genloop.training.recipe import load_recipe
 
-    wanted = args.only or [*ROWS, "samplers", "fashion"]
+    wanted = args.only or [*ROWS, "guidance3", "samplers", "fashion"]
     store = Store()
 
     def extractor_for(recipe: str, overrides: list[str], key: str) -> str:
@@ -172,28 +214,45 @@ def main() -> None:
 
         r = load_recipe(recipe, overrides)
         ds = r.data.prepare()
-        mine = [v for v in store.list_models() if v.name == f"{ds.name}-features" and v.dataset_hash == ds.hash]
-        ref = max(mine, key=lambda v: v.version).ref if mine else train(extractor_recipe(r, ds)).model_ref
+        mine = [v for v in store.list_models()
+                if v.name == f"{ds.name}-features" and v.dataset_hash == ds.hash]
+        if mine:
+            ref = max(mine, key=lambda v: v.version).ref
+        else:
+            ref = train(extractor_recipe(r, ds), on_progress=progress).model_ref
         results[key] = ref
         results[key + "_accuracy"] = store.resolve(ref).metrics["test_accuracy"]
         return ref
 
     assert isinstance(ImageDataConfig(source="mnist"), ImageDataConfig)
     extractor = extractor_for("mnist-diffusion", [], "extractor")
+    done: set[str] = set()
     for name in wanted:
+        done.add(name)
         if name in ROWS:
             recipe, overrides = ROWS[name]
             results[name] = train_row(name, recipe, [*overrides, *args.overrides], extractor)
             if name == "vae":
                 results[name]["importance_samples"] = load_recipe(recipe).eval.importance_samples
+        elif name == "guidance3":  # the same diffusion model, sampled with stronger guidance
+            from genloop.evaluation.run import evaluate_version
+
+            t0 = time.perf_counter()
+            m = evaluate_version(results["diffusion"]["model"], num_samples=1000, seed=0, steps=50,
+                                 sampler="ddim", guidance_scale=3.0, feature_extractor=extractor, grid=0)
+            results["guidance3"] = {"model": results["diffusion"]["model"], "guidance_scale": 3.0,
+                                    "metrics": m, "seconds": time.perf_counter() - t0}
         elif name == "samplers":
-            results["samplers"] = compare_samplers(results["diffusion"]["model"], extractor)
+            results["samplers"] = compare_samplers(results["diffusion"]["model"], extractor,
+                                                   args.sampler_images)
         elif name == "fashion":
             recipe, overrides = FASHION
-            fx = extractor_for(recipe, overrides, "fashion_extractor")
+            fx = extractor_for(recipe, [*overrides, *args.overrides], "fashion_extractor")
             results["fashion"] = train_row("fashion", recipe, [*overrides, *args.overrides], fx)
-        (RESULTS / "images.json").write_text(json.dumps(results, indent=2, default=str))  # keep partials
-        report(results)
+        with _locked():  # two processes may run rows side by side: merge, never overwrite
+            merged = {**load_results(), **{k: v for k, v in results.items() if k in done or "extractor" in k}}
+            (RESULTS / "images.json").write_text(json.dumps(merged, indent=2, default=str))
+            report(merged)
     print(Path(RESULTS / "images.md").read_text())
 
 

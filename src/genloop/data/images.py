@@ -483,9 +483,9 @@ def read_image(path: Path, image_size: int | None, conversions: Counter[str]) ->
     except Image.DecompressionBombError as e:
         raise InvalidInput(f"image {path} claims too many pixels ({e}); downscale or remove it") from e
     except Exception as e:  # noqa: BLE001 - an untrusted file may make any decoder raise anything
+        reason = str(e).split(" <_io.", 1)[0] or type(e).__name__  # not the in-memory buffer's repr
         raise InvalidInput(
-            f"{path} is not a readable PNG/JPEG/BMP/GIF/WebP image ({type(e).__name__}: {e}); "
-            "re-save it or remove it"
+            f"{path} is not a readable PNG/JPEG/BMP/GIF/WebP image ({reason}); re-save it or remove it"
         ) from e
     return arr[..., None] if arr.ndim == 2 else arr
 

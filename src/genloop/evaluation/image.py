@@ -33,7 +33,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from genloop.errors import InvalidInput, RecipeError
-from genloop.models.family import Family, ImageBatch, ImageModelConfig, ImageRequest
+from genloop.models.family import Family, ImageBatch, ImageModelConfig, ImageRequest, fast_bf16
 from genloop.models.io import load_model_dir
 from genloop.store import Store
 
@@ -251,13 +251,15 @@ def _spread(n: int, total: int) -> torch.Tensor:
 
 def evaluate_images(
     family: Family, model: torch.nn.Module, config: ImageModelConfig, dataset: Any,
-    cfg: ImageEvalConfig, *, seed: int, extractor: torch.nn.Module | None,
+    cfg: ImageEvalConfig, *, seed: int, extractor: torch.nn.Module | None, bf16: bool | None = None,
 ) -> tuple[dict[str, float], torch.Tensor | None]:
     """Metrics of a trained image model on the dataset's test split, and a grid of samples.
 
     A generator is judged by its samples (FID, KID, precision/recall, Inception-style score and,
     when conditional, how often the extractor sees the requested class); a VAE also by its
-    likelihood bounds; a classifier (the extractor itself) by its test accuracy.
+    likelihood bounds; a classifier (the extractor itself) by its test accuracy. Sampling runs
+    under bf16 autocast where the CPU has native bf16 (``bf16=None``), as training does; features
+    and likelihoods are computed in fp32.
     """
     from genloop.models.classifier import predict
 
@@ -271,6 +273,7 @@ def evaluate_images(
         return metrics, None
 
     # 1. samples: classes in turn (balanced) for a conditional model, all from one seed
+    use_bf16 = fast_bf16("cpu") if bf16 is None else bf16
     g = torch.Generator().manual_seed(seed + 7)
     n = cfg.num_samples
     conditional, num_classes = config.conditional, max(config.num_classes, 1)
@@ -281,7 +284,7 @@ def evaluate_images(
         labels = (torch.arange(start, start + b) % num_classes) if conditional else None
         req = ImageRequest(num_samples=b, labels=labels, steps=cfg.steps, sampler=cfg.sampler,
                            guidance_scale=cfg.guidance_scale)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             fakes.append(family.sample(model, req, g).float())
         if labels is not None:
             requested.append(labels)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from genloop.atomic import atomic_write_bytes
 from genloop.errors import InvalidInput
 from genloop.generation.text import resolve_seed
-from genloop.models.family import Family, ImageModelConfig, ImageRequest
+from genloop.models.family import Family, ImageModelConfig, ImageRequest, fast_bf16
 
 MAX_IMAGES = 256
 
@@ -118,8 +118,9 @@ def generate_images(
                        guidance_scale=request.guidance_scale, latents=latents)
     t0 = time.perf_counter()
     network.eval()
-    with torch.no_grad():
-        x = family.sample(network, req, g)
+    # bf16 where the CPU has it natively (about 2× faster convolutions); the noise stays fp32
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16("cpu")):
+        x = family.sample(network, req, g).float()
     total = time.perf_counter() - t0
     out_labels: list[int | None] = labels.tolist() if labels is not None else [None] * n
     timings = {"total_s": total, "images_per_s": n / max(total, 1e-9)}

@@ -131,6 +131,16 @@ class Family:
         return self.config.model_validate({**self.presets[preset], **overrides})
 
 
+def fast_bf16(device_type: str = "cpu") -> bool:
+    """Whether bf16 matmuls are native here (AVX-512 BF16 / AMX on CPU, Ampere+ on GPU)."""
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def sample_next(
     logits: torch.Tensor,
     generator: torch.Generator | None,

@@ -41,7 +41,7 @@ from genloop.errors import NotFound, RecipeError, TrainingDiverged
 from genloop.evaluation.image import evaluate_images
 from genloop.evaluation.text import evaluate_text
 from genloop.generation.image import save_grid
-from genloop.models.family import Family
+from genloop.models.family import Family, fast_bf16
 from genloop.models.io import config_json, load_model_dir, load_weights, save_weights
 from genloop.models.registry import get_family
 from genloop.store import Store
@@ -419,8 +419,9 @@ def train(
                 from genloop.training.features import feature_extractor  # trains one on first use
 
                 extractor = feature_extractor(recipe, dataset, store, report)
+            bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and fast_bf16("cpu"))
             result.metrics, grid = evaluate_images(family, model, model_config, dataset, recipe.eval,
-                                                   seed=cfg.seed, extractor=extractor)
+                                                   seed=cfg.seed, extractor=extractor, bf16=bf16)
             if grid is not None:
                 save_grid(grid, run_dir / "samples.png")
                 result.samples = [str(run_dir / "samples.png")]
@@ -476,16 +477,6 @@ def pick_device(cfg: TrainConfig) -> torch.device:
         rank = int(os.environ.get("LOCAL_RANK", "0"))
         return torch.device("cuda", rank)
     return torch.device("cpu")
-
-
-def fast_bf16(device_type: str) -> bool:
-    """Whether bf16 matmuls are native here (AVX-512 BF16 / AMX on CPU, Ampere+ on GPU)."""
-    if device_type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def autocast(cfg: TrainConfig, device_type: str = "cpu"):
