@@ -112,6 +112,9 @@ def report(results: dict[str, Any]) -> None:
     lines = [
         "## Images: MNIST, every family and GAN loss",
         "",
+        *(["Produced by these runs, two at a time with one thread each (the 2 cores shared), in one "
+           "workspace so every row shares the classifier:", "", "```bash",
+           *results["runs"], "```", ""] if results.get("runs") else []),
         "Each row trains a built-in recipe through the one training loop and is scored by the loop's "
         "final evaluation: 1,000 samples (classes in turn for conditional models) against 1,000 test "
         f"images, in the features of one classifier, `{results.get('extractor', '?')}` "
