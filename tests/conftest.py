@@ -47,6 +47,17 @@ def workspace_env(home: Path) -> dict[str, str]:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models on a shared 2-core machine: threads only fight over the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh GENLOOP_HOME (GENLOOP_DATA_MIRROR, if set, is kept: nothing needs the network)."""
     home = tmp_path / "home"

@@ -15,13 +15,7 @@ GPT = get_family("gpt")
 CORPUS = ["the quick brown fox jumps over the lazy dog.", "To be, or not to be: that is it!"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: threads only fight over the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only fight
 
 
 @pytest.fixture(scope="module")

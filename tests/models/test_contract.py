@@ -21,13 +21,7 @@ CHECKS = ("config_roundtrip", "save_load", "loss_falls", "seeded_sample", "kv_ca
 IMAGE_FILL = {"image_size": 8, "channels": 1, "num_classes": 3, "conditional": True}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: threads only fight over the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only fight
 
 
 def _config(family):

@@ -12,13 +12,7 @@ from genloop.errors import InvalidInput, RecipeError
 from genloop.models.family import ImageBatch, ImageRequest
 from genloop.models.gan import FAMILY, LOSSES, gradient_penalty
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only fight
 
 
 def _model(seed: int = 0, **overrides):

@@ -18,13 +18,7 @@ from genloop.models.vae import (
     log_normal,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only fight
 
 
 def _model(seed: int = 0, **overrides):

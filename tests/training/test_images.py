@@ -23,7 +23,7 @@ from genloop.store import Store
 from genloop.training.loop import train
 
 from ..conftest import tiny_image_recipe_dict, workspace_env  # noqa: TID252
-from .test_resume import assert_complete, last_step  # noqa: TID252
+from .test_resume import assert_complete, last_step, wait_for_run  # noqa: TID252
 
 IMAGE_FAMILIES = ["diffusion", "gan", "vae"]
 
@@ -116,12 +116,7 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, family):
     victim, reference = start(home_a), start(home_b)
     try:
         deadline = time.monotonic() + 120
-        runs = home_a / "runs"
-        while not (runs.is_dir() and any(runs.iterdir())):
-            assert victim.poll() is None, victim.stderr.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        (run_dir,) = runs.iterdir()
+        run_dir = wait_for_run(victim, home_a, deadline)
         ckpts = run_dir / "checkpoints"
         while last_step(ckpts) < 20:
             assert victim.poll() is None, f"finished before the kill: {victim.stderr.read()}"

@@ -45,6 +45,17 @@ def assert_complete(ckpts: Path) -> None:
         assert CKPT_FILES <= {f.name for f in entry.iterdir()}, entry
 
 
+def wait_for_run(proc: subprocess.Popen, home: Path, deadline: float) -> Path:
+    """The run directory ``proc`` creates under ``home`` (polled: it is another process's file)."""
+    runs = home / "runs"
+    while not (runs.is_dir() and any(runs.iterdir())):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    (run_dir,) = runs.iterdir()
+    return run_dir
+
+
 def last_step(ckpts: Path) -> int:
     try:
         return int(os.readlink(ckpts / "last").removeprefix("step-"))
@@ -66,12 +77,7 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
     reference = start(recipe_file, home_b)  # the uninterrupted run, alongside
     try:
         deadline = time.monotonic() + 90
-        runs = home_a / "runs"
-        while not (runs.is_dir() and any(runs.iterdir())):
-            assert victim.poll() is None, victim.stderr.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        (run_dir,) = runs.iterdir()
+        run_dir = wait_for_run(victim, home_a, deadline)
         ckpts = run_dir / "checkpoints"
         while last_step(ckpts) < 40:
             assert victim.poll() is None, f"finished before the kill: {victim.stderr.read()}"
