@@ -32,6 +32,14 @@ class NotFound(GenloopError):
     http_status = 404
 
 
+class Conflict(GenloopError):
+    """A request that clashes with an earlier one: an idempotency key reused for another request,
+    or whose first request is still in progress."""
+
+    exit_code = 7
+    http_status = 409
+
+
 class CorruptArtifact(GenloopError):
     """A checkpoint or weights file that is truncated, corrupt, or not safetensors."""
 

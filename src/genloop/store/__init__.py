@@ -3,11 +3,16 @@
 Stores bytes, paths and JSON only; it never imports torch or the model families.
 """
 
+from genloop.store.access import KEY_NAME_RULE, AccessRecords, validate_key_name
 from genloop.store.db import (
+    FEEDBACK_KINDS,
     RUN_STATUSES,
+    ApiKeyRecord,
     Database,
     DatasetRecord,
+    FeedbackRecord,
     GenerationRecord,
+    IdempotencyRecord,
     ModelVersion,
     RunRecord,
 )
@@ -19,14 +24,21 @@ from genloop.store.registry import (
 )
 
 __all__ = [
+    "FEEDBACK_KINDS",
+    "KEY_NAME_RULE",
     "MODEL_NAME_RULE",
     "RUN_STATUSES",
+    "AccessRecords",
+    "ApiKeyRecord",
     "Database",
     "DatasetRecord",
+    "FeedbackRecord",
     "GenerationRecord",
+    "IdempotencyRecord",
     "ModelVersion",
     "RunRecord",
     "Store",
     "parse_model_ref",
+    "validate_key_name",
     "validate_model_name",
 ]

@@ -29,6 +29,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -45,6 +46,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from genloop.config import settings
 
 RUN_STATUSES = ("running", "completed", "stopped", "failed", "diverged")
+FEEDBACK_KINDS = ("rating", "thumbs", "preference")
 
 # Any constant works: it only has to be the same in every process that creates the schema.
 _SCHEMA_LOCK_KEY = 0x67656E6C6F6F70  # "genloop"
@@ -150,6 +152,53 @@ class GenerationRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
+class ApiKeyRow(Base):
+    """An API key: only the SHA-256 of the secret is kept, so a copied database grants nothing."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(12), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class FeedbackRow(Base):
+    """A rating or thumbs on one generation, or a preference (generation = chosen, other =
+    rejected)."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_kind_created", "kind", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(16))
+    generation_id: Mapped[str] = mapped_column(ForeignKey("generations.id"), index=True)
+    other_generation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("generations.id"), nullable=True, index=True
+    )
+    value: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class IdempotencyRow(Base):
+    """One Idempotency-Key per scope (an API key id, or "-" with auth off) and its kept answer."""
+
+    __tablename__ = "idempotency"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 # --- records (what the store hands out) -----------------------------------------------------
 
 
@@ -215,6 +264,42 @@ class GenerationRecord(_Record):
     safety: dict[str, Any] | None
     timings: dict[str, Any]
     created_at: datetime
+
+
+class ApiKeyRecord(_Record):
+    """A key as lists show it: never its secret, nor the secret's hash."""
+
+    id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class FeedbackRecord(_Record):
+    id: str
+    kind: str
+    generation_id: str
+    other_generation_id: str | None
+    value: int
+    comment: str | None
+    key_id: str | None
+    created_at: datetime
+
+
+class IdempotencyRecord(_Record):
+    scope: str
+    key: str
+    request_hash: str
+    status: str
+    response_status: int | None
+    response: Any
+    created_at: datetime
+    updated_at: datetime
 
 
 # --- engine ---------------------------------------------------------------------------------

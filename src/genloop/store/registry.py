@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from genloop.atomic import atomic_write_json, fsync_dir
 from genloop.config import settings
 from genloop.errors import InvalidInput, NotFound
+from genloop.store.access import AccessRecords
 from genloop.store.db import (
     RUN_STATUSES,
     Database,
@@ -79,8 +80,9 @@ def _version_select(name: str, version: int | None) -> Select[tuple[ModelVersion
     return q.where(ModelVersionRow.version == version)
 
 
-class Store(Database):
-    """Datasets, runs, model versions and generations of one workspace."""
+class Store(AccessRecords, Database):
+    """Datasets, runs, model versions and generations of one workspace; API keys, feedback and
+    idempotency keys come from :class:`AccessRecords`."""
 
     # --- datasets ---------------------------------------------------------------------------
 
@@ -367,9 +369,11 @@ class Store(Database):
             return GenerationRecord.model_validate(row)
 
     def list_generations(
-        self, model: str | ModelVersion | None = None, limit: int = 50
+        self, model: str | ModelVersion | None = None, limit: int = 50,
+        before: str | None = None, kind: str | None = None,
     ) -> list[GenerationRecord]:
-        """Newest first; ``model`` is 'name@N', a ModelVersion, or 'name' for all its versions."""
+        """Newest first; ``model`` is 'name@N', a ModelVersion, or 'name' for all its versions;
+        ``before`` (a generation id) pages: only the ones listed after it."""
         q = select(GenerationRow)
         if isinstance(model, ModelVersion):
             q = q.where(GenerationRow.model_version_id == model.id)
@@ -379,6 +383,15 @@ class Store(Database):
                 q = q.where(GenerationRow.model == f"{name}@{version}")
             else:
                 q = q.join(ModelVersionRow).where(ModelVersionRow.name == name)
-        q = q.order_by(GenerationRow.created_at.desc(), GenerationRow.id).limit(limit)
+        if kind is not None:
+            q = q.where(GenerationRow.kind == kind)
         with self.read() as s:
+            if before is not None:
+                anchor = s.get(GenerationRow, before)
+                if anchor is None:
+                    raise NotFound(f"no generation with id {before!r}")
+                q = q.where((GenerationRow.created_at < anchor.created_at)
+                            | ((GenerationRow.created_at == anchor.created_at)
+                               & (GenerationRow.id > anchor.id)))
+            q = q.order_by(GenerationRow.created_at.desc(), GenerationRow.id).limit(limit)
             return [GenerationRecord.model_validate(r) for r in s.scalars(q)]
