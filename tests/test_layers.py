@@ -15,8 +15,10 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "genloop"
 RANK = {
     "errors": 0, "config": 1, "atomic": 1, "tokenizers": 2, "data": 3, "models": 3, "store": 4,
     "knowledge": 5, "generation": 6, "feedback": 6, "evaluation": 7, "training": 8,
-    "federated": 9, "cli": 10, "serving": 10,
+    "federated": 9, "serving": 10, "cli": 11,  # the CLI starts the server: `genloop serve`
 }
+# Besides the ranks: the API never trains in-process; it writes a job row a worker picks up.
+FORBIDDEN = {"serving": {"training", "federated"}}
 
 
 def package_of(path: Path) -> str | None:
@@ -58,3 +60,10 @@ def test_imports_point_downward_only() -> None:
             if RANK[dep] >= RANK[pkg]:
                 bad.append(f"{path.relative_to(SRC)} imports genloop.{dep}")
     assert not bad, "layer violations:\n" + "\n".join(bad)
+
+
+def test_serving_never_imports_training() -> None:
+    bad = [f"{path.relative_to(SRC)} imports genloop.{dep}"
+           for pkg, banned in FORBIDDEN.items() for path in sorted((SRC / pkg).rglob("*.py"))
+           for dep in imported_packages(path) & banned]
+    assert not bad, "\n".join(bad)

@@ -16,7 +16,7 @@ from genloop.models.io import load_weights, save_weights
 from genloop.models.registry import FAMILIES
 
 VOCAB = 32
-CHECKS = ("config_roundtrip", "save_load", "loss_falls", "seeded_sample", "kv_cache")
+CHECKS = ("config_roundtrip", "save_load", "loss_falls", "seeded_sample", "kv_cache", "slot_decoding")
 # image families are checked on 8×8 single-channel images with 3 classes, class-conditional
 IMAGE_FILL = {"image_size": 8, "channels": 1, "num_classes": 3, "conditional": True}
 
@@ -155,6 +155,45 @@ def check_kv_cache(family) -> None:
     uncached = _draw(family, model, prompt, n, seed=0, temperature=0.0, use_cache=False)
     assert cached.shape == (2, n)
     assert torch.equal(cached, uncached)
+
+
+def check_slot_decoding(family) -> None:
+    """Prompts that join one slot decoder at different steps and leave at different steps get
+    the greedy tokens ``sample`` gives each alone — past the context for context-limited models."""
+    if family.modality != "text":
+        pytest.skip(f"{family.name} decodes no tokens")
+    assert family.slot_decoder is not None, (
+        f"text family {family.name} has no slot_decoder (continuous batching): add one or exempt it"
+    )
+    config = family.make_config("tiny", vocab_size=VOCAB, block_size=16)
+    torch.manual_seed(0)
+    model = family.build(config).eval()
+    with torch.no_grad():  # large weights: greedy tokens then depend on the context
+        for p in model.parameters():
+            if p.ndim > 1:
+                p.normal_(0.0, 0.5)
+    prompts = [torch.tensor([2, 3, 4, 5, 6]), torch.tensor([9]), torch.arange(15) % VOCAB]
+    n, joins = [40, 12, 25], [0, 2, 5]
+    decoder = family.slot_decoder(model, 2)
+    got: list[list[int]] = [[], [], []]
+    logits, slot_of, step = {}, {}, 0
+    while any(len(got[i]) < n[i] for i in range(3)):
+        for i in range(3):  # join when a slot is free; the third waits for the second to leave
+            if joins[i] <= step and not got[i] and i not in slot_of and len(slot_of) < decoder.slots:
+                slot_of[i] = min(set(range(decoder.slots)) - set(slot_of.values()))
+                logits[i] = decoder.prefill(slot_of[i], prompts[i])
+        for i in list(slot_of):
+            got[i].append(int(logits[i].argmax()))
+            if len(got[i]) == n[i]:
+                decoder.free(slot_of.pop(i))
+        if slot_of:
+            rows = sorted(slot_of)
+            new = decoder.step([slot_of[i] for i in rows], torch.tensor([got[i][-1] for i in rows]))
+            logits.update(zip(rows, new, strict=True))
+        step += 1
+    for i, prompt in enumerate(prompts):
+        alone = _draw(family, model, prompt[None], n[i], seed=0, temperature=0.0)[0].tolist()
+        assert got[i] == alone, f"prompt {i}"
 
 
 def test_exemptions_name_known_checks():

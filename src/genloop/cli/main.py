@@ -37,8 +37,12 @@ data_app = typer.Typer(help="Prepare and inspect datasets.", no_args_is_help=Tru
 models_app = typer.Typer(help="List and inspect registered model versions.", no_args_is_help=True,
                          epilog="Examples:\n\n    genloop models list\n\n"
                          "    genloop models show shakespeare-char@1")
+keys_app = typer.Typer(help="Create, list and revoke API keys for `genloop serve`.", no_args_is_help=True,
+                       epilog="Examples:\n\n    genloop keys create laptop\n\n    genloop keys list\n\n"
+                       "    genloop keys revoke laptop")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
 
 out = Console()
 err = Console(stderr=True)
@@ -279,6 +283,54 @@ def eval_(
     out.print(table)
 
 
+# ---------------------------------------------------------------------------------------- serve
+
+
+@app.command(epilog="Examples:\n\n"
+             "    genloop keys create laptop      # prints a key once\n\n"
+             "    genloop serve                   # http://127.0.0.1:8000 (studio at /)\n\n"
+             "    genloop serve --port 9000 --max-batch 32 --rate-limit 120\n\n"
+             "    genloop serve --no-auth         # loopback only, for local development\n\n"
+             "Then: OpenAI(base_url='http://127.0.0.1:8000/v1', api_key=KEY)")
+@faced
+def serve(
+    host: Annotated[str, typer.Option(help="address to bind (127.0.0.1: this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    auth: Annotated[bool, typer.Option("--auth/--no-auth",
+                                       help="require an API key (off: loopback addresses only)")] = True,
+    max_batch: Annotated[int, typer.Option(help="sequences decoded together per text model")] = 16,
+    queue: Annotated[int, typer.Option(help="sequences waiting per text model before 503")] = 32,
+    rate_limit: Annotated[int, typer.Option(help="requests per key per minute (0: no limit)")] = 600,
+    max_tokens: Annotated[int, typer.Option(help="largest max_tokens a request may ask")] = 2048,
+    models_loaded: Annotated[int, typer.Option(help="model versions kept loaded (LRU)")] = 4,
+    preload: Annotated[list[str], typer.Option(help="load these models before serving")] = [],
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve every registered model over an OpenAI-compatible HTTP API, with the studio at /."""
+    from genloop.errors import InvalidInput, validation_message
+    from genloop.generation.service import load
+    from genloop.serving.app import run
+    from genloop.serving.settings import ServeConfig
+    from genloop.store import Store
+
+    try:
+        config = ServeConfig(host=host, port=port, auth=auth, max_batch=max_batch, max_queue=queue,
+                             rate_limit=rate_limit, max_tokens=max_tokens,
+                             models_loaded=models_loaded)
+    except ValueError as e:
+        raise InvalidInput(validation_message(e)) from None
+    store = Store()
+    for ref in preload:
+        load(ref, store, models_loaded)
+    if config.auth and not any(k.revoked_at is None for k in store.list_keys()):
+        err.print("[yellow]no API key yet:[/] create one with [bold]genloop keys create NAME[/]")
+    if not config.auth:
+        err.print("[bold red]AUTH IS OFF:[/] every model and every generation is open to anyone "
+                  f"who can reach {host}:{port}")
+    out.print(f"genloop: serving on [bold]http://{host}:{port}[/] (studio at /, API at /v1)")
+    run(config, log_level=log_level)
+
+
 # ---------------------------------------------------------------------------------------- models
 
 
@@ -309,6 +361,46 @@ def models_show(model: Annotated[str, typer.Argument(help="name or name@N")]) ->
 
 def fmt(v: Any) -> str:
     return "" if v is None else f"{v:.4f}"
+
+
+# ------------------------------------------------------------------------------------------ keys
+
+
+@keys_app.command("create", epilog="Example:\n\n    genloop keys create laptop")
+@faced
+def keys_create(name: Annotated[str, typer.Argument(help="a name to recognise the key by")]) -> None:
+    """Create an API key and print its secret, once: only its SHA-256 is stored."""
+    from genloop.store import Store
+
+    key, secret = Store().create_key(name)
+    print(secret)
+    err.print(f"API key [bold]{key.name}[/] ({key.id}) created. Copy the secret above now: it is "
+              "not shown again. Send it as `Authorization: Bearer <secret>`.", highlight=False,
+              soft_wrap=True)
+
+
+@keys_app.command("list", epilog="Example:\n\n    genloop keys list")
+@faced
+def keys_list() -> None:
+    """Every API key (never its secret), newest first."""
+    from genloop.store import Store
+
+    table = Table("id", "name", "prefix", "created", "revoked")
+    for k in Store().list_keys():
+        table.add_row(k.id, k.name, f"{k.prefix}…", k.created_at.strftime("%Y-%m-%d %H:%M"),
+                      k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "")
+    out.print(table)
+
+
+@keys_app.command("revoke", epilog="Examples:\n\n    genloop keys revoke laptop\n\n"
+                  "    genloop keys revoke 3f2a9c1b7d4e")
+@faced
+def keys_revoke(key: Annotated[str, typer.Argument(help="the key's id or name")]) -> None:
+    """Revoke an API key: requests with it get 401 from now on."""
+    from genloop.store import Store
+
+    k = Store().revoke_key(key)
+    out.print(f"revoked API key {k.name} ({k.id})", highlight=False)
 
 
 # ------------------------------------------------------------------------------------------ data

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ import torch
 
 from genloop.config import settings
 from genloop.errors import InvalidInput, validation_message
+from genloop.generation.batching import Batcher
+from genloop.generation.chat import ChatTemplate, load_chat_template
 from genloop.generation.image import (
     ImageGenRequest,
     ImageOutput,
@@ -77,6 +79,8 @@ class TextModel(_Loaded):
     """A registered text model version, loaded and ready to generate."""
 
     tokenizer: Tokenizer = None  # type: ignore[assignment]
+    chat_template: ChatTemplate = field(default_factory=ChatTemplate)
+    _batcher: Batcher | None = field(default=None, repr=False)
 
     def request(self, prompt: str | list[str] = "", **params: Any) -> TextRequest:
         return _validated(TextRequest, {"prompt": prompt, **params})
@@ -104,12 +108,29 @@ class TextModel(_Loaded):
         timings = {"total_s": time.perf_counter() - t0, "first_token_s": first or 0.0}
         self._record(request, request.prompts[0], "".join(pieces), request.seed, timings)
 
-    def _record(self, request: TextRequest, prompt: str, text: str, seed: int, timings: dict):
-        one = request.model_copy(update={"prompt": prompt})
-        self.store.record_generation(
-            model=self.version, kind="text", request=json.loads(one.model_dump_json()),
+    def _record(self, request: TextRequest, prompt: str, text: str, seed: int, timings: dict,
+                extra: dict[str, Any] | None = None) -> GenerationRecord:
+        one = request.model_copy(update={"prompt": prompt, "seed": seed, "num_samples": 1})
+        return self.store.record_generation(
+            model=self.version, kind="text",
+            request={**json.loads(one.model_dump_json()), **(extra or {})},
             seed=seed, output=text, file=None, content_hash=content_hash(text), timings=timings,
         )
+
+    def record(self, request: TextRequest, output: TextOutput,
+               extra: dict[str, Any] | None = None) -> GenerationRecord:
+        """Record one finished choice of a batched request (``extra``: the face's own settings,
+        e.g. the chat messages, so a history can restore them)."""
+        return self._record(request, output.prompt, output.text, output.seed,
+                            {**output.timings, "tokens": output.tokens}, extra)
+
+    def batcher(self, max_batch: int = 16, max_queue: int = 32) -> Batcher:
+        """This model's continuous-batching loop (created on first use; later limits are ignored)."""
+        with _LOCK:
+            if self._batcher is None:
+                self._batcher = Batcher(self.family, self.network, self.tokenizer,
+                                        max_batch=max_batch, max_queue=max_queue)
+            return self._batcher
 
 
 @dataclass
@@ -160,30 +181,53 @@ class ImageModel(_Loaded):
 
 
 _CACHE: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
+_LOADING: dict[tuple[str, str], threading.Lock] = {}
 CACHE_SIZE = 4
 
 
-def load(ref: str, store: Store | None = None) -> TextModel | ImageModel:
-    """Resolve ``name`` or ``name@N`` and load it, reusing the few most recently used models."""
+def load(ref: str, store: Store | None = None, cache_size: int | None = None) -> TextModel | ImageModel:
+    """Resolve ``name`` or ``name@N`` and load it, reusing the few most recently used models.
+
+    Concurrent first loads of one version wait for a single load (a server must not end up with
+    two copies, and two decoding loops, of the same model). ``cache_size`` changes how many
+    versions stay loaded (least recently used go first).
+    """
+    global CACHE_SIZE
     store = store or Store()
     version = store.resolve(ref)
     key = (store.url, f"{version.ref}")
     with _LOCK:
+        CACHE_SIZE = cache_size or CACHE_SIZE
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
+        loading = _LOADING.setdefault(key, threading.Lock())
+    with loading:
+        with _LOCK:
+            if key in _CACHE:
+                return _CACHE[key]
+        model = _load_version(version, store)
+        with _LOCK:
+            _CACHE[key] = model
+            _LOADING.pop(key, None)
+            while len(_CACHE) > CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return model
+
+
+def loaded() -> list[str]:
+    """Refs of the versions loaded now, least recently used first."""
+    with _LOCK:
+        return [ref for _url, ref in _CACHE]
+
+
+def _load_version(version: ModelVersion, store: Store) -> TextModel | ImageModel:
     directory = Path(version.path)
     family, config, network = load_model_dir(directory)
-    model: _Loaded
     if family.modality == "text":
         tokenizer = load_tokenizer(directory / "tokenizer.json")
-        model = TextModel(version, family, config, network, store, tokenizer)
-    else:
-        class_names = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
-        model = ImageModel(version, family, config, network, store, class_names)
-    with _LOCK:
-        _CACHE[key] = model
-        while len(_CACHE) > CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return model
+        return TextModel(version, family, config, network, store, tokenizer,
+                         load_chat_template(directory))
+    class_names = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
+    return ImageModel(version, family, config, network, store, class_names)

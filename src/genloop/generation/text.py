@@ -86,7 +86,7 @@ def content_hash(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class _Row:
+class TextRow:
     """Decoding state of one sequence: its tokens, its text so far, whether it has finished.
 
     Text that might be the start of a stop string is held back until the next tokens decide,
@@ -137,7 +137,7 @@ def stream_tokens(
     tokenizer: Tokenizer,
     request: TextRequest,
     seed: int,
-) -> Iterator[tuple[int, str, _Row]]:
+) -> Iterator[tuple[int, str, TextRow]]:
     """Decode every (prompt × num_samples) row; yield (row index, new text, row) as text appears.
 
     Rows whose prompts have the same token length share one batch. The generator is seeded once
@@ -150,7 +150,7 @@ def stream_tokens(
         raise InvalidInput(f"prompt: give between 1 and {MAX_PROMPTS} prompts")
     block = getattr(model.config, "block_size", None) if family.kv_cache else None
     encoded = [encode_prompt(tokenizer, p, block) for p in prompts]
-    rows = [_Row(p, request.stop) for p in prompts for _ in range(request.num_samples)]
+    rows = [TextRow(p, request.stop) for p in prompts for _ in range(request.num_samples)]
     row_ids = [encoded[i] for i in range(len(prompts)) for _ in range(request.num_samples)]
     groups: dict[int, list[int]] = {}
     for r, ids in enumerate(row_ids):
@@ -185,7 +185,7 @@ def generate_texts(
     """All outputs of ``request`` at once, in prompt order (each prompt's samples together)."""
     seed = resolve_seed(request.seed)
     t0 = time.perf_counter()
-    rows: dict[int, _Row] = {}
+    rows: dict[int, TextRow] = {}
     for r, _piece, row in stream_tokens(family, model, tokenizer, request, seed):
         rows[r] = row
     elapsed = time.perf_counter() - t0

@@ -9,14 +9,14 @@ A family is a name, a typed config with named presets, and four functions:
 
 Text families take ``(x, y)`` token batches and a ``TokenRequest``; image families take an
 ``ImageBatch`` and an ``ImageRequest``. Capabilities the faces need are fields (``kv_cache``,
-``streaming``, ``latent_shape``, ``importance_nll``), never ``hasattr`` probes.
+``streaming``, ``slot_decoder``, ``latent_shape``, ``importance_nll``), never ``hasattr`` probes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -95,6 +95,32 @@ class TokenRequest:
     use_cache: bool = True
 
 
+class SlotDecoder(Protocol):
+    """Decoding state of up to ``slots`` independent sequences of one model (continuous batching).
+
+    A sequence occupies a slot from ``prefill`` until ``free``; ``step`` advances any subset of
+    occupied slots by one token in one forward pass, whatever their lengths. Concurrent requests
+    to one text model so share each forward pass, joining and leaving between steps; greedy
+    decoding through a slot gives the tokens of the family's ``sample`` run on that prompt alone.
+    """
+
+    slots: int
+
+    def prefill(self, slot: int, ids: torch.Tensor) -> torch.Tensor:
+        """(Re)start ``slot`` with the prompt ``ids`` (T,) int64, T >= 1 (the caller keeps
+        T < block_size for context-limited models); return logits (V,) float32 for the next token."""
+        ...
+
+    def step(self, slots: list[int], tokens: torch.Tensor) -> torch.Tensor:
+        """Append ``tokens`` (B,) int64, the token just chosen for each of the distinct ``slots``
+        (B = len(slots)); return logits (B, V) float32 for the token after it, in that order."""
+        ...
+
+    def free(self, slot: int) -> None:
+        """Release ``slot``; a later ``prefill`` may reuse it."""
+        ...
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -109,6 +135,9 @@ class Family:
     train_step: Callable[..., dict[str, float]] | None = None
     kv_cache: bool = False
     streaming: bool = False
+    # slot_decoder(model, slots) -> SlotDecoder: decoding state for up to ``slots`` sequences
+    # stepped together (text families; the HTTP face batches concurrent requests through it)
+    slot_decoder: Callable[[torch.nn.Module, int], SlotDecoder] | None = None
     description: str = ""
     # False: the network is not a generator (the feature classifier behind FID); evaluation
     # measures its accuracy instead of its samples

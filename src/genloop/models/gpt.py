@@ -3,7 +3,9 @@
 Pre-norm blocks, fused QKV projection, causal ``scaled_dot_product_attention``, GELU MLP, token
 and learned position embeddings, the output head tied to the token embedding (Press & Wolf 2017).
 Generation keeps a preallocated key/value cache per layer, so each new token costs one position's
-work instead of recomputing the whole context.
+work instead of recomputing the whole context. ``SlotKVCache`` holds such caches for several
+independent sequences and steps any of them together, each at its own position (continuous
+batching: concurrent requests share each forward pass).
 
 Notable choices: bias-free linears and LayerNorm weights only (fewer ops to run); residual
 projections initialised with std 0.02/sqrt(2·n_layer) (GPT-2); tanh-approximated GELU.
@@ -19,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from genloop.models.family import Family, TextModelConfig, TokenRequest, sample_next
+from genloop.models.family import Family, SlotDecoder, TextModelConfig, TokenRequest, sample_next
 
 
 class GPTConfig(TextModelConfig):
@@ -53,6 +55,14 @@ class KVCache:
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.length = 0  # positions filled so far
+
+    @classmethod
+    def over(cls, k: torch.Tensor, v: torch.Tensor) -> KVCache:
+        """An empty cache writing into existing storage (L, B, nh, T, hs): one slot of a
+        ``SlotKVCache``, so a prefill lands in place."""
+        cache = cls.__new__(cls)
+        cache.k, cache.v, cache.length = k, v, 0
+        return cache
 
 
 def attention(q, k, v, causal_or_mask: bool | torch.Tensor, dropout: float) -> torch.Tensor:
@@ -209,6 +219,129 @@ def sample(model: GPT, request: TokenRequest, generator: torch.Generator) -> Ite
             logits = model(ids[:, -(block // 2) :], cache, last_only=True)[:, -1, :]
 
 
+class SlotKVCache:
+    """Keys and values of ``slots`` independent sequences, (L, S, nh, T, hs), each at its own length:
+    the ``SlotDecoder`` of gpt (continuous batching).
+
+    ``prefill`` runs the model on one prompt into its slot; ``step`` runs the blocks by hand for B
+    rows at B different positions — each row writes its key/value at its own position and attends
+    over its own keys, up to the longest listed row only. Context overflow is handled as ``sample``
+    does (the last half of the slot's tokens prefilled again), so greedy decoding through a slot
+    gives exactly ``sample``'s tokens for that prompt alone.
+    """
+
+    def __init__(self, model: GPT, slots: int):
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        model.eval()  # decoding is inference: no dropout
+        self.model, self.slots = model, slots
+        p = next(model.parameters())
+        storage = KVCache(model.config, slots, p.dtype, p.device)
+        self.k, self.v, self.device = storage.k, storage.v, p.device
+        self.lengths = [0] * slots  # positions filled per slot
+        # per occupied slot, its last block_size tokens (prompt + appended): overflow refills from it
+        self.history: list[list[int] | None] = [None] * slots
+
+    def _check(self, slot: int) -> int:
+        if not 0 <= slot < self.slots:
+            raise IndexError(f"slot {slot} out of range: this decoder has slots 0..{self.slots - 1}")
+        return slot
+
+    @torch.no_grad()
+    def _fill(self, slot: int, ids: list[int]) -> torch.Tensor:
+        """Restart ``slot`` from ``ids`` (at most block_size of them); logits (V,) for the next."""
+        cache = KVCache.over(self.k[:, slot : slot + 1], self.v[:, slot : slot + 1])
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        logits = self.model(x, cache, last_only=True)[0, -1]
+        self.lengths[slot] = cache.length
+        return logits.float()
+
+    def prefill(self, slot: int, ids: torch.Tensor) -> torch.Tensor:
+        self._check(slot)
+        if ids.ndim != 1 or ids.numel() < 1:
+            raise ValueError(f"prefill takes one prompt of shape (T,) with T >= 1, got {tuple(ids.shape)}")
+        block = self.model.config.block_size
+        history = ids[-block:].tolist()  # as ``sample``: a longer prompt is cropped to the context
+        self.history[slot] = history
+        return self._fill(slot, history)
+
+    def free(self, slot: int) -> None:
+        self.history[self._check(slot)] = None
+        self.lengths[slot] = 0
+
+    @torch.no_grad()
+    def step(self, slots: list[int], tokens: torch.Tensor) -> torch.Tensor:
+        # 1. validate; append each token to its slot's history
+        if tokens.shape != (len(slots),):
+            raise ValueError(f"step takes one token per slot: {len(slots)} slots, "
+                             f"tokens of shape {tuple(tokens.shape)}")
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"step takes distinct slots, got {slots}")
+        for s in slots:
+            if self.history[self._check(s)] is None:
+                raise ValueError(f"slot {s} is free: prefill it before stepping it")
+        cfg = self.model.config
+        block = cfg.block_size
+        out = torch.empty(len(slots), cfg.vocab_size, dtype=torch.float32, device=self.device)
+        rows = []  # rows decoded together (the others overflowed and were refilled)
+        for i, (s, t) in enumerate(zip(slots, tokens.tolist(), strict=True)):
+            history = self.history[s]
+            assert history is not None
+            history.append(t)
+            if len(history) > block:
+                del history[0]
+            if self.lengths[s] < block:
+                rows.append(i)
+            else:  # 2. full context: refill with its last half, as ``sample`` does
+                out[i] = self._fill(s, history[-(block // 2) :])
+        if not rows:
+            return out
+        # 3. the other rows: one position each, at its own position, all in one pass
+        slot_ids = [slots[i] for i in rows]
+        B, nh, C = len(rows), cfg.n_head, cfg.n_embd
+        pos_list = [self.lengths[s] for s in slot_ids]
+        slot_t = torch.tensor(slot_ids, device=self.device)
+        pos = torch.tensor(pos_list, device=self.device)
+        width = max(pos_list) + 1  # keys beyond the longest row are never needed
+        # row b sees its keys 0..pos[b]: an additive mask (B, 1, 1, width) over heads and the query,
+        # made once for every layer (SDPA would convert a boolean one in each), in the dtype
+        # ``attention`` computes in
+        unseen = (torch.arange(width, device=self.device) > pos[:, None])[:, None, None, :]
+        dtype = torch.float32 if self.device.type == "cpu" else self.k.dtype
+        mask = torch.zeros(unseen.shape, dtype=dtype, device=self.device).masked_fill_(unseen, -math.inf)
+        # a run of consecutive slots is a view; others are gathered (index_select: a plain copy)
+        lo = slot_ids[0]
+        consecutive = slot_ids == list(range(lo, lo + B))
+        m = self.model
+        x = m.wte(tokens.to(self.device)[rows]) + m.wpe(pos)  # (B, C)
+        for layer, blk in enumerate(m.blocks):
+            assert isinstance(blk, Block)
+            attn = blk.attn
+            q, k, v = attn.qkv(blk.ln_1(x)).view(B, 3, nh, C // nh).unbind(1)  # (B, nh, hs)
+            self.k[layer, slot_t, :, pos] = k
+            self.v[layer, slot_t, :, pos] = v
+            keys, values = self.k[layer, :, :, :width], self.v[layer, :, :, :width]
+            if consecutive:
+                keys, values = keys[lo : lo + B], values[lo : lo + B]  # (B, nh, width, hs)
+            else:
+                keys, values = keys.index_select(0, slot_t), values.index_select(0, slot_t)
+            y = attention(q[:, :, None, :], keys, values, mask, 0.0)  # (B, nh, 1, hs)
+            x = x + attn.proj(y.reshape(B, C))
+            x = x + blk.mlp(blk.ln_2(x))
+        for s in slot_ids:
+            self.lengths[s] += 1
+        logits = m.head(m.ln_f(x)).float()  # (B, V)
+        if len(rows) == len(slots):
+            return logits
+        out[rows] = logits
+        return out
+
+
+def slot_decoder(model: torch.nn.Module, slots: int) -> SlotDecoder:
+    assert isinstance(model, GPT)
+    return SlotKVCache(model, slots)
+
+
 FAMILY = Family(
     name="gpt",
     modality="text",
@@ -219,5 +352,6 @@ FAMILY = Family(
     sample=sample,
     kv_cache=True,
     streaming=True,
+    slot_decoder=slot_decoder,
     description="decoder-only Transformer LM with a KV cache",
 )

@@ -3,7 +3,8 @@
 Embedding → stacked LSTM (cuDNN/oneDNN fused kernel via ``nn.LSTM``) → LayerNorm → linear head,
 tied to the embedding when sizes allow. Generation carries the hidden state, so each new token
 costs one step whatever the length so far — an LSTM needs no cache and has no context limit at
-sampling time (``block_size`` is the training sequence length only).
+sampling time (``block_size`` is the training sequence length only). ``SlotStates`` keeps the
+state of several independent sequences and steps any of them together (continuous batching).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field
 
-from genloop.models.family import Family, TextModelConfig, TokenRequest, sample_next
+from genloop.models.family import Family, SlotDecoder, TextModelConfig, TokenRequest, sample_next
 
 
 class LSTMConfig(TextModelConfig):
@@ -88,6 +89,63 @@ def sample(
         logits = logits[:, -1, :]
 
 
+class SlotStates:
+    """The (h, c) state of ``slots`` independent sequences, each (n_layer, S, C): the ``SlotDecoder``
+    of lstm. ``step`` gathers the listed slots' state, runs one batched recurrent step and
+    scatters the new state back; greedy decoding through a slot gives ``sample``'s tokens."""
+
+    def __init__(self, model: LSTMLM, slots: int):
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        model.eval()  # decoding is inference: no dropout
+        self.model, self.slots = model, slots
+        p = next(model.parameters())
+        shape = (model.config.n_layer, slots, model.config.n_embd)
+        self.h = torch.zeros(shape, dtype=p.dtype, device=p.device)
+        self.c = torch.zeros(shape, dtype=p.dtype, device=p.device)
+        self.device = p.device
+        self.occupied = [False] * slots
+
+    def _check(self, slot: int) -> int:
+        if not 0 <= slot < self.slots:
+            raise IndexError(f"slot {slot} out of range: this decoder has slots 0..{self.slots - 1}")
+        return slot
+
+    @torch.no_grad()
+    def prefill(self, slot: int, ids: torch.Tensor) -> torch.Tensor:
+        self._check(slot)
+        if ids.ndim != 1 or ids.numel() < 1:
+            raise ValueError(f"prefill takes one prompt of shape (T,) with T >= 1, got {tuple(ids.shape)}")
+        logits, (h, c) = self.model(ids.to(self.device)[None])  # state starts at zero
+        self.h[:, slot], self.c[:, slot] = h[:, 0], c[:, 0]
+        self.occupied[slot] = True
+        return logits[0, -1].float()
+
+    def free(self, slot: int) -> None:
+        self.occupied[self._check(slot)] = False
+
+    @torch.no_grad()
+    def step(self, slots: list[int], tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.shape != (len(slots),):
+            raise ValueError(f"step takes one token per slot: {len(slots)} slots, "
+                             f"tokens of shape {tuple(tokens.shape)}")
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"step takes distinct slots, got {slots}")
+        for s in slots:
+            if not self.occupied[self._check(s)]:
+                raise ValueError(f"slot {s} is free: prefill it before stepping it")
+        idx = torch.tensor(slots, device=self.device)
+        state = (self.h[:, idx], self.c[:, idx])  # (n_layer, B, C) each
+        logits, (h, c) = self.model(tokens.to(self.device)[:, None], state)
+        self.h[:, idx], self.c[:, idx] = h, c
+        return logits[:, -1].float()  # (B, V)
+
+
+def slot_decoder(model: torch.nn.Module, slots: int) -> SlotDecoder:
+    assert isinstance(model, LSTMLM)
+    return SlotStates(model, slots)
+
+
 FAMILY = Family(
     name="lstm",
     modality="text",
@@ -98,5 +156,6 @@ FAMILY = Family(
     sample=sample,
     kv_cache=False,
     streaming=True,
+    slot_decoder=slot_decoder,
     description="stacked LSTM language model (char-rnn style)",
 )

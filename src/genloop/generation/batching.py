@@ -1,0 +1,278 @@
+"""Continuous batching: one decoding loop per text model, shared by every concurrent request.
+
+A request becomes one *sequence* per choice. Sequences wait in a bounded queue, take a slot of the
+family's ``SlotDecoder`` when one is free (their prompt is prefilled alone), and from then on
+advance together: each step feeds every running sequence's last token in one forward pass, so
+eight streams cost little more than one on a CPU where a small model's step is mostly overhead.
+Sequences leave between steps when they finish, hit a stop string, or are cancelled (a client
+that went away), and waiting ones take their slots (Yu et al. 2022, "Orca", iteration-level
+scheduling).
+
+Each sequence samples with its own ``torch.Generator`` seeded from its seed, consumed exactly as
+``family.sample`` does for a batch of one, so a choice's text depends only on (model, prompt,
+settings, seed), never on which requests it happened to share steps with.
+
+Events go to the ticket's ``on_event`` callback from the decoding thread; faces turn them into
+what they need (the HTTP face hands them to its event loop).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from genloop.errors import GenloopError, InvalidInput
+from genloop.generation.text import TextOutput, TextRequest, TextRow, content_hash, encode_prompt
+from genloop.models.family import Family, SlotDecoder, sample_next
+from genloop.tokenizers import Tokenizer
+
+
+class Busy(GenloopError):
+    """Every slot and queue place is taken; try again after ``retry_after`` seconds."""
+
+    http_status = 503
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class Piece:
+    """New text of choice ``index``."""
+
+    index: int
+    text: str
+
+
+@dataclass
+class Finished:
+    """Choice ``index`` is complete."""
+
+    index: int
+    output: TextOutput
+    prompt_tokens: int
+
+
+@dataclass
+class Failed:
+    """Generation failed; no more events follow for this ticket."""
+
+    error: Exception
+
+
+Event = Piece | Finished | Failed
+
+
+class Ticket:
+    """One submitted request: its choices' events arrive at ``on_event``; ``cancel()`` stops it."""
+
+    def __init__(self, on_event: Callable[[Event], None], choices: int):
+        self.on_event = on_event
+        self.choices = choices
+        self.cancelled = False
+        self.submitted = time.perf_counter()
+
+    def cancel(self) -> None:
+        """Stop generating for this ticket; its slots are freed before the next decoding step."""
+        self.cancelled = True
+
+
+@dataclass
+class _Sequence:
+    ticket: Ticket
+    index: int
+    request: TextRequest  # single prompt, num_samples=1, seed set
+    prompt_ids: list[int]
+    row: TextRow
+    generator: torch.Generator
+    slot: int = -1
+    ids: list[int] = field(default_factory=list)  # prompt + generated, for repetition penalty
+    next_token: int = -1
+    generated: int = 0
+    first_token_s: float | None = None
+    started: float = 0.0
+
+
+class Batcher:
+    """The decoding loop of one text model; ``submit`` is thread-safe and never blocks."""
+
+    def __init__(self, family: Family, network: torch.nn.Module, tokenizer: Tokenizer,
+                 max_batch: int = 16, max_queue: int = 32, idle_exit_s: float = 30.0):
+        if family.slot_decoder is None:
+            raise InvalidInput(f"model family {family.name!r} has no slot decoder for serving")
+        self.family, self.network, self.tokenizer = family, network, tokenizer
+        self.max_batch, self.max_queue, self.idle_exit_s = max_batch, max_queue, idle_exit_s
+        self.block = getattr(network.config, "block_size", None) if family.kv_cache else None
+        self._decoder: SlotDecoder | None = None
+        self._waiting: deque[_Sequence] = deque()
+        self._running: dict[int, _Sequence] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.steps = 0  # decoding steps taken (metrics, tests)
+        self.on_step: Callable[[int], None] | None = None  # called with the batch size of each step
+        self._step_s = 0.02  # running mean of a step's time, for Retry-After
+
+    # --- the caller's side ------------------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def submit(self, request: TextRequest, on_event: Callable[[Event], None]) -> Ticket:
+        """Queue every choice of ``request`` (its prompts × num_samples; choice i gets seed + i).
+
+        Raises ``InvalidInput`` for a prompt the model cannot take and ``Busy`` when the queue has
+        no room for all the choices; nothing is queued then.
+        """
+        if request.seed is None:
+            raise InvalidInput("seed: the batcher needs a resolved seed")
+        prompts = [p for p in request.prompts for _ in range(request.num_samples)]
+        encoded = {p: encode_prompt(self.tokenizer, p, self.block) for p in set(prompts)}
+        ticket = Ticket(on_event, len(prompts))
+        seqs = []
+        for i, prompt in enumerate(prompts):
+            seed = (request.seed + i) % 2**63
+            one = request.model_copy(update={"prompt": prompt, "num_samples": 1, "seed": seed})
+            seqs.append(_Sequence(ticket, i, one, encoded[prompt], TextRow(prompt, request.stop),
+                                  torch.Generator().manual_seed(seed)))
+        with self._cond:
+            free = self.max_batch - len(self._running)
+            if len(self._waiting) + len(seqs) > self.max_queue + max(free, 0):
+                ahead = len(self._waiting) + len(self._running)
+                wait = max(1.0, ahead / self.max_batch * request.max_new_tokens * self._step_s)
+                raise Busy(f"model busy: {len(self._running)} sequences running and "
+                           f"{len(self._waiting)} waiting (limit {self.max_batch} + "
+                           f"{self.max_queue}); retry later", retry_after=round(wait))
+            self._waiting.extend(seqs)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="genloop-batcher",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return ticket
+
+    # --- the decoding thread ----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    self._drop_cancelled()
+                    if not self._running and not self._waiting:
+                        if not self._cond.wait(self.idle_exit_s) and not self._waiting:
+                            self._thread = None
+                            return
+                        continue
+                    admit = []
+                    while self._waiting and len(self._running) + len(admit) < self.max_batch:
+                        admit.append(self._waiting.popleft())
+                try:
+                    self._admit(admit)
+                    self._step()
+                except Exception as e:  # fail every sequence in flight; the loop goes on
+                    self._fail_all(admit, e)
+
+    def _drop_cancelled(self) -> None:
+        for slot, seq in list(self._running.items()):
+            if seq.ticket.cancelled:
+                del self._running[slot]
+                self._decoder_().free(slot)
+        if any(s.ticket.cancelled for s in self._waiting):
+            self._waiting = deque(s for s in self._waiting if not s.ticket.cancelled)
+
+    def _decoder_(self) -> SlotDecoder:
+        if self._decoder is None:
+            self._decoder = self.family.slot_decoder(self.network, self.max_batch)
+        return self._decoder
+
+    def _admit(self, seqs: list[_Sequence]) -> None:
+        """Prefill each new sequence into a free slot and choose its first token."""
+        decoder = self._decoder_()
+        for seq in seqs:
+            if seq.ticket.cancelled:
+                continue
+            seq.slot = next(s for s in range(self.max_batch) if s not in self._running)
+            seq.started = time.perf_counter()
+            seq.ids = list(seq.prompt_ids)
+            logits = decoder.prefill(seq.slot, torch.tensor(seq.prompt_ids, dtype=torch.long))
+            self._running[seq.slot] = seq
+            self._choose(seq, logits[None])
+
+    def _step(self) -> None:
+        """One forward pass for every running sequence, then each chooses its next token."""
+        live = [s for s in self._running.values() if s.next_token >= 0]
+        if not live:
+            return
+        t0 = time.perf_counter()
+        tokens = torch.tensor([s.next_token for s in live], dtype=torch.long)
+        logits = self._decoder_().step([s.slot for s in live], tokens)
+        for j, seq in enumerate(live):
+            self._choose(seq, logits[j : j + 1])
+        self.steps += 1
+        self._step_s = 0.9 * self._step_s + 0.1 * (time.perf_counter() - t0)
+        if self.on_step is not None:
+            self.on_step(len(live))
+
+    def _choose(self, seq: _Sequence, logits: torch.Tensor) -> None:
+        """Sample the next token of ``seq`` from ``logits`` (1, V); emit text; finish if done."""
+        r = seq.request
+        history = (torch.tensor([seq.ids], dtype=torch.long)
+                   if r.repetition_penalty != 1.0 else None)
+        token = int(sample_next(logits, seq.generator, temperature=r.temperature, top_k=r.top_k,
+                                top_p=r.top_p, repetition_penalty=r.repetition_penalty,
+                                history=history)[0])
+        seq.generated += 1
+        seq.ids.append(token)
+        seq.first_token_s = seq.first_token_s or time.perf_counter() - seq.ticket.submitted
+        piece = seq.row.add(token, self.tokenizer)
+        if seq.row.done is None and seq.generated >= r.max_new_tokens:
+            seq.row.done = "length"
+            piece += seq.row.flush()
+        if piece:
+            self._emit(seq.ticket, Piece(seq.index, piece))
+        if seq.row.done is not None:
+            self._finish(seq)
+        else:
+            seq.next_token = token
+
+    def _finish(self, seq: _Sequence) -> None:
+        del self._running[seq.slot]
+        self._decoder_().free(seq.slot)
+        now = time.perf_counter()
+        timings = {"queued_s": seq.started - seq.ticket.submitted,
+                   "first_token_s": seq.first_token_s or 0.0,
+                   "total_s": now - seq.ticket.submitted}
+        out = TextOutput(prompt=seq.row.prompt, text=seq.row.text, tokens=len(seq.row.ids),
+                         finish_reason=seq.row.done or "length", seed=int(seq.request.seed or 0),
+                         content_hash=content_hash(seq.row.text), timings=timings)
+        self._emit(seq.ticket, Finished(seq.index, out, len(seq.prompt_ids)))
+
+    def _emit(self, ticket: Ticket, event: Event) -> None:
+        if ticket.cancelled:
+            return
+        try:
+            ticket.on_event(event)
+        except Exception:  # a consumer's bug must not stop everyone else's decoding
+            ticket.cancel()
+
+    def _fail_all(self, admitted: list[_Sequence], error: Exception) -> None:
+        tickets = {id(s.ticket): s.ticket for s in [*self._running.values(), *admitted]}
+        self._running.clear()
+        self._decoder = None  # its state may be half-written: start from a fresh one
+        for ticket in tickets.values():
+            self._emit(ticket, Failed(error))
+            ticket.cancel()
+
+    def stats(self) -> dict[str, Any]:
+        return {"running": self.running, "waiting": self.waiting, "steps": self.steps}

@@ -1,0 +1,87 @@
+"""Chat templates: how a list of messages becomes the prompt a text model continues.
+
+Our text models are plain language models: they continue text. A chat request therefore becomes
+a transcript in a format the model can continue, and the assistant's turn ends where the
+transcript format says a turn ends (a stop string). The default is the play-script form of the
+corpora genloop trains on first (``NAME:\\n speech \\n\\n``), so a Shakespeare model "answers" as
+a character would. A model directory may carry its own ``chat_template.json``; the template in
+use is stated in the model card and in ``GET /v1/models/{model}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from genloop.errors import CorruptArtifact, InvalidInput
+
+Role = Literal["system", "user", "assistant"]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+    content: str = Field(max_length=100_000)
+
+
+class ChatTemplate(BaseModel):
+    """``turn`` is filled with ``{name}`` and ``{content}``; the prompt ends with ``reply``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    names: dict[Role, str] = Field(
+        default_factory=lambda: {"system": "", "user": "USER", "assistant": "ASSISTANT"}
+    )
+    turn: str = "{name}:\n{content}\n\n"
+    system: str = "{content}\n\n"  # the system message is a preface, not a speaker
+    reply: str = "{name}:\n"
+    stop: list[str] = Field(default_factory=lambda: ["\n\n"])
+
+    def render(self, messages: list[ChatMessage]) -> str:
+        """The transcript of ``messages`` followed by the start of the assistant's turn."""
+        if not messages:
+            raise InvalidInput("messages: give at least one message")
+        parts = []
+        for m in messages:
+            if m.role == "system":
+                parts.append(self.system.format(content=m.content))
+            else:
+                parts.append(self.turn.format(name=self.names[m.role], content=m.content))
+        parts.append(self.reply.format(name=self.names["assistant"]))
+        return "".join(parts)
+
+    def render_within(self, messages: list[ChatMessage], fits: Callable[[str], bool]) -> str:
+        """The rendered prompt, dropping the oldest turns (never the system message nor the last
+        message) until ``fits`` accepts it: a long conversation keeps going in a short context."""
+        kept = list(messages)
+        prompt = self.render(kept)
+        while not fits(prompt):
+            turns = [i for i, m in enumerate(kept[:-1]) if m.role != "system"]
+            if not turns:
+                break  # the caller's length check names the problem
+            del kept[turns[0]]
+            prompt = self.render(kept)
+        return prompt
+
+    def describe(self) -> str:
+        """Markdown for the model card."""
+        example = self.render([ChatMessage(role="user", content="Hello")])
+        return (f"Messages are rendered as a transcript and the model continues it; the reply "
+                f"ends at {', '.join(repr(s) for s in self.stop)}. A user message `Hello` becomes:"
+                f"\n\n```\n{example}\n```\n")
+
+
+def load_chat_template(model_dir: Path) -> ChatTemplate:
+    """The model's own template (``chat_template.json``) or the default transcript template."""
+    path = Path(model_dir) / "chat_template.json"
+    if not path.exists():
+        return ChatTemplate()
+    try:
+        return ChatTemplate.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, OSError) as e:
+        raise CorruptArtifact(f"{path}: not a valid chat template ({str(e).splitlines()[0]})") from None

@@ -1,0 +1,114 @@
+"""Records and feedback: ``/v1/generations`` (list, one, its content), ratings and thumbs on a
+generation, and preferences between two. Feedback writes are idempotent in one transaction
+with their ``Idempotency-Key`` record (``genloop.feedback``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from genloop.errors import NotFound
+from genloop.feedback.collect import PreferenceIn, RatingIn, record_feedback, record_preference
+from genloop.serving.deps import CallerDep, StateDep, idempotency_key, request_hash
+from genloop.serving.schemas import (
+    ErrorResponse,
+    FeedbackObject,
+    GenerationList,
+    GenerationObject,
+)
+from genloop.store import GenerationRecord
+
+router = APIRouter(prefix="/v1", tags=["generations"],
+                   responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
+                              404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
+
+GENERATION_ID = r"^[0-9a-f]{1,64}$"
+
+
+def feedback_object(f) -> FeedbackObject:  # noqa: ANN001 - a store FeedbackRecord
+    return FeedbackObject(id=f.id, kind=f.kind, generation_id=f.generation_id,
+                          other_generation_id=f.other_generation_id, value=f.value,
+                          comment=f.comment, created=int(f.created_at.timestamp()))
+
+
+def generation_object(g: GenerationRecord, base_url: str, feedback: list | None = None) -> GenerationObject:
+    return GenerationObject(
+        id=g.id, model=g.model, kind=g.kind, request=g.request, seed=g.seed, output=g.output,
+        content_hash=g.content_hash, timings=g.timings, created=int(g.created_at.timestamp()),
+        url=f"{base_url}/v1/generations/{g.id}/content" if g.file else None,
+        feedback=[feedback_object(f) for f in feedback or []],
+    )
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+@router.get("/generations", summary="Generations, newest first")
+async def list_generations(
+    state: StateDep, caller: CallerDep, request: Request,
+    limit: int = Query(50, ge=1, le=500),
+    before: str | None = Query(None, pattern=GENERATION_ID, description="page after this id"),
+    model: str | None = Query(None, max_length=80),
+    kind: Literal["text", "image"] | None = None,
+) -> GenerationList:
+    def page() -> GenerationList:
+        rows = state.store.list_generations(model, limit=limit + 1, before=before, kind=kind)
+        feedback = {g.id: state.store.list_feedback(generation_id=g.id) for g in rows[:limit]}
+        return GenerationList(
+            data=[generation_object(g, _base(request), feedback.get(g.id)) for g in rows[:limit]],
+            has_more=len(rows) > limit)
+
+    return await run_in_threadpool(page)
+
+
+@router.get("/generations/{generation_id}", summary="One generation: request, seed, output, feedback")
+async def get_generation(generation_id: str, state: StateDep, caller: CallerDep,
+                         request: Request) -> GenerationObject:
+    def one() -> GenerationObject:
+        g = state.store.get_generation(generation_id)
+        return generation_object(g, _base(request), state.store.list_feedback(generation_id=g.id))
+
+    return await run_in_threadpool(one)
+
+
+@router.get("/generations/{generation_id}/content", summary="The text, or the PNG with provenance",
+            response_class=Response,
+            responses={200: {"content": {"text/plain": {}, "image/png": {}}}})
+async def get_content(generation_id: str, state: StateDep, caller: CallerDep) -> Response:
+    g = await run_in_threadpool(state.store.get_generation, generation_id)
+    if g.file is None:
+        return PlainTextResponse(g.output or "")
+    path = Path(g.file)
+    if not path.is_file():
+        raise NotFound(f"the file of generation {generation_id!r} is gone from the workspace")
+    return FileResponse(path, media_type="image/png", filename=f"{g.content_hash[-16:]}.png")
+
+
+async def _write_feedback(state: StateDep, caller: CallerDep, request: Request, body, write) -> JSONResponse:  # noqa: ANN001
+    key = idempotency_key(request)
+    idem = (caller.scope, key, request_hash(request.url.path, body)) if key else None
+    record, replayed = await run_in_threadpool(write, idem)
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    return JSONResponse(feedback_object(record).model_dump(), status_code=201, headers=headers)
+
+
+@router.post("/generations/{generation_id}/feedback", status_code=201,
+             summary="Rate a generation 1–5, or thumbs up/down")
+async def add_feedback(generation_id: str, body: RatingIn, state: StateDep, caller: CallerDep,
+                       request: Request) -> FeedbackObject:
+    return await _write_feedback(  # type: ignore[return-value]
+        state, caller, request, body,
+        lambda idem: record_feedback(state.store, generation_id, body, caller.key_id, idem))
+
+
+@router.post("/preferences", status_code=201, summary="Prefer one generation over another")
+async def add_preference(body: PreferenceIn, state: StateDep, caller: CallerDep,
+                         request: Request) -> FeedbackObject:
+    return await _write_feedback(  # type: ignore[return-value]
+        state, caller, request, body,
+        lambda idem: record_preference(state.store, body, caller.key_id, idem))

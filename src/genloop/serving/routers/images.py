@@ -1,0 +1,83 @@
+"""``POST /v1/images/generations``: OpenAI's image route on ``ImageModel.generate``.
+
+Each image is a generation record with its PNG (provenance in its text chunks), written and
+recorded before the response names it. The prompt may name a class ("7", "sneaker"); the
+genloop extras ``class``, ``guidance``, ``steps`` and ``sampler`` set the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from genloop.errors import InvalidInput
+from genloop.generation.service import ImageModel, load
+from genloop.serving.deps import CallerDep, StateDep, run_idempotent
+from genloop.serving.schemas import ErrorResponse, ImageBody
+
+router = APIRouter(prefix="/v1", tags=["images"],
+                   responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
+                              404: {"model": ErrorResponse}, 429: {"model": ErrorResponse},
+                              503: {"model": ErrorResponse}})
+
+
+def _class_of(body: ImageBody, model: ImageModel) -> int | str | None:
+    """The extra ``class`` wins; else a prompt that names one of the model's classes."""
+    if body.class_ is not None:
+        return body.class_
+    prompt = body.prompt.strip().lower()
+    if prompt:
+        for name in model.class_names:
+            if name.lower() == prompt:
+                return name
+        if model.config.conditional:
+            known = ", ".join(model.class_names[:20])
+            raise InvalidInput(f"prompt: {body.prompt!r} is not a class of this model (classes: {known})")
+    return None
+
+
+@router.post("/images/generations", summary="Generate images (OpenAI-compatible)")
+async def generate_images(body: ImageBody, state: StateDep, caller: CallerDep,
+                          request: Request) -> JSONResponse:
+    model = await run_in_threadpool(load, body.model, state.store, state.config.models_loaded)
+    if not isinstance(model, ImageModel):
+        raise InvalidInput(f"model {body.model!r} generates text: use /v1/completions")
+    c = state.config
+    if body.n > c.max_images:
+        raise InvalidInput(f"n: at most {c.max_images} images on this server")
+    if body.steps is not None and body.steps > c.max_image_steps:
+        raise InvalidInput(f"steps: at most {c.max_image_steps} on this server")
+    size = f"{model.config.image_size}x{model.config.image_size}"
+    if body.size is not None and body.size != size:
+        raise InvalidInput(f"size: this model draws {size} images, not {body.size}")
+    params: dict[str, Any] = {"num_samples": body.n, "seed": body.seed,
+                              "class_label": _class_of(body, model), "sampler": body.sampler}
+    if body.guidance is not None:
+        params["guidance_scale"] = body.guidance
+    if body.steps is not None:
+        params["steps"] = body.steps
+    gen_request = model.request(**params)  # validated before waiting for a slot
+
+    async def work() -> tuple[int, dict[str, Any]]:
+        async with state.images:
+            result = await run_in_threadpool(model.generate, request=gen_request)
+        state.metrics.images.labels(model.ref).inc(len(result.records))
+        base = str(request.base_url).rstrip("/")
+        data = []
+        for record in result.records:
+            item: dict[str, Any] = {"revised_prompt": record.output or "",
+                                    "generation_id": record.id, "class": record.output}
+            if body.response_format == "b64_json":
+                item["b64_json"] = base64.b64encode(Path(record.file or "").read_bytes()).decode()
+            else:
+                item["url"] = f"{base}/v1/generations/{record.id}/content"
+            data.append(item)
+        return 200, {"created": int(time.time()), "model": model.ref, "data": data}
+
+    return await run_idempotent(state, caller, request, body, work)

@@ -1,0 +1,63 @@
+"""``GET /v1/models`` and ``GET /v1/models/{model}``: every registered version, with its card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from genloop.generation.chat import load_chat_template
+from genloop.models.io import read_config
+from genloop.models.registry import get_family
+from genloop.serving.deps import CallerDep, StateDep
+from genloop.serving.schemas import ErrorResponse, ModelList, ModelObject
+from genloop.store import ModelVersion
+
+router = APIRouter(prefix="/v1", tags=["models"],
+                   responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
+
+
+def model_object(version: ModelVersion, latest: bool, card: bool = False) -> ModelObject:
+    """What a client needs to pick and drive a model; files are read only from its directory."""
+    directory = Path(version.path)
+    modality = get_family(version.family).modality
+    classes = image_size = template = None
+    if modality == "image":
+        labels = directory / "labels.json"
+        classes = json.loads(labels.read_text(encoding="utf-8")) if labels.exists() else []
+        image_size = getattr(read_config(directory / "config.json")[1], "image_size", None)
+    else:
+        template = load_chat_template(directory).model_dump()
+    card_path = directory / "card.md"
+    return ModelObject(
+        id=version.ref, created=int(version.created_at.timestamp()), name=version.name,
+        version=version.version, family=version.family, modality=modality, latest=latest,
+        metrics=version.metrics, classes=classes, image_size=image_size, chat_template=template,
+        card=(card_path.read_text(encoding="utf-8") if card_path.exists() else "") if card else None,
+    )
+
+
+def _list(state: StateDep) -> ModelList:
+    versions = state.store.list_models()
+    newest: dict[str, int] = {}
+    for v in versions:
+        newest[v.name] = max(newest.get(v.name, 0), v.version)
+    versions.sort(key=lambda v: v.created_at, reverse=True)
+    return ModelList(data=[model_object(v, v.version == newest[v.name]) for v in versions])
+
+
+@router.get("/models", summary="List models (OpenAI-compatible)")
+async def list_models(state: StateDep, caller: CallerDep) -> ModelList:
+    return await run_in_threadpool(_list, state)
+
+
+@router.get("/models/{model}", summary="One model with its card; 'name' is its newest version")
+async def retrieve_model(model: str, state: StateDep, caller: CallerDep) -> ModelObject:
+    def one() -> ModelObject:
+        version = state.store.resolve(model)
+        latest = state.store.resolve(version.name).version == version.version
+        return model_object(version, latest, card=True)
+
+    return await run_in_threadpool(one)

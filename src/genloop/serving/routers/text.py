@@ -1,0 +1,231 @@
+"""``POST /v1/completions`` and ``POST /v1/chat/completions``: OpenAI's text routes on the model's
+continuous-batching loop (``TextModel.batcher``), plain or streamed as server-sent events.
+
+OpenAI names map onto genloop's here and only here: ``max_tokens`` → ``max_new_tokens``,
+``n`` → ``num_samples``. Every finished choice is recorded before the client is told its
+``generation_id``, so an acknowledged generation is in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from genloop.errors import InvalidInput
+from genloop.generation.batching import Failed, Finished, Piece, Ticket
+from genloop.generation.service import TextModel, load
+from genloop.generation.text import TextRequest, resolve_seed
+from genloop.serving.deps import CallerDep, ServerState, StateDep, run_idempotent
+from genloop.serving.schemas import ChatBody, CompletionBody, ErrorResponse
+
+router = APIRouter(prefix="/v1", tags=["text"],
+                   responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
+                              404: {"model": ErrorResponse}, 429: {"model": ErrorResponse},
+                              503: {"model": ErrorResponse}})
+
+
+async def load_text_model(state: ServerState, ref: str) -> TextModel:
+    model = await run_in_threadpool(load, ref, state.store, state.config.models_loaded)
+    if not isinstance(model, TextModel):
+        raise InvalidInput(f"model {ref!r} generates images: use /v1/images/generations")
+    return model
+
+
+def _check_limits(state: ServerState, body: CompletionBody | ChatBody, prompts: list[str]) -> None:
+    c = state.config
+    if body.max_tokens > c.max_tokens:
+        raise InvalidInput(f"max_tokens: at most {c.max_tokens} on this server")
+    if body.n > c.max_n:
+        raise InvalidInput(f"n: at most {c.max_n} on this server")
+    if len(prompts) * body.n > c.max_batch + c.max_queue:
+        raise InvalidInput(f"prompt × n: at most {c.max_batch + c.max_queue} choices per request")
+    if sum(len(p) for p in prompts) > c.max_prompt_chars:
+        raise InvalidInput(f"prompt: at most {c.max_prompt_chars} characters on this server")
+
+
+class _Run:
+    """One request on a model's batcher: its ticket, and its events as an asyncio queue."""
+
+    def __init__(self, state: ServerState, model: TextModel, request: TextRequest,
+                 extra: dict[str, Any]):
+        self.state, self.model, self.request, self.extra = state, model, request, extra
+        self.events: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        batcher = model.batcher(state.config.max_batch, state.config.max_queue)
+        if batcher.on_step is None:
+            batcher.on_step = state.metrics.batch.observe
+        self.batcher = batcher
+        self.ticket: Ticket = batcher.submit(
+            request, lambda ev: loop.call_soon_threadsafe(self.events.put_nowait, ev))
+        self.prompt_tokens = sum(len(model.tokenizer.encode(p)) if p else 1
+                                 for p in dict.fromkeys(request.prompts))
+        self._gauges()
+
+    def _gauges(self) -> None:
+        m, ref = self.state.metrics, self.model.ref
+        m.running.labels(ref).set(self.batcher.running)
+        m.waiting.labels(ref).set(self.batcher.waiting)
+
+    async def finish(self, event: Finished) -> str:
+        """Record a finished choice; its generation id."""
+        out = event.output
+        ref = self.model.ref
+        self.state.metrics.tokens.labels(ref).inc(out.tokens)
+        self.state.metrics.first_token.labels(ref).observe(out.timings.get("first_token_s", 0.0))
+        one = self.request.model_copy(update={"prompt": out.prompt})
+        record = await run_in_threadpool(self.model.record, one, out, self.extra)
+        self._gauges()
+        return record.id
+
+
+def _text_request(state: ServerState, body: CompletionBody | ChatBody, prompt: str | list[str],
+                  stops: list[str]) -> TextRequest:
+    return TextRequest(prompt=prompt, max_new_tokens=body.max_tokens, temperature=body.temperature,
+                       top_p=body.top_p if body.top_p < 1.0 else None, top_k=body.top_k,
+                       repetition_penalty=body.repetition_penalty, stop=stops,
+                       seed=resolve_seed(body.seed), num_samples=body.n)
+
+
+def _sse(data: dict[str, Any] | str) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
+
+def _error_payload(error: Exception) -> dict[str, Any]:
+    return {"error": {"message": str(error) or type(error).__name__, "type": "server_error",
+                      "param": None, "code": None}}
+
+
+async def _respond(state: StateDep, caller: CallerDep, request: Request,
+                   body: CompletionBody | ChatBody, chat: bool) -> Any:
+    model = await load_text_model(state, body.model)
+    stops = list(body.stop or [])  # the validator has made a list of it
+    if chat:
+        assert isinstance(body, ChatBody)
+        block = model.batcher(state.config.max_batch, state.config.max_queue).block
+        prompt: str | list[str] = model.chat_template.render_within(
+            body.messages, lambda p: block is None or len(model.tokenizer.encode(p)) < block)
+        stops += [s for s in model.chat_template.stop if s not in stops]
+        extra = {"api": "chat", "messages": [m.model_dump() for m in body.messages]}
+        prompts = [prompt]
+    else:
+        assert isinstance(body, CompletionBody)
+        prompt = body.prompt
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        extra = {"api": "completions"}
+    if body.user:
+        extra["user"] = body.user
+    _check_limits(state, body, prompts)
+    treq = _text_request(state, body, prompt, stops)
+    kind = "chat.completion" if chat else "text_completion"
+    rid = ("chatcmpl-" if chat else "cmpl-") + format(treq.seed, "x")
+    created = int(time.time())
+
+    if body.stream:
+        if request.headers.get("idempotency-key"):
+            raise InvalidInput("Idempotency-Key: streaming requests do not take one")
+        run = _Run(state, model, treq, extra)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            _stream(run, rid, created, kind, chat, include_usage, state.config.keepalive_s),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def work() -> tuple[int, dict[str, Any]]:
+        run = _Run(state, model, treq, extra)
+        choices: dict[int, dict[str, Any]] = {}
+        completion = 0
+        try:
+            while len(choices) < run.ticket.choices:
+                event = await run.events.get()
+                if isinstance(event, Failed):
+                    raise event.error
+                if isinstance(event, Finished):
+                    gid = await run.finish(event)
+                    completion += event.output.tokens
+                    text = event.output.text
+                    choices[event.index] = (
+                        {"index": event.index, "message": {"role": "assistant", "content": text},
+                         "finish_reason": event.output.finish_reason, "generation_id": gid}
+                        if chat else
+                        {"index": event.index, "text": text, "logprobs": None,
+                         "finish_reason": event.output.finish_reason, "generation_id": gid})
+        finally:
+            run.ticket.cancel()
+        return 200, {"id": rid, "object": kind, "created": created, "model": model.ref,
+                     "choices": [choices[i] for i in sorted(choices)],
+                     "usage": {"prompt_tokens": run.prompt_tokens, "completion_tokens": completion,
+                               "total_tokens": run.prompt_tokens + completion}}
+
+    return await run_idempotent(state, caller, request, body, work)
+
+
+async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, include_usage: bool,
+                  keepalive_s: float) -> AsyncIterator[str]:
+    """SSE chunks until every choice has finished, then ``[DONE]``; an error ends the stream
+    with an error event. Cancelled (client gone): the ticket is cancelled in ``finally``."""
+    chunk_kind = "chat.completion.chunk" if chat else "text_completion"
+    model = run.model.ref
+
+    def chunk(index: int, text: str | None, finish: str | None = None, **extra: Any) -> str:
+        if chat:
+            delta: dict[str, Any] = {} if text is None else {"content": text}
+            choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
+        else:
+            choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
+        choice.update(extra)
+        return _sse({"id": rid, "object": chunk_kind, "created": created, "model": model,
+                     "choices": [choice]})
+
+    finished, completion = 0, 0
+    try:
+        if chat:
+            for i in range(run.ticket.choices):
+                yield _sse({"id": rid, "object": chunk_kind, "created": created, "model": model,
+                            "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                         "finish_reason": None}]})
+        while finished < run.ticket.choices:
+            try:
+                event = await asyncio.wait_for(run.events.get(), keepalive_s)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            if isinstance(event, Piece):
+                yield chunk(event.index, event.text)
+            elif isinstance(event, Finished):
+                gid = await run.finish(event)
+                finished += 1
+                completion += event.output.tokens
+                yield chunk(event.index, None, event.output.finish_reason, generation_id=gid)
+            else:
+                yield _sse(_error_payload(event.error))
+                return
+        if include_usage:
+            yield _sse({"id": rid, "object": chunk_kind, "created": created, "model": model,
+                        "choices": [], "usage": {"prompt_tokens": run.prompt_tokens,
+                                                 "completion_tokens": completion,
+                                                 "total_tokens": run.prompt_tokens + completion}})
+        yield _sse("[DONE]")
+    except Exception as e:  # recording failed: tell the client, never leave it hanging
+        yield _sse(_error_payload(e))
+    finally:
+        run.ticket.cancel()
+
+
+@router.post("/completions", summary="Complete text (OpenAI-compatible)")
+async def completions(body: CompletionBody, state: StateDep, caller: CallerDep,
+                      request: Request) -> JSONResponse:
+    return await _respond(state, caller, request, body, chat=False)
+
+
+@router.post("/chat/completions", summary="Chat (OpenAI-compatible), via the model's chat template")
+async def chat_completions(body: ChatBody, state: StateDep, caller: CallerDep,
+                           request: Request) -> JSONResponse:
+    return await _respond(state, caller, request, body, chat=True)

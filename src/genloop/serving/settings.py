@@ -1,0 +1,44 @@
+"""What one server process is allowed to do: address, auth, limits. Every field is a flag of
+``genloop serve``; the defaults suit a 2-core machine serving small models."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    auth: bool = Field(True, description="require an API key (off only on a loopback address)")
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_prompt_chars: int = Field(16_384, ge=1)
+    max_tokens: int = Field(2048, ge=1)
+    max_n: int = Field(8, ge=1, le=64)
+    max_images: int = Field(16, ge=1, le=64)
+    max_image_steps: int = Field(1000, ge=1, le=1000)
+    max_batch: int = Field(16, ge=1, le=256, description="sequences decoded together per text model")
+    max_queue: int = Field(32, ge=0, description="sequences waiting per text model before 503")
+    image_slots: int = Field(1, ge=1, description="image requests generating at once")
+    image_queue: int = Field(4, ge=0, description="image requests waiting before 503")
+    rate_limit: int = Field(600, ge=0, description="requests per key per minute; 0 = unlimited")
+    models_loaded: int = Field(4, ge=1, description="model versions kept loaded (LRU)")
+    keepalive_s: float = Field(5.0, gt=0, description="SSE keep-alive comment interval")
+
+    @model_validator(mode="after")
+    def _no_open_server_without_keys(self) -> ServeConfig:
+        if not self.auth and not is_loopback(self.host):
+            raise ValueError(f"auth can be switched off only on a loopback address, not {self.host!r}")
+        return self

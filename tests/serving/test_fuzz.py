@@ -1,0 +1,84 @@
+"""Property-based fuzzing of the whole OpenAPI surface of a real ``genloop serve``: every operation
+in the server's own ``/openapi.json`` gets schemathesis-generated requests (valid and invalid), and
+none may answer 5xx. A 500 is a bug by the API's contract (docs/api.md); 503 is allowed only as
+the overload answer, which a server with a generous queue never gives to these few requests.
+
+Generated strings almost never name a real model or generation, so a hook swaps real references
+into the bodies and paths some of the time: the fuzzing then reaches the sampling, recording and
+feedback code, not only the 404 path. The server runs with no rate limit and ``--max-tokens 32``
+so that fuzzed completions stay cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+schemathesis = pytest.importorskip("schemathesis")
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from schemathesis.checks import not_a_server_error  # noqa: E402
+
+from .conftest import Server, Workspace, start_server  # noqa: E402
+
+MAX_EXAMPLES = 12  # per operation: 12 operations, about 30 s on two shared cores
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(served_workspace: Workspace) -> Iterator[Server]:
+    srv = start_server(served_workspace, "--rate-limit", "0", "--max-tokens", "32")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def real_ids(fuzz_server: Server, served_workspace: Workspace) -> dict[str, list[str]]:
+    """A text and an image generation, so fuzzed paths and preferences can point at real rows."""
+    ws = served_workspace
+    with fuzz_server.client(ws.key) as http:
+        text = http.post("/v1/completions", json={"model": ws.text_model, "prompt": "The",
+                                                 "max_tokens": 4, "seed": 1})
+        image = http.post("/v1/images/generations", json={"model": ws.image_model, "seed": 1})
+    assert text.status_code == 200 and image.status_code == 200, (text.text, image.text)
+    generations = [text.json()["choices"][0]["generation_id"], image.json()["data"][0]["generation_id"]]
+    models = [ws.text_model, f"{ws.text_model}@1", ws.image_model, f"{ws.image_model}@1"]
+    return {"generations": generations, "models": models}
+
+
+def _mixed_in(original: Any, real: list[str]) -> st.SearchStrategy:
+    """The generated value or one of the real ones (the generated one as often as all real ones)."""
+    return st.one_of(st.just(original), st.sampled_from(real))
+
+
+@pytest.fixture(scope="module")
+def api_schema(fuzz_server: Server, served_workspace: Workspace, real_ids: dict[str, list[str]]):
+    schema = schemathesis.openapi.from_url(
+        f"{fuzz_server.url}/openapi.json",
+        headers={"Authorization": f"Bearer {served_workspace.key}"}, timeout=30)
+    references = {"model": real_ids["models"], "generation_id": real_ids["generations"],
+                  "chosen": real_ids["generations"], "rejected": real_ids["generations"]}
+
+    def with_real_references(values: Any) -> st.SearchStrategy:
+        if not isinstance(values, dict):
+            return st.just(values)
+        fields = {k: (_mixed_in(v, references[k]) if k in references else st.just(v))
+                  for k, v in values.items()}
+        return st.fixed_dictionaries(fields)
+
+    schema.hook("flatmap_body")(lambda context, body: with_real_references(body))
+    schema.hook("flatmap_path_parameters")(lambda context, params: with_real_references(params))
+    return schema
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+def test_no_operation_answers_5xx(case, served_workspace: Workspace) -> None:
+    case.call_and_validate(headers={"Authorization": f"Bearer {served_workspace.key}"},
+                           checks=[not_a_server_error], timeout=60)
