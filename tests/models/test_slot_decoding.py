@@ -140,3 +140,4 @@ def test_misuse_is_refused(name):
     with pytest.raises(ValueError, match="free"):
         decoder.step([0, 1], torch.tensor([1, 2]))
     assert decoder.step([0], torch.tensor([1])).shape == (1, VOCAB)  # still usable
+    assert decoder.step([], torch.tensor([], dtype=torch.long)).shape == (0, VOCAB)

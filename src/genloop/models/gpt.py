@@ -280,27 +280,36 @@ class SlotKVCache:
         for s in slots:
             if self.history[self._check(s)] is None:
                 raise ValueError(f"slot {s} is free: prefill it before stepping it")
-        cfg = self.model.config
-        block = cfg.block_size
-        out = torch.empty(len(slots), cfg.vocab_size, dtype=torch.float32, device=self.device)
-        rows = []  # rows decoded together (the others overflowed and were refilled)
+        if not slots:
+            return torch.empty(0, self.model.config.vocab_size, device=self.device)
+        block = self.model.config.block_size
+        refilled: dict[int, torch.Tensor] = {}  # row -> logits
         for i, (s, t) in enumerate(zip(slots, tokens.tolist(), strict=True)):
             history = self.history[s]
             assert history is not None
             history.append(t)
             if len(history) > block:
                 del history[0]
-            if self.lengths[s] < block:
-                rows.append(i)
-            else:  # 2. full context: refill with its last half, as ``sample`` does
-                out[i] = self._fill(s, history[-(block // 2) :])
-        if not rows:
-            return out
-        # 3. the other rows: one position each, at its own position, all in one pass
-        slot_ids = [slots[i] for i in rows]
-        B, nh, C = len(rows), cfg.n_head, cfg.n_embd
-        pos_list = [self.lengths[s] for s in slot_ids]
-        slot_t = torch.tensor(slot_ids, device=self.device)
+            if self.lengths[s] == block:  # 2. full context: refill with its last half, as ``sample`` does
+                refilled[i] = self._fill(s, history[-(block // 2) :])
+        # 3. every other row: one position each, all in one pass
+        if not refilled:
+            return self._advance(slots, tokens)
+        rows = [i for i in range(len(slots)) if i not in refilled]
+        out = torch.empty(len(slots), self.model.config.vocab_size, device=self.device)
+        for i, logits in refilled.items():
+            out[i] = logits
+        if rows:
+            out[rows] = self._advance([slots[i] for i in rows], tokens[rows])
+        return out
+
+    def _advance(self, slots: list[int], tokens: torch.Tensor) -> torch.Tensor:
+        """Append ``tokens`` (B,) to ``slots`` (none full), each at its own position; logits (B, V).
+        Runs the blocks by hand: ``Block.forward`` assumes one position for the whole batch."""
+        m, cfg = self.model, self.model.config
+        B, nh, C = len(slots), cfg.n_head, cfg.n_embd
+        pos_list = [self.lengths[s] for s in slots]
+        slot_t = torch.tensor(slots, device=self.device)
         pos = torch.tensor(pos_list, device=self.device)
         width = max(pos_list) + 1  # keys beyond the longest row are never needed
         # row b sees its keys 0..pos[b]: an additive mask (B, 1, 1, width) over heads and the query,
@@ -310,10 +319,9 @@ class SlotKVCache:
         dtype = torch.float32 if self.device.type == "cpu" else self.k.dtype
         mask = torch.zeros(unseen.shape, dtype=dtype, device=self.device).masked_fill_(unseen, -math.inf)
         # a run of consecutive slots is a view; others are gathered (index_select: a plain copy)
-        lo = slot_ids[0]
-        consecutive = slot_ids == list(range(lo, lo + B))
-        m = self.model
-        x = m.wte(tokens.to(self.device)[rows]) + m.wpe(pos)  # (B, C)
+        lo = slots[0]
+        consecutive = slots == list(range(lo, lo + B))
+        x = m.wte(tokens.to(self.device)) + m.wpe(pos)  # (B, C)
         for layer, blk in enumerate(m.blocks):
             assert isinstance(blk, Block)
             attn = blk.attn
@@ -328,13 +336,9 @@ class SlotKVCache:
             y = attention(q[:, :, None, :], keys, values, mask, 0.0)  # (B, nh, 1, hs)
             x = x + attn.proj(y.reshape(B, C))
             x = x + blk.mlp(blk.ln_2(x))
-        for s in slot_ids:
+        for s in slots:
             self.lengths[s] += 1
-        logits = m.head(m.ln_f(x)).float()  # (B, V)
-        if len(rows) == len(slots):
-            return logits
-        out[rows] = logits
-        return out
+        return m.head(m.ln_f(x)).float()  # (B, V)
 
 
 def slot_decoder(model: torch.nn.Module, slots: int) -> SlotDecoder:

@@ -134,6 +134,8 @@ class SlotStates:
         for s in slots:
             if not self.occupied[self._check(s)]:
                 raise ValueError(f"slot {s} is free: prefill it before stepping it")
+        if not slots:
+            return torch.empty(0, self.model.config.vocab_size, device=self.device)
         idx = torch.tensor(slots, device=self.device)
         state = (self.h[:, idx], self.c[:, idx])  # (n_layer, B, C) each
         logits, (h, c) = self.model(tokens.to(self.device)[:, None], state)
