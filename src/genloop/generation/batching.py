@@ -147,13 +147,16 @@ class Batcher:
             seqs.append(_Sequence(ticket, i, one, encoded[prompt], TextRow(prompt, request.stop),
                                   torch.Generator().manual_seed(seed)))
         with self._cond:
-            free = self.max_batch - len(self._running)
-            if len(self._waiting) + len(seqs) > self.max_queue + max(free, 0):
-                ahead = len(self._waiting) + len(self._running)
-                wait = max(1.0, ahead / self.max_batch * request.max_new_tokens * self._step_s)
-                raise Busy(f"model busy: {len(self._running)} sequences running and "
-                           f"{len(self._waiting)} waiting (limit {self.max_batch} + "
-                           f"{self.max_queue}); retry later", retry_after=round(wait))
+            # cancelled sequences leave at the next step: they hold no place
+            running = sum(not s.ticket.cancelled for s in list(self._running.values()))
+            waiting = sum(not s.ticket.cancelled for s in self._waiting)
+            if waiting + len(seqs) > self.max_queue + max(self.max_batch - running, 0):
+                ahead = waiting + running
+                wait = min(60.0, max(1.0, ahead / self.max_batch * request.max_new_tokens
+                                     * self._step_s))
+                raise Busy(f"model busy: {running} sequences running and {waiting} waiting "
+                           f"(limit {self.max_batch} + {self.max_queue}); retry later",
+                           retry_after=round(wait))
             self._waiting.extend(seqs)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="genloop-batcher",
