@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from genloop.generation.chat import ChatTemplate
 from genloop.models.family import Family, ModelConfig
 from genloop.training.recipe import Recipe
 
@@ -117,10 +118,5 @@ def model_card(
         lines += ["", "## Samples", ""]
         for s in samples[:4]:
             lines += ["```text", s.strip("\n")[:600], "```", ""]
-    lines += [
-        "## Chat template",
-        "",
-        "None: a plain continuation model. Prompts are continued as text.",
-        "",
-    ]
+    lines += ["## Chat template", "", ChatTemplate().describe()]
     return "\n".join(lines)
