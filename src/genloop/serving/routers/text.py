@@ -194,7 +194,7 @@ async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, incl
         while finished < run.ticket.choices:
             try:
                 event = await asyncio.wait_for(run.events.get(), keepalive_s)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # noqa: UP041 - a different class on Python 3.10
                 yield ": keep-alive\n\n"
                 continue
             if isinstance(event, Piece):
