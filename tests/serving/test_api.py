@@ -268,3 +268,18 @@ def test_concurrent_streams_share_decoding_steps(served_workspace):
         assert total / count > 2, f"mean batch {total / count:.2f}: requests did not share steps"
     finally:
         srv.stop()
+
+
+def test_auth_off_only_on_loopback_and_said_loudly(served_workspace, tmp_path):
+    from ..conftest import run_cli  # noqa: TID252
+
+    refused = run_cli(["serve", "--no-auth", "--host", "0.0.0.0"], served_workspace.home, timeout=60)
+    assert refused.returncode == 2 and "loopback" in refused.stderr
+    srv = start_server(served_workspace, "--no-auth", log=tmp_path / "noauth.log")
+    try:
+        with srv.client(None) as c:
+            assert c.get("/health").json()["auth"] is False
+            assert c.get("/v1/models").status_code == 200
+    finally:
+        srv.stop()
+    assert "AUTH IS OFF" in (tmp_path / "noauth.log").read_text()
