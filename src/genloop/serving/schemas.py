@@ -96,6 +96,7 @@ class ModelObject(BaseModel):
     version: int
     family: str
     modality: Literal["text", "image"]
+    generative: bool = True  # False: a feature classifier behind FID, not a generator
     latest: bool
     metrics: dict[str, Any]
     classes: list[str] | None = None

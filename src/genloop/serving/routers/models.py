@@ -22,7 +22,8 @@ router = APIRouter(prefix="/v1", tags=["models"],
 def model_object(version: ModelVersion, latest: bool, card: bool = False) -> ModelObject:
     """What a client needs to pick and drive a model; files are read only from its directory."""
     directory = Path(version.path)
-    modality = get_family(version.family).modality
+    family = get_family(version.family)
+    modality = family.modality
     classes = image_size = template = None
     if modality == "image":
         labels = directory / "labels.json"
@@ -33,7 +34,8 @@ def model_object(version: ModelVersion, latest: bool, card: bool = False) -> Mod
     card_path = directory / "card.md"
     return ModelObject(
         id=version.ref, created=int(version.created_at.timestamp()), name=version.name,
-        version=version.version, family=version.family, modality=modality, latest=latest,
+        version=version.version, family=version.family, modality=modality,
+        generative=family.generative, latest=latest,
         metrics=version.metrics, classes=classes, image_size=image_size, chat_template=template,
         card=(card_path.read_text(encoding="utf-8") if card_path.exists() else "") if card else None,
     )
