@@ -283,3 +283,21 @@ def test_auth_off_only_on_loopback_and_said_loudly(served_workspace, tmp_path):
     finally:
         srv.stop()
     assert "AUTH IS OFF" in (tmp_path / "noauth.log").read_text()
+
+
+def test_several_models_behind_one_server_with_lru_unloading(served_workspace, tmp_path):
+    """With room for one loaded model, alternating text and image requests load, unload and load
+    again; every answer is right, and the metrics say one model is loaded."""
+    srv = start_server(served_workspace, "--models-loaded", "1", log=tmp_path / "lru.log")
+    try:
+        with srv.client(served_workspace.key) as c:
+            for _ in range(2):
+                text = c.post("/v1/completions", json={"model": "tiny-text@1", "prompt": "A",
+                                                       "max_tokens": 3, "seed": 1})
+                image = c.post("/v1/images/generations", json={
+                    "model": served_workspace.image_model, "n": 1, "response_format": "b64_json"})
+                assert text.status_code == 200 and image.status_code == 200
+            assert text.json()["choices"][0]["text"]
+            assert metric(c, "genloop_loaded_models") == 1
+    finally:
+        srv.stop()
