@@ -77,6 +77,8 @@ TARGETS = [  # (result, label, path into its JSON, target, higher is better)
     ("images", "MNIST VAE: importance-weighted test NLL (nats)", ("vae", "metrics", "test_iw_nll_nats"),
      95.0, False),
     ("images", "Fashion-MNIST diffusion: FID", ("fashion", "metrics", "fid"), None, False),
+    ("serving", "8 streaming HTTP clients: tokens/s vs 1 client", ("speedup_8",), 3.0, True),
+    ("serving", "4× capacity: answers other than 200, 429, 503", ("overload_unexpected_statuses",), 0, False),
 ]
 
 

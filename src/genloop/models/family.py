@@ -186,7 +186,8 @@ def sample_next(
         logits = apply_repetition_penalty(logits, history, repetition_penalty)
     if temperature <= 0:
         return logits.argmax(dim=-1)
-    logits = logits / temperature
+    # shift first: a tiny temperature must not overflow the largest logit to inf (→ NaN)
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None:
         logits = filter_top_k(logits, top_k)
     if top_p is not None and top_p < 1.0:
@@ -215,5 +216,6 @@ def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
     # drop a token when the mass before it already reaches p; the top token is always kept
     drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= p
+    drop_sorted[..., 0] = False  # even when p is below float32's smallest number
     drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
