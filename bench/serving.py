@@ -5,8 +5,9 @@
 
 The model is the quickstart's small text model (the built-in ``quickstart`` recipe: a char-level
 GPT, 4 layers × 4 heads × 128 dims, context 128, on the Python docs), trained once into
-``bench/out/home`` and reused. ``genloop serve`` runs it in its own process with two threads
-(``OMP_NUM_THREADS=2``); the load generator is this process: asyncio + httpx streaming clients on
+``bench/out/home`` and reused. ``genloop serve`` runs it in its own process with its default
+``--threads 1`` (one torch thread for the forward passes; the server's other threads and the
+second core serve HTTP); the load generator is this process: asyncio + httpx streaming clients on
 loopback, each sending ``POST /v1/completions`` (``stream``, ``max_tokens`` 128, temperature 0.8,
 ``include_usage``) back to back. Both share the machine's cores.
 
@@ -48,7 +49,7 @@ BIN = Path(sys.executable).parent
 PROMPTS = ["The ", "def ", "Return ", "A list ", "class ", "If the "]
 MAX_TOKENS = 128
 TEMPERATURE = 0.8
-SERVER_THREADS = 2
+SERVER_THREADS = 1  # genloop serve's default --threads: one decodes, the other core serves HTTP
 
 
 # --- the model and the server -------------------------------------------------------------------
@@ -103,7 +104,7 @@ class Server:
         self.log = home.parent / f"serving-{name}.log"  # the last run's, beside the workspace
         self.process = subprocess.Popen(
             [str(BIN / "genloop"), "serve", "--port", str(self.port), "--log-level", "warning",
-             "--preload", ref, *flags],
+             "--preload", ref, "--threads", str(SERVER_THREADS), *flags],
             env=workspace_env(home), stdout=self.log.open("w"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -459,7 +460,7 @@ def report(model: dict[str, Any], levels: dict[str, Any], inproc: dict[str, Any]
         f"Model `{model['ref']}`: the quickstart recipe (char-level GPT, {model['model']['preset']} "
         f"preset, context {model['model']['config'].get('block_size')}, {model['train_steps']} steps, "
         f"validation loss {model['val_loss']:.3f}), served by `genloop serve` in its own process "
-        f"with `OMP_NUM_THREADS={SERVER_THREADS}`. Load: asyncio + httpx clients in the benchmark's "
+        f"with `--threads {SERVER_THREADS}` (its default). Load: asyncio + httpx clients in the benchmark's "
         f"process on the same two cores, each streaming `POST /v1/completions` back to back "
         f"(`max_tokens` {MAX_TOKENS}, temperature {TEMPERATURE}, prompts of 4–7 characters, so a "
         "stream that runs to its length crosses the 128-token context once and its slot refills "

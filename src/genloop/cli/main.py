@@ -303,6 +303,8 @@ def serve(
     rate_limit: Annotated[int, typer.Option(help="requests per key per minute (0: no limit)")] = 600,
     max_tokens: Annotated[int, typer.Option(help="largest max_tokens a request may ask")] = 2048,
     models_loaded: Annotated[int, typer.Option(help="model versions kept loaded (LRU)")] = 4,
+    threads: Annotated[int, typer.Option(
+        help="torch threads per forward pass (1 suits small models: the rest serve HTTP)")] = 1,
     preload: Annotated[list[str], typer.Option(help="load these models before serving")] = [],
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
@@ -316,7 +318,7 @@ def serve(
     try:
         config = ServeConfig(host=host, port=port, auth=auth, max_batch=max_batch, max_queue=queue,
                              rate_limit=rate_limit, max_tokens=max_tokens,
-                             models_loaded=models_loaded)
+                             models_loaded=models_loaded, threads=threads)
     except ValueError as e:
         raise InvalidInput(validation_message(e)) from None
     store = Store()

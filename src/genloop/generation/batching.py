@@ -29,7 +29,7 @@ import torch
 
 from genloop.errors import GenloopError, InvalidInput
 from genloop.generation.text import TextOutput, TextRequest, TextRow, content_hash, encode_prompt
-from genloop.models.family import Family, SlotDecoder, sample_next
+from genloop.models.family import Family, SlotDecoder, next_token_probs, sample_next
 from genloop.tokenizers import Tokenizer
 
 
@@ -210,7 +210,7 @@ class Batcher:
             seq.ids = list(seq.prompt_ids)
             logits = decoder.prefill(seq.slot, torch.tensor(seq.prompt_ids, dtype=torch.long))
             self._running[seq.slot] = seq
-            self._choose(seq, logits[None])
+            self._advance(seq, self._choose([seq], logits[None])[0])
 
     def _step(self) -> None:
         """One forward pass for every running sequence, then each chooses its next token."""
@@ -220,26 +220,50 @@ class Batcher:
         t0 = time.perf_counter()
         tokens = torch.tensor([s.next_token for s in live], dtype=torch.long)
         logits = self._decoder_().step([s.slot for s in live], tokens)
-        for j, seq in enumerate(live):
-            self._choose(seq, logits[j : j + 1])
+        for seq, token in zip(live, self._choose(live, logits), strict=True):
+            self._advance(seq, token)
         self.steps += 1
         self._step_s = 0.9 * self._step_s + 0.1 * (time.perf_counter() - t0)
         if self.on_step is not None:
             self.on_step(len(live))
 
-    def _choose(self, seq: _Sequence, logits: torch.Tensor) -> None:
-        """Sample the next token of ``seq`` from ``logits`` (1, V); emit text; finish if done."""
-        r = seq.request
-        history = (torch.tensor([seq.ids], dtype=torch.long)
-                   if r.repetition_penalty != 1.0 else None)
-        token = int(sample_next(logits, seq.generator, temperature=r.temperature, top_k=r.top_k,
-                                top_p=r.top_p, repetition_penalty=r.repetition_penalty,
-                                history=history)[0])
+    @staticmethod
+    def _choose(seqs: list[_Sequence], logits: torch.Tensor) -> list[int]:
+        """The next token of each sequence from its row of ``logits`` (B, V).
+
+        Rows with the same settings share one filtered softmax; each row is then drawn with its
+        sequence's own generator, exactly as ``sample_next`` would draw it alone.
+        """
+        tokens = [0] * len(seqs)
+        groups: dict[tuple, list[int]] = {}
+        for j, seq in enumerate(seqs):
+            r = seq.request
+            if r.repetition_penalty != 1.0:  # depends on each row's history: one at a time
+                history = torch.tensor([seq.ids], dtype=torch.long)
+                tokens[j] = int(sample_next(logits[j : j + 1], seq.generator,
+                                            temperature=r.temperature, top_k=r.top_k,
+                                            top_p=r.top_p, repetition_penalty=r.repetition_penalty,
+                                            history=history)[0])
+            else:
+                groups.setdefault((r.temperature, r.top_k, r.top_p), []).append(j)
+        for (temperature, top_k, top_p), rows in groups.items():
+            if temperature <= 0:
+                picked = logits[rows].argmax(dim=-1).tolist()
+                for j, token in zip(rows, picked, strict=True):
+                    tokens[j] = token
+                continue
+            probs = next_token_probs(logits[rows], temperature=temperature, top_k=top_k, top_p=top_p)
+            for i, j in enumerate(rows):
+                tokens[j] = int(torch.multinomial(probs[i : i + 1], 1, generator=seqs[j].generator))
+        return tokens
+
+    def _advance(self, seq: _Sequence, token: int) -> None:
+        """Append ``token`` to ``seq``; emit its new text; finish it if it is done."""
         seq.generated += 1
         seq.ids.append(token)
         seq.first_token_s = seq.first_token_s or time.perf_counter() - seq.ticket.submitted
         piece = seq.row.add(token, self.tokenizer)
-        if seq.row.done is None and seq.generated >= r.max_new_tokens:
+        if seq.row.done is None and seq.generated >= seq.request.max_new_tokens:
             seq.row.done = "length"
             piece += seq.row.flush()
         if piece:

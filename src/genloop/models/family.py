@@ -181,19 +181,40 @@ def sample_next(
     history: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pick the next token of each row of ``logits`` (B, V) -> (B,). Temperature 0 is greedy."""
+    if temperature <= 0:
+        logits = logits.float()
+        if repetition_penalty != 1.0 and history is not None:
+            logits = apply_repetition_penalty(logits, history, repetition_penalty)
+        return logits.argmax(dim=-1)
+    probs = next_token_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                             repetition_penalty=repetition_penalty, history=history)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def next_token_probs(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    history: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The distribution ``sample_next`` draws from when temperature > 0, (B, V).
+
+    Row by row, so a batcher can compute it once for many sequences with the same settings and
+    then draw each row with that sequence's own generator.
+    """
     logits = logits.float()
     if repetition_penalty != 1.0 and history is not None:
         logits = apply_repetition_penalty(logits, history, repetition_penalty)
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
     # shift first: a tiny temperature must not overflow the largest logit to inf (→ NaN)
     logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None:
         logits = filter_top_k(logits, top_k)
     if top_p is not None and top_p < 1.0:
         logits = filter_top_p(logits, top_p)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return torch.softmax(logits, dim=-1)
 
 
 def apply_repetition_penalty(logits: torch.Tensor, history: torch.Tensor, penalty: float):

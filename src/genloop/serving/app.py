@@ -158,10 +158,15 @@ def create_app(config: ServeConfig | None = None, store: Store | None = None) ->
 
 def run(config: ServeConfig, log_level: str = "info", **uvicorn_options: Any) -> None:
     """Serve until interrupted (``genloop serve``)."""
+    import torch
     import uvicorn
 
+    torch.set_num_threads(config.threads)
     if not config.auth:
         log.warning("AUTH IS OFF: anyone who can reach %s:%d can use every model and read every "
                     "generation", config.host, config.port)
+    # keep idle connections longer than clients' own pools do (httpx, openai: 5 s), so a client
+    # never sends on a connection the server is closing at that moment
+    uvicorn_options.setdefault("timeout_keep_alive", 30)
     uvicorn.run(create_app(config), host=config.host, port=config.port, log_level=log_level,
                 **uvicorn_options)

@@ -35,6 +35,9 @@ class ServeConfig(BaseModel):
     image_queue: int = Field(4, ge=0, description="image requests waiting before 503")
     rate_limit: int = Field(600, ge=0, description="requests per key per minute; 0 = unlimited")
     models_loaded: int = Field(4, ge=1, description="model versions kept loaded (LRU)")
+    threads: int = Field(1, ge=1, le=256, description=(
+        "torch threads for the models' forward passes; small models decode fastest on one, "
+        "which leaves the other cores to HTTP"))
     keepalive_s: float = Field(5.0, gt=0, description="SSE keep-alive comment interval")
 
     @model_validator(mode="after")

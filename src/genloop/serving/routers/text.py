@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from genloop.errors import InvalidInput
-from genloop.generation.batching import Failed, Finished, Piece, Ticket
+from genloop.generation.batching import Event, Failed, Finished, Piece, Ticket
 from genloop.generation.service import TextModel, load
 from genloop.generation.text import TextRequest, resolve_seed
 from genloop.serving.deps import CallerDep, ServerState, StateDep, run_idempotent
@@ -57,6 +57,7 @@ class _Run:
                  extra: dict[str, Any]):
         self.state, self.model, self.request, self.extra = state, model, request, extra
         self.events: asyncio.Queue = asyncio.Queue()
+        self.last_sent = time.monotonic()  # for keep-alive comments
         loop = asyncio.get_running_loop()
         batcher = model.batcher(state.config.max_batch, state.config.max_queue)
         if batcher.on_step is None:
@@ -167,6 +168,34 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
     return await run_idempotent(state, caller, request, body, work)
 
 
+KEEPALIVE = object()  # queued by the timer when no event came for keepalive_s
+
+
+async def _keepalive(run: _Run, every_s: float) -> None:
+    """Queue a KEEPALIVE whenever the stream has sent nothing for ``every_s``."""
+    while True:
+        await asyncio.sleep(max(0.0, run.last_sent + every_s - time.monotonic()))
+        if time.monotonic() - run.last_sent >= every_s and run.events.empty():
+            run.events.put_nowait(KEEPALIVE)
+            run.last_sent = time.monotonic()
+
+
+def _coalesced(first: Event, queue: asyncio.Queue) -> list[Event]:
+    """``first`` and whatever else is already queued, with consecutive pieces of one choice
+    joined: when the event loop falls behind the decoder, it sends fewer, larger chunks."""
+    events = [first]
+    while not queue.empty():
+        event = queue.get_nowait()
+        last = events[-1]
+        if event is KEEPALIVE:
+            continue  # events are flowing: no need
+        if isinstance(event, Piece) and isinstance(last, Piece) and last.index == event.index:
+            events[-1] = Piece(event.index, last.text + event.text)
+        else:
+            events.append(event)
+    return events
+
+
 async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, include_usage: bool,
                   keepalive_s: float) -> AsyncIterator[str]:
     """SSE chunks until every choice has finished, then ``[DONE]``; an error ends the stream
@@ -185,6 +214,8 @@ async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, incl
                      "choices": [choice]})
 
     finished, completion = 0, 0
+    # a timer rather than a timeout on every get(): asyncio.wait_for costs a task per token
+    keepalive = asyncio.create_task(_keepalive(run, keepalive_s))
     try:
         if chat:
             for i in range(run.ticket.choices):
@@ -192,21 +223,21 @@ async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, incl
                             "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
                                          "finish_reason": None}]})
         while finished < run.ticket.choices:
-            try:
-                event = await asyncio.wait_for(run.events.get(), keepalive_s)
-            except asyncio.TimeoutError:  # noqa: UP041 - a different class on Python 3.10
-                yield ": keep-alive\n\n"
-                continue
-            if isinstance(event, Piece):
-                yield chunk(event.index, event.text)
-            elif isinstance(event, Finished):
-                gid = await run.finish(event)
-                finished += 1
-                completion += event.output.tokens
-                yield chunk(event.index, None, event.output.finish_reason, generation_id=gid)
-            else:
-                yield _sse(_error_payload(event.error))
-                return
+            first = await run.events.get()
+            run.last_sent = time.monotonic()
+            for event in _coalesced(first, run.events):
+                if event is KEEPALIVE:
+                    yield ": keep-alive\n\n"
+                elif isinstance(event, Piece):
+                    yield chunk(event.index, event.text)
+                elif isinstance(event, Finished):
+                    gid = await run.finish(event)
+                    finished += 1
+                    completion += event.output.tokens
+                    yield chunk(event.index, None, event.output.finish_reason, generation_id=gid)
+                else:
+                    yield _sse(_error_payload(event.error))
+                    return
         if include_usage:
             yield _sse({"id": rid, "object": chunk_kind, "created": created, "model": model,
                         "choices": [], "usage": {"prompt_tokens": run.prompt_tokens,
@@ -216,6 +247,7 @@ async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, incl
     except Exception as e:  # recording failed: tell the client, never leave it hanging
         yield _sse(_error_payload(e))
     finally:
+        keepalive.cancel()
         run.ticket.cancel()
 
 
