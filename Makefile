@@ -28,3 +28,4 @@ bench: setup   # ~2 hours on 2 cores; rewrites BENCHMARKS.md from bench/results/
 	.venv/bin/python -m bench.kv_cache
 	.venv/bin/python -m bench.tang_poems
 	.venv/bin/python -m bench.images
+	.venv/bin/python -m bench.serving

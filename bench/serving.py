@@ -464,10 +464,9 @@ def report(model: dict[str, Any], levels: dict[str, Any], inproc: dict[str, Any]
         f"process on the same two cores, each streaming `POST /v1/completions` back to back "
         f"(`max_tokens` {MAX_TOKENS}, temperature {TEMPERATURE}, prompts of 4–7 characters, so a "
         "stream that runs to its length crosses the 128-token context once and its slot refills "
-        "half a context). Other agents' jobs were using the CPU during the run (1-minute load "
-        f"average {min(loads):.1f}–{max(loads):.1f} before each level on 2 cores, this benchmark's "
-        "own processes included), so absolute figures are lower and noisier than on an idle "
-        "machine.",
+        "half a context). The server, the clients and the in-process baseline share the two "
+        f"cores (1-minute load average {min(loads):.1f}–{max(loads):.1f} before each level, this "
+        "benchmark's own processes included).",
         "",
         f"**Throughput** (`--rate-limit 0`, `--max-batch 16 --queue 32`): {rounds} interleaved "
         f"round{'s' if rounds > 1 else ''} of {seconds:g} s per level. Tokens/s counts the "
@@ -476,7 +475,8 @@ def report(model: dict[str, Any], levels: dict[str, Any], inproc: dict[str, Any]
         "from sending to the first text chunk; per-token latency is the gap between chunks of one "
         "stream. Mean batch is the server's sequences per decoding step (its `/metrics`). The "
         "baseline column is the same load on the model's batcher inside one process, without "
-        f"HTTP ({SERVER_THREADS} threads, one window of {seconds:g} s per level, same run).",
+        f"HTTP ({SERVER_THREADS} thread{'s' if SERVER_THREADS > 1 else ''}, one window of "
+        f"{seconds:g} s per level, same run).",
         "",
         table(["clients", "tokens/s", "vs 1 client", "baseline: batcher, no HTTP", "mean batch",
                "TTFT p50 (ms)", "TTFT p99 (ms)",

@@ -7,7 +7,9 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +119,74 @@ def tiny_image_recipe_dict(family: str, *, name: str | None = None, steps: int =
         "eval": {"num_samples": 40, "batch_size": 40, "steps": 4, "grid": 16, "extractor_steps": 30,
                  "importance_samples": 4, "nll_images": 20},
     }
+
+
+# --- a real `genloop serve` ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A ``genloop serve`` process on a loopback port."""
+
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def client(self, key: str | None, **kw: Any) -> Any:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kw)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(home: Path, *flags: str, log: Path | None = None) -> Server:
+    """``genloop serve`` over workspace ``home`` on a free port; returns once /health answers."""
+    import time
+
+    import httpx
+
+    port = free_port()
+    log = log or home.parent / f"serve-{port}.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(BIN / "genloop"), "serve", "--port", str(port), "--log-level", "warning", *flags],
+            env=workspace_env(home), stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"genloop serve exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return Server(url, process, log)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"genloop serve did not answer /health: {log.read_text()[-2000:]}")
+
+
+@contextmanager
+def serving(home: Path, *flags: str, log: Path | None = None) -> Iterator[Server]:
+    """``with serving(home) as server:`` a ``genloop serve`` for the block."""
+    server = start_server(home, *flags, log=log)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -12,23 +12,16 @@ docs/img/studio-*.png; a normal run writes nothing outside its temporary directo
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
 from ..conftest import (  # noqa: TID252
-    BIN,
     run_cli,
+    serving,
     tiny_image_recipe_dict,
     tiny_recipe_dict,
-    workspace_env,
     write_corpus,
 )
 
@@ -43,42 +36,6 @@ if not Path(CHROMIUM).exists() and not os.environ.get("CI"):  # in CI a missing 
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serving(home: Path, *flags: str) -> Iterator[str]:
-    """`genloop serve` on a free loopback port over ``home`` until the block ends; its URL."""
-    port = free_port()
-    log = home.parent / f"serve-{port}.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(BIN / "genloop"), "serve", "--port", str(port), *flags],
-                                env=workspace_env(home), stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "genloop serve did not answer /health:\n" + log.read_text()
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
@@ -147,8 +104,8 @@ def generate_text(page: Page, prompt: str, *, seed: int, temperature: str, max_t
 
 def test_studio_in_a_browser(workspace_with_models: tuple[Path, str]) -> None:
     home, key = workspace_with_models
-    with (serving(home) as url, sync_playwright() as p,
-          httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as api):
+    with serving(home) as server, sync_playwright() as p, server.client(key) as api:
+        url = server.url
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
@@ -295,9 +252,9 @@ def test_studio_in_a_browser(workspace_with_models: tuple[Path, str]) -> None:
             context.close()
 
             # With auth off (loopback only), the studio says so on every page, no key asked
-            with serving(home, "--no-auth") as open_url:
+            with serving(home, "--no-auth") as open_server:
                 page = browser.new_page()
-                page.goto(open_url + "/#/models")
+                page.goto(open_server.url + "/#/models")
                 expect(page.locator("#auth-banner")).to_be_visible()
                 expect(page.locator("#auth-banner")).to_contain_text("Authentication is off")
                 expect(page.locator("#model-cards article.model").first).to_be_visible()

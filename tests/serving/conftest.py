@@ -3,24 +3,22 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from ..conftest import (  # noqa: TID252
     BIN,
+    Server,
     tiny_image_recipe_dict,
     tiny_recipe_dict,
     workspace_env,
     write_corpus,
 )
+from ..conftest import start_server as start_workspace_server  # noqa: TID252
 
 
 @dataclass
@@ -32,12 +30,6 @@ class Workspace:
 
     def env(self) -> dict[str, str]:
         return workspace_env(self.home)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_workspace(root: Path) -> Workspace:
@@ -64,47 +56,9 @@ def create_key(home: Path, name: str) -> str:
     return next(w for w in out.split() if w.startswith("gl_"))
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def client(self, key: str | None, **kw) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kw)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_server(ws: Workspace, *args: str, log: Path | None = None) -> Server:
-    """``genloop serve`` in ``ws`` on a free port; returns once /health answers."""
-    port = free_port()
-    log = log or ws.home.parent / f"serve-{port}.log"
-    env = ws.env()
-    env["OMP_NUM_THREADS"] = os.environ.get("GENLOOP_TEST_SERVER_THREADS", "1")
-    process = subprocess.Popen(
-        [str(BIN / "genloop"), "serve", "--port", str(port), "--log-level", "warning", *args],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"genloop serve exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return Server(url, process, log)
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"genloop serve did not start: {log.read_text()[-2000:]}")
+def start_server(ws: Workspace, *flags: str, log: Path | None = None) -> Server:
+    """``genloop serve`` over the shared workspace (see tests/conftest.py)."""
+    return start_workspace_server(ws.home, *flags, log=log)
 
 
 @pytest.fixture(scope="session")
