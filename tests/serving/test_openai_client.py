@@ -69,11 +69,12 @@ def test_chat_plain_and_streaming_agree(client, served_workspace):
 
 def test_streaming_completion_with_usage(client, served_workspace):
     stream = client.completions.create(model=served_workspace.text_model, prompt="The", seed=1,
-                                       max_tokens=8, stream=True,
+                                       max_tokens=120, stream=True,
                                        stream_options={"include_usage": True})
     chunks = list(stream)
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 120
     pieces = [c.choices[0].text for c in chunks if c.choices and c.choices[0].text]
+    # pieces the client has not read yet are sent together, so fewer chunks than tokens
     assert len(pieces) >= 2, "the text came in one piece: not streamed"
 
 
