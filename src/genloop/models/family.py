@@ -121,6 +121,26 @@ class SlotDecoder(Protocol):
         ...
 
 
+def check_slot(slot: int, slots: int) -> int:
+    """``slot`` if it is one of a decoder's ``slots``, else IndexError."""
+    if not 0 <= slot < slots:
+        raise IndexError(f"slot {slot} out of range: this decoder has slots 0..{slots - 1}")
+    return slot
+
+
+def check_step(slots: list[int], tokens: torch.Tensor, n_slots: int,
+               occupied: Callable[[int], bool]) -> None:
+    """The arguments of ``SlotDecoder.step``, checked the same way by every family."""
+    if tokens.shape != (len(slots),):
+        raise ValueError(f"step takes one token per slot: {len(slots)} slots, "
+                         f"tokens of shape {tuple(tokens.shape)}")
+    if len(set(slots)) != len(slots):
+        raise ValueError(f"step takes distinct slots, got {slots}")
+    for s in slots:
+        if not occupied(check_slot(s, n_slots)):
+            raise ValueError(f"slot {s} is free: prefill it before stepping it")
+
+
 @dataclass(frozen=True)
 class Family:
     name: str

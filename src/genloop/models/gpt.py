@@ -21,7 +21,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from genloop.models.family import Family, SlotDecoder, TextModelConfig, TokenRequest, sample_next
+from genloop.models.family import (
+    Family,
+    SlotDecoder,
+    TextModelConfig,
+    TokenRequest,
+    check_slot,
+    check_step,
+    sample_next,
+)
 
 
 class GPTConfig(TextModelConfig):
@@ -243,9 +251,7 @@ class SlotKVCache:
         self.history: list[list[int] | None] = [None] * slots
 
     def _check(self, slot: int) -> int:
-        if not 0 <= slot < self.slots:
-            raise IndexError(f"slot {slot} out of range: this decoder has slots 0..{self.slots - 1}")
-        return slot
+        return check_slot(slot, self.slots)
 
     @torch.no_grad()
     def _fill(self, slot: int, ids: list[int]) -> torch.Tensor:
@@ -272,14 +278,7 @@ class SlotKVCache:
     @torch.no_grad()
     def step(self, slots: list[int], tokens: torch.Tensor) -> torch.Tensor:
         # 1. validate; append each token to its slot's history
-        if tokens.shape != (len(slots),):
-            raise ValueError(f"step takes one token per slot: {len(slots)} slots, "
-                             f"tokens of shape {tuple(tokens.shape)}")
-        if len(set(slots)) != len(slots):
-            raise ValueError(f"step takes distinct slots, got {slots}")
-        for s in slots:
-            if self.history[self._check(s)] is None:
-                raise ValueError(f"slot {s} is free: prefill it before stepping it")
+        check_step(slots, tokens, self.slots, lambda s: self.history[s] is not None)
         if not slots:
             return torch.empty(0, self.model.config.vocab_size, device=self.device)
         block = self.model.config.block_size

@@ -16,7 +16,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field
 
-from genloop.models.family import Family, SlotDecoder, TextModelConfig, TokenRequest, sample_next
+from genloop.models.family import (
+    Family,
+    SlotDecoder,
+    TextModelConfig,
+    TokenRequest,
+    check_slot,
+    check_step,
+    sample_next,
+)
 
 
 class LSTMConfig(TextModelConfig):
@@ -107,9 +115,7 @@ class SlotStates:
         self.occupied = [False] * slots
 
     def _check(self, slot: int) -> int:
-        if not 0 <= slot < self.slots:
-            raise IndexError(f"slot {slot} out of range: this decoder has slots 0..{self.slots - 1}")
-        return slot
+        return check_slot(slot, self.slots)
 
     @torch.no_grad()
     def prefill(self, slot: int, ids: torch.Tensor) -> torch.Tensor:
@@ -126,14 +132,7 @@ class SlotStates:
 
     @torch.no_grad()
     def step(self, slots: list[int], tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.shape != (len(slots),):
-            raise ValueError(f"step takes one token per slot: {len(slots)} slots, "
-                             f"tokens of shape {tuple(tokens.shape)}")
-        if len(set(slots)) != len(slots):
-            raise ValueError(f"step takes distinct slots, got {slots}")
-        for s in slots:
-            if not self.occupied[self._check(s)]:
-                raise ValueError(f"slot {s} is free: prefill it before stepping it")
+        check_step(slots, tokens, self.slots, lambda s: self.occupied[s])
         if not slots:
             return torch.empty(0, self.model.config.vocab_size, device=self.device)
         idx = torch.tensor(slots, device=self.device)
