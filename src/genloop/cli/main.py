@@ -517,7 +517,8 @@ def quickstart(
     nexts = [f"genloop generate {refs[0]} --prompt 'The ' --seed 1", f"genloop models show {refs[0]}"]
     if images:
         nexts.append(f"genloop generate {refs[1]} -n 16 --class 7 --out sevens.png")
-    nexts += ["genloop train shakespeare-char", "genloop train mnist-diffusion"]
+    nexts += ["genloop keys create me && genloop serve      # API + studio at http://127.0.0.1:8000",
+              "genloop train shakespeare-char", "genloop train mnist-diffusion"]
     for cmd in nexts:
         out.print(f"  {cmd}", highlight=False, markup=False)
 
