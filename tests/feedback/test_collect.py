@@ -99,8 +99,8 @@ def test_record_preference(store: Store, generate: Any) -> None:
         "preference", a.id, b.id, 1)
     with pytest.raises(InvalidInput, match="two different generations"):
         record_preference(store, PreferenceIn(chosen=a.id, rejected=a.id))
-    with pytest.raises(NotFound, match="'missing'"):
-        record_preference(store, PreferenceIn(chosen=a.id, rejected="missing"))
+    with pytest.raises(NotFound, match="'deadbeef'"):
+        record_preference(store, PreferenceIn(chosen=a.id, rejected="deadbeef"))
 
 
 def test_preference_pairs_export_text_pairs_of_one_prompt(store: Store, generate: Any) -> None:

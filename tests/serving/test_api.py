@@ -4,6 +4,7 @@ admission control, rate limits, disconnects; and failures injected into an in-pr
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import threading
 import time
@@ -141,7 +142,8 @@ def test_full_queue_gets_503_with_retry_after(served_workspace):
     srv = start_server(served_workspace, "--max-batch", "1", "--queue", "0")
     try:
         with srv.client(served_workspace.key) as c, srv.client(served_workspace.key) as c2:
-            body = {"model": "tiny-text", "prompt": "The", "max_tokens": 2000, "temperature": 1.0}
+            # greedy: the same long text every run (a sampled one might end early and free the slot)
+            body = {"model": "tiny-text", "prompt": "The", "max_tokens": 2000, "temperature": 0}
             lines = stream_lines(c, body)
             r, _ = next(lines)
             assert r.status_code == 200
@@ -149,6 +151,8 @@ def test_full_queue_gets_503_with_retry_after(served_workspace):
             assert busy.status_code == 503, busy.text
             assert int(busy.headers["retry-after"]) >= 1
             assert busy.json()["error"]["type"] == "overloaded_error"
+            still = sum(line.startswith("data: {") for _, line in itertools.islice(lines, 100))
+            assert still > 10, "the first stream ended: the test did not hold the only slot"
     finally:
         srv.stop()
 

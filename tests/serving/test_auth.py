@@ -34,7 +34,7 @@ def app_routes() -> list[tuple[str, str]]:
 
 
 def concrete(path: str) -> str:
-    return re.sub(r"\{([^}:]+)(:path)?\}", lambda m: "x" if m[1] != "model" else "tiny-text", path)
+    return re.sub(r"\{([^}:]+)(:path)?\}", lambda m: "ab12" if m[1] != "model" else "tiny-text", path)
 
 
 def test_the_route_list_is_not_empty_and_has_the_api():

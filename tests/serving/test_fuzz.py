@@ -11,6 +11,7 @@ so that fuzzed completions stay cheap.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -121,7 +122,8 @@ def test_no_operation_answers_5xx(api_schema, served_workspace: Workspace) -> No
     {"temperature": 1e-45},  # logits / temperature overflow to inf: softmax gives NaN
     {"top_p": 1e-46},  # below float32's smallest subnormal: p rounds to 0, every token dropped
     {"top_p": 5e-324, "top_k": 1},
-], ids=["temperature-1e-45", "top_p-1e-46", "top_p-5e-324-top_k-1"])
+    {"temperature": 3.7855938646167296e-261},  # rounds to 0.0 in float32: 0/0 gave NaN
+], ids=["temperature-1e-45", "top_p-1e-46", "top_p-5e-324-top_k-1", "temperature-4e-261"])
 @pytest.mark.parametrize("route", ["completions", "chat/completions"])
 def test_fuzzing_findings_are_not_server_errors(fuzz_server: Server, served_workspace: Workspace,
                                                 route: str, body: dict[str, Any]) -> None:
@@ -133,3 +135,19 @@ def test_fuzzing_findings_are_not_server_errors(fuzz_server: Server, served_work
     with fuzz_server.client(ws.key) as http:
         r = http.post(f"/v1/{route}", json={"model": ws.text_model, "max_tokens": 4, **text, **body})
     assert r.status_code in (200, 400), r.text
+
+
+@pytest.mark.parametrize("field,body", [
+    ("prompt", {"prompt": "\udbac x"}), ("prompt", {"prompt": ["ok", "\ud800"]}),
+    ("stop", {"prompt": "x", "stop": "\udfff"}), ("user", {"prompt": "x", "user": "\ud800"}),
+    ("messages.0.content", {"messages": [{"role": "user", "content": "\udbac x"}]}),
+])
+def test_lone_surrogates_are_a_400_naming_the_field(fuzz_server: Server, served_workspace: Workspace,
+                                                    field: str, body: dict[str, Any]) -> None:
+    """JSON may escape a lone surrogate; it is not text, cannot be tokenized or stored: 400."""
+    route = "chat/completions" if "messages" in body else "completions"
+    with fuzz_server.client(served_workspace.key) as http:
+        raw = json.dumps({"model": served_workspace.text_model, "max_tokens": 2, **body})  # \\ud800
+        r = http.post(f"/v1/{route}", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"].startswith(field), r.text

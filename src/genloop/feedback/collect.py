@@ -10,14 +10,24 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from genloop.store import FeedbackRecord, Store
 
 COMMENT_LIMIT = 2000
 
-Comment = Annotated[str, Field(max_length=COMMENT_LIMIT)]
-GenerationId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+def _unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in JSON) cannot be stored
+        raise ValueError("not valid Unicode text (a lone surrogate)") from None
+    return text
+
+
+Comment = Annotated[str, Field(max_length=COMMENT_LIMIT), AfterValidator(_unicode)]
+GenerationId = Annotated[str, Field(pattern=r"^[0-9a-f]{1,64}$")]
 
 
 class RatingIn(BaseModel):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from genloop.errors import CorruptArtifact, InvalidInput
 
@@ -27,6 +27,15 @@ class ChatMessage(BaseModel):
 
     role: Role
     content: str = Field(max_length=100_000)
+
+    @field_validator("content")
+    @classmethod
+    def _text(cls, v: str) -> str:
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in JSON) is not text
+            raise ValueError("not valid Unicode text (a lone surrogate)") from None
+        return v
 
 
 class ChatTemplate(BaseModel):

@@ -47,6 +47,16 @@ class TextRequest(BaseModel):
             raise ValueError("stop strings must be non-empty")
         return v
 
+    @field_validator("prompt", "stop")
+    @classmethod
+    def _unicode(cls, v: str | list[str]) -> str | list[str]:
+        for text in [v] if isinstance(v, str) else v:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates: from JSON escapes or undecodable argv
+                raise ValueError("not valid Unicode text (a lone surrogate)") from None
+        return v
+
     @property
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)

@@ -228,8 +228,9 @@ def next_token_probs(
     logits = logits.float()
     if repetition_penalty != 1.0 and history is not None:
         logits = apply_repetition_penalty(logits, history, repetition_penalty)
-    # shift first: a tiny temperature must not overflow the largest logit to inf (→ NaN)
-    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+    # shift first, so a tiny temperature cannot overflow the largest logit to inf (→ NaN); and
+    # keep it above zero in float32 (1e-300 rounds to 0: 0/0 = NaN); at 1e-6 it is argmax already
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / max(temperature, 1e-6)
     if top_k is not None:
         logits = filter_top_k(logits, top_k)
     if top_p is not None and top_p < 1.0:

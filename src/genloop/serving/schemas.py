@@ -6,11 +6,23 @@ routes; the bounds here are the ones no server could accept.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from genloop.generation.chat import ChatMessage
+
+
+def _unicode(text: str) -> str:
+    """JSON may carry lone surrogates ("\\ud800"); they are not text and cannot be stored."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
 
 
 class _Body(BaseModel):
@@ -29,9 +41,9 @@ class _TextBody(_Body):
     n: int = Field(1, ge=1, le=64, description="choices; choice i is seeded with seed + i")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = Field(None, description="up to 4 stop strings")
+    stop: Text | list[Text] | None = Field(None, description="up to 4 stop strings")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="None = a fresh random seed")
-    user: str | None = Field(None, max_length=256)
+    user: Text | None = Field(None, max_length=256)
     top_k: int | None = Field(None, ge=1, le=1_000_000, description="genloop extra")
     repetition_penalty: float = Field(1.0, ge=1.0, le=10.0, description="genloop extra")
 
@@ -47,7 +59,7 @@ class _TextBody(_Body):
 
 
 class CompletionBody(_TextBody):
-    prompt: str | list[str] = Field("", description="one prompt or a list of prompts")
+    prompt: Text | list[Text] = Field("", description="one prompt or a list of prompts")
 
 
 class ChatBody(_TextBody):
@@ -58,13 +70,13 @@ class ImageBody(_Body):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     model: str = Field(min_length=1, max_length=80)
-    prompt: str = Field("", max_length=1000, description="a class name of the model picks the class")
+    prompt: Text = Field("", max_length=1000, description="a class name of the model picks the class")
     n: int = Field(1, ge=1, le=64)
     size: str | None = Field(None, pattern=r"^\d{1,5}x\d{1,5}$", description="'WxH', the model's size")
     response_format: Literal["url", "b64_json"] = "url"
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    user: str | None = Field(None, max_length=256)
-    class_: int | str | None = Field(None, alias="class", description="genloop extra: class name or index")
+    user: Text | None = Field(None, max_length=256)
+    class_: int | Text | None = Field(None, alias="class", description="genloop extra: class name or index")
     guidance: float | None = Field(None, ge=0.0, le=20.0, description="genloop extra")
     steps: int | None = Field(None, ge=1, le=1000, description="genloop extra")
     sampler: Literal["ddim", "ddpm"] = "ddim"

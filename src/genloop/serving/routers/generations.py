@@ -4,10 +4,10 @@ with their ``Idempotency-Key`` record (``genloop.feedback``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from pathlib import Path as FilePath
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -27,6 +27,7 @@ router = APIRouter(prefix="/v1", tags=["generations"],
                               404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
 
 GENERATION_ID = r"^[0-9a-f]{1,64}$"
+GenerationId = Annotated[str, Path(pattern=GENERATION_ID, description="a generation's id")]
 
 
 def feedback_object(f) -> FeedbackObject:  # noqa: ANN001 - a store FeedbackRecord
@@ -67,7 +68,7 @@ async def list_generations(
 
 
 @router.get("/generations/{generation_id}", summary="One generation: request, seed, output, feedback")
-async def get_generation(generation_id: str, state: StateDep, caller: CallerDep,
+async def get_generation(generation_id: GenerationId, state: StateDep, caller: CallerDep,
                          request: Request) -> GenerationObject:
     def one() -> GenerationObject:
         g = state.store.get_generation(generation_id)
@@ -79,11 +80,11 @@ async def get_generation(generation_id: str, state: StateDep, caller: CallerDep,
 @router.get("/generations/{generation_id}/content", summary="The text, or the PNG with provenance",
             response_class=Response,
             responses={200: {"content": {"text/plain": {}, "image/png": {}}}})
-async def get_content(generation_id: str, state: StateDep, caller: CallerDep) -> Response:
+async def get_content(generation_id: GenerationId, state: StateDep, caller: CallerDep) -> Response:
     g = await run_in_threadpool(state.store.get_generation, generation_id)
     if g.file is None:
         return PlainTextResponse(g.output or "")
-    path = Path(g.file)
+    path = FilePath(g.file)
     if not path.is_file():
         raise NotFound(f"the file of generation {generation_id!r} is gone from the workspace")
     return FileResponse(path, media_type="image/png", filename=f"{g.content_hash[-16:]}.png")
@@ -99,7 +100,7 @@ async def _write_feedback(state: StateDep, caller: CallerDep, request: Request, 
 
 @router.post("/generations/{generation_id}/feedback", status_code=201,
              summary="Rate a generation 1–5, or thumbs up/down")
-async def add_feedback(generation_id: str, body: RatingIn, state: StateDep, caller: CallerDep,
+async def add_feedback(generation_id: GenerationId, body: RatingIn, state: StateDep, caller: CallerDep,
                        request: Request) -> FeedbackObject:
     return await _write_feedback(  # type: ignore[return-value]
         state, caller, request, body,

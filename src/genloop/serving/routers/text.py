@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from genloop.errors import InvalidInput
+from genloop.errors import InvalidInput, validation_message
 from genloop.generation.batching import Event, Failed, Finished, Piece, Ticket
 from genloop.generation.service import TextModel, load
 from genloop.generation.text import TextRequest, resolve_seed
@@ -88,10 +88,16 @@ class _Run:
 
 def _text_request(state: ServerState, body: CompletionBody | ChatBody, prompt: str | list[str],
                   stops: list[str]) -> TextRequest:
-    return TextRequest(prompt=prompt, max_new_tokens=body.max_tokens, temperature=body.temperature,
-                       top_p=body.top_p if body.top_p < 1.0 else None, top_k=body.top_k,
-                       repetition_penalty=body.repetition_penalty, stop=stops,
-                       seed=resolve_seed(body.seed), num_samples=body.n)
+    """OpenAI's names onto genloop's, in this one place (max_tokens → max_new_tokens, n →
+    num_samples); whatever the core refuses is the client's 400, never a 500."""
+    try:
+        return TextRequest(prompt=prompt, max_new_tokens=body.max_tokens,
+                           temperature=body.temperature,
+                           top_p=body.top_p if body.top_p < 1.0 else None, top_k=body.top_k,
+                           repetition_penalty=body.repetition_penalty, stop=stops,
+                           seed=resolve_seed(body.seed), num_samples=body.n)
+    except ValueError as e:  # pydantic's ValidationError
+        raise InvalidInput(validation_message(e)) from None
 
 
 def _sse(data: dict[str, Any] | str) -> str:
