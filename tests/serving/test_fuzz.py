@@ -12,6 +12,7 @@ so that fuzzed completions stay cheap.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -29,7 +30,10 @@ from schemathesis.core.failures import FailureGroup  # noqa: E402
 
 from .conftest import Server, Workspace, start_server  # noqa: E402
 
-MAX_EXAMPLES = 20  # per operation and mode: 12 operations, about 15 s on two shared cores
+# The suite runs a fixed set of examples (derandomized: the same requests every run, so CI is
+# reproducible). To hunt for new failures: GENLOOP_FUZZ_RANDOM=1 GENLOOP_FUZZ_EXAMPLES=200.
+MAX_EXAMPLES = int(os.environ.get("GENLOOP_FUZZ_EXAMPLES", "20"))
+RANDOM = os.environ.get("GENLOOP_FUZZ_RANDOM") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +89,7 @@ def _fuzz(operation, mode: GenerationMode, hooks, auth: dict[str, str],  # noqa:
     with its request (not shrunk: the curl line is reproduction enough)."""
 
     @given(case=operation.as_strategy(generation_mode=mode, hooks=hooks))
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
+    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=not RANDOM,
               phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
     def one(case) -> None:  # noqa: ANN001 - a schemathesis Case
         try:
