@@ -6,6 +6,10 @@ where there is one, the fix.
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import BeforeValidator
+
 
 class GenloopError(Exception):
     """Base of every error genloop raises on purpose."""
@@ -72,3 +76,20 @@ def validation_message(error: Exception, prefix: str = "") -> str:
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
         parts.append(f"{loc or 'value'}: {msg}")
     return "; ".join(parts)
+
+
+def check_unicode(text: object) -> object:
+    """``text``, if it is text: JSON escapes ("\\ud800") and undecodable command-line bytes can
+    carry lone surrogates, which no tokenizer, database or file can take. ValueError otherwise
+    (pydantic reports it against the field). Runs before the str checks, so length limits on
+    the field keep their usual messages; what is not a str is left to them."""
+    if not isinstance(text, str):
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate)") from None
+    return text
+
+
+UnicodeText = Annotated[str, BeforeValidator(check_unicode)]

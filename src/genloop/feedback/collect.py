@@ -10,23 +10,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from genloop.errors import check_unicode
 from genloop.store import FeedbackRecord, Store
 
 COMMENT_LIMIT = 2000
 
 
 
-def _unicode(text: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in JSON) cannot be stored
-        raise ValueError("not valid Unicode text (a lone surrogate)") from None
-    return text
-
-
-Comment = Annotated[str, Field(max_length=COMMENT_LIMIT), AfterValidator(_unicode)]
+Comment = Annotated[str, Field(max_length=COMMENT_LIMIT), BeforeValidator(check_unicode)]
 GenerationId = Annotated[str, Field(pattern=r"^[0-9a-f]{1,64}$")]
 
 

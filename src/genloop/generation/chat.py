@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from genloop.errors import CorruptArtifact, InvalidInput
+from genloop.errors import CorruptArtifact, InvalidInput, check_unicode
 
 Role = Literal["system", "user", "assistant"]
 
@@ -26,16 +26,7 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Role
-    content: str = Field(max_length=100_000)
-
-    @field_validator("content")
-    @classmethod
-    def _text(cls, v: str) -> str:
-        try:
-            v.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in JSON) is not text
-            raise ValueError("not valid Unicode text (a lone surrogate)") from None
-        return v
+    content: Annotated[str, Field(max_length=100_000), BeforeValidator(check_unicode)]
 
 
 class ChatTemplate(BaseModel):

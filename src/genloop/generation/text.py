@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from genloop.errors import InvalidInput
+from genloop.errors import InvalidInput, UnicodeText
 from genloop.models.family import Family, TokenRequest
 from genloop.tokenizers import Tokenizer
 
@@ -29,13 +29,13 @@ class TextRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str | list[str] = ""
+    prompt: UnicodeText | list[UnicodeText] = ""
     max_new_tokens: int = Field(200, ge=1, le=100_000)
     temperature: float = Field(0.8, ge=0.0, le=5.0, description="0 = greedy")
     top_k: int | None = Field(None, ge=1, le=1_000_000)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     repetition_penalty: float = Field(1.0, ge=1.0, le=10.0)
-    stop: list[str] = Field(default_factory=list, max_length=16)
+    stop: list[UnicodeText] = Field(default_factory=list, max_length=16)
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="None = a fresh random seed")
     num_samples: int = Field(1, ge=1, le=64, description="samples per prompt")
     use_cache: bool = True
@@ -45,16 +45,6 @@ class TextRequest(BaseModel):
     def _no_empty_stop(cls, v: list[str]) -> list[str]:
         if any(s == "" for s in v):
             raise ValueError("stop strings must be non-empty")
-        return v
-
-    @field_validator("prompt", "stop")
-    @classmethod
-    def _unicode(cls, v: str | list[str]) -> str | list[str]:
-        for text in [v] if isinstance(v, str) else v:
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:  # lone surrogates: from JSON escapes or undecodable argv
-                raise ValueError("not valid Unicode text (a lone surrogate)") from None
         return v
 
     @property

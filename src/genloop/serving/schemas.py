@@ -8,21 +8,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from genloop.errors import UnicodeText as Text
+from genloop.errors import check_unicode
 from genloop.generation.chat import ChatMessage
 
 
-def _unicode(text: str) -> str:
-    """JSON may carry lone surrogates ("\\ud800"); they are not text and cannot be stored."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("not valid Unicode text (a lone surrogate)") from None
-    return text
+def _text(max_length: int) -> Any:
+    """A bounded text field; the length is checked first, so its message stays the usual one."""
+    return Annotated[str, Field(max_length=max_length), BeforeValidator(check_unicode)]
 
 
-Text = Annotated[str, AfterValidator(_unicode)]
+User = _text(256)
+ImagePrompt = _text(1000)
 
 
 class _Body(BaseModel):
@@ -43,7 +42,7 @@ class _TextBody(_Body):
     stream_options: StreamOptions | None = None
     stop: Text | list[Text] | None = Field(None, description="up to 4 stop strings")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="None = a fresh random seed")
-    user: Text | None = Field(None, max_length=256)
+    user: User | None = None
     top_k: int | None = Field(None, ge=1, le=1_000_000, description="genloop extra")
     repetition_penalty: float = Field(1.0, ge=1.0, le=10.0, description="genloop extra")
 
@@ -70,22 +69,16 @@ class ImageBody(_Body):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     model: str = Field(min_length=1, max_length=80)
-    prompt: Text = Field("", max_length=1000, description="a class name of the model picks the class")
+    prompt: ImagePrompt = Field("", description="a class name of the model picks the class")
     n: int = Field(1, ge=1, le=64)
     size: str | None = Field(None, pattern=r"^\d{1,5}x\d{1,5}$", description="'WxH', the model's size")
     response_format: Literal["url", "b64_json"] = "url"
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    user: Text | None = Field(None, max_length=256)
+    user: User | None = None
     class_: int | Text | None = Field(None, alias="class", description="genloop extra: class name or index")
     guidance: float | None = Field(None, ge=0.0, le=20.0, description="genloop extra")
     steps: int | None = Field(None, ge=1, le=1000, description="genloop extra")
     sampler: Literal["ddim", "ddpm"] = "ddim"
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
 
 
 class ErrorDetail(BaseModel):
