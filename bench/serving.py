@@ -212,9 +212,11 @@ def ms(v: float | None) -> float | None:
 
 
 async def load_level(url: str, key: str, model: str, clients: int, seconds: float,
-                     seed0: int) -> tuple[list[Stream], float, float]:
-    """``clients`` streaming clients back to back for ``seconds``; requests in flight at the end
-    finish (their chunks after the window are not counted). Returns streams and the window."""
+                     seed0: int, pause_after_refusal_s: float = 0.0
+                     ) -> tuple[list[Stream], float, float]:
+    """``clients`` streaming clients back to back for ``seconds`` (one pausing
+    ``pause_after_refusal_s`` after a refusal); requests in flight at the end finish (their chunks
+    after the window are not counted). Returns the streams and the window."""
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"},
                                  timeout=120, limits=limits) as http:
@@ -225,8 +227,11 @@ async def load_level(url: str, key: str, model: str, clients: int, seconds: floa
         async def client(i: int) -> None:
             n = 0
             while time.perf_counter() < end:
-                streams.append(await stream_once(http, model, seed0 + i * 100_000 + n))
+                s = await stream_once(http, model, seed0 + i * 100_000 + n)
+                streams.append(s)
                 n += 1
+                if s.status != 200 and pause_after_refusal_s:
+                    await asyncio.sleep(pause_after_refusal_s)
 
         await asyncio.gather(*(client(i) for i in range(clients)))
     return streams, start, end
@@ -364,28 +369,6 @@ def batcher_baseline(ref: str, levels: list[int], seconds: float) -> dict[str, A
 # --- 2. overload --------------------------------------------------------------------------------
 
 
-async def overload_load(url: str, key: str, model: str, clients: int, seconds: float,
-                        pause_s: float) -> tuple[list[Stream], float]:
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"},
-                                 timeout=120, limits=limits) as http:
-        start = time.perf_counter()
-        end = start + seconds
-        streams: list[Stream] = []
-
-        async def client(i: int) -> None:
-            n = 0
-            while time.perf_counter() < end:
-                s = await stream_once(http, model, 50_000_000 + i * 100_000 + n)
-                streams.append(s)
-                n += 1
-                if s.status != 200:
-                    await asyncio.sleep(pause_s)
-
-        await asyncio.gather(*(client(i) for i in range(clients)))
-    return streams, time.perf_counter() - start
-
-
 def overload(home: Path, model: str, key: str, seconds: float, max_batch: int, queue: int,
              rate_limit: int, factor: int, pause_s: float) -> dict[str, Any]:
     capacity = max_batch + queue
@@ -395,10 +378,10 @@ def overload(home: Path, model: str, key: str, seconds: float, max_batch: int, q
     try:
         print(f"overload: {clients} clients for {seconds:.0f} s (capacity {capacity})", flush=True)
         load0 = os.getloadavg()[0]
-        streams, elapsed = asyncio.run(overload_load(server.url, key, model, clients, seconds,
-                                                     pause_s))
+        streams, start, _ = asyncio.run(load_level(server.url, key, model, clients, seconds,
+                                                   50_000_000, pause_after_refusal_s=pause_s))
+        elapsed = time.perf_counter() - start  # the window and the tail of requests in flight
         server_view = metric(server.url, key, "genloop_http_requests_total")
-        time.sleep(1)
         healthy = httpx.get(f"{server.url}/health", timeout=10).status_code == 200
         after = asyncio.run(load_level(server.url, key, model, 1, 0.1, seed0=1))[0]
         server_alive = server.process.poll() is None

@@ -316,3 +316,15 @@ def test_concurrent_idempotent_feedback_is_stored_once(store: Store, workspace: 
     assert len(results) == n and len({r[0] for r in results}) == 1
     assert sum(not replayed for _, replayed in results) == 1
     assert feedback_count(store) == 1
+
+
+def test_feedback_for_many_generations_in_one_query(store: Store, workspace: Path) -> None:
+    """A history page's feedback, each generation's like ``list_feedback`` gives it alone."""
+    a, b, c = make_generations(store, workspace, 3)
+    store.add_feedback("rating", a.id, 4)
+    store.add_feedback("preference", b.id, 1, other_generation_id=a.id)
+    by_id = store.feedback_for([a.id, b.id, c.id])
+    for g in (a, b, c):
+        assert [f.id for f in by_id[g.id]] == [f.id for f in store.list_feedback(generation_id=g.id)]
+    assert len(by_id[a.id]) == 2 and by_id[c.id] == []
+    assert store.feedback_for([]) == {}

@@ -23,7 +23,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -57,7 +56,6 @@ class Finished:
 
     index: int
     output: TextOutput
-    prompt_tokens: int
 
 
 @dataclass
@@ -73,9 +71,10 @@ Event = Piece | Finished | Failed
 class Ticket:
     """One submitted request: its choices' events arrive at ``on_event``; ``cancel()`` stops it."""
 
-    def __init__(self, on_event: Callable[[Event], None], choices: int):
+    def __init__(self, on_event: Callable[[Event], None], choices: int, prompt_tokens: int = 0):
         self.on_event = on_event
         self.choices = choices
+        self.prompt_tokens = prompt_tokens  # of the distinct prompts, once each (usage)
         self.cancelled = False
         self.submitted = time.perf_counter()
 
@@ -139,7 +138,7 @@ class Batcher:
             raise InvalidInput("seed: the batcher needs a resolved seed")
         prompts = [p for p in request.prompts for _ in range(request.num_samples)]
         encoded = {p: encode_prompt(self.tokenizer, p, self.block) for p in set(prompts)}
-        ticket = Ticket(on_event, len(prompts))
+        ticket = Ticket(on_event, len(prompts), sum(len(ids) for ids in encoded.values()))
         seqs = []
         for i, prompt in enumerate(prompts):
             seed = (request.seed + i) % 2**63
@@ -283,7 +282,7 @@ class Batcher:
         out = TextOutput(prompt=seq.row.prompt, text=seq.row.text, tokens=len(seq.row.ids),
                          finish_reason=seq.row.done or "length", seed=int(seq.request.seed or 0),
                          content_hash=content_hash(seq.row.text), timings=timings)
-        self._emit(seq.ticket, Finished(seq.index, out, len(seq.prompt_ids)))
+        self._emit(seq.ticket, Finished(seq.index, out))
 
     def _emit(self, ticket: Ticket, event: Event) -> None:
         if ticket.cancelled:
@@ -300,6 +299,3 @@ class Batcher:
         for ticket in tickets.values():
             self._emit(ticket, Failed(error))
             ticket.cancel()
-
-    def stats(self) -> dict[str, Any]:
-        return {"running": self.running, "waiting": self.waiting, "steps": self.steps}

@@ -337,6 +337,24 @@ class AccessRecords(Database):
         with self.read() as s:
             return [FeedbackRecord.model_validate(r) for r in s.scalars(q)]
 
+    def feedback_for(self, generation_ids: list[str]) -> dict[str, list[FeedbackRecord]]:
+        """The feedback of each of ``generation_ids`` (either side of a preference), newest
+        first, in one query: a page of history needs it for every row."""
+        if not generation_ids:
+            return {}
+        q = (select(FeedbackRow)
+             .where(or_(FeedbackRow.generation_id.in_(generation_ids),
+                        FeedbackRow.other_generation_id.in_(generation_ids)))
+             .order_by(FeedbackRow.created_at.desc(), FeedbackRow.id))
+        found: dict[str, list[FeedbackRecord]] = {gid: [] for gid in generation_ids}
+        with self.read() as s:
+            for row in s.scalars(q):
+                record = FeedbackRecord.model_validate(row)
+                for gid in {row.generation_id, row.other_generation_id}:
+                    if gid in found:
+                        found[gid].append(record)
+        return found
+
     def list_preferences(self) -> list[tuple[FeedbackRecord, GenerationRecord, GenerationRecord]]:
         """Every preference with its chosen and rejected generations, oldest first (one query)."""
         chosen, rejected = aliased(GenerationRow), aliased(GenerationRow)

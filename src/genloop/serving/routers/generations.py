@@ -59,7 +59,7 @@ async def list_generations(
 ) -> GenerationList:
     def page() -> GenerationList:
         rows = state.store.list_generations(model, limit=limit + 1, before=before, kind=kind)
-        feedback = {g.id: state.store.list_feedback(generation_id=g.id) for g in rows[:limit]}
+        feedback = state.store.feedback_for([g.id for g in rows[:limit]])
         return GenerationList(
             data=[generation_object(g, _base(request), feedback.get(g.id)) for g in rows[:limit]],
             has_more=len(rows) > limit)

@@ -65,8 +65,6 @@ class _Run:
         self.batcher = batcher
         self.ticket: Ticket = batcher.submit(
             request, lambda ev: loop.call_soon_threadsafe(self.events.put_nowait, ev))
-        self.prompt_tokens = sum(len(model.tokenizer.encode(p)) if p else 1
-                                 for p in dict.fromkeys(request.prompts))
         self._gauges()
 
     def _gauges(self) -> None:
@@ -168,8 +166,8 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
             run.ticket.cancel()
         return 200, {"id": rid, "object": kind, "created": created, "model": model.ref,
                      "choices": [choices[i] for i in sorted(choices)],
-                     "usage": {"prompt_tokens": run.prompt_tokens, "completion_tokens": completion,
-                               "total_tokens": run.prompt_tokens + completion}}
+                     "usage": {"prompt_tokens": run.ticket.prompt_tokens, "completion_tokens": completion,
+                               "total_tokens": run.ticket.prompt_tokens + completion}}
 
     return await run_idempotent(state, caller, request, body, work)
 
@@ -246,9 +244,9 @@ async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, incl
                     return
         if include_usage:
             yield _sse({"id": rid, "object": chunk_kind, "created": created, "model": model,
-                        "choices": [], "usage": {"prompt_tokens": run.prompt_tokens,
+                        "choices": [], "usage": {"prompt_tokens": run.ticket.prompt_tokens,
                                                  "completion_tokens": completion,
-                                                 "total_tokens": run.prompt_tokens + completion}})
+                                                 "total_tokens": run.ticket.prompt_tokens + completion}})
         yield _sse("[DONE]")
     except Exception as e:  # recording failed: tell the client, never leave it hanging
         yield _sse(_error_payload(e))
