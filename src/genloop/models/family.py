@@ -6,6 +6,7 @@ A family is a name, a typed config with named presets, and four functions:
     loss(model, batch) -> {"loss": tensor, ...}      the training objective ("loss" is minimised)
     sample(model, request, generator) -> output      the generation loop, written out
     train_step                                       only for families with several optimizers
+    log_probs(model, SequenceBatch) -> (B,)          text families: log-likelihood of given tokens
 
 Text families take ``(x, y)`` token batches and a ``TokenRequest``; image families take an
 ``ImageBatch`` and an ``ImageRequest``. Capabilities the faces need are fields (``kv_cache``,
@@ -58,6 +59,20 @@ class ImageBatch:
     images: torch.Tensor
     labels: torch.Tensor
     generator: torch.Generator
+
+
+@dataclass
+class SequenceBatch:
+    """Token sequences of which only some targets count (a completion after its prompt).
+
+    ``inputs`` and ``targets`` (B, T) int64, ``targets`` the next token of each input position;
+    ``mask`` (B, T) bool, True where the target token counts (a loss or a log-likelihood sums
+    over those positions only).
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
 
 
 @dataclass
@@ -153,6 +168,9 @@ class Family:
     # train_step(model, batch, optimizer, grad_clip) -> {"loss": float, ...}: one whole update
     # (backward and optimizer.step included), for objectives with several players (GAN)
     train_step: Callable[..., dict[str, float]] | None = None
+    # log_probs(model, batch) -> (B,) float: per sequence, the sum of log p(target_t | inputs_<=t)
+    # over the masked positions (text families; preference and pairs objectives build on it)
+    log_probs: Callable[[torch.nn.Module, SequenceBatch], torch.Tensor] | None = None
     kv_cache: bool = False
     streaming: bool = False
     # slot_decoder(model, slots) -> SlotDecoder: decoding state for up to ``slots`` sequences

@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 
 from genloop.models.family import (
     Family,
+    SequenceBatch,
     SlotDecoder,
     TextModelConfig,
     TokenRequest,
@@ -197,6 +198,13 @@ def loss(model: GPT, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torc
     return {"loss": F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))}
 
 
+def log_probs(model: GPT, batch: SequenceBatch) -> torch.Tensor:
+    """Per sequence (B,), the sum of log p(target_t | inputs_<=t) over the masked positions."""
+    logits = model(batch.inputs)  # (B, T, V)
+    nll = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), reduction="none")
+    return -nll.view(batch.targets.shape).masked_fill(~batch.mask, 0.0).sum(dim=1)
+
+
 @torch.no_grad()
 def sample(model: GPT, request: TokenRequest, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,) step by step.
@@ -352,6 +360,7 @@ FAMILY = Family(
     presets=PRESETS,
     build=build,
     loss=loss,
+    log_probs=log_probs,
     sample=sample,
     kv_cache=True,
     streaming=True,

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from genloop.models.family import (
     Family,
+    SequenceBatch,
     SlotDecoder,
     TextModelConfig,
     TokenRequest,
@@ -76,6 +77,14 @@ def loss(model: LSTMLM, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, t
     x, y = batch
     logits, _ = model(x)
     return {"loss": F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))}
+
+
+def log_probs(model: LSTMLM, batch: SequenceBatch) -> torch.Tensor:
+    """Per sequence (B,), the sum of log p(target_t | inputs_<=t) over the masked positions;
+    state starts at zero."""
+    logits, _ = model(batch.inputs)  # (B, T, V)
+    nll = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), reduction="none")
+    return -nll.view(batch.targets.shape).masked_fill(~batch.mask, 0.0).sum(dim=1)
 
 
 @torch.no_grad()
@@ -154,6 +163,7 @@ FAMILY = Family(
     presets=PRESETS,
     build=build,
     loss=loss,
+    log_probs=log_probs,
     sample=sample,
     kv_cache=False,
     streaming=True,

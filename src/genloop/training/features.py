@@ -2,7 +2,8 @@
 
 Inception-v3 features mean little for 28×28 digits, so genloop trains a small classifier on the
 training split (``models/classifier.py``) the first time a model of that dataset is evaluated, and
-registers it as ``<dataset>-features@N`` like any other model, with the same loop. Later
+registers it as ``<dataset>-features@N`` like any other model, with the same loop (whose final
+evaluation passes its ``train`` in: this module does not import the loop). Later
 evaluations on the same content reuse it (``evaluation.image.load_feature_extractor``), so rows of
 a comparison share one extractor; ``eval.feature_extractor: name@N`` pins one explicitly.
 """
@@ -36,15 +37,12 @@ def extractor_recipe(recipe: Recipe, dataset: ImageDataset) -> dict[str, Any]:
 
 
 def feature_extractor(
-    recipe: Recipe, dataset: ImageDataset, store: Store, report: Callable[[Any], None]
+    recipe: Recipe, dataset: ImageDataset, store: Store, train: Callable[[dict[str, Any]], str]
 ) -> torch.nn.Module:
-    """The classifier whose features evaluate ``recipe``'s model (trained and registered if absent)."""
+    """The classifier whose features evaluate ``recipe``'s model; if there is none yet, ``train``
+    (the loop's own, passed in by its caller) trains and registers one from ``extractor_recipe``
+    and returns its reference."""
     model = load_feature_extractor(store, dataset, recipe.eval.feature_extractor)
     if model is None:
-        from genloop.training.loop import Progress, train  # the same loop trains it
-
-        report(Progress("eval", message=f"training the feature extractor {dataset.name}-features "
-                                        "(once per dataset)"))
-        ref = train(extractor_recipe(recipe, dataset), on_progress=report).model_ref
-        model = load_feature_extractor(store, dataset, ref)
+        model = load_feature_extractor(store, dataset, train(extractor_recipe(recipe, dataset)))
     return model

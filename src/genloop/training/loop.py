@@ -1,15 +1,18 @@
-"""The one training loop, for every family.
+"""The one training loop, for every family: start → fit → finish.
 
-    prepare data → build model → (resume) → for each step:
-        sample a batch (a pure function of seed, step and rank) → loss → backward
-        → clip → AdamW step → log → evaluate / checkpoint every N steps
-    → final evaluation → register the model version with its card and lineage
+    start   the run (new, or resumed from its last checkpoint), its data, the model (initialised
+            from the recipe's seed, or from the parent it fine-tunes), the objective (and a
+            frozen reference copy of the parent if the objective asks for one), the optimizer
+    fit     for each step: a batch (a pure function of seed, step and rank) → objective →
+            backward → clip → AdamW step → log → evaluate / checkpoint every N steps
+    finish  final evaluation → register the model version with its card and lineage
 
-A family brings only its objective (``Family.loss``, or ``Family.train_step`` when several
-players take turns, as in a GAN); the data brings its batches (``training/batches.py``: token
-windows or images). Features are composed in here, not threaded through the families: bf16
-autocast, torch.compile, gradient accumulation, an EMA of the weights, DDP (when launched by
-``torchrun``), time limits. Nothing here prints: progress goes to a callback.
+A family brings only its contract (``Family.loss``, or ``Family.train_step`` when several players
+take turns, as in a GAN); the recipe picks the objective (``training/objectives.py``, default the
+family's own); the data brings its batches (``training/batches.py``). Features are composed in
+here, not threaded through the families: bf16 autocast, torch.compile, DDP (``runtime.py``),
+gradient accumulation, an EMA of the weights, time limits. Nothing here prints: progress goes to
+a callback.
 
 Bit-identical resume on CPU: the data order depends only on (seed, step, rank); the checkpoint
 holds weights, optimizer moments and the global RNG (dropout), so a resumed run replays exactly
@@ -20,8 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -31,9 +32,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-from genloop.atomic import atomic_write_json, atomic_write_text
+from genloop.atomic import atomic_write_text
 from genloop.config import settings
 from genloop.data.images import ImageDataset
 from genloop.data.text import TextDataset
@@ -41,16 +41,19 @@ from genloop.errors import NotFound, RecipeError, TrainingDiverged
 from genloop.evaluation.image import evaluate_images
 from genloop.evaluation.text import evaluate_text
 from genloop.generation.image import save_grid
-from genloop.models.family import Family, fast_bf16
-from genloop.models.io import config_json, load_model_dir, load_weights, save_weights
+from genloop.models.family import Family, ModelConfig
+from genloop.models.io import load_model_dir, load_weights
 from genloop.models.registry import get_family
 from genloop.store import Store
-from genloop.tokenizers import load_tokenizer, save_tokenizer
-from genloop.training.batches import batch_at, batches_for
-from genloop.training.card import model_card
+from genloop.tokenizers import load_tokenizer
+from genloop.training.batches import ImageBatches, TextBatches, batch_at, batches_for
 from genloop.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from genloop.training.ema import EMA
+from genloop.training.features import feature_extractor
+from genloop.training.objectives import Objective, get_objective
 from genloop.training.recipe import Recipe, TrainConfig, load_recipe
+from genloop.training.register import register_model
+from genloop.training.runtime import Distributed, autocast, pick_device, seeded_rng, use_compile, uses_bf16
 
 __all__ = ["Progress", "TrainResult", "batch_at", "lr_at", "train"]
 
@@ -107,34 +110,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     ]
 
 
-class _Distributed:
-    """Rank and world size; set up when launched by torchrun (gloo on CPU, NCCL on GPU)."""
-
-    def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def mean(self, value: float) -> float:
-        if self.world == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(t)
-        return float(t.item()) / self.world
-
-    def flag_any(self, flag: bool) -> bool:
-        if self.world == 1:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0])
-        dist.all_reduce(t)
-        return bool(t.item() > 0)
-
-
 class _Metrics:
     """metrics.jsonl (always) and TensorBoard (if enabled), written by rank 0 only."""
 
@@ -168,8 +143,48 @@ class _Metrics:
             self.tb.close()
 
 
+@dataclass
+class Run:
+    """One training execution, as ``start`` hands it to ``fit`` and ``fit`` to ``finish``."""
+
+    id: str
+    dir: Path
+    recipe: Recipe
+    store: Store
+    ddp: Distributed
+    report: ProgressFn
+    dataset: TextDataset | ImageDataset
+    batches: TextBatches | ImageBatches
+    family: Family
+    model_config: ModelConfig
+    model: torch.nn.Module
+    device: torch.device
+    optimizer: torch.optim.Optimizer
+    ema: EMA | None
+    state: TrainState
+    objective: Objective
+    reference: torch.nn.Module | None  # frozen copy of the parent, for objectives that need one
+    resumed: bool
+    parent_ref: str | None  # recorded as the registered version's parent
+    metrics: _Metrics | None = None
+    stopped_early: bool = False
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.recipe.train
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.dir / "checkpoints"
+
+    @property
+    def judged(self) -> torch.nn.Module:
+        """The weights that are evaluated and will be registered: the EMA's if kept."""
+        return self.ema.model if self.ema else self.model
+
+
 def train(
-    recipe: Recipe | str | Path | dict,
+    recipe: Recipe | str | Path | dict | None,
     *,
     overrides: list[str] = (),
     resume: str | None = None,
@@ -177,14 +192,25 @@ def train(
     register: bool = True,
 ) -> TrainResult:
     """Train a recipe (or resume run ``resume``) to the end; register the model version."""
-    report = on_progress or (lambda p: None)
+    with seeded_rng(None):  # what the run does to torch's global RNG stays inside it
+        run = start(recipe, overrides=overrides, resume=resume, report=on_progress or (lambda p: None))
+        fit(run)
+        return finish(run, register=register)
+
+
+def start(
+    recipe: Recipe | str | Path | dict | None, *, overrides: list[str] = (), resume: str | None = None,
+    report: ProgressFn,
+) -> Run:
+    """Everything before the first step: run, data, model, objective, optimizer, run row."""
+    # 1. the run: a resumed one brings its frozen recipe
     store = Store()
-    ddp = _Distributed()
+    ddp = Distributed()
     if resume is not None:
-        run = store.get_run(resume)
-        run_dir = Path(run.path)
-        recipe = load_recipe(run.recipe)
-        run_id = run.id
+        row = store.get_run(resume)
+        run_dir = Path(row.path)
+        recipe = load_recipe(row.recipe)
+        run_id = row.id
     else:
         recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, list(overrides))
         run_id = uuid.uuid4().hex[:12]
@@ -193,14 +219,14 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
-    # 1. data
+    # 2. data
     report(Progress("data", message=f"preparing {recipe.data.source}"))
     dataset = recipe.data.prepare(progress=lambda m: report(Progress("data", message=m)))
     if ddp.main:
         store.add_dataset(dataset.name, dataset.hash, recipe.data.kind, str(dataset.path), dataset.meta)
     batches = batches_for(dataset)
 
-    # 2. model
+    # 3. the family and its objective take this data and this run
     family = get_family(recipe.model.family)
     if (family.modality == "text") != isinstance(dataset, TextDataset):
         raise RecipeError(
@@ -210,34 +236,31 @@ def train(
     if family.train_step is not None and (cfg.grad_accum > 1 or ddp.world > 1):
         raise RecipeError(f"{family.name} takes its own optimizer steps: use train.grad_accum=1 "
                           "and a single process (no torchrun)")
+    objective = get_objective(cfg.objective, family, recipe.data.kind)
+    if objective.needs_reference and not recipe.parent:
+        raise RecipeError(f"train.objective {cfg.objective!r} compares the model with a frozen copy "
+                          "of the model it starts from: set parent (name@N)")
     model_config = recipe.model_config_for(batches.fill())
     batches.check(model_config)
+
+    # 4. the model: initialised from the seed, then from the parent it fine-tunes
     report(Progress("build", message=f"{family.name} {recipe.model.preset}"))
-    with torch.random.fork_rng():  # initialisation is seeded without touching the caller's RNG
-        torch.manual_seed(cfg.seed)
+    with seeded_rng(cfg.seed):  # initialisation is seeded without touching the caller's RNG
         model = family.build(model_config)
-    parent_ref = None
-    if recipe.parent and resume is None:
-        parent = store.resolve(recipe.parent)
-        parent_family, parent_config, parent_model = load_model_dir(Path(parent.path))
-        if parent_family.name != family.name or parent_config != model_config:
-            raise RecipeError(
-                f"parent {parent.ref} is a {parent_family.name} with config "
-                f"{parent_config.model_dump()}; this recipe builds {family.name} "
-                f"{model_config.model_dump()}: fine-tuning needs the same family, sizes and "
-                "tokenizer (use the parent's model section and data tokenizer)"
-            )
-        parent_tokenizer = (load_tokenizer(Path(parent.path) / "tokenizer.json")
-                            if isinstance(dataset, TextDataset) else None)
-        if parent_tokenizer and parent_tokenizer.to_json() != dataset.tokenizer.to_json():
-            raise RecipeError(
-                f"parent {parent.ref} was trained with a different tokenizer than this dataset's: "
-                "fine-tune on data prepared with the parent's tokenizer"
-            )
-        model.load_state_dict(parent_model.state_dict())
-        parent_ref = parent.ref
+    parent_ref, reference = None, None
+    if recipe.parent and (resume is None or objective.needs_reference):
+        ref, parent_model = _load_parent(store, recipe.parent, family, model_config, dataset)
+        if resume is None:
+            model.load_state_dict(parent_model.state_dict())
+            parent_ref = ref
+        if objective.needs_reference:
+            reference = parent_model.requires_grad_(False).eval()
     device = pick_device(cfg)
     model.to(device)
+    if reference is not None:
+        reference.to(device)
+
+    # 5. the optimizer, and the run's state: from its checkpoint, or a new run row
     # fused AdamW: one kernel for all parameters instead of a dozen ops per tensor
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=True
@@ -248,6 +271,7 @@ def train(
         last = run_dir / "checkpoints" / "last"
         if not last.is_dir():
             raise NotFound(f"run {run_id} has no checkpoint to resume from ({last})")
+        # restores torch's global RNG too (dropout), inside ``train``'s own
         state = load_checkpoint(last, model=model, optimizer=optimizer, ema=ema and ema.model)
         store.update_run(run_id, status="running", error=None)
     elif ddp.main:
@@ -257,195 +281,184 @@ def train(
             recipe=recipe.frozen(), recipe_hash=recipe.hash(), dataset_hash=dataset.hash,
             family=family.name, model_name=recipe.name, path=str(run_dir), run_id=run_id,
         )
+    return Run(run_id, run_dir, recipe, store, ddp, report, dataset, batches, family, model_config,
+               model, device, optimizer, ema, state, objective, reference, resumed=resume is not None,
+               parent_ref=parent_ref)
+
+
+def _load_parent(
+    store: Store, name: str, family: Family, model_config: ModelConfig, dataset: TextDataset | ImageDataset
+) -> tuple[str, torch.nn.Module]:
+    """The parent version's reference and network, if this recipe can fine-tune it."""
+    parent = store.resolve(name)
+    parent_family, parent_config, parent_model = load_model_dir(Path(parent.path))
+    if parent_family.name != family.name or parent_config != model_config:
+        raise RecipeError(
+            f"parent {parent.ref} is a {parent_family.name} with config "
+            f"{parent_config.model_dump()}; this recipe builds {family.name} "
+            f"{model_config.model_dump()}: fine-tuning needs the same family, sizes and "
+            "tokenizer (use the parent's model section and data tokenizer)"
+        )
+    parent_tokenizer = (load_tokenizer(Path(parent.path) / "tokenizer.json")
+                        if isinstance(dataset, TextDataset) else None)
+    if parent_tokenizer and parent_tokenizer.to_json() != dataset.tokenizer.to_json():
+        raise RecipeError(
+            f"parent {parent.ref} was trained with a different tokenizer than this dataset's: "
+            "fine-tune on data prepared with the parent's tokenizer"
+        )
+    return parent.ref, parent_model
+
+
+def fit(run: Run) -> None:
+    """The step loop, from ``run.state.step`` to ``train.steps`` (or the time limit)."""
+    cfg, ddp, family, model, state = run.cfg, run.ddp, run.family, run.model, run.state
     net: torch.nn.Module = model
     if ddp.world > 1:
+        device = run.device
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
     def objective(batch: Any) -> dict[str, torch.Tensor]:
-        return family.loss(net, batch)
+        return run.objective.loss(family, net, batch, run.reference)
 
     if use_compile(cfg, family):
         # compile the whole objective, so the loss fuses with the network's last layers
         objective = torch.compile(objective)
 
     per_rank = max(1, cfg.batch_size // ddp.world)
-    units_per_step = batches.units(model_config, per_rank) * ddp.world * cfg.grad_accum
-    unit = batches.unit
-    metrics = _Metrics(run_dir, cfg.tensorboard, state.step if resume else None) if ddp.main else None
-    ckpt_dir = run_dir / "checkpoints"
-
-    def checkpoint(name: str) -> None:
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise _Diverged(state.step, math.nan)  # never save (or point `last` at) NaN weights
-        if ddp.main:
-            save_checkpoint(ckpt_dir, name, family=family, config=model_config, model=model,
-                            optimizer=optimizer, state=state, ema=ema and ema.model)
-
-    def estimate_val() -> float:
-        judged = ema.model if ema else model  # the weights that will be registered
-        judged.eval()
-        losses = []
-        with torch.no_grad(), autocast(cfg, device.type):
-            for batch in batches.val_batches(model_config, cfg.eval_batches, cfg.batch_size,
-                                             seed=cfg.seed, device=device):
-                losses.append(family.loss(judged, batch)["loss"].item())
-        model.train()
-        return ddp.mean(sum(losses) / len(losses))
-
-    # 3. the loop
-    if resume is None:
-        # dropout draws from the global RNG: seed it from the recipe (a resume restores it from
-        # the checkpoint), so the same recipe trains to the same weights in any process
-        torch.manual_seed((cfg.seed + 1) * 1_000_003 + ddp.rank)
-    model.train()
-    t_start = time.perf_counter() - state.elapsed_s
-    t_window, tokens_window = time.perf_counter(), 0
-    tok_s: float | None = None
-    stopped_early = False
-    try:
-        while state.step < cfg.steps:
-            t_step = time.perf_counter()
-            step = state.step
-            lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if family.train_step is not None:
-                # the family takes its own turns (GAN: discriminator, then generator)
-                batch = batches.train_batch(model_config, step, 0, seed=cfg.seed, rank=ddp.rank,
-                                            batch=per_rank, device=device)
-                with autocast(cfg, device.type):
-                    stats = family.train_step(model, batch, optimizer, cfg.grad_clip)
-                loss_sum = stats["loss"]
-                if not all(math.isfinite(v) for v in stats.values()):
-                    optimizer.zero_grad(set_to_none=True)
-                    raise _Diverged(step, loss_sum)
-            else:
-                loss_sum, stats = 0.0, {}
-                for micro in range(cfg.grad_accum):
-                    batch = batches.train_batch(model_config, step, micro, seed=cfg.seed,
-                                                rank=ddp.rank, batch=per_rank, device=device)
-                    with autocast(cfg, device.type):
-                        loss = objective(batch)["loss"] / cfg.grad_accum
-                    loss.backward()
-                    loss_sum += float(loss.detach())
-                # the gradient norm is checked too: a finite loss with non-finite gradients would
-                # otherwise turn the weights into NaN, and the next checkpoint would keep them
-                # (max_norm=inf when clipping is off scales by exactly 1.0: the update is unchanged)
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf, foreach=True
-                )
-                if ddp.flag_any(not math.isfinite(loss_sum) or not math.isfinite(float(grad_norm))):
-                    optimizer.zero_grad(set_to_none=True)
-                    raise _Diverged(step, loss_sum)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            if ema:
-                ema.update(model)
-            state.step += 1
-            state.tokens_seen += units_per_step
-            tokens_window += units_per_step
-            now = time.perf_counter()
-            state.elapsed_s = now - t_start
-            if state.step > WARMUP_STEPS_UNTIMED:  # compilation and warm-up are not throughput
-                state.step_time_s += now - t_step
-                state.timed_tokens += units_per_step
-
-            if state.step % cfg.log_every == 0 or state.step == cfg.steps:
-                tok_s = tokens_window / max(now - t_window, 1e-9)
-                t_window, tokens_window = now, 0
-                eta = (cfg.steps - state.step) * units_per_step / tok_s if tok_s else None
-                if metrics:
-                    extra = {f"train/{k}": v for k, v in stats.items() if k != "loss"}
-                    metrics.log(state.step, {"train/loss": loss_sum, **extra, "lr": lr,
-                                             f"{unit}_per_s": tok_s, "elapsed_s": state.elapsed_s})
-                report(Progress("train", state.step, cfg.steps, loss_sum, lr, tok_s, eta, unit=unit))
-            if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-                val_loss = estimate_val()
-                if metrics:
-                    metrics.log(state.step, {"val/loss": val_loss, "elapsed_s": state.elapsed_s})
-                if family.selects_best and val_loss < state.best_val_loss:
-                    state.best_val_loss, state.best_step = val_loss, state.step
-                    checkpoint("best")
-                report(Progress("eval", state.step, cfg.steps, loss_sum, lr, tok_s,
-                                val_loss=val_loss, unit=unit))
-            if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
-                checkpoint("last")
-            if cfg.time_limit_s and state.elapsed_s >= cfg.time_limit_s:
-                stopped_early = True
-                checkpoint("last")
-                break
-    except _Diverged as d:
-        where = _save_last_good(model, checkpoint, ckpt_dir)
-        if ddp.main:
-            store.update_run(run_id, status="diverged", step=d.step,
-                             error=f"non-finite loss at step {d.step}")
-        if metrics:
-            metrics.close()
-        raise TrainingDiverged(
-            f"loss or gradients became non-finite (loss {d.loss}) at step {d.step}; "
-            f"last good checkpoint: {where} "
-            f"(lower train.lr, raise train.warmup_steps or set train.grad_clip)"
-        ) from None
-    except BaseException as e:
-        if ddp.main:
-            store.update_run(run_id, status="failed", step=state.step, error=str(e)[:500])
-        if metrics:
-            metrics.close()
-        raise
-
-    # 4. final evaluation and registration (rank 0)
-    result = TrainResult(run_id=run_id, run_dir=run_dir, model_ref=None)
+    units_per_step = run.batches.units(run.model_config, per_rank) * ddp.world * cfg.grad_accum
+    unit = run.batches.unit
     if ddp.main:
-        if ema:  # the averaged weights are the model from here on
-            model.load_state_dict(ema.model.state_dict())
-        model.to("cpu")  # evaluation, sampling and saving happen on the CPU
-        if (ckpt_dir / "best").is_dir():
-            best = ckpt_dir / "best"
-            load_weights(model, best / ("ema.safetensors" if ema else "weights.safetensors"))
-        model.eval()
-        report(Progress("eval", state.step, cfg.steps, message="final evaluation"))
-        if isinstance(dataset, TextDataset):
-            val_ids = np.asarray(dataset.val)
-            if not recipe.eval.full_validation:
-                val_ids = val_ids[: 64 * model_config.block_size]
-            result.metrics, result.samples = evaluate_text(
-                family, model, dataset.tokenizer, val_ids, recipe.eval, seed=cfg.seed
-            )
-        else:
-            extractor = None
-            if family.generative and recipe.eval.num_samples:
-                from genloop.training.features import feature_extractor  # trains one on first use
+        run.metrics = _Metrics(run.dir, cfg.tensorboard, state.step if run.resumed else None)
+    # dropout draws from the global RNG: seed it from the recipe (a resume has restored it from
+    # the checkpoint), so the same recipe trains to the same weights in any process
+    dropout_seed = None if run.resumed else (cfg.seed + 1) * 1_000_003 + ddp.rank
+    with seeded_rng(dropout_seed, run.device):
+        model.train()
+        t_start = time.perf_counter() - state.elapsed_s
+        t_window, tokens_window = time.perf_counter(), 0
+        tok_s: float | None = None
+        try:
+            while state.step < cfg.steps:
+                # 1. one optimizer step
+                t_step = time.perf_counter()
+                lr = lr_at(state.step, cfg)
+                for group in run.optimizer.param_groups:
+                    group["lr"] = lr
+                loss_sum, stats = _step(run, objective, per_rank)
+                if run.ema:
+                    run.ema.update(model)
+                # 2. counters and throughput
+                state.step += 1
+                state.tokens_seen += units_per_step
+                tokens_window += units_per_step
+                now = time.perf_counter()
+                state.elapsed_s = now - t_start
+                if state.step > WARMUP_STEPS_UNTIMED:  # compilation and warm-up are not throughput
+                    state.step_time_s += now - t_step
+                    state.timed_tokens += units_per_step
+                # 3. log, evaluate, checkpoint, stop
+                if state.step % cfg.log_every == 0 or state.step == cfg.steps:
+                    tok_s = tokens_window / max(now - t_window, 1e-9)
+                    t_window, tokens_window = now, 0
+                    eta = (cfg.steps - state.step) * units_per_step / tok_s if tok_s else None
+                    if run.metrics:
+                        extra = {f"train/{k}": v for k, v in stats.items() if k != "loss"}
+                        run.metrics.log(state.step, {"train/loss": loss_sum, **extra, "lr": lr,
+                                                     f"{unit}_per_s": tok_s, "elapsed_s": state.elapsed_s})
+                    run.report(Progress("train", state.step, cfg.steps, loss_sum, lr, tok_s, eta, unit=unit))
+                if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+                    val_loss = _estimate_val(run)
+                    if run.metrics:
+                        run.metrics.log(state.step, {"val/loss": val_loss, "elapsed_s": state.elapsed_s})
+                    if family.selects_best and val_loss < state.best_val_loss:
+                        state.best_val_loss, state.best_step = val_loss, state.step
+                        _checkpoint(run, "best")
+                    run.report(Progress("eval", state.step, cfg.steps, loss_sum, lr, tok_s,
+                                        val_loss=val_loss, unit=unit))
+                if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
+                    _checkpoint(run, "last")
+                if cfg.time_limit_s and state.elapsed_s >= cfg.time_limit_s:
+                    run.stopped_early = True
+                    _checkpoint(run, "last")
+                    break
+        except _Diverged as d:
+            where = _save_last_good(run)
+            if ddp.main:
+                run.store.update_run(run.id, status="diverged", step=d.step,
+                                     error=f"non-finite loss at step {d.step}")
+            if run.metrics:
+                run.metrics.close()
+            raise TrainingDiverged(
+                f"loss or gradients became non-finite (loss {d.loss}) at step {d.step}; "
+                f"last good checkpoint: {where} "
+                f"(lower train.lr, raise train.warmup_steps or set train.grad_clip)"
+            ) from None
+        except BaseException as e:
+            if ddp.main:
+                run.store.update_run(run.id, status="failed", step=state.step, error=str(e)[:500])
+            if run.metrics:
+                run.metrics.close()
+            raise
 
-                extractor = feature_extractor(recipe, dataset, store, report)
-            bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and fast_bf16("cpu"))
-            result.metrics, grid = evaluate_images(family, model, model_config, dataset, recipe.eval,
-                                                   seed=cfg.seed, extractor=extractor, bf16=bf16)
-            if grid is not None:
-                save_grid(grid, run_dir / "samples.png")
-                result.samples = [str(run_dir / "samples.png")]
-        result.metrics["parameters"] = sum(p.numel() for p in model.parameters())
-        result.metrics.update({
-            "train_steps": state.step, f"train_{unit}": state.tokens_seen,
-            "train_time_s": state.elapsed_s, "best_step": state.best_step,
-            f"train_{unit}_per_s": state.timed_tokens / max(state.step_time_s, 1e-9),
-        })
-        if metrics:
-            metrics.log(state.step, {f"final/{k}": v for k, v in result.metrics.items()})
-            metrics.close()
-        status = "stopped" if stopped_early else "completed"
-        store.update_run(run_id, status=status, step=state.step, metrics=result.metrics)
-        if register:
-            report(Progress("register", state.step, cfg.steps, message=recipe.name))
-            result.model_ref = register_model(
-                store, recipe, family, model_config, model, dataset, run_id,
-                result.metrics, result.samples, parent_ref,
-            )
-        report(Progress("done", state.step, cfg.steps, message=result.model_ref or run_id))
-    if ddp.world > 1:
-        dist.barrier()
-    return result
+
+def _step(run: Run, objective: Callable[[Any], dict[str, torch.Tensor]],
+          per_rank: int) -> tuple[float, dict[str, float]]:
+    """One optimizer step at ``run.state.step``: (the step's loss, the family's extra stats)."""
+    cfg, family, step, rank = run.cfg, run.family, run.state.step, run.ddp.rank
+    config, device, optimizer = run.model_config, run.device, run.optimizer
+    if family.train_step is not None:
+        # the family takes its own turns (GAN: discriminator, then generator)
+        batch = run.batches.train_batch(config, step, 0, seed=cfg.seed, rank=rank, batch=per_rank,
+                                        device=device)
+        with autocast(cfg, device.type):
+            stats = family.train_step(run.model, batch, optimizer, cfg.grad_clip)
+        if not all(math.isfinite(v) for v in stats.values()):
+            optimizer.zero_grad(set_to_none=True)
+            raise _Diverged(step, stats["loss"])
+        return stats["loss"], stats
+    loss_sum = 0.0
+    for micro in range(cfg.grad_accum):
+        batch = run.batches.train_batch(config, step, micro, seed=cfg.seed, rank=rank, batch=per_rank,
+                                        device=device)
+        with autocast(cfg, device.type):
+            loss = objective(batch)["loss"] / cfg.grad_accum
+        loss.backward()
+        loss_sum += float(loss.detach())
+    # the gradient norm is checked too: a finite loss with non-finite gradients would otherwise
+    # turn the weights into NaN, and the next checkpoint would keep them
+    # (max_norm=inf when clipping is off scales by exactly 1.0: the update is unchanged)
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        run.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf, foreach=True
+    )
+    if run.ddp.flag_any(not math.isfinite(loss_sum) or not math.isfinite(float(grad_norm))):
+        optimizer.zero_grad(set_to_none=True)
+        raise _Diverged(step, loss_sum)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, {}
+
+
+def _estimate_val(run: Run) -> float:
+    """The objective on the fixed validation batches, averaged over ranks."""
+    cfg, judged = run.cfg, run.judged
+    judged.eval()
+    losses = []
+    with torch.no_grad(), autocast(cfg, run.device.type):
+        for batch in run.batches.val_batches(run.model_config, cfg.eval_batches, cfg.batch_size,
+                                             seed=cfg.seed, device=run.device):
+            losses.append(run.objective.loss(run.family, judged, batch, run.reference)["loss"].item())
+    run.model.train()
+    return run.ddp.mean(sum(losses) / len(losses))
+
+
+def _checkpoint(run: Run, name: str) -> None:
+    if not all(torch.isfinite(p).all() for p in run.model.parameters()):
+        raise _Diverged(run.state.step, math.nan)  # never save (or point `last` at) NaN weights
+    if run.ddp.main:
+        save_checkpoint(run.ckpt_dir, name, family=run.family, config=run.model_config, model=run.model,
+                        optimizer=run.optimizer, state=run.state, ema=run.ema and run.ema.model)
 
 
 class _Diverged(Exception):
@@ -453,73 +466,77 @@ class _Diverged(Exception):
         self.step, self.loss = step, loss
 
 
-def _save_last_good(model: torch.nn.Module, checkpoint: Callable[[str], None], ckpt_dir: Path) -> Path:
+def _save_last_good(run: Run) -> Path:
     """Keep a loadable checkpoint: the current weights if still finite, else the last saved."""
-    finite = all(torch.isfinite(p).all() for p in model.parameters())
-    if finite:
-        checkpoint("last")
-    return ckpt_dir / "last"
+    if all(torch.isfinite(p).all() for p in run.model.parameters()):
+        _checkpoint(run, "last")
+    return run.ckpt_dir / "last"
 
 
-def use_compile(cfg: TrainConfig, family: Family | None = None) -> bool:
-    """torch.compile pays for its start-up (~30 s on 2 cores) only on longer runs, and on CPU
-    it needs a C++ compiler for the kernels it generates. ``auto`` is measured for text models
-    only: image objectives draw from a generator inside the graph, which compile splits."""
-    if cfg.compile != "auto":
-        return bool(cfg.compile)
-    if family is not None and (family.modality != "text" or family.train_step is not None):
-        return False
-    return cfg.steps >= 1000 and (torch.cuda.is_available() or shutil.which("c++") is not None)
-
-
-def pick_device(cfg: TrainConfig) -> torch.device:
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        rank = int(os.environ.get("LOCAL_RANK", "0"))
-        return torch.device("cuda", rank)
-    return torch.device("cpu")
-
-
-def autocast(cfg: TrainConfig, device_type: str = "cpu"):
-    """bf16 autocast as the recipe asks: matmuls in bf16, reductions and losses in fp32."""
-    on = cfg.precision == "bf16" or (cfg.precision == "auto" and fast_bf16(device_type))
-    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=on)
-
-
-def register_model(
-    store: Store, recipe: Recipe, family: Family, model_config, model: torch.nn.Module,
-    dataset: TextDataset | ImageDataset, run_id: str, metrics: dict[str, float], samples: list[str],
-    parent: str | None,
-) -> str:
-    """Stage the model directory completely, then register it as ``name@N``.
-
-    Beside weights and config it holds what generation needs from the data: the tokenizer of a
-    text model, the class names of an image model (``labels.json``) and its sample grid."""
-    staging = settings().models_dir / f".staging-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    try:
-        save_weights(model, staging / "weights.safetensors")
-        atomic_write_text(staging / "config.json", config_json(family, model_config))
+def finish(run: Run, *, register: bool = True) -> TrainResult:
+    """Final evaluation of the registered weights, the run's status, registration (rank 0)."""
+    cfg, family, model, state, report = run.cfg, run.family, run.model, run.state, run.report
+    recipe, dataset, unit = run.recipe, run.dataset, run.batches.unit
+    result = TrainResult(run_id=run.id, run_dir=run.dir, model_ref=None)
+    if run.ddp.main:
+        # 1. the weights to register: the EMA's, the best checkpoint's, on the CPU
+        if run.ema:  # the averaged weights are the model from here on
+            model.load_state_dict(run.ema.model.state_dict())
+        model.to("cpu")  # evaluation, sampling and saving happen on the CPU
+        if (run.ckpt_dir / "best").is_dir():
+            best = run.ckpt_dir / "best"
+            load_weights(model, best / ("ema.safetensors" if run.ema else "weights.safetensors"))
+        model.eval()
+        # 2. final evaluation
+        report(Progress("eval", state.step, cfg.steps, message="final evaluation"))
         if isinstance(dataset, TextDataset):
-            save_tokenizer(dataset.tokenizer, staging / "tokenizer.json")
+            val_ids = np.asarray(dataset.val)
+            if not recipe.eval.full_validation:
+                val_ids = val_ids[: 64 * run.model_config.block_size]
+            result.metrics, result.samples = evaluate_text(
+                family, model, dataset.tokenizer, val_ids, recipe.eval, seed=cfg.seed
+            )
         else:
-            atomic_write_json(staging / "labels.json", list(dataset.class_names))
-            if samples:
-                shutil.copyfile(samples[0], staging / "samples.png")
-                samples = ["samples.png"]
-        atomic_write_text(staging / "recipe.yaml", recipe.to_yaml())
-        atomic_write_json(staging / "metrics.json", metrics)
-        lineage = {"dataset": dataset.name, "dataset_hash": dataset.hash,
-                   "recipe_hash": recipe.hash(), "parent": parent, "run_id": run_id}
-        atomic_write_json(staging / "lineage.json", lineage)
-        atomic_write_json(staging / "samples.json", samples)
-        version = store.register_model(
-            recipe.name, staging, family=family.name, dataset_hash=dataset.hash,
-            recipe_hash=recipe.hash(), parent=parent, run_id=run_id, metrics=metrics,
-        )
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    card = model_card(version.ref, family, model_config, recipe, dataset.meta, metrics,
-                      samples, lineage)
-    atomic_write_text(Path(version.path) / "card.md", card)
-    return version.ref
+            extractor = None
+            if family.generative and recipe.eval.num_samples:
+                extractor = feature_extractor(recipe, dataset, run.store, _extractor_trainer(report))
+            result.metrics, grid = evaluate_images(family, model, run.model_config, dataset, recipe.eval,
+                                                   seed=cfg.seed, extractor=extractor,
+                                                   bf16=uses_bf16(cfg, "cpu"))
+            if grid is not None:
+                save_grid(grid, run.dir / "samples.png")
+                result.samples = [str(run.dir / "samples.png")]
+        result.metrics["parameters"] = sum(p.numel() for p in model.parameters())
+        result.metrics.update({
+            "train_steps": state.step, f"train_{unit}": state.tokens_seen,
+            "train_time_s": state.elapsed_s, "best_step": state.best_step,
+            f"train_{unit}_per_s": state.timed_tokens / max(state.step_time_s, 1e-9),
+        })
+        if run.metrics:
+            run.metrics.log(state.step, {f"final/{k}": v for k, v in result.metrics.items()})
+            run.metrics.close()
+        # 3. the run's status, and the model version
+        status = "stopped" if run.stopped_early else "completed"
+        run.store.update_run(run.id, status=status, step=state.step, metrics=result.metrics)
+        if register:
+            report(Progress("register", state.step, cfg.steps, message=recipe.name))
+            result.model_ref = register_model(
+                run.store, recipe, family, run.model_config, model, dataset, run.id,
+                result.metrics, result.samples, run.parent_ref,
+            )
+        report(Progress("done", state.step, cfg.steps, message=result.model_ref or run.id))
+    run.ddp.barrier()
+    return result
+
+
+def _extractor_trainer(report: ProgressFn) -> Callable[[dict[str, Any]], str]:
+    """How ``features.feature_extractor`` trains a missing extractor: with this same loop."""
+
+    def train_extractor(extractor_recipe: dict[str, Any]) -> str:
+        report(Progress("eval", message=f"training the feature extractor {extractor_recipe['name']} "
+                                        "(once per dataset)"))
+        ref = train(extractor_recipe, on_progress=report).model_ref
+        assert ref is not None  # train registers by default
+        return ref
+
+    return train_extractor

@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from genloop.data.images import ImageDataConfig
 from genloop.data.text import TextDataConfig
@@ -23,6 +32,8 @@ from genloop.evaluation.image import ImageEvalConfig
 from genloop.evaluation.text import EvalConfig
 from genloop.models.family import ModelConfig
 from genloop.models.registry import get_family
+from genloop.training.objectives import DEFAULT as DEFAULT_OBJECTIVE
+from genloop.training.objectives import OBJECTIVES
 
 
 class Strict(BaseModel):
@@ -79,6 +90,17 @@ class TrainConfig(Strict):
         None, ge=0.0, lt=1.0, description="keep an exponential moving average of the weights "
         "(e.g. 0.999); evaluation, the best checkpoint and the registered model use it"
     )
+    objective: str = Field(
+        DEFAULT_OBJECTIVE, description="what training minimises (training/objectives.py): "
+        "likelihood = the family's own objective; pairs = the completion tokens only"
+    )
+
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, name: str) -> str:
+        if name not in OBJECTIVES:
+            raise ValueError(f"unknown objective {name!r} (known: {', '.join(OBJECTIVES)})")
+        return name
 
     @property
     def floor_lr(self) -> float:
@@ -123,7 +145,11 @@ class Recipe(Strict):
         return self.model.resolved(**fill)
 
     def frozen(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        tree = self.model_dump(mode="json")
+        if tree["train"]["objective"] == DEFAULT_OBJECTIVE:
+            # recipes from before objectives existed keep their frozen form and their hash
+            del tree["train"]["objective"]
+        return tree
 
     def hash(self) -> str:
         blob = json.dumps(self.frozen(), sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,83 @@
+"""Training objectives: what the loop minimises, chosen by the recipe (``train.objective``).
+
+An objective is a pure function ``(family, model, batch, reference=None) -> {"loss": tensor, ...}``
+("loss" is minimised; other entries are metrics). It speaks only the family contract, so one
+objective serves every family that has the fields it calls (``needs``). One that compares the
+model with where it started (preference tuning: DPO, KTO) sets ``needs_reference``: the loop
+then passes a frozen copy of the recipe's parent as ``reference``.
+
+    likelihood   maximum likelihood: the family's own ``loss`` (next-token cross-entropy for
+                 text, the image objective — ELBO, denoising, minimax — for image families)
+    pairs        supervised fine-tuning on prompt → completion: the negative log-likelihood of
+                 the completion tokens only, averaged over them (``SequenceBatch.mask``)
+
+A new objective is a function here and one line in ``OBJECTIVES``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from genloop.errors import RecipeError
+from genloop.models.family import Family, SequenceBatch
+
+Losses = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Objective:
+    loss: Callable[[Family, torch.nn.Module, Any, torch.nn.Module | None], Losses]
+    description: str
+    # the Family fields ``loss`` calls beyond the contract's own ``loss``; a family without one
+    # cannot take this objective
+    needs: tuple[str, ...] = ()
+    # the data kinds whose batches ``loss`` reads; None: whatever the family trains on
+    kinds: frozenset[str] | None = None
+    # True: the loop passes a frozen copy of the recipe's parent model as ``reference``
+    needs_reference: bool = False
+
+
+def likelihood(family: Family, model: torch.nn.Module, batch: Any,
+               reference: torch.nn.Module | None = None) -> Losses:
+    """Maximum likelihood (or the image family's own objective): ``family.loss``."""
+    return family.loss(model, batch)
+
+
+def pairs(family: Family, model: torch.nn.Module, batch: SequenceBatch,
+          reference: torch.nn.Module | None = None) -> Losses:
+    """Supervised fine-tuning: −Σ log p(completion tokens) / their count; prompt tokens (mask
+    False) are context only. A batch without completion tokens has loss 0."""
+    assert family.log_probs is not None  # guaranteed by ``needs``
+    tokens = batch.mask.sum()
+    loss = -family.log_probs(model, batch).sum() / tokens.clamp(min=1)
+    return {"loss": loss, "completion_tokens": tokens.float()}
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "likelihood": Objective(likelihood, "the family's own objective (maximum likelihood)"),
+    "pairs": Objective(pairs, "loss on the completion tokens only (supervised fine-tuning)",
+                       needs=("log_probs",), kinds=frozenset({"pairs"})),
+}
+DEFAULT = "likelihood"
+
+
+def get_objective(name: str, family: Family, data_kind: str) -> Objective:
+    """The objective ``name`` if ``family`` can take it on ``data_kind`` data, else RecipeError."""
+    if name not in OBJECTIVES:
+        raise RecipeError(f"train.objective: unknown objective {name!r} (known: {', '.join(OBJECTIVES)})")
+    objective = OBJECTIVES[name]
+    missing = [need for need in objective.needs if getattr(family, need) is None]
+    if missing:
+        raise RecipeError(f"train.objective {name!r} needs a family with {', '.join(missing)}; "
+                          f"model.family {family.name!r} has none: use train.objective={DEFAULT}")
+    if family.train_step is not None and name != DEFAULT:
+        raise RecipeError(f"train.objective {name!r}: {family.name} takes its own optimizer steps "
+                          f"with its own objective: use train.objective={DEFAULT}")
+    if objective.kinds is not None and data_kind not in objective.kinds:
+        raise RecipeError(f"train.objective {name!r} trains on {' or '.join(sorted(objective.kinds))} "
+                          f"data; data.kind is {data_kind!r}")
+    return objective
