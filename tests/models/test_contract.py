@@ -11,12 +11,13 @@ import math
 import pytest
 import torch
 
-from genloop.models.family import ImageBatch, ImageRequest, TokenRequest
+from genloop.models.family import ImageBatch, ImageRequest, SequenceBatch, TokenRequest
 from genloop.models.io import load_weights, save_weights
 from genloop.models.registry import FAMILIES
 
 VOCAB = 32
-CHECKS = ("config_roundtrip", "save_load", "loss_falls", "seeded_sample", "kv_cache", "slot_decoding")
+CHECKS = ("config_roundtrip", "save_load", "loss_falls", "seeded_sample", "kv_cache", "slot_decoding",
+          "log_probs")
 # image families are checked on 8×8 single-channel images with 3 classes, class-conditional
 IMAGE_FILL = {"image_size": 8, "channels": 1, "num_classes": 3, "conditional": True}
 
@@ -194,6 +195,29 @@ def check_slot_decoding(family) -> None:
     for i, prompt in enumerate(prompts):
         alone = _draw(family, model, prompt[None], n[i], seed=0, temperature=0.0)[0].tolist()
         assert got[i] == alone, f"prompt {i}"
+
+
+def check_log_probs(family) -> None:
+    """``log_probs`` sums log p(target_t | inputs_<=t) over the masked positions: minus the
+    per-token cross-entropy worked out from the logits; over every position, its mean per token
+    is the family's own loss on the same (x, y)."""
+    if family.log_probs is None:
+        assert family.modality != "text", f"text family {family.name} has no log_probs: add one"
+        pytest.skip(f"{family.name} scores no token sequences")
+    config, model = _build(family, seed=0)
+    model.eval()
+    x, y = _batch(config)
+    mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(3)) < 0.5
+    mask[0] = False  # a sequence with no counted token
+    with torch.no_grad():
+        logits = _logits(model, x).float()  # (B, T, V)
+        log_p = logits.gather(-1, y[..., None]).squeeze(-1) - logits.logsumexp(dim=-1)  # (B, T)
+        got = family.log_probs(model, SequenceBatch(x, y, mask))
+        assert got.shape == (x.size(0),) and got.dtype == torch.float32
+        torch.testing.assert_close(got, torch.where(mask, log_p, 0.0).sum(dim=1))
+        assert got[0] == 0 and (got[1:] < 0).all()
+        every = family.log_probs(model, SequenceBatch(x, y, torch.ones_like(mask)))
+        torch.testing.assert_close(-every.sum() / y.numel(), family.loss(model, (x, y))["loss"])
 
 
 def test_exemptions_name_known_checks():

@@ -136,14 +136,17 @@ def test_lstm_tiny_run(workspace, tiny_recipe):
 
 def test_same_recipe_with_dropout_trains_to_the_same_weights(tmp_path, monkeypatch, tiny_recipe):
     """Dropout draws from the global RNG; the loop seeds it from the recipe (regression: two
-    runs of one recipe in one process used to differ, so a resume could not be checked)."""
+    runs of one recipe in one process used to differ, so a resume could not be checked), inside
+    the run only: the caller's RNG is left as it was."""
     recipe = tiny_recipe(name="drop", steps=8)
     recipe["model"]["config"]["dropout"] = 0.2
     weights = []
     for home in ("h1", "h2"):
         monkeypatch.setenv("GENLOOP_HOME", str(tmp_path / home))
         torch.rand(3)  # whatever the caller did with the RNG before
+        caller = torch.get_rng_state()
         result = train(recipe, register=False)
+        assert torch.equal(torch.get_rng_state(), caller)  # and the run leaves it as it was
         weights.append(load_file(str(result.run_dir / "checkpoints" / "last" / "weights.safetensors")))
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 

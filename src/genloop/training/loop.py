@@ -203,7 +203,7 @@ def start(
     report: ProgressFn,
 ) -> Run:
     """Everything before the first step: run, data, model, objective, optimizer, run row."""
-    # 1. the run: a resumed one brings its frozen recipe
+    # 1. the run (a resumed one brings its frozen recipe), its family and objective
     store = Store()
     ddp = Distributed()
     if resume is not None:
@@ -218,6 +218,11 @@ def start(
     cfg = recipe.train
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    family = get_family(recipe.model.family)
+    objective = get_objective(cfg.objective, family, recipe.data.kind)
+    if objective.needs_reference and not recipe.parent:
+        raise RecipeError(f"train.objective {cfg.objective!r} compares the model with a frozen copy "
+                          "of the model it starts from: set parent (name@N)")
 
     # 2. data
     report(Progress("data", message=f"preparing {recipe.data.source}"))
@@ -226,8 +231,7 @@ def start(
         store.add_dataset(dataset.name, dataset.hash, recipe.data.kind, str(dataset.path), dataset.meta)
     batches = batches_for(dataset)
 
-    # 3. the family and its objective take this data and this run
-    family = get_family(recipe.model.family)
+    # 3. the family takes this data and this run
     if (family.modality == "text") != isinstance(dataset, TextDataset):
         raise RecipeError(
             f"model.family {family.name!r} is a{'n image' if family.modality == 'image' else ' text'} "
@@ -236,10 +240,6 @@ def start(
     if family.train_step is not None and (cfg.grad_accum > 1 or ddp.world > 1):
         raise RecipeError(f"{family.name} takes its own optimizer steps: use train.grad_accum=1 "
                           "and a single process (no torchrun)")
-    objective = get_objective(cfg.objective, family, recipe.data.kind)
-    if objective.needs_reference and not recipe.parent:
-        raise RecipeError(f"train.objective {cfg.objective!r} compares the model with a frozen copy "
-                          "of the model it starts from: set parent (name@N)")
     model_config = recipe.model_config_for(batches.fill())
     batches.check(model_config)
 

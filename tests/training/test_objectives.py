@@ -1,0 +1,152 @@
+"""Objectives: maximum likelihood and pairs on hand-computed values; the recipe's choice, with a
+one-line error for an objective the family or data cannot take; the frozen reference copy."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from genloop.errors import RecipeError
+from genloop.models.family import Family, SequenceBatch, TextModelConfig
+from genloop.models.registry import get_family
+from genloop.store import Store
+from genloop.training.loop import train
+from genloop.training.objectives import OBJECTIVES, Objective, get_objective, likelihood, pairs
+from genloop.training.recipe import load_recipe
+
+from ..conftest import tiny_image_recipe_dict  # noqa: TID252
+
+# A bigram model over two tokens whose probabilities are easy to write down: after token a, the
+# other token has p = 3/4 and the same token p = 1/4.
+LN3 = math.log(3.0)
+
+
+class Bigram(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.tensor([[0.0, LN3], [LN3, 0.0]]))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.table[idx]  # (B, T, V)
+
+
+def _bigram_loss(model, batch):
+    x, y = batch
+    logits = model(x)
+    return {"loss": F.cross_entropy(logits.flatten(0, 1), y.flatten())}
+
+
+def _bigram_log_probs(model, batch: SequenceBatch) -> torch.Tensor:
+    log_p = model(batch.inputs).log_softmax(-1).gather(-1, batch.targets[..., None]).squeeze(-1)
+    return torch.where(batch.mask, log_p, 0.0).sum(dim=1)
+
+
+BIGRAM = Family(name="bigram", modality="text", config=TextModelConfig, presets={"tiny": {}},
+                build=lambda config: Bigram(), loss=_bigram_loss, sample=lambda *a: iter(()),
+                log_probs=_bigram_log_probs)
+INPUTS = torch.tensor([[0, 1, 0], [1, 1, 0]])
+TARGETS = torch.tensor([[1, 0, 0], [1, 0, 1]])  # p = 3/4, 3/4, 1/4 and 1/4, 3/4, 3/4
+P = [[0.75, 0.75, 0.25], [0.25, 0.75, 0.75]]
+
+
+def test_likelihood_is_the_familys_own_loss():
+    got = likelihood(BIGRAM, Bigram(), (INPUTS, TARGETS))
+    want = -sum(math.log(p) for row in P for p in row) / 6
+    assert set(got) == {"loss"}
+    assert got["loss"].item() == pytest.approx(want, rel=1e-6)
+
+
+def test_pairs_counts_the_completion_tokens_only():
+    mask = torch.tensor([[False, True, True], [True, False, False]])  # the completions
+    got = pairs(BIGRAM, Bigram(), SequenceBatch(INPUTS, TARGETS, mask))
+    # the mean over the three completion tokens of the batch, not a mean of per-row means
+    want = -(math.log(0.75) + math.log(0.25) + math.log(0.25)) / 3
+    assert got["loss"].item() == pytest.approx(want, rel=1e-6)
+    assert got["completion_tokens"].item() == 3
+    # a prompt token's target changes nothing: it is context only
+    other = TARGETS.clone()
+    other[0, 0] = 0
+    assert pairs(BIGRAM, Bigram(), SequenceBatch(INPUTS, other, mask))["loss"] == got["loss"]
+    # a batch with no completion token has loss 0 (not 0/0)
+    empty = pairs(BIGRAM, Bigram(), SequenceBatch(INPUTS, TARGETS, torch.zeros_like(mask)))
+    assert empty["loss"].item() == 0.0
+
+
+@pytest.mark.parametrize("name", ["gpt", "lstm"])
+def test_pairs_over_every_token_is_maximum_likelihood(name):
+    family = get_family(name)
+    config = family.make_config("tiny", vocab_size=16, block_size=16)
+    model = family.build(config).eval()
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(0, 16, (3, 17), generator=g)
+    x, y = data[:, :-1], data[:, 1:]
+    with torch.no_grad():
+        every = pairs(family, model, SequenceBatch(x, y, torch.ones_like(x, dtype=torch.bool)))
+        torch.testing.assert_close(every["loss"], likelihood(family, model, (x, y))["loss"])
+
+
+def test_an_objective_the_family_or_data_cannot_take_is_a_one_line_recipe_error():
+    with pytest.raises(RecipeError, match="'pairs' needs a family with log_probs") as e:
+        get_objective("pairs", get_family("vae"), "images")
+    assert "\n" not in str(e.value) and "'vae'" in str(e.value)
+    with pytest.raises(RecipeError, match="'pairs': gan takes its own optimizer steps"):
+        get_objective("pairs", replace(get_family("gan"), log_probs=_bigram_log_probs), "images")
+    with pytest.raises(RecipeError, match="'pairs' trains on pairs data; data.kind is 'text'"):
+        get_objective("pairs", get_family("gpt"), "text")
+    assert get_objective("likelihood", get_family("gan"), "images") is OBJECTIVES["likelihood"]
+    with pytest.raises(RecipeError, match=r"train\.objective: .*unknown objective 'dpo'"):
+        load_recipe({"data": {"source": "x.txt"}, "train": {"objective": "dpo"}})
+
+
+def test_train_refuses_an_objective_before_it_prepares_data(workspace):
+    recipe = tiny_image_recipe_dict("vae", steps=2, objective="pairs")
+    with pytest.raises(RecipeError, match="'pairs' needs a family with log_probs"):
+        train(recipe)
+    assert Store().list_runs() == [] and Store().list_datasets() == []
+
+
+def test_the_default_objective_keeps_the_frozen_recipe_and_its_hash():
+    tree = {"data": {"source": "x.txt"}}
+    default = load_recipe(tree)
+    assert default.train.objective == "likelihood"
+    assert "objective" not in default.frozen()["train"]  # as before objectives existed
+    assert load_recipe({**tree, "train": {"objective": "likelihood"}}).hash() == default.hash()
+    chosen = load_recipe({**tree, "train": {"objective": "pairs"}})
+    assert chosen.frozen()["train"]["objective"] == "pairs" and chosen.hash() != default.hash()
+    assert load_recipe(chosen.frozen()) == chosen
+
+
+def test_an_objective_that_needs_a_reference_gets_a_frozen_copy_of_the_parent(
+    workspace, tiny_recipe, monkeypatch
+):
+    seen: list[torch.nn.Module] = []
+
+    def anchored(family, model, batch, reference=None):
+        assert reference is not None and reference is not model
+        seen.append(reference)
+        return family.loss(model, batch)
+
+    monkeypatch.setitem(OBJECTIVES, "anchored", Objective(anchored, "test", needs_reference=True))
+    recipe = tiny_recipe(name="anchor", steps=4)
+    with pytest.raises(RecipeError, match="'anchored' compares the model .*: set parent"):
+        train({**recipe, "train": {**recipe["train"], "objective": "anchored"}})
+    assert Store().list_runs() == []
+
+    parent = train(recipe)
+    child = train({**recipe, "parent": parent.model_ref,
+                   "train": {**recipe["train"], "objective": "anchored"}})
+    assert child.model_ref == "anchor@2" and seen
+    reference = seen[0]
+    assert all(r is reference for r in seen)  # one copy, for training and validation alike
+    assert not reference.training and not any(p.requires_grad for p in reference.parameters())
+    parent_weights = load_file(str(Path(Store().resolve("anchor@1").path) / "weights.safetensors"))
+    child_weights = load_file(str(Path(Store().resolve("anchor@2").path) / "weights.safetensors"))
+    ref_weights = reference.state_dict()
+    assert all(torch.equal(ref_weights[k], parent_weights[k]) for k in parent_weights)  # untouched
+    assert any(not torch.equal(child_weights[k], parent_weights[k]) for k in parent_weights)
