@@ -21,7 +21,6 @@ the steps an uninterrupted one would have taken.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import uuid
@@ -50,6 +49,7 @@ from genloop.training.batches import ImageBatches, TextBatches, batch_at, batche
 from genloop.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from genloop.training.ema import EMA
 from genloop.training.features import feature_extractor
+from genloop.training.metrics import MetricsLog
 from genloop.training.objectives import Objective, get_objective
 from genloop.training.recipe import Recipe, TrainConfig, load_recipe
 from genloop.training.register import register_model
@@ -110,39 +110,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     ]
 
 
-class _Metrics:
-    """metrics.jsonl (always) and TensorBoard (if enabled), written by rank 0 only."""
-
-    def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int | None):
-        self.path = run_dir / "metrics.jsonl"
-        if resume_step is not None and self.path.exists():
-            # drop lines logged after the checkpoint we resume from: they will be logged again
-            kept = [ln for ln in self.path.read_text().splitlines()
-                    if ln and json.loads(ln).get("step", 0) <= resume_step]
-            atomic_write_text(self.path, "".join(k + "\n" for k in kept))
-        self.file = self.path.open("a", encoding="utf-8")
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-            except ImportError:  # tensorboard is optional at run time
-                self.tb = None
-
-    def log(self, step: int, values: dict[str, float]) -> None:
-        self.file.write(json.dumps({"step": step, "time": time.time(), **values}) + "\n")
-        self.file.flush()
-        if self.tb is not None:
-            for k, v in values.items():
-                self.tb.add_scalar(k, v, step)
-
-    def close(self) -> None:
-        self.file.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
 @dataclass
 class Run:
     """One training execution, as ``start`` hands it to ``fit`` and ``fit`` to ``finish``."""
@@ -166,7 +133,7 @@ class Run:
     reference: torch.nn.Module | None  # frozen copy of the parent, for objectives that need one
     resumed: bool
     parent_ref: str | None  # recorded as the registered version's parent
-    metrics: _Metrics | None = None
+    metrics: MetricsLog | None = None
     stopped_early: bool = False
 
     @property
@@ -330,7 +297,7 @@ def fit(run: Run) -> None:
     units_per_step = run.batches.units(run.model_config, per_rank) * ddp.world * cfg.grad_accum
     unit = run.batches.unit
     if ddp.main:
-        run.metrics = _Metrics(run.dir, cfg.tensorboard, state.step if run.resumed else None)
+        run.metrics = MetricsLog(run.dir, cfg.tensorboard, state.step if run.resumed else None)
     # dropout draws from the global RNG: seed it from the recipe (a resume has restored it from
     # the checkpoint), so the same recipe trains to the same weights in any process
     dropout_seed = None if run.resumed else (cfg.seed + 1) * 1_000_003 + ddp.rank
