@@ -231,3 +231,36 @@ def _load_version(version: ModelVersion, store: Store) -> TextModel | ImageModel
                          load_chat_template(directory))
     class_names = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
     return ImageModel(version, family, config, network, store, class_names)
+
+
+@dataclass
+class Replay:
+    """A recorded generation run again from its record alone."""
+
+    record: GenerationRecord
+    content_hash: str
+    output: str | None  # the text, or the image's class name
+
+    @property
+    def matches(self) -> bool:
+        return self.content_hash == self.record.content_hash
+
+
+def replay(generation_id: str, store: Store | None = None) -> Replay:
+    """Run generation ``generation_id`` again from what its record holds (model version, request,
+    seed) and hash the result; nothing new is recorded. A text choice replays as a request of one
+    with its own seed (``choice_seed``); an image is drawn again with its request and taken at its
+    recorded index."""
+    store = store or Store()
+    record = store.get_generation(generation_id)
+    model = load(record.model, store)
+    if isinstance(model, TextModel):
+        fields = {k: v for k, v in record.request.items() if k in TextRequest.model_fields}
+        request = _validated(TextRequest, {**fields, "seed": record.seed, "num_samples": 1})
+        out = generate_texts(model.family, model.network, model.tokenizer, request)[0]
+        return Replay(record, out.content_hash, out.text)
+    fields = {k: v for k, v in record.request.items() if k in ImageGenRequest.model_fields}
+    request = _validated(ImageGenRequest, {**fields, "seed": record.seed})
+    images = generate_images(model.family, model.config, model.network, model.class_names, request)
+    index = int(record.request.get("index", 0))
+    return Replay(record, pixels_hash(images.images[index]), record.output)

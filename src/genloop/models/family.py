@@ -14,7 +14,7 @@ Text families take ``(x, y)`` token batches and a ``TokenRequest``; image famili
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -93,6 +93,10 @@ class TokenRequest:
     top_p: float | None = None
     repetition_penalty: float = 1.0
     use_cache: bool = True
+
+
+# what a text family's ``sample`` draws with: one generator for the batch, or one per row
+Generators = torch.Generator | Sequence[torch.Generator]
 
 
 class SlotDecoder(Protocol):
@@ -192,7 +196,7 @@ def fast_bf16(device_type: str = "cpu") -> bool:
 
 def sample_next(
     logits: torch.Tensor,
-    generator: torch.Generator | None,
+    generator: Generators | None,
     *,
     temperature: float = 1.0,
     top_k: int | None = None,
@@ -200,7 +204,12 @@ def sample_next(
     repetition_penalty: float = 1.0,
     history: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Pick the next token of each row of ``logits`` (B, V) -> (B,). Temperature 0 is greedy."""
+    """Pick the next token of each row of ``logits`` (B, V) -> (B,). Temperature 0 is greedy.
+
+    ``generator`` is one generator for the whole batch, or one per row: then row i is drawn
+    with generator i alone, exactly as it would be in a batch of one, so each row's tokens
+    depend only on its own seed (the per-choice seeding every face shares).
+    """
     if temperature <= 0:
         logits = logits.float()
         if repetition_penalty != 1.0 and history is not None:
@@ -208,7 +217,12 @@ def sample_next(
         return logits.argmax(dim=-1)
     probs = next_token_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                              repetition_penalty=repetition_penalty, history=history)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if isinstance(generator, torch.Generator) or generator is None:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if len(generator) != probs.size(0):
+        raise ValueError(f"{len(generator)} generators for {probs.size(0)} rows")
+    return torch.cat([torch.multinomial(probs[i : i + 1], 1, generator=g)[:, 0]
+                      for i, g in enumerate(generator)])
 
 
 def next_token_probs(

@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 
 from genloop.models.family import (
     Family,
+    Generators,
     SlotDecoder,
     TextModelConfig,
     TokenRequest,
@@ -198,7 +199,7 @@ def loss(model: GPT, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torc
 
 
 @torch.no_grad()
-def sample(model: GPT, request: TokenRequest, generator: torch.Generator) -> Iterator[torch.Tensor]:
+def sample(model: GPT, request: TokenRequest, generator: Generators) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,) step by step.
 
     With the cache: one prefill of the prompt, then one position per step. When the context is

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from genloop.models.family import (
     Family,
+    Generators,
     SlotDecoder,
     TextModelConfig,
     TokenRequest,
@@ -80,7 +81,7 @@ def loss(model: LSTMLM, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, t
 
 @torch.no_grad()
 def sample(
-    model: LSTMLM, request: TokenRequest, generator: torch.Generator
+    model: LSTMLM, request: TokenRequest, generator: Generators
 ) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,): read the prompt once, then one recurrent step per token."""
     ids = request.prompt_ids
