@@ -38,9 +38,9 @@ from genloop.generation.text import (
     stream_text,
 )
 from genloop.models.family import Family, ModelConfig
-from genloop.models.io import load_model_dir
+from genloop.models.modeldir import ModelDir
 from genloop.store import GenerationRecord, ModelVersion, Store
-from genloop.tokenizers import Tokenizer, load_tokenizer
+from genloop.tokenizers import Tokenizer
 
 
 def _validated(model: type, params: dict[str, Any]) -> Any:
@@ -65,9 +65,12 @@ class _Loaded:
         return self.version.ref
 
     @property
+    def directory(self) -> ModelDir:
+        return ModelDir(Path(self.version.path))
+
+    @property
     def card(self) -> str:
-        path = Path(self.version.path) / "card.md"
-        return path.read_text(encoding="utf-8") if path.exists() else ""
+        return self.directory.card()
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -223,14 +226,13 @@ def loaded() -> list[str]:
 
 
 def _load_version(version: ModelVersion, store: Store) -> TextModel | ImageModel:
-    directory = Path(version.path)
-    family, config, network = load_model_dir(directory)
-    if family.modality == "text":
-        tokenizer = load_tokenizer(directory / "tokenizer.json")
+    directory = ModelDir(Path(version.path))
+    family, config, network = directory.load()
+    tokenizer = directory.tokenizer()
+    if tokenizer is not None:  # a text model: its tokenizer came with it
         return TextModel(version, family, config, network, store, tokenizer,
                          load_chat_template(directory))
-    class_names = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
-    return ImageModel(version, family, config, network, store, class_names)
+    return ImageModel(version, family, config, network, store, directory.labels() or [])
 
 
 @dataclass

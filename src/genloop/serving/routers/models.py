@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from genloop.generation.chat import load_chat_template
-from genloop.models.io import read_config
+from genloop.models.modeldir import ModelDir
 from genloop.models.registry import get_family
 from genloop.serving.deps import CallerDep, StateDep
 from genloop.serving.schemas import ErrorResponse, ModelList, ModelObject
@@ -21,23 +20,21 @@ router = APIRouter(prefix="/v1", tags=["models"],
 
 def model_object(version: ModelVersion, latest: bool, card: bool = False) -> ModelObject:
     """What a client needs to pick and drive a model; files are read only from its directory."""
-    directory = Path(version.path)
+    directory = ModelDir(Path(version.path))
     family = get_family(version.family)
     modality = family.modality
     classes = image_size = template = None
     if modality == "image":
-        labels = directory / "labels.json"
-        classes = json.loads(labels.read_text(encoding="utf-8")) if labels.exists() else []
-        image_size = getattr(read_config(directory / "config.json")[1], "image_size", None)
+        classes = directory.labels() or []
+        image_size = getattr(directory.family_config()[1], "image_size", None)
     else:
         template = load_chat_template(directory).model_dump()
-    card_path = directory / "card.md"
     return ModelObject(
         id=version.ref, created=int(version.created_at.timestamp()), name=version.name,
         version=version.version, family=version.family, modality=modality,
         generative=family.generative, latest=latest,
         metrics=version.metrics, classes=classes, image_size=image_size, chat_template=template,
-        card=(card_path.read_text(encoding="utf-8") if card_path.exists() else "") if card else None,
+        card=directory.card() if card else None,
     )
 
 
