@@ -28,7 +28,8 @@ import torch
 
 from genloop.errors import GenloopError, InvalidInput
 from genloop.generation.text import TextOutput, TextRequest, TextRow, content_hash, encode_prompt
-from genloop.models.family import Family, SlotDecoder, next_token_probs, sample_next
+from genloop.models.family import Family, SlotDecoder
+from genloop.models.sampling import next_token_probs, sample_next
 from genloop.tokenizers import Tokenizer
 
 
