@@ -35,7 +35,8 @@ from genloop.generation.text import (
     content_hash,
     encode_prompt,
 )
-from genloop.models.family import Family, SlotDecoder, next_token_probs, sample_next
+from genloop.models.family import Family, SlotDecoder
+from genloop.models.sampling import next_token_probs, sample_next
 from genloop.tokenizers import Tokenizer
 
 

@@ -24,8 +24,8 @@ from genloop.models.family import (
     TokenRequest,
     check_slot,
     check_step,
-    sample_next,
 )
+from genloop.models.sampling import sample_next
 
 
 class LSTMConfig(TextModelConfig):
