@@ -484,7 +484,9 @@ def test_re_prepare_reuses_the_stored_dataset(tmp_path, home):
 def test_failure_while_writing_leaves_no_dataset_and_no_temp_dir(tmp_path, home, monkeypatch):
     root = _class_folder(tmp_path / "pets")
     calls = []
-    real = images_mod._save_npy
+    import genloop.data.folder as folder_mod
+
+    real = folder_mod._save_npy
 
     def failing(path, arr):
         calls.append(path)
@@ -492,12 +494,12 @@ def test_failure_while_writing_leaves_no_dataset_and_no_temp_dir(tmp_path, home,
             raise OSError(28, "No space left on device")
         real(path, arr)
 
-    monkeypatch.setattr(images_mod, "_save_npy", failing)
+    monkeypatch.setattr(folder_mod, "_save_npy", failing)
     with pytest.raises(OSError, match="No space"):
         prepare_images(ImageDataConfig(source=str(root)))
     assert _leftovers(home) == []
     assert list((home / "datasets" / "pets").iterdir()) == []
-    monkeypatch.setattr(images_mod, "_save_npy", real)
+    monkeypatch.setattr(folder_mod, "_save_npy", real)
     ds = prepare_images(ImageDataConfig(source=str(root)))  # and it recovers
     assert len(ds.train) == 12
 

@@ -1,9 +1,9 @@
 """Image datasets: read images, check them, convert them to one shape, split them, store them immutably.
 
-A prepared dataset is a folder ``datasets/<name>/<hash[:16]>/`` holding ``train_images.npy`` and
-``test_images.npy`` (uint8, ``(N, C, H, W)``, memory-mapped by training), ``train_labels.npy`` and
-``test_labels.npy`` (int64) and ``dataset.json`` (class names, captions, counts, conversions,
-notes). The hash is sha256 over the conversion settings, the arrays, the labels, the class names
+A prepared dataset is the folder every kind shares (``data/folder.py``): arrays ``train_images``
+and ``test_images`` (uint8, ``(N, C, H, W)``, memory-mapped by training), ``train_labels`` and
+``test_labels`` (int64) and the metadata (class names, captions, counts, conversions, notes).
+The hash is sha256 over the conversion settings, the arrays, the labels, the class names
 and the captions; the source path and the dataset name are left out, so moving a folder does not
 change a dataset's identity (the same rule as ``data/text.py``).
 
@@ -56,12 +56,11 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from genloop.atomic import atomic_dir
-from genloop.config import settings
+from genloop.data.folder import Folder, read_folder, stored, write_folder
 from genloop.data.image_files import IMAGE_SUFFIXES, folder_files, read_image, resize_square
 from genloop.data.mnist import FASHION_MNIST, MNIST, IdxSet, idx_arrays
 from genloop.data.shapes import SHAPE_NAMES, SHAPES_SEED, SHAPES_TEST, SHAPES_TRAIN, draw_shapes
-from genloop.errors import CorruptArtifact, GenloopError, InvalidInput, NotFound
+from genloop.errors import CorruptArtifact, GenloopError, InvalidInput
 
 FORMAT_VERSION = 1
 
@@ -412,13 +411,6 @@ def _default_name(source: str) -> str:
     return re.sub(r"[^\w.-]", "-", stem).lstrip(".-") or "images"
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, arr, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _per_class(labels: np.ndarray, class_names: list[str]) -> dict[str, int]:
     counts = np.bincount(labels, minlength=len(class_names))
     return {name: int(counts[i]) for i, name in enumerate(class_names)}
@@ -475,10 +467,9 @@ def prepare_images(config: ImageDataConfig, progress: Callable[[str], None] | No
               "max_images": config.max_images, "split": split}
     digest = _content_hash(hashed, [train, train_labels, test, test_labels], src.class_names, captions)
     name = config.name or _default_name(config.source)
-    final = settings().datasets_dir / name / digest[:16]
-    if (final / "dataset.json").is_file():
-        say(f"reusing {final}")
-        return load_image_dataset(final)
+    if (done := stored(name, digest)) is not None:
+        say(f"reusing {done.path}")
+        return _image_dataset(done)
     meta = {
         "format": FORMAT_VERSION,
         "kind": "images",
@@ -500,60 +491,28 @@ def prepare_images(config: ImageDataConfig, progress: Callable[[str], None] | No
         "notes": notes,
         "skipped": src.skipped,
     }
-    # 5. Write atomically.
-    say(f"writing {final}")
-    try:
-        with atomic_dir(final) as tmp:
-            for split_name, images, labels in (("train", train, train_labels), ("test", test, test_labels)):
-                _save_npy(tmp / f"{split_name}_images.npy", images)
-                _save_npy(tmp / f"{split_name}_labels.npy", labels)
-            with open(tmp / "dataset.json", "w", encoding="utf-8") as f:
-                json.dump(meta, f, ensure_ascii=False, indent=2)
-                f.flush()
-                os.fsync(f.fileno())
-    except OSError:
-        # Another process finished the same dataset first; theirs is identical.
-        if not (final / "dataset.json").is_file():
-            raise
-    return load_image_dataset(final)
+    # 5. Write atomically (the one dataset folder of every kind).
+    say(f"writing {name}/{digest[:16]}")
+    arrays = {"train_images": train, "train_labels": train_labels,
+              "test_images": test, "test_labels": test_labels}
+    return _image_dataset(write_folder(meta, arrays))
 
 
 def load_image_dataset(path: str | os.PathLike[str]) -> ImageDataset:
     """Open a prepared image dataset folder; image arrays are read-only memory maps."""
-    path = Path(path)
-    meta_path = path / "dataset.json"
+    return _image_dataset(read_folder(path, "images"))
+
+
+def _image_dataset(folder: Folder) -> ImageDataset:
+    a, meta = folder.arrays, folder.meta
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise NotFound(f"no image dataset at {path} (missing dataset.json)") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CorruptArtifact(f"dataset metadata {meta_path} is corrupt: {e}") from e
-    arrays: dict[str, np.ndarray] = {}
-    try:
-        shape = meta["shape"]
-        chw = (shape["channels"], shape["height"], shape["width"])
-        for split in ("train", "test"):
-            n = meta["counts"][split]
-            for part, dtype, want in (("images", np.uint8, (n, *chw)), ("labels", np.int64, (n,))):
-                file = path / f"{split}_{part}.npy"
-                a = np.load(file, mmap_mode="r", allow_pickle=False)
-                if a.dtype != dtype or a.shape != want:
-                    raise CorruptArtifact(
-                        f"{file} is {a.dtype} {a.shape}, expected {np.dtype(dtype).name} {want}; "
-                        f"delete {path} and prepare it again"
-                    )
-                arrays[f"{split}_{part}"] = a
         class_names = list(meta["class_names"])
-    except (KeyError, TypeError) as e:
-        raise CorruptArtifact(f"dataset metadata {meta_path} lacks {e}") from e
-    except FileNotFoundError as e:
-        raise CorruptArtifact(f"dataset {path} is missing {Path(e.filename).name}") from e
-    except ValueError as e:
-        raise CorruptArtifact(f"dataset {path} has an unreadable array ({e}); prepare it again") from e
+    except KeyError as e:
+        raise CorruptArtifact(f"dataset metadata of {folder.path} lacks {e}") from e
     return ImageDataset(
-        name=meta["name"], hash=meta["hash"], path=path,
-        train=arrays["train_images"], train_labels=arrays["train_labels"],
-        test=arrays["test_images"], test_labels=arrays["test_labels"],
+        name=folder.name, hash=folder.hash, path=folder.path,
+        train=a["train_images"], train_labels=a["train_labels"],
+        test=a["test_images"], test_labels=a["test_labels"],
         class_names=class_names, captions=meta.get("captions"),
         meta={k: v for k, v in meta.items() if k != "captions"},  # captions can be large: kept apart
     )
