@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from genloop.config import settings
-from genloop.errors import InvalidInput, validation_message
+from genloop.errors import CorruptArtifact, InvalidInput, validation_message
 from genloop.generation.batching import Batcher
 from genloop.generation.chat import ChatTemplate, load_chat_template
 from genloop.generation.image import (
@@ -29,6 +29,7 @@ from genloop.generation.image import (
     save_png,
 )
 from genloop.generation.image import content_hash as pixels_hash
+from genloop.generation.kinds import generates
 from genloop.generation.text import (
     TextOutput,
     TextRequest,
@@ -228,11 +229,13 @@ def loaded() -> list[str]:
 def _load_version(version: ModelVersion, store: Store) -> TextModel | ImageModel:
     directory = ModelDir(Path(version.path))
     family, config, network = directory.load()
+    if generates(family).request is ImageGenRequest:
+        return ImageModel(version, family, config, network, store, directory.labels() or [])
     tokenizer = directory.tokenizer()
-    if tokenizer is not None:  # a text model: its tokenizer came with it
-        return TextModel(version, family, config, network, store, tokenizer,
-                         load_chat_template(directory))
-    return ImageModel(version, family, config, network, store, directory.labels() or [])
+    if tokenizer is None:
+        raise CorruptArtifact(f"{directory.path}: a text model without its tokenizer")
+    return TextModel(version, family, config, network, store, tokenizer,
+                     load_chat_template(directory))
 
 
 @dataclass

@@ -153,7 +153,7 @@ def stream_tokens(
     own generator seeded ``choice_seed(seed, row)``: its text is that of the row alone, the same
     as the HTTP face's continuous batching gives for that choice.
     """
-    if family.modality != "text":
+    if not family.streaming:  # its sample does not yield tokens
         raise InvalidInput(f"model family {family.name!r} does not generate text")
     prompts = request.prompts
     if not prompts or len(prompts) > MAX_PROMPTS:

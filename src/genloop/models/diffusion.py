@@ -218,7 +218,8 @@ def sample(model: UNet, request: ImageRequest, generator: torch.Generator) -> to
 
 FAMILY = Family(
     name="diffusion",
-    modality="image",
+    kinds=("images",),
+    conditioning="class",
     config=DiffusionConfig,
     presets={
         "tiny": {"width": 8, "channel_mults": (1, 2), "attention": False, "groups": 4, "timesteps": 100},

@@ -148,7 +148,10 @@ def check_step(slots: list[int], tokens: torch.Tensor, n_slots: int,
 @dataclass(frozen=True)
 class Family:
     name: str
-    modality: Literal["text", "image"]
+    # the data kinds it trains on (``data/kinds.py``); the first is what it generates from
+    kinds: tuple[str, ...]
+    # what a request may condition it on: nothing, a class label, a text, an image
+    conditioning: Literal["none", "class", "text", "image"]
     config: type[ModelConfig]
     presets: dict[str, dict[str, Any]]
     build: Callable[[Any], torch.nn.Module]
@@ -173,8 +176,15 @@ class Family:
     # importance_nll(model, batch, k) -> (B,) negative log-likelihood in nats from k importance
     # samples (k=1: the negative ELBO); families with a tractable bound (VAE)
     importance_nll: Callable[[torch.nn.Module, ImageBatch, int], torch.Tensor] | None = None
+    # True: torch.compile pays for its start-up on long runs (``train.compile: auto``); image
+    # objectives draw from a generator inside the graph, which compile splits
+    compiles: bool = False
     # Contract checks a family cannot pass, with the reason (the common test reads these).
     exempt: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def modality(self) -> str:  # transitional: removed once no caller reads it
+        return "image" if self.kinds[0] == "images" else "text"
 
     def make_config(self, preset: str = "tiny", **overrides: Any) -> ModelConfig:
         """The preset's config with ``overrides`` applied; unknown presets and keys are errors."""

@@ -348,7 +348,9 @@ def slot_decoder(model: torch.nn.Module, slots: int) -> SlotDecoder:
 
 FAMILY = Family(
     name="gpt",
-    modality="text",
+    kinds=("text", "pairs", "preferences"),
+    conditioning="none",
+    compiles=True,
     config=GPTConfig,
     presets=PRESETS,
     build=build,

@@ -150,7 +150,9 @@ def slot_decoder(model: torch.nn.Module, slots: int) -> SlotDecoder:
 
 FAMILY = Family(
     name="lstm",
-    modality="text",
+    kinds=("text", "pairs", "preferences"),
+    conditioning="none",
+    compiles=True,
     config=LSTMConfig,
     presets=PRESETS,
     build=build,

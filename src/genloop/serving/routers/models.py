@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from genloop.generation.chat import load_chat_template
+from genloop.generation.kinds import generates
 from genloop.models.modeldir import ModelDir
-from genloop.models.registry import get_family
 from genloop.serving.deps import CallerDep, StateDep
 from genloop.serving.schemas import ErrorResponse, ModelList, ModelObject
 from genloop.store import ModelVersion
@@ -21,19 +21,16 @@ router = APIRouter(prefix="/v1", tags=["models"],
 def model_object(version: ModelVersion, latest: bool, card: bool = False) -> ModelObject:
     """What a client needs to pick and drive a model; files are read only from its directory."""
     directory = ModelDir(Path(version.path))
-    family = get_family(version.family)
-    modality = family.modality
-    classes = image_size = template = None
-    if modality == "image":
-        classes = directory.labels() or []
-        image_size = getattr(directory.family_config()[1], "image_size", None)
-    else:
-        template = load_chat_template(directory).model_dump()
+    family, config = directory.family_config()
+    what = generates(family)
+    classes = directory.labels()  # image models: class names; text models have none
+    template = load_chat_template(directory).model_dump() if what.chat else None
     return ModelObject(
         id=version.ref, created=int(version.created_at.timestamp()), name=version.name,
-        version=version.version, family=version.family, modality=modality,
+        version=version.version, family=version.family, modality=what.output,
         generative=family.generative, latest=latest,
-        metrics=version.metrics, classes=classes, image_size=image_size, chat_template=template,
+        metrics=version.metrics, classes=classes, image_size=getattr(config, "image_size", None),
+        chat_template=template,
         card=directory.card() if card else None,
     )
 
