@@ -143,8 +143,13 @@ def _download(url: str, dest: Path, timeout: float, advice: str) -> None:
     """Stream ``url`` into ``dest``; a network error or a short body is a one-line DownloadError."""
     try:
         with open(dest, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            size = 0
             while chunk := resp.read(_CHUNK):
                 out.write(chunk)
+                size += len(chunk)
+            promised = resp.headers.get("Content-Length")
+            if promised is not None and promised.isdigit() and size < int(promised):
+                raise http.client.IncompleteRead(b"", int(promised) - size)
             out.flush()
             os.fsync(out.fileno())
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
