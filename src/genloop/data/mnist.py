@@ -24,6 +24,7 @@ import numpy as np
 
 from genloop.config import settings
 from genloop.data.download import fetch
+from genloop.data.sources import idx_set
 from genloop.errors import DownloadError
 
 
@@ -33,25 +34,20 @@ class IdxSet:
 
     mirror: str  # folder under GENLOOP_DATA_MIRROR holding train.npz / test.npz
     url: str  # base URL of the gzip IDX files
-    files: dict[str, str]  # gzip file -> sha256 of the file
+    files: dict[str, str]  # gzip file -> sha256 of the file (of its IDX payload when gzip)
     arrays: dict[str, str]  # "train/images" ... -> sha256 of the array bytes (C order)
     class_names: tuple[str, ...]
+    gzip: bool = False
 
 
 IDX_NAMES = {"train/images": "train-images-idx3-ubyte.gz", "train/labels": "train-labels-idx1-ubyte.gz",
               "test/images": "t10k-images-idx3-ubyte.gz", "test/labels": "t10k-labels-idx1-ubyte.gz"}
 
-# gzip sha256s as pinned by TensorFlow's mirror users and tensorflow-datasets; array sha256s from
+# URLs and IDX payload sha256s from data/sources.py; array sha256s from
 # /work/shared/data/*/SOURCE.md (the IDX payloads minus their headers).
 MNIST = IdxSet(
     mirror="mnist",
-    url="https://storage.googleapis.com/cvdf-datasets/mnist/",
-    files={
-        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-    },
+    **idx_set("mnist"),
     arrays={
         "train/images": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
         "train/labels": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
@@ -62,13 +58,7 @@ MNIST = IdxSet(
 )
 FASHION_MNIST = IdxSet(
     mirror="fashion_mnist",
-    url="https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
-    files={
-        "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-        "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-        "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-        "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-    },
+    **idx_set("fashion-mnist"),
     arrays={
         "train/images": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
         "train/labels": "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
@@ -127,7 +117,7 @@ def idx_arrays(spec: IdxSet, say: Callable[[str], None]) -> dict[str, np.ndarray
     for key, file in IDX_NAMES.items():
         say(f"fetching {spec.url}{file}")
         path = fetch(spec.url + file, spec.files[file], mirror_paths=[f"{spec.mirror}/{file}"],
-                     cache_name=f"{spec.mirror}/{file}")
+                     cache_name=f"{spec.mirror}/{file}", gzip=spec.gzip)
         arrays[key] = read_idx(path, 0x803 if key.endswith("images") else 0x801)
         _check_array(arrays[key], spec.arrays[key], str(path), "delete it and fetch again")
     return arrays

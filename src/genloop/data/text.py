@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from genloop.data.download import fetch
+from genloop.data.download import fetch_builtin
 from genloop.data.folder import Folder, read_folder, stored, write_folder
 from genloop.errors import CorruptArtifact, InvalidInput
 from genloop.tokenizers import Tokenizer, train_tokenizer
@@ -157,30 +157,14 @@ def _read_user_source(path: Path, field: str) -> _Corpus:
 
 
 def _tinyshakespeare(config: TextDataConfig) -> _Corpus:
-    path = fetch(
-        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
-        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
-        mirror_paths=["tinyshakespeare/input.txt"],
-        cache_name="tinyshakespeare/input.txt",
-    )
+    path = fetch_builtin("tinyshakespeare", "input.txt")
     return _Corpus("contiguous", [_read_text_file(path)], [])
-
-
-_TANG_FILES = {
-    "train": ("dc9024c7895dc95fe8f6a56fda18cc149a5810553ee1cb501fe25aa44df3f4f5", "train"),
-    "valid": ("d2ea0887cddb7a179cf8137f96ee3b0b2aa0433c2ba81ceadcd14fce9ece4328", "valid"),
-}
 
 
 def _tang_poems(config: TextDataConfig) -> _Corpus:
     splits: dict[str, list[str]] = {}
-    for split, (sha, stem) in _TANG_FILES.items():
-        path = fetch(
-            f"https://github.com/genloop/genloop-data/releases/download/v1/tang_poems_{stem}.jsonl",
-            sha,
-            mirror_paths=[f"tang_poems/{stem}.jsonl"],
-            cache_name=f"tang_poems/{stem}.jsonl",
-        )
+    for split in ("train", "valid"):
+        path = fetch_builtin("tang-poems", f"{split}.jsonl")
         rows = (json.loads(line) for line in _read_text_file(path).split("\n") if line)
         splits[split] = [r["title"] + "\n" + "\n".join(r["paragraphs"]) for r in rows]
     return _Corpus("given", splits["train"], splits["valid"])
