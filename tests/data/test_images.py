@@ -18,13 +18,11 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
+import genloop.data.image_files as image_files_mod
 import genloop.data.images as images_mod
-from genloop.data.images import (
-    ImageDataConfig,
-    load_image_dataset,
-    prepare_images,
-    read_image,
-)
+from genloop.data.image_files import read_image
+from genloop.data.images import ImageDataConfig, load_image_dataset, prepare_images
+from genloop.data.mnist import IDX_NAMES, IdxSet
 from genloop.errors import CorruptArtifact, DownloadError, InvalidInput, NotFound
 
 # the datasets mirror: GENLOOP_DATA_MIRROR (CI sets it), else ../shared/data beside the repository
@@ -266,7 +264,7 @@ def test_huge_header_is_refused_before_decoding(tmp_path, home, side):
 def test_file_size_limit(tmp_path, home, monkeypatch):
     root = tmp_path / "big" / "a"
     _save(root / "0.png", _rgb(0, 64))
-    monkeypatch.setattr(images_mod, "MAX_FILE_BYTES", 1024)
+    monkeypatch.setattr(image_files_mod, "MAX_FILE_BYTES", 1024)
     with pytest.raises(InvalidInput, match=r"0\.png is .* MiB, over the 0 MiB limit"):
         prepare_images(ImageDataConfig(source=str(root.parent)))
 
@@ -446,10 +444,10 @@ def test_idx_files_are_read_and_checked(home, tmp_path, monkeypatch):
     for key, arr in arrays.items():
         magic = (0x800 + arr.ndim).to_bytes(4, "big")
         raw = magic + b"".join(d.to_bytes(4, "big") for d in arr.shape) + arr.tobytes()
-        name = images_mod._IDX_NAMES[key]
+        name = IDX_NAMES[key]
         (folder / name).write_bytes(gzip.compress(raw))
         files[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
-    spec = images_mod._IdxSet(
+    spec = IdxSet(
         mirror="toy_idx", url="https://example.invalid/", files=files,
         arrays={k: hashlib.sha256(a.tobytes()).hexdigest() for k, a in arrays.items()},
         class_names=("even", "odd"),
@@ -461,8 +459,8 @@ def test_idx_files_are_read_and_checked(home, tmp_path, monkeypatch):
     assert ds.train.shape == (20, 1, 5, 5) and np.array_equal(ds.test[:, 0], arrays["test/images"])
     assert ds.class_names == ["even", "odd"] and any(m.startswith("fetching") for m in messages)
     # Right file hash but wrong contents (a pinned hash that does not match the arrays): refused.
-    bad = images_mod._IdxSet(spec.mirror, spec.url, spec.files, {**spec.arrays, "test/labels": "0" * 64},
-                             spec.class_names)
+    bad = IdxSet(spec.mirror, spec.url, spec.files, {**spec.arrays, "test/labels": "0" * 64},
+                 spec.class_names)
     monkeypatch.setitem(images_mod.BUILTINS, "toy-idx", images_mod._idx_source(bad))
     with pytest.raises(DownloadError, match=r"t10k-labels-idx1-ubyte\.gz has content sha256"):
         prepare_images(ImageDataConfig(source="toy-idx"))
@@ -486,7 +484,9 @@ def test_re_prepare_reuses_the_stored_dataset(tmp_path, home):
 def test_failure_while_writing_leaves_no_dataset_and_no_temp_dir(tmp_path, home, monkeypatch):
     root = _class_folder(tmp_path / "pets")
     calls = []
-    real = images_mod._save_npy
+    import genloop.data.folder as folder_mod
+
+    real = folder_mod._save_npy
 
     def failing(path, arr):
         calls.append(path)
@@ -494,12 +494,12 @@ def test_failure_while_writing_leaves_no_dataset_and_no_temp_dir(tmp_path, home,
             raise OSError(28, "No space left on device")
         real(path, arr)
 
-    monkeypatch.setattr(images_mod, "_save_npy", failing)
+    monkeypatch.setattr(folder_mod, "_save_npy", failing)
     with pytest.raises(OSError, match="No space"):
         prepare_images(ImageDataConfig(source=str(root)))
     assert _leftovers(home) == []
     assert list((home / "datasets" / "pets").iterdir()) == []
-    monkeypatch.setattr(images_mod, "_save_npy", real)
+    monkeypatch.setattr(folder_mod, "_save_npy", real)
     ds = prepare_images(ImageDataConfig(source=str(root)))  # and it recovers
     assert len(ds.train) == 12
 

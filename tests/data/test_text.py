@@ -65,11 +65,11 @@ def test_txt_paragraphs_dedupe_split_and_files(tmp_path, home):
     assert counts["documents"]["train"] + counts["documents"]["val"] == 60
     assert counts["documents"]["val"] > 0
     assert ds.path == home / "datasets" / "corpus" / ds.hash[:16]
-    assert sorted(p.name for p in ds.path.iterdir()) == [
-        "meta.json",
+    assert sorted(p.name for p in ds.path.iterdir()) == [  # the folder every kind shares
+        "dataset.json",
         "tokenizer.json",
-        "train.bin",
-        "val.bin",
+        "train_ids.npy",
+        "val_ids.npy",
     ]
     assert isinstance(ds.train, np.memmap) and ds.train.dtype == np.uint16
     # Each document is followed by eos; decoding between eos marks gives the documents back.
@@ -173,12 +173,12 @@ def test_missing_source(tmp_path, home):
 def test_failed_write_leaves_no_half_dataset(tmp_path, home, monkeypatch):
     src = tmp_path / "c.txt"
     src.write_text(_paragraph_corpus(), encoding="utf-8")
-    import genloop.data.text as text_mod
+    import genloop.data.folder as folder_mod
 
     def boom(tok, path):
         raise OSError("disk full")
 
-    monkeypatch.setattr(text_mod, "save_tokenizer", boom)  # a real failure point mid-write
+    monkeypatch.setattr(folder_mod, "save_tokenizer", boom)  # a real failure point mid-write
     with pytest.raises(OSError, match="disk full"):
         prepare_text(TextDataConfig(source=str(src)))
     assert [p.name for p in _datasets(home)] == ["c"]  # only the empty name folder

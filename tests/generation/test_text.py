@@ -45,10 +45,23 @@ def test_same_seed_same_texts_other_seed_other_texts(model, tok):
     c = gen(model, tok, seed=2, **req)
     assert [o.text for o in a] == [o.text for o in b]
     assert [o.content_hash for o in a] == [o.content_hash for o in b]
-    assert all(o.seed == 1 for o in a)
+    assert [o.seed for o in a] == [1, 2, 3, 4]  # choice i: choice_seed(seed, i)
     assert [o.text for o in a] != [o.text for o in c]
     # the samples of one prompt differ from each other too
     assert a[0].text != a[1].text
+
+
+def test_every_choice_is_the_request_of_one_with_its_own_seed(model, tok):
+    """Choice i of a many-prompt, many-sample request equals that prompt alone with seed + i,
+    so a record (prompt, choice seed, n = 1) replays it, whatever it was batched with."""
+    prompts = ["the ", "to", "the lazy dog"]
+    out = gen(model, tok, prompt=prompts, max_new_tokens=24, temperature=1.0, top_k=20,
+              repetition_penalty=1.3, seed=2**63 - 2, num_samples=2)
+    assert [o.seed for o in out] == [2**63 - 2, 2**63 - 1, 0, 1, 2, 3]
+    for o in out:
+        alone = gen(model, tok, prompt=o.prompt, max_new_tokens=24, temperature=1.0, top_k=20,
+                    repetition_penalty=1.3, seed=o.seed)
+        assert alone[0].text == o.text and alone[0].content_hash == o.content_hash
 
 
 def test_batch_of_prompts_of_different_lengths_keeps_prompt_order(model, tok):

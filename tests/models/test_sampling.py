@@ -1,4 +1,4 @@
-"""Properties of the pure sampling helpers in ``genloop.models.family``."""
+"""Properties of the pure sampling helpers in ``genloop.models.sampling``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genloop.models.family import (
+from genloop.models.sampling import (
     apply_repetition_penalty,
     filter_top_k,
     filter_top_p,

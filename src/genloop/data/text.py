@@ -1,8 +1,8 @@
 """Text datasets: read a corpus, clean it, split it, tokenize it, and store it immutably.
 
-A prepared dataset is a folder ``datasets/<name>/<hash[:16]>/`` holding ``train.bin`` and
-``val.bin`` (token ids, memory-mapped by training, nanoGPT style), ``tokenizer.json`` and
-``meta.json``. The hash covers the preprocessing config and the exact train/val documents, so
+A prepared dataset is the folder every kind shares (``data/folder.py``): the token ids of each
+split (``train_ids``, ``val_ids``, memory-mapped by training, nanoGPT style), the tokenizer and
+the metadata. The hash covers the preprocessing config and the exact train/val documents, so
 the same corpus and config always give the same folder and a model's lineage names its data.
 
 Splits. User corpora are split per document by a hash of its text, so adding a document never
@@ -18,9 +18,7 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import struct
-import tempfile
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,10 +28,10 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from genloop.config import settings
-from genloop.data.download import fetch
-from genloop.errors import CorruptArtifact, InvalidInput, NotFound
-from genloop.tokenizers import Tokenizer, load_tokenizer, save_tokenizer, train_tokenizer
+from genloop.data.download import fetch_builtin
+from genloop.data.folder import Folder, read_folder, stored, write_folder
+from genloop.errors import CorruptArtifact, InvalidInput
+from genloop.tokenizers import Tokenizer, train_tokenizer
 
 FORMAT_VERSION = 1
 
@@ -159,30 +157,14 @@ def _read_user_source(path: Path, field: str) -> _Corpus:
 
 
 def _tinyshakespeare(config: TextDataConfig) -> _Corpus:
-    path = fetch(
-        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
-        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
-        mirror_paths=["tinyshakespeare/input.txt"],
-        cache_name="tinyshakespeare/input.txt",
-    )
+    path = fetch_builtin("tinyshakespeare", "input.txt")
     return _Corpus("contiguous", [_read_text_file(path)], [])
-
-
-_TANG_FILES = {
-    "train": ("dc9024c7895dc95fe8f6a56fda18cc149a5810553ee1cb501fe25aa44df3f4f5", "train"),
-    "valid": ("d2ea0887cddb7a179cf8137f96ee3b0b2aa0433c2ba81ceadcd14fce9ece4328", "valid"),
-}
 
 
 def _tang_poems(config: TextDataConfig) -> _Corpus:
     splits: dict[str, list[str]] = {}
-    for split, (sha, stem) in _TANG_FILES.items():
-        path = fetch(
-            f"https://github.com/genloop/genloop-data/releases/download/v1/tang_poems_{stem}.jsonl",
-            sha,
-            mirror_paths=[f"tang_poems/{stem}.jsonl"],
-            cache_name=f"tang_poems/{stem}.jsonl",
-        )
+    for split in ("train", "valid"):
+        path = fetch_builtin("tang-poems", f"{split}.jsonl")
         rows = (json.loads(line) for line in _read_text_file(path).split("\n") if line)
         splits[split] = [r["title"] + "\n" + "\n".join(r["paragraphs"]) for r in rows]
     return _Corpus("given", splits["train"], splits["valid"])
@@ -325,13 +307,6 @@ def _encode(tok: Tokenizer, docs: list[str], eos: bool) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def prepare_text(
     config: TextDataConfig, *, progress: Callable[[str], None] | None = None
 ) -> TextDataset:
@@ -345,11 +320,10 @@ def prepare_text(
     p = _preprocess(config)
     name = config.name or _default_name(config.source)
     digest = _content_hash(config, p)
-    final = settings().datasets_dir / name / digest[:16]
     # 2. Reuse: datasets are immutable, so one with the same hash is the same dataset.
-    if (final / "meta.json").is_file():
-        say(f"reusing {final}")
-        return load_text_dataset(final)
+    if (done := stored(name, digest)) is not None:
+        say(f"reusing {done.path}")
+        return _text_dataset(done)
     # 3. Tokenizer from the train split only.
     say(f"training {config.tokenizer} tokenizer on {len(p.train)} train documents")
     tok = train_tokenizer(config.tokenizer, p.train, vocab_size=config.vocab_size)
@@ -379,61 +353,23 @@ def prepare_text(
             },
         },
     }
-    # 5. Write atomically.
-    say(f"writing {final}")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{digest[:16]}-"))
-    try:
-        _write_file(tmp / "train.bin", train_ids.tobytes())
-        _write_file(tmp / "val.bin", val_ids.tobytes())
-        save_tokenizer(tok, tmp / "tokenizer.json")
-        _write_file(tmp / "meta.json", json.dumps(meta, ensure_ascii=False, indent=2).encode())
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            # Another process finished the same dataset first; theirs is identical.
-            if not (final / "meta.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return load_text_dataset(final)
+    # 5. Write atomically (the one dataset folder of every kind).
+    say(f"writing {name}/{digest[:16]}")
+    folder = write_folder(meta, {"train_ids": train_ids, "val_ids": val_ids}, tok)
+    return _text_dataset(folder)
 
 
 def load_text_dataset(path: str | os.PathLike[str]) -> TextDataset:
-    """Open a prepared dataset folder; token arrays are read-only memory maps."""
-    path = Path(path)
-    meta_path = path / "meta.json"
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise NotFound(f"no text dataset at {path} (missing meta.json)") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CorruptArtifact(f"dataset metadata {meta_path} is corrupt: {e}") from e
-    try:
-        dtype = np.dtype(meta["dtype"])
-        arrays = {}
-        for split in ("train", "val"):
-            file = path / f"{split}.bin"
-            expected = meta["counts"][f"{split}_tokens"]
-            if file.stat().st_size != expected * dtype.itemsize:
-                raise CorruptArtifact(
-                    f"{file} holds {file.stat().st_size} bytes, expected {expected} "
-                    f"{dtype.name} tokens; delete {path} and prepare it again"
-                )
-            arrays[split] = np.memmap(file, dtype=dtype, mode="r", shape=(expected,))
-    except (KeyError, TypeError) as e:
-        raise CorruptArtifact(f"dataset metadata {meta_path} lacks {e}") from e
-    except FileNotFoundError as e:
-        raise CorruptArtifact(f"dataset {path} is missing {Path(e.filename).name}") from e
-    return TextDataset(
-        name=meta["name"],
-        hash=meta["hash"],
-        path=path,
-        tokenizer=load_tokenizer(path / "tokenizer.json"),
-        train=arrays["train"],
-        val=arrays["val"],
-        meta=meta,
-    )
+    """Open a prepared text dataset folder; token arrays are read-only memory maps."""
+    return _text_dataset(read_folder(path, "text"))
+
+
+def _text_dataset(folder: Folder) -> TextDataset:
+    if folder.tokenizer is None:
+        raise CorruptArtifact(f"text dataset {folder.path} has no tokenizer; prepare it again")
+    return TextDataset(name=folder.name, hash=folder.hash, path=folder.path,
+                       tokenizer=folder.tokenizer, train=folder.arrays["train_ids"],
+                       val=folder.arrays["val_ids"], meta=folder.meta)
 
 
 __all__ = [

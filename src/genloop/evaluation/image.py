@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from genloop.errors import InvalidInput, RecipeError
 from genloop.models.family import Family, ImageBatch, ImageModelConfig, ImageRequest, fast_bf16
-from genloop.models.io import load_model_dir
+from genloop.models.modeldir import ModelDir
 from genloop.store import Store
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -334,7 +334,7 @@ def load_feature_extractor(store: Store, dataset: Any, ref: str | None = None) -
             return None
         ref = max(mine, key=lambda v: v.version).ref
     version = store.resolve(ref)
-    family, config, model = load_model_dir(Path(version.path))
+    family, config, model = ModelDir(Path(version.path)).load()
     if family.generative or (config.channels, config.image_size) != (dataset.channels, dataset.image_size):
         raise RecipeError(
             f"feature extractor {ref} is a {family.name} for {config.channels}×{config.image_size}"

@@ -7,8 +7,6 @@ precision/recall, Inception-style score and sample accuracy with the dataset's f
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +25,7 @@ def evaluate_version(ref: str, *, num_samples: int | None = None, seed: int = 0,
     """Evaluate ``ref`` on its dataset; the metrics are merged into the version's record."""
     store = Store()
     model = load(ref, store)
-    lineage = json.loads((Path(model.version.path) / "lineage.json").read_text())
+    lineage = model.directory.lineage()
     try:
         record = store.get_dataset(lineage["dataset_hash"])
     except NotFound:

@@ -27,8 +27,16 @@ from dataclasses import dataclass, field
 import torch
 
 from genloop.errors import GenloopError, InvalidInput
-from genloop.generation.text import TextOutput, TextRequest, TextRow, content_hash, encode_prompt
-from genloop.models.family import Family, SlotDecoder, next_token_probs, sample_next
+from genloop.generation.text import (
+    TextOutput,
+    TextRequest,
+    TextRow,
+    choice_seed,
+    content_hash,
+    encode_prompt,
+)
+from genloop.models.family import Family, SlotDecoder
+from genloop.models.sampling import next_token_probs, sample_next
 from genloop.tokenizers import Tokenizer
 
 
@@ -129,7 +137,8 @@ class Batcher:
         return len(self._waiting)
 
     def submit(self, request: TextRequest, on_event: Callable[[Event], None]) -> Ticket:
-        """Queue every choice of ``request`` (its prompts × num_samples; choice i gets seed + i).
+        """Queue every choice of ``request`` (its prompts × num_samples; choice i is seeded
+        ``choice_seed(seed, i)``, as on every face).
 
         Raises ``InvalidInput`` for a prompt the model cannot take and ``Busy`` when the queue has
         no room for all the choices; nothing is queued then.
@@ -141,7 +150,7 @@ class Batcher:
         ticket = Ticket(on_event, len(prompts), sum(len(ids) for ids in encoded.values()))
         seqs = []
         for i, prompt in enumerate(prompts):
-            seed = (request.seed + i) % 2**63
+            seed = choice_seed(request.seed, i)
             one = request.model_copy(update={"prompt": prompt, "num_samples": 1, "seed": seed})
             seqs.append(_Sequence(ticket, i, one, encoded[prompt], TextRow(prompt, request.stop),
                                   torch.Generator().manual_seed(seed)))

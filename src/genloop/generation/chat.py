@@ -4,20 +4,19 @@ Our text models are plain language models: they continue text. A chat request th
 a transcript in a format the model can continue, and the assistant's turn ends where the
 transcript format says a turn ends (a stop string). The default is the play-script form of the
 corpora genloop trains on first (``NAME:\\n speech \\n\\n``), so a Shakespeare model "answers" as
-a character would. A model directory may carry its own ``chat_template.json``; the template in
+a character would. A model directory may carry its own template (``ModelDir.chat_template``); the template in
 use is stated in the model card and in ``GET /v1/models/{model}``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from genloop.errors import CorruptArtifact, InvalidInput, check_unicode
+from genloop.models.modeldir import ModelDir
 
 Role = Literal["system", "user", "assistant"]
 
@@ -76,12 +75,13 @@ class ChatTemplate(BaseModel):
                 f"\n\n```\n{example}\n```\n")
 
 
-def load_chat_template(model_dir: Path) -> ChatTemplate:
-    """The model's own template (``chat_template.json``) or the default transcript template."""
-    path = Path(model_dir) / "chat_template.json"
-    if not path.exists():
+def load_chat_template(model_dir: ModelDir) -> ChatTemplate:
+    """The model's own template (``ModelDir.chat_template``) or the default transcript template."""
+    raw = model_dir.chat_template()
+    if raw is None:
         return ChatTemplate()
     try:
-        return ChatTemplate.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, OSError) as e:
-        raise CorruptArtifact(f"{path}: not a valid chat template ({str(e).splitlines()[0]})") from None
+        return ChatTemplate.model_validate(raw)
+    except ValueError as e:
+        raise CorruptArtifact(f"{model_dir.chat_template_file}: not a valid chat template "
+                              f"({str(e).splitlines()[0]})") from None

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from genloop.config import settings
-from genloop.errors import InvalidInput, validation_message
+from genloop.errors import CorruptArtifact, InvalidInput, validation_message
 from genloop.generation.batching import Batcher
 from genloop.generation.chat import ChatTemplate, load_chat_template
 from genloop.generation.image import (
@@ -29,6 +29,7 @@ from genloop.generation.image import (
     save_png,
 )
 from genloop.generation.image import content_hash as pixels_hash
+from genloop.generation.kinds import generates
 from genloop.generation.text import (
     TextOutput,
     TextRequest,
@@ -38,9 +39,9 @@ from genloop.generation.text import (
     stream_text,
 )
 from genloop.models.family import Family, ModelConfig
-from genloop.models.io import load_model_dir
+from genloop.models.modeldir import ModelDir
 from genloop.store import GenerationRecord, ModelVersion, Store
-from genloop.tokenizers import Tokenizer, load_tokenizer
+from genloop.tokenizers import Tokenizer
 
 
 def _validated(model: type, params: dict[str, Any]) -> Any:
@@ -65,9 +66,12 @@ class _Loaded:
         return self.version.ref
 
     @property
+    def directory(self) -> ModelDir:
+        return ModelDir(Path(self.version.path))
+
+    @property
     def card(self) -> str:
-        path = Path(self.version.path) / "card.md"
-        return path.read_text(encoding="utf-8") if path.exists() else ""
+        return self.directory.card()
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -223,11 +227,45 @@ def loaded() -> list[str]:
 
 
 def _load_version(version: ModelVersion, store: Store) -> TextModel | ImageModel:
-    directory = Path(version.path)
-    family, config, network = load_model_dir(directory)
-    if family.modality == "text":
-        tokenizer = load_tokenizer(directory / "tokenizer.json")
-        return TextModel(version, family, config, network, store, tokenizer,
-                         load_chat_template(directory))
-    class_names = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
-    return ImageModel(version, family, config, network, store, class_names)
+    directory = ModelDir(Path(version.path))
+    family, config, network = directory.load()
+    if generates(family).request is ImageGenRequest:
+        return ImageModel(version, family, config, network, store, directory.labels() or [])
+    tokenizer = directory.tokenizer()
+    if tokenizer is None:
+        raise CorruptArtifact(f"{directory.path}: a text model without its tokenizer")
+    return TextModel(version, family, config, network, store, tokenizer,
+                     load_chat_template(directory))
+
+
+@dataclass
+class Replay:
+    """A recorded generation run again from its record alone."""
+
+    record: GenerationRecord
+    content_hash: str
+    output: str | None  # the text, or the image's class name
+
+    @property
+    def matches(self) -> bool:
+        return self.content_hash == self.record.content_hash
+
+
+def replay(generation_id: str, store: Store | None = None) -> Replay:
+    """Run generation ``generation_id`` again from what its record holds (model version, request,
+    seed) and hash the result; nothing new is recorded. A text choice replays as a request of one
+    with its own seed (``choice_seed``); an image is drawn again with its request and taken at its
+    recorded index."""
+    store = store or Store()
+    record = store.get_generation(generation_id)
+    model = load(record.model, store)
+    if isinstance(model, TextModel):
+        fields = {k: v for k, v in record.request.items() if k in TextRequest.model_fields}
+        request = _validated(TextRequest, {**fields, "seed": record.seed, "num_samples": 1})
+        out = generate_texts(model.family, model.network, model.tokenizer, request)[0]
+        return Replay(record, out.content_hash, out.text)
+    fields = {k: v for k, v in record.request.items() if k in ImageGenRequest.model_fields}
+    request = _validated(ImageGenRequest, {**fields, "seed": record.seed})
+    images = generate_images(model.family, model.config, model.network, model.class_names, request)
+    index = int(record.request.get("index", 0))
+    return Replay(record, pixels_hash(images.images[index]), record.output)

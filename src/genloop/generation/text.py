@@ -63,6 +63,15 @@ class TextOutput:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def choice_seed(seed: int, index: int) -> int:
+    """The seed of choice ``index`` of a request seeded ``seed``: ``(seed + index) mod 2**63``.
+
+    Every face decodes choice i (prompt by prompt, then sample by sample) with its own generator
+    seeded so, and records this seed: a choice replays alone, as a request of one, from its record.
+    """
+    return (seed + index) % 2**63
+
+
 def resolve_seed(seed: int | None) -> int:
     """The request's seed, or a fresh one (recorded, so the output can be reproduced)."""
     if seed is not None:
@@ -140,10 +149,11 @@ def stream_tokens(
 ) -> Iterator[tuple[int, str, TextRow]]:
     """Decode every (prompt × num_samples) row; yield (row index, new text, row) as text appears.
 
-    Rows whose prompts have the same token length share one batch. The generator is seeded once
-    from ``seed`` and consumed in a fixed order, so the same request and seed give the same text.
+    Rows whose prompts have the same token length share one batch, but each row draws with its
+    own generator seeded ``choice_seed(seed, row)``: its text is that of the row alone, the same
+    as the HTTP face's continuous batching gives for that choice.
     """
-    if family.modality != "text":
+    if not family.streaming:  # its sample does not yield tokens
         raise InvalidInput(f"model family {family.name!r} does not generate text")
     prompts = request.prompts
     if not prompts or len(prompts) > MAX_PROMPTS:
@@ -155,7 +165,7 @@ def stream_tokens(
     groups: dict[int, list[int]] = {}
     for r, ids in enumerate(row_ids):
         groups.setdefault(len(ids), []).append(r)
-    generator = torch.Generator().manual_seed(seed)
+    generators = [torch.Generator().manual_seed(choice_seed(seed, r)) for r in range(len(rows))]
     device = next(model.parameters()).device
     for members in groups.values():
         batch = torch.tensor([row_ids[r] for r in members], dtype=torch.long, device=device)
@@ -164,7 +174,7 @@ def stream_tokens(
             temperature=request.temperature, top_k=request.top_k, top_p=request.top_p,
             repetition_penalty=request.repetition_penalty, use_cache=request.use_cache,
         )
-        for step in family.sample(model, token_request, generator):
+        for step in family.sample(model, token_request, [generators[r] for r in members]):
             for j, r in enumerate(members):
                 row = rows[r]
                 if row.done is None:
@@ -192,10 +202,10 @@ def generate_texts(
     return [
         TextOutput(
             prompt=row.prompt, text=row.text, tokens=len(row.ids),
-            finish_reason=row.done or "length", seed=seed, content_hash=content_hash(row.text),
-            timings={"total_s": elapsed},
+            finish_reason=row.done or "length", seed=choice_seed(seed, r),
+            content_hash=content_hash(row.text), timings={"total_s": elapsed},
         )
-        for _, row in sorted(rows.items())
+        for r, row in sorted(rows.items())
     ]
 
 

@@ -142,7 +142,8 @@ def predict(
 
 FAMILY = Family(
     name="classifier",
-    modality="image",
+    kinds=("images",),
+    conditioning="none",
     config=ClassifierConfig,
     presets=PRESETS,
     build=build,

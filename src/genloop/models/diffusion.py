@@ -1,34 +1,32 @@
 """Denoising diffusion: a small U-Net, DDPM training, DDPM and DDIM sampling, classifier-free guidance.
 
 References:
-- Ho, Jain & Abbeel 2020, "Denoising Diffusion Probabilistic Models" (DDPM): the forward process
-  q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 - ᾱ_t) I), the ε-prediction objective (eq. 14), the linear β
-  schedule and ancestral sampling (Algorithm 2).
-- Nichol & Dhariwal 2021, "Improved DDPM": the cosine schedule (eq. 17).
-- Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models" (DDIM): the update of eq. 12 with
-  σ_t(η) (eq. 16) on a sub-sequence of timesteps; η = 0 is deterministic DDIM, η = 1 on every step
-  is DDPM's ancestral sampler, so one ``step`` serves both.
+- Ho, Jain & Abbeel 2020, "Denoising Diffusion Probabilistic Models" (DDPM): the ε-prediction
+  objective (eq. 14, Algorithm 1) and ancestral sampling (Algorithm 2).
+- Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models" (DDIM): deterministic sampling on
+  a sub-sequence of timesteps.
 - Ho & Salimans 2021, "Classifier-Free Diffusion Guidance": one network trained with the label
   dropped to a "null" class with probability ``p_uncond``; at sampling ε = ε_∅ + s·(ε_c − ε_∅).
 
 As in diffusers, the network, the noise schedule and the sampler are separate things: ``UNet``
-maps (x_t, t, class) to a noise estimate and knows nothing of schedules; ``NoiseScheduler`` holds
-ᾱ_t and does ``add_noise``, ``set_timesteps`` and ``step``; ``loss`` and ``sample`` wire them and
-read like the paper's algorithm boxes.
+maps (x_t, t, class) to a noise estimate and knows nothing of schedules; the ``NoiseScheduler`` of
+``models/schedulers.py`` (linear or cosine ᾱ_t; ``add_noise``, ``set_timesteps``, ``step``; DDPM
+and DDIM) is shared with any other diffusion family; ``loss`` and ``sample`` wire them and read
+like the paper's algorithm boxes.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from genloop.errors import InvalidInput, RecipeError
+from genloop.errors import RecipeError
 from genloop.models.family import Family, ImageBatch, ImageModelConfig, ImageRequest
+from genloop.models.schedulers import Schedule, scheduler_for, training_scheduler
 
 
 class DiffusionConfig(ImageModelConfig):
@@ -39,7 +37,7 @@ class DiffusionConfig(ImageModelConfig):
     attention: bool = Field(True, description="self-attention at the lowest resolution")
     groups: int = Field(8, ge=1, le=64, description="GroupNorm groups")
     timesteps: int = Field(1000, ge=10, le=10_000, description="length of the training schedule")
-    schedule: Literal["linear", "cosine"] = "linear"
+    schedule: Schedule = "linear"
     p_uncond: float = Field(0.1, ge=0.0, le=1.0,
                             description="probability of dropping the label in training (guidance)")
 
@@ -54,69 +52,6 @@ class DiffusionConfig(ImageModelConfig):
         if any(self.width * m % self.groups for m in self.channel_mults):
             raise RecipeError(f"diffusion: width × channel_mults must be multiples of groups ({self.groups})")
         return self
-
-
-# --- the noise schedule and the samplers ------------------------------------------------------
-
-
-def betas_for(schedule: str, timesteps: int) -> torch.Tensor:
-    """β_1..β_T in float64: Ho et al.'s linear 1e-4 → 0.02 (scaled to T), or Nichol & Dhariwal's cosine."""
-    if schedule == "linear":
-        scale = 1000 / timesteps
-        return torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
-    s = 0.008
-    steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
-    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
-    alpha_bar = f / f[0]
-    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
-
-
-class NoiseScheduler:
-    """ᾱ_t of a schedule; ``add_noise`` for training, ``set_timesteps`` + ``step`` for sampling.
-
-    ``eta`` = 1 gives DDPM's ancestral sampler (stochastic), 0 gives DDIM (deterministic given x_T).
-    """
-
-    def __init__(self, schedule: str, timesteps: int, eta: float = 0.0):
-        self.alphas_cumprod = torch.cumprod(1 - betas_for(schedule, timesteps), dim=0)
-        self.train_timesteps = timesteps
-        self.eta = eta
-        self.timesteps = torch.arange(timesteps - 1, -1, -1)
-
-    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x_t = sqrt(ᾱ_t) x_0 + sqrt(1 − ᾱ_t) ε  (Ho et al. 2020, eq. 4)."""
-        ab = self.alphas_cumprod.to(x0.device)[t].float().view(-1, 1, 1, 1)
-        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-
-    def set_timesteps(self, steps: int) -> None:
-        """Visit ``steps`` evenly spaced timesteps, from T−1 down to 0 (DDIM's τ sub-sequence)."""
-        if not 1 <= steps <= self.train_timesteps:
-            raise InvalidInput(f"steps must be between 1 and {self.train_timesteps}, got {steps}")
-        ts = torch.linspace(self.train_timesteps - 1, 0, steps).round().long()
-        self.timesteps = ts.unique_consecutive()
-
-    def previous(self, t: int) -> int:
-        """The timestep after ``t`` in the current sequence, or −1 at the end."""
-        i = int((self.timesteps == t).nonzero()[0])
-        return int(self.timesteps[i + 1]) if i + 1 < len(self.timesteps) else -1
-
-    def step(self, eps: torch.Tensor, t: int, x: torch.Tensor,
-             generator: torch.Generator | None) -> torch.Tensor:
-        """x_t → x_{prev}: Song et al. 2021, eq. 12 with σ from eq. 16 (x̂_0 clipped to [−1, 1])."""
-        prev = self.previous(t)
-        ab_t = float(self.alphas_cumprod[t])
-        ab_prev = float(self.alphas_cumprod[prev]) if prev >= 0 else 1.0
-        x0 = ((x - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)).clamp(-1, 1)
-        eps = (x - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)  # consistent with the clipped x̂_0
-        sigma = self.eta * math.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
-        x_prev = math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
-        if sigma > 0:
-            x_prev = x_prev + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        return x_prev
-
-
-def scheduler_for(config: DiffusionConfig, sampler: str = "ddim") -> NoiseScheduler:
-    return NoiseScheduler(config.schedule, config.timesteps, eta=1.0 if sampler == "ddpm" else 0.0)
 
 
 # --- the network ------------------------------------------------------------------------------
@@ -241,7 +176,7 @@ def loss(model: UNet, batch: ImageBatch) -> dict[str, torch.Tensor]:
     B = x0.size(0)
     t = torch.randint(0, config.timesteps, (B,), generator=g).to(x0.device)
     noise = torch.randn(x0.shape, generator=g).to(x0.device)
-    x_t = _scheduler(config).add_noise(x0, noise, t)
+    x_t = training_scheduler(config.schedule, config.timesteps).add_noise(x0, noise, t)
     labels = None
     if config.conditional:
         # classifier-free guidance: drop the label to the null class with probability p_uncond
@@ -249,17 +184,6 @@ def loss(model: UNet, batch: ImageBatch) -> dict[str, torch.Tensor]:
         labels = torch.where(drop, torch.full_like(batch.labels, config.num_classes), batch.labels)
     eps = model(x_t, t, labels)
     return {"loss": F.mse_loss(eps.float(), noise)}
-
-
-_SCHEDULERS: dict[tuple[str, int], NoiseScheduler] = {}
-
-
-def _scheduler(config: DiffusionConfig) -> NoiseScheduler:
-    """The training scheduler of a config (ᾱ is computed once per schedule)."""
-    key = (config.schedule, config.timesteps)
-    if key not in _SCHEDULERS:
-        _SCHEDULERS[key] = NoiseScheduler(*key)
-    return _SCHEDULERS[key]
 
 
 # --- sampling ---------------------------------------------------------------------------------
@@ -272,7 +196,7 @@ def sample(model: UNet, request: ImageRequest, generator: torch.Generator) -> to
     config = model.config
     B = request.num_samples
     device = next(model.parameters()).device
-    scheduler = scheduler_for(config, request.sampler)
+    scheduler = scheduler_for(config.schedule, config.timesteps, request.sampler)
     scheduler.set_timesteps(request.steps or (config.timesteps if request.sampler == "ddpm" else 50))
     labels = request.labels
     if config.conditional and labels is None:
@@ -294,7 +218,8 @@ def sample(model: UNet, request: ImageRequest, generator: torch.Generator) -> to
 
 FAMILY = Family(
     name="diffusion",
-    modality="image",
+    kinds=("images",),
+    conditioning="class",
     config=DiffusionConfig,
     presets={
         "tiny": {"width": 8, "channel_mults": (1, 2), "attention": False, "groups": 4, "timesteps": 100},

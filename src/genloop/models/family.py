@@ -15,7 +15,7 @@ Text families take ``(x, y)`` token batches and a ``TokenRequest``; image famili
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -110,6 +110,10 @@ class TokenRequest:
     use_cache: bool = True
 
 
+# what a text family's ``sample`` draws with: one generator for the batch, or one per row
+Generators = torch.Generator | Sequence[torch.Generator]
+
+
 class SlotDecoder(Protocol):
     """Decoding state of up to ``slots`` independent sequences of one model (continuous batching).
 
@@ -159,7 +163,10 @@ def check_step(slots: list[int], tokens: torch.Tensor, n_slots: int,
 @dataclass(frozen=True)
 class Family:
     name: str
-    modality: Literal["text", "image"]
+    # the data kinds it trains on (``data/kinds.py``); the first is what it generates from
+    kinds: tuple[str, ...]
+    # what a request may condition it on: nothing, a class label, a text, an image
+    conditioning: Literal["none", "class", "text", "image"]
     config: type[ModelConfig]
     presets: dict[str, dict[str, Any]]
     build: Callable[[Any], torch.nn.Module]
@@ -187,8 +194,15 @@ class Family:
     # importance_nll(model, batch, k) -> (B,) negative log-likelihood in nats from k importance
     # samples (k=1: the negative ELBO); families with a tractable bound (VAE)
     importance_nll: Callable[[torch.nn.Module, ImageBatch, int], torch.Tensor] | None = None
+    # True: torch.compile pays for its start-up on long runs (``train.compile: auto``); image
+    # objectives draw from a generator inside the graph, which compile splits
+    compiles: bool = False
     # Contract checks a family cannot pass, with the reason (the common test reads these).
     exempt: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def modality(self) -> str:  # transitional: removed once no caller reads it
+        return "image" if self.kinds[0] == "images" else "text"
 
     def make_config(self, preset: str = "tiny", **overrides: Any) -> ModelConfig:
         """The preset's config with ``overrides`` applied; unknown presets and keys are errors."""
@@ -206,76 +220,3 @@ def fast_bf16(device_type: str = "cpu") -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-def sample_next(
-    logits: torch.Tensor,
-    generator: torch.Generator | None,
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    repetition_penalty: float = 1.0,
-    history: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Pick the next token of each row of ``logits`` (B, V) -> (B,). Temperature 0 is greedy."""
-    if temperature <= 0:
-        logits = logits.float()
-        if repetition_penalty != 1.0 and history is not None:
-            logits = apply_repetition_penalty(logits, history, repetition_penalty)
-        return logits.argmax(dim=-1)
-    probs = next_token_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                             repetition_penalty=repetition_penalty, history=history)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-def next_token_probs(
-    logits: torch.Tensor,
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    repetition_penalty: float = 1.0,
-    history: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The distribution ``sample_next`` draws from when temperature > 0, (B, V).
-
-    Row by row, so a batcher can compute it once for many sequences with the same settings and
-    then draw each row with that sequence's own generator.
-    """
-    logits = logits.float()
-    if repetition_penalty != 1.0 and history is not None:
-        logits = apply_repetition_penalty(logits, history, repetition_penalty)
-    # shift first, so a tiny temperature cannot overflow the largest logit to inf (→ NaN); and
-    # keep it above zero in float32 (1e-300 rounds to 0: 0/0 = NaN); at 1e-6 it is argmax already
-    logits = (logits - logits.amax(dim=-1, keepdim=True)) / max(temperature, 1e-6)
-    if top_k is not None:
-        logits = filter_top_k(logits, top_k)
-    if top_p is not None and top_p < 1.0:
-        logits = filter_top_p(logits, top_p)
-    return torch.softmax(logits, dim=-1)
-
-
-def apply_repetition_penalty(logits: torch.Tensor, history: torch.Tensor, penalty: float):
-    """CTRL's penalty (Keskar et al. 2019): divide positive, multiply negative logits of seen ids."""
-    seen = torch.gather(logits, 1, history)
-    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
-    return logits.scatter(1, history, seen)
-
-
-def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the k largest logits of each row (ties at the k-th value are kept too)."""
-    k = min(max(k, 1), logits.size(-1))
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
-def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filtering (Holtzman et al. 2020): the smallest set of tokens whose mass reaches p."""
-    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-    cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-    # drop a token when the mass before it already reaches p; the top token is always kept
-    drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= p
-    drop_sorted[..., 0] = False  # even when p is below float32's smallest number
-    drop = drop_sorted.scatter(-1, order, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))

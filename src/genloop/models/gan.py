@@ -416,7 +416,8 @@ def sample(model: GAN, request: ImageRequest, generator: torch.Generator) -> tor
 
 FAMILY = Family(
     name="gan",
-    modality="image",
+    kinds=("images",),
+    conditioning="class",
     config=GANConfig,
     presets=PRESETS,
     build=build,

@@ -23,14 +23,15 @@ from pydantic import Field, model_validator
 
 from genloop.models.family import (
     Family,
+    Generators,
     SequenceBatch,
     SlotDecoder,
     TextModelConfig,
     TokenRequest,
     check_slot,
     check_step,
-    sample_next,
 )
+from genloop.models.sampling import sample_next
 
 
 class GPTConfig(TextModelConfig):
@@ -206,7 +207,7 @@ def log_probs(model: GPT, batch: SequenceBatch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample(model: GPT, request: TokenRequest, generator: torch.Generator) -> Iterator[torch.Tensor]:
+def sample(model: GPT, request: TokenRequest, generator: Generators) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,) step by step.
 
     With the cache: one prefill of the prompt, then one position per step. When the context is
@@ -355,7 +356,9 @@ def slot_decoder(model: torch.nn.Module, slots: int) -> SlotDecoder:
 
 FAMILY = Family(
     name="gpt",
-    modality="text",
+    kinds=("text", "pairs", "preferences"),
+    conditioning="none",
+    compiles=True,
     config=GPTConfig,
     presets=PRESETS,
     build=build,

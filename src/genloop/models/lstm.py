@@ -18,14 +18,15 @@ from pydantic import Field
 
 from genloop.models.family import (
     Family,
+    Generators,
     SequenceBatch,
     SlotDecoder,
     TextModelConfig,
     TokenRequest,
     check_slot,
     check_step,
-    sample_next,
 )
+from genloop.models.sampling import sample_next
 
 
 class LSTMConfig(TextModelConfig):
@@ -89,7 +90,7 @@ def log_probs(model: LSTMLM, batch: SequenceBatch) -> torch.Tensor:
 
 @torch.no_grad()
 def sample(
-    model: LSTMLM, request: TokenRequest, generator: torch.Generator
+    model: LSTMLM, request: TokenRequest, generator: Generators
 ) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,): read the prompt once, then one recurrent step per token."""
     ids = request.prompt_ids
@@ -158,7 +159,9 @@ def slot_decoder(model: torch.nn.Module, slots: int) -> SlotDecoder:
 
 FAMILY = Family(
     name="lstm",
-    modality="text",
+    kinds=("text", "pairs", "preferences"),
+    conditioning="none",
+    compiles=True,
     config=LSTMConfig,
     presets=PRESETS,
     build=build,

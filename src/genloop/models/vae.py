@@ -291,7 +291,8 @@ def sample(model: VAE, request: ImageRequest, generator: torch.Generator) -> tor
 
 FAMILY = Family(
     name="vae",
-    modality="image",
+    kinds=("images",),
+    conditioning="class",
     config=VAEConfig,
     presets=PRESETS,
     build=build,

@@ -19,7 +19,8 @@ from genloop.errors import GenloopError
 from genloop.models.family import ImageBatch
 
 
-def _generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+    """The generator of one micro-batch: a pure function of (seed, step, micro-batch, rank)."""
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4099 + micro * 131 + rank)
 
 
@@ -27,7 +28,7 @@ def batch_at(
     data: torch.Tensor, step: int, micro: int, *, seed: int, rank: int, batch: int, block: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows of ``data``, a pure function of (seed, step, micro-batch, rank)."""
-    g = _generator(seed, step, micro, rank)
+    g = step_generator(seed, step, micro, rank)
     starts = torch.randint(0, len(data) - block - 1, (batch,), generator=g)
     idx = starts[:, None] + torch.arange(block + 1)  # (B, T+1)
     window = data[idx]
@@ -38,6 +39,7 @@ class TextBatches:
     """Windows of ``block`` tokens (inputs, next-token targets)."""
 
     unit = "tokens"
+    default_objective = "likelihood"
 
     def __init__(self, dataset: TextDataset):
         self.dataset = dataset
@@ -81,6 +83,7 @@ class ImageBatches:
     """Random images with their labels, and a generator for the objective's own noise."""
 
     unit = "images"
+    default_objective = "likelihood"
 
     def __init__(self, dataset: ImageDataset):
         self.dataset = dataset
@@ -102,7 +105,7 @@ class ImageBatches:
 
     def train_batch(self, config: Any, step: int, micro: int, *, seed: int, rank: int, batch: int,
                     device: torch.device) -> ImageBatch:
-        g = _generator(seed, step, micro, rank)
+        g = step_generator(seed, step, micro, rank)
         idx = torch.randint(0, len(self.train), (batch,), generator=g)
         # the same generator then draws the objective's noise: still a pure function of the step
         return ImageBatch(to_unit_range(self.train[idx]).to(device), self.train_labels[idx].to(device), g)

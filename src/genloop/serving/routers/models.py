@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from genloop.generation.chat import load_chat_template
-from genloop.models.io import read_config
-from genloop.models.registry import get_family
+from genloop.generation.kinds import generates
+from genloop.models.modeldir import ModelDir
 from genloop.serving.deps import CallerDep, StateDep
 from genloop.serving.schemas import ErrorResponse, ModelList, ModelObject
 from genloop.store import ModelVersion
@@ -21,23 +20,18 @@ router = APIRouter(prefix="/v1", tags=["models"],
 
 def model_object(version: ModelVersion, latest: bool, card: bool = False) -> ModelObject:
     """What a client needs to pick and drive a model; files are read only from its directory."""
-    directory = Path(version.path)
-    family = get_family(version.family)
-    modality = family.modality
-    classes = image_size = template = None
-    if modality == "image":
-        labels = directory / "labels.json"
-        classes = json.loads(labels.read_text(encoding="utf-8")) if labels.exists() else []
-        image_size = getattr(read_config(directory / "config.json")[1], "image_size", None)
-    else:
-        template = load_chat_template(directory).model_dump()
-    card_path = directory / "card.md"
+    directory = ModelDir(Path(version.path))
+    family, config = directory.family_config()
+    what = generates(family)
+    classes = directory.labels()  # image models: class names; text models have none
+    template = load_chat_template(directory).model_dump() if what.chat else None
     return ModelObject(
         id=version.ref, created=int(version.created_at.timestamp()), name=version.name,
-        version=version.version, family=version.family, modality=modality,
+        version=version.version, family=version.family, modality=what.output,
         generative=family.generative, latest=latest,
-        metrics=version.metrics, classes=classes, image_size=image_size, chat_template=template,
-        card=(card_path.read_text(encoding="utf-8") if card_path.exists() else "") if card else None,
+        metrics=version.metrics, classes=classes, image_size=getattr(config, "image_size", None),
+        chat_template=template,
+        card=directory.card() if card else None,
     )
 
 

@@ -1,0 +1,165 @@
+"""``ModelDir``: the one type that knows a model version's directory layout.
+
+    models/<name>/<N>/
+        weights.safetensors   the network (safetensors only, never pickle)
+        config.json           family name + typed config
+        tokenizer.json        text kinds: the tokenizer the model was trained with
+        labels.json           image kinds: class names, index = label
+        chat_template.json    optional: how chat messages become a prompt
+        card.md               the model card (Markdown)
+        lineage.json          dataset hash, recipe hash, parent version, run id
+        metrics.json          final evaluation
+        recipe.yaml           the frozen recipe
+        samples.json          samples taken at the end of training (text, or file names)
+        samples.png           image kinds: the sample grid
+
+A training checkpoint directory is a ModelDir too (weights, config, and ``ema.safetensors`` when
+an average of the weights is kept); ``training/checkpoint.py`` adds the optimizer state beside it.
+Nothing else in genloop spells these names: write and read through the methods here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genloop.atomic import atomic_write_json, atomic_write_text
+from genloop.errors import CorruptArtifact
+from genloop.models.family import Family, ModelConfig
+from genloop.models.io import config_json, load_weights, read_config, save_weights
+from genloop.tokenizers import Tokenizer, load_tokenizer, save_tokenizer
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    # --- the layout -----------------------------------------------------------------------
+    @property
+    def weights_file(self) -> Path:
+        return self.path / "weights.safetensors"
+
+    @property
+    def ema_file(self) -> Path:
+        return self.path / "ema.safetensors"
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.path / "tokenizer.json"
+
+    @property
+    def labels_file(self) -> Path:
+        return self.path / "labels.json"
+
+    @property
+    def chat_template_file(self) -> Path:
+        return self.path / "chat_template.json"
+
+    @property
+    def card_file(self) -> Path:
+        return self.path / "card.md"
+
+    @property
+    def lineage_file(self) -> Path:
+        return self.path / "lineage.json"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def recipe_file(self) -> Path:
+        return self.path / "recipe.yaml"
+
+    @property
+    def samples_file(self) -> Path:
+        return self.path / "samples.json"
+
+    @property
+    def sample_grid_file(self) -> Path:
+        return self.path / "samples.png"
+
+    # --- writing (into a staging or temporary directory: the caller renames it into place) ---
+    def write_network(self, family: Family, config: ModelConfig, model: torch.nn.Module,
+                      ema: torch.nn.Module | None = None) -> None:
+        save_weights(model, self.weights_file)
+        if ema is not None:
+            save_weights(ema, self.ema_file)
+        atomic_write_text(self.config_file, config_json(family, config))
+
+    def write_tokenizer(self, tokenizer: Tokenizer) -> None:
+        save_tokenizer(tokenizer, self.tokenizer_file)
+
+    def write_labels(self, class_names: list[str]) -> None:
+        atomic_write_json(self.labels_file, list(class_names))
+
+    def write_chat_template(self, template: dict[str, Any]) -> None:
+        atomic_write_json(self.chat_template_file, template)
+
+    def write_card(self, markdown: str) -> None:
+        atomic_write_text(self.card_file, markdown)
+
+    def write_record(self, *, recipe_yaml: str, metrics: dict[str, float], lineage: dict[str, Any],
+                     samples: list[str]) -> None:
+        """The frozen recipe, final metrics, lineage and end-of-training samples."""
+        atomic_write_text(self.recipe_file, recipe_yaml)
+        atomic_write_json(self.metrics_file, metrics)
+        atomic_write_json(self.lineage_file, lineage)
+        atomic_write_json(self.samples_file, samples)
+
+    def write_sample_grid(self, png: Path) -> str:
+        """Copy a grid image in; its name inside the directory (what ``samples.json`` lists)."""
+        shutil.copyfile(png, self.sample_grid_file)
+        return self.sample_grid_file.name
+
+    # --- reading ---------------------------------------------------------------------------
+    def family_config(self) -> tuple[Family, ModelConfig]:
+        return read_config(self.config_file)
+
+    def load(self, *, ema: bool = False) -> tuple[Family, ModelConfig, torch.nn.Module]:
+        """Family, config and network (in eval mode); ``ema``: the averaged weights."""
+        family, config = self.family_config()
+        model = family.build(config)
+        load_weights(model, self.ema_file if ema else self.weights_file)
+        return family, config, model.eval()
+
+    def load_weights_into(self, model: torch.nn.Module, *, ema: bool = False) -> None:
+        load_weights(model, self.ema_file if ema else self.weights_file)
+
+    def tokenizer(self) -> Tokenizer | None:
+        return load_tokenizer(self.tokenizer_file) if self.tokenizer_file.is_file() else None
+
+    def labels(self) -> list[str] | None:
+        return self._json(self.labels_file)
+
+    def chat_template(self) -> dict[str, Any] | None:
+        return self._json(self.chat_template_file)
+
+    def card(self) -> str:
+        return self.card_file.read_text(encoding="utf-8") if self.card_file.is_file() else ""
+
+    def lineage(self) -> dict[str, Any]:
+        lineage = self._json(self.lineage_file)
+        if not isinstance(lineage, dict):
+            raise CorruptArtifact(f"{self.lineage_file}: missing or not an object")
+        return lineage
+
+    def _json(self, path: Path) -> Any:
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise CorruptArtifact(f"{path}: unreadable ({e})") from None

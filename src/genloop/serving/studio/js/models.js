@@ -1,0 +1,59 @@
+/* The Models page: a card per served model version (family, modality, classes, metrics, model
+ * card) with "Use", which opens the Text or Images page with it selected. */
+
+import { $, h, enc, fmtNum, toDate } from "./dom.js";
+import { api } from "./api.js";
+import { catalog, loadModels, selectModel } from "./catalog.js";
+import { fillClasses } from "./images.js";
+
+function metricsTable(metrics) {
+  const entries = Object.entries(metrics || {});
+  if (!entries.length) return h("p", { class: "hint" }, "No metrics recorded yet (`genloop eval`).");
+  const rows = [];
+  for (let i = 0; i < entries.length; i += 2) rows.push(entries.slice(i, i + 2));
+  return h("table", { class: "metrics" }, h("tbody", null, ...rows.map((pair) => h("tr", null,
+    ...pair.flatMap(([k, v]) => [h("th", { scope: "row", title: k }, k), h("td", { title: String(v) }, fmtNum(v))])))));
+}
+
+/** "Use": open the model's page with it selected. */
+function useButton(m) {
+  const image = m.modality === "image";
+  return h("a", { class: "btn btn-sm", href: image ? "#/images" : "#/text", onclick: () => {
+    selectModel(image ? $("#image-model") : $("#text-model"), m.id);
+    if (image) fillClasses();
+  } }, "Use");
+}
+
+function modelCard(m) {
+  const cardText = h("pre", { class: "model-card-text" }, "loading…");
+  const facts = [["id", m.id], ["created", m.created != null ? toDate(m.created).toLocaleString() : null]];
+  if (m.classes && m.classes.length) facts.push(["classes", m.classes.join(", ")]);
+  const card = h("article", { class: "card model", dataset: { model: m.id } },
+    h("div", { class: "model-head" },
+      h("div", null,
+        h("div", { class: "model-name" }, m.name ?? m.id),
+        h("div", { class: "model-tags" },
+          h("span", { class: "pill pill-accent" }, `v${m.version ?? "?"}`),
+          h("span", { class: "pill" }, m.family ?? "?"),
+          h("span", { class: "pill" }, m.modality ?? "?"),
+          m.latest ? h("span", { class: "pill pill-ok" }, "latest") : null)),
+      m.generative === false ? null : useButton(m)),
+    h("dl", { class: "kv" }, ...facts.filter(([, v]) => v != null).flatMap(([k, v]) =>
+      [h("dt", null, k), h("dd", null, String(v))])),
+    metricsTable(m.metrics),
+    h("details", { open: true }, h("summary", null, "Model card"), cardText));
+  api(`v1/models/${enc(m.id)}`)
+    .then((full) => { cardText.textContent = full.card || "(this version has no card)"; })
+    .catch((err) => { cardText.textContent = `could not load the card: ${err.message}`; });
+  return card;
+}
+
+export async function renderModels(reload) {
+  if (reload) await (catalog.ready = loadModels());
+  else await catalog.ready;
+  const box = $("#model-cards");
+  box.replaceChildren(...catalog.models.map(modelCard));
+  if (!catalog.models.length) {
+    box.append(h("div", { class: "card empty" }, "No models yet. Train one: genloop train <recipe>"));
+  }
+}

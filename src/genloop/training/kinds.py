@@ -1,0 +1,34 @@
+"""The training layer's piece of each data kind: its batches, by the kind's name.
+
+Every batches class gives the loop the same few things: the shape fields it fills into the model
+config (``fill``), a ``check`` of the data against the config, the unit throughput is counted in,
+a training batch that is a pure function of (seed, step, micro-batch, rank), a fixed set of
+validation batches, and the objective a recipe trains with when it names none
+(``default_objective``). A new kind adds its batches file and one line here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genloop.errors import RecipeError
+from genloop.training.batches import ImageBatches, TextBatches
+from genloop.training.pair_batches import PairBatches
+from genloop.training.preference_batches import PreferenceBatches
+
+BATCHES: dict[str, type] = {
+    "text": TextBatches,
+    "images": ImageBatches,
+    "image_text": ImageBatches,  # images and labels; the captions wait for a text-conditioned family
+    "pairs": PairBatches,
+    "preferences": PreferenceBatches,
+}
+
+
+def batches_for(kind: str, dataset: Any) -> Any:
+    """The batches of ``dataset``, a dataset of kind ``kind``."""
+    try:
+        return BATCHES[kind](dataset)
+    except KeyError:
+        raise RecipeError(f"data kind {kind!r} has no batches for training "
+                          f"(known: {', '.join(sorted(BATCHES))})") from None
