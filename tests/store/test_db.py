@@ -70,8 +70,6 @@ def test_schema_creation_is_idempotent(store: Store) -> None:
     again.close()
 
 
-
-
 def test_first_opens_at_once_create_the_schema_once(db_url: str) -> None:
     """Several processes opening a fresh workspace at the same moment (API workers starting):
     every one gets the whole schema, none fails on a table another is creating."""
