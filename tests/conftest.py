@@ -1,5 +1,6 @@
-"""Shared fixtures: a fresh workspace per test, a small deterministic English corpus, a tiny
-recipe (seconds to train on two shared CPU cores) and a runner for the real CLI."""
+"""Shared fixtures: a fresh workspace per test, its database on SQLite and on PostgreSQL, a small
+deterministic English corpus, a tiny recipe (seconds to train on two shared CPU cores) and a
+runner for the real CLI."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,11 +42,14 @@ def write_corpus(path: Path, size: int = 30_000, seed: int = 0) -> Path:
     return path
 
 
-def workspace_env(home: Path) -> dict[str, str]:
-    """The environment for a subprocess working in ``home`` (one thread: the cores are shared)."""
+def workspace_env(home: Path, db_url: str | None = None) -> dict[str, str]:
+    """The environment for a subprocess working in ``home`` (one thread: the cores are shared),
+    on the workspace's SQLite file or on ``db_url``."""
     env = {k: v for k, v in os.environ.items() if k not in ("GENLOOP_DB_URL", "GENLOOP_CACHE")}
     env.update(GENLOOP_HOME=str(home), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
                NO_COLOR="1", COLUMNS="200", TERM="dumb")
+    if db_url:
+        env["GENLOOP_DB_URL"] = db_url
     return env
 
 
@@ -67,6 +72,82 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("GENLOOP_DB_URL", raising=False)
     monkeypatch.delenv("GENLOOP_CACHE", raising=False)
     return home
+
+
+# --- the workspace's database: SQLite, and PostgreSQL when a server is given -------------------
+
+PG_URL_VAR = "GENLOOP_TEST_PG_URL"  # a server's SQLAlchemy URL; .ci/with-postgres starts one
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def pg_server_url() -> str:
+    """The PostgreSQL server to test against; without one the test is skipped, or fails in CI."""
+    url = os.environ.get(PG_URL_VAR)
+    problem = None
+    if not url:
+        problem = f"{PG_URL_VAR} is unset (run the tests under .ci/with-postgres, see README)"
+    else:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            problem = "the psycopg driver is not installed (pip install -e '.[dev]')"
+    if problem is not None:
+        if in_ci():
+            pytest.fail(f"CI needs PostgreSQL for this test: {problem}", pytrace=False)
+        pytest.skip(f"no PostgreSQL: {problem}")
+    return url  # type: ignore[return-value]
+
+
+@contextmanager
+def pg_database(server_url: str) -> Iterator[str]:
+    """A fresh, empty database on the server for the block (its URL); dropped afterwards, along
+    with any connection a killed or forgotten process left open."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    name = f"genloop_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, workspace: Path,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The ``workspace``'s database, once per backend: its SQLite file, or a fresh PostgreSQL
+    database named by GENLOOP_DB_URL (which threads and child processes inherit)."""
+    from genloop.config import settings
+
+    if request.param == "sqlite":
+        yield settings().db_url
+        return
+    with pg_database(pg_server_url()) as url:
+        monkeypatch.setenv("GENLOOP_DB_URL", url)
+        yield url
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Any]:
+    """A :class:`genloop.store.Store` over ``db_url`` (each backend in turn)."""
+    from genloop.store import Store
+
+    s = Store()
+    assert s.url == db_url
+    yield s
+    s.close()
 
 
 @pytest.fixture
@@ -156,8 +237,10 @@ class Server:
                 self.process.wait()
 
 
-def start_server(home: Path, *flags: str, log: Path | None = None) -> Server:
-    """``genloop serve`` over workspace ``home`` on a free port; returns once /health answers."""
+def start_server(home: Path, *flags: str, log: Path | None = None,
+                 db_url: str | None = None) -> Server:
+    """``genloop serve`` over workspace ``home`` (and ``db_url``, if not its SQLite file) on a
+    free port; returns once /health answers."""
     import time
 
     import httpx
@@ -167,7 +250,7 @@ def start_server(home: Path, *flags: str, log: Path | None = None) -> Server:
     with log.open("w") as out:
         process = subprocess.Popen(
             [str(BIN / "genloop"), "serve", "--port", str(port), "--log-level", "warning", *flags],
-            env=workspace_env(home), stdout=out, stderr=subprocess.STDOUT)
+            env=workspace_env(home, db_url), stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

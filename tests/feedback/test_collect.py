@@ -1,9 +1,8 @@
-"""Feedback bodies as the HTTP API receives them, recorded in a real workspace, and the DPO pairs
-exported from the preferences."""
+"""Feedback bodies as the HTTP API receives them, recorded in a real workspace (on SQLite and on
+PostgreSQL), and the DPO pairs exported from the preferences."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,6 @@ from genloop.feedback.collect import (
     record_preference,
 )
 from genloop.store import GenerationRecord, Store
-
-
-@pytest.fixture
-def store(workspace: Path) -> Iterator[Store]:
-    s = Store()
-    yield s
-    s.close()
 
 
 @pytest.fixture

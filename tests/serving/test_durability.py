@@ -6,7 +6,8 @@ takes completions, ratings and preferences from a few threads, is killed without
 the workspace's database is then opened directly: every acknowledged id must be there with the
 content the client was given. Requests cut off by the kill may or may not have landed; no client
 was told either way. A restarted server must serve again, replaying acknowledged idempotent
-writes rather than doing them twice.
+writes rather than doing them twice. On SQLite and on PostgreSQL (a fresh database, its own
+workspace: the server is killed, the database server is not).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +26,8 @@ from sqlalchemy import text
 
 from genloop.store import Store
 
-from .conftest import Server, Workspace, start_server
+from ..conftest import BACKENDS, pg_database, pg_server_url  # noqa: TID252
+from .conftest import Server, Workspace, make_workspace, start_server
 
 THREADS = 4
 LOAD_S = 2.5  # of writes before the kill
@@ -86,9 +89,22 @@ def write_load(server: Server, ws: Workspace, worker: int, acked: Acknowledged,
                 return
 
 
+@pytest.fixture(params=BACKENDS)
+def durable_workspace(request: pytest.FixtureRequest,
+                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+    """The shared served workspace (SQLite), or a text-only one on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("served_workspace")
+        return
+    with pg_database(pg_server_url()) as url:
+        ws = make_workspace(tmp_path_factory.mktemp("served-pg"), db_url=url, image=False)
+        assert not (ws.home / "genloop.db").exists()  # every process used PostgreSQL
+        yield ws
+
+
 def test_sigkill_during_writes_loses_no_acknowledged_record(
-        served_workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    ws = served_workspace
+        durable_workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = durable_workspace
     server = start_server(ws, "--rate-limit", "0")
     acked, stop = Acknowledged(), threading.Event()
     workers = [threading.Thread(target=write_load, args=(server, ws, w, acked, stop), daemon=True)
@@ -113,9 +129,20 @@ def test_sigkill_during_writes_loses_no_acknowledged_record(
 
     # 1. the workspace's database, opened the way every genloop process opens it
     monkeypatch.setenv("GENLOOP_HOME", str(ws.home))
-    monkeypatch.delenv("GENLOOP_DB_URL", raising=False)
+    if ws.db_url:
+        monkeypatch.setenv("GENLOOP_DB_URL", ws.db_url)
+    else:
+        monkeypatch.delenv("GENLOOP_DB_URL", raising=False)
     with Store() as store, store.read() as s:
-        assert s.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+        if store.dialect == "sqlite":  # the killed process wrote the file itself
+            assert s.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+        else:  # the database server ends the killed process's sessions, rolling back their work
+            open_sessions = text("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                 "current_database() AND pid <> pg_backend_pid()")
+            deadline = time.monotonic() + 10
+            while s.execute(open_sessions).scalar() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert s.execute(open_sessions).scalar() == 0
     with Store() as store:
         lost = []
         for gid, output in acked.generations.items():

@@ -1,7 +1,8 @@
+import json
 import multiprocessing
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,17 +14,9 @@ from genloop.store import ModelVersion, Store
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("GENLOOP_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("GENLOOP_DB_URL", raising=False)
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def store(home: Path) -> Iterator[Store]:
-    s = Store()
-    yield s
-    s.close()
+def home(workspace: Path, db_url: str) -> Path:
+    """The workspace, its database on each backend in turn (``store`` is tests/conftest.py's)."""
+    return workspace
 
 
 def stage(root: Path, tag: str) -> Path:
@@ -255,3 +248,44 @@ def test_generation_round_trip(store: Store, home: Path, tmp_path: Path) -> None
     assert store.list_generations(mv)[0].model_version_id == mv.id
     with pytest.raises(NotFound):
         store.get_generation("nope")
+
+
+def _merge_concurrently(n: int, merge: Callable[[Store, int], None]) -> None:
+    """``merge(store, i)`` from ``n`` threads at once, each with its own Store."""
+    barrier = threading.Barrier(n)
+
+    def work(i: int) -> None:
+        s = Store()
+        try:
+            barrier.wait()
+            merge(s, i)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_concurrent_metric_merges_lose_no_key(store: Store, home: Path) -> None:
+    """Merging is read-modify-write: each writer must see the others' keys (a row lock on
+    PostgreSQL; SQLite's writers are serialized anyway)."""
+    run = store.create_run(recipe={}, recipe_hash="r", dataset_hash="d", family="gpt",
+                           model_name="m", path="/runs/x")
+    store.register_model("m", stage(home, "a"), family="gpt", metrics={"loss": 1.0})
+    _merge_concurrently(6, lambda s, i: s.update_run(run.id, metrics={f"k{i}": i}))
+    _merge_concurrently(6, lambda s, i: s.update_model_metrics("m@1", {f"k{i}": i}))
+    keys = {f"k{i}": i for i in range(6)}
+    assert store.get_run(run.id).metrics == keys
+    mv = store.resolve("m@1")
+    assert mv.metrics == {"loss": 1.0, **keys}
+    assert json.loads((Path(mv.path) / "metrics.json").read_text()) == mv.metrics
+
+
+def test_concurrent_revokes_keep_the_first_time(store: Store) -> None:
+    key, _ = store.create_key("laptop")
+    times: list[object] = []
+    _merge_concurrently(6, lambda s, i: times.append(s.revoke_key("laptop").revoked_at))
+    assert len(set(times)) == 1 and store.list_keys()[0].revoked_at == times[0]

@@ -171,10 +171,12 @@ class AccessRecords(Database):
 
     def revoke_key(self, id_or_name: str) -> ApiKeyRecord:
         """Revoke a key by id or name from now on; revoking it again keeps the first time."""
-        with self.write() as s:
-            row = s.get(ApiKeyRow, id_or_name) if _KEY_ID.match(id_or_name) else None
+        with self.write() as s:  # the row locked: of concurrent revokes, the first time stays
+            row = (s.get(ApiKeyRow, id_or_name, with_for_update=True)
+                   if _KEY_ID.match(id_or_name) else None)
             if row is None:
-                row = s.scalar(select(ApiKeyRow).where(ApiKeyRow.name == id_or_name))
+                row = s.scalar(
+                    select(ApiKeyRow).where(ApiKeyRow.name == id_or_name).with_for_update())
             if row is None:
                 raise NotFound(f"no API key with id or name {id_or_name!r}; see `genloop keys list`")
             if row.revoked_at is None:

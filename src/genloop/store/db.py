@@ -7,13 +7,18 @@ reads (e.g. ``max(version)``) and two writers can never both read the same value
 SQLAlchemy's documented pysqlite recipe: the driver's own transaction handling is switched off
 (``isolation_level = None``) and the ``begin`` event emits the BEGIN we want. Reads go through a
 second engine that emits a plain deferred ``BEGIN``. Nothing here is SQLite-only outside the
-``sqlite`` branch, so the same code runs on PostgreSQL (``postgresql+psycopg://...``).
+``sqlite`` branch, so the same code runs on PostgreSQL (``postgresql+psycopg://...``), where
+read-modify-write paths lock their row (``SELECT ... FOR UPDATE``; SQLite ignores it) and model
+registration takes an advisory lock per name. The column types keep values the same on both:
+JSON as written (PostgreSQL's ``json``, not ``jsonb``, which reorders keys and refuses ``\u0000``),
+non-finite floats as null (JSON has no NaN), datetimes aware and in UTC, seeds 64-bit.
 
 Functions return the record types below (pydantic, detached from any session), never ORM rows.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 import uuid
@@ -22,7 +27,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -39,7 +44,6 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -73,12 +77,34 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)  # PostgreSQL answers in the session's time zone
 
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+def json_safe(value: Any) -> Any:
+    """``value`` as JSON can hold it: non-finite floats (NaN, ±inf) become None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+class JSONType(TypeDecorator[Any]):
+    """JSON kept as written on every backend: SQLite's text, PostgreSQL's ``json`` (``jsonb``
+    would reorder keys, so a replayed response would differ, and refuses ``\u0000``). NaN and
+    ±inf are stored as null: PostgreSQL rejects them, and no JSON reader takes them."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return json_safe(value)
 
 
 # --- tables ---------------------------------------------------------------------------------
@@ -204,6 +230,12 @@ class IdempotencyRow(Base):
 
 class _Record(BaseModel):
     model_config = ConfigDict(from_attributes=True, frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _as_stored(cls, value: Any) -> Any:
+        """A record made from a row just written shows JSON as it was stored (NaN as None)."""
+        return json_safe(value) if isinstance(value, dict | list) else value
 
 
 class DatasetRecord(_Record):

@@ -34,6 +34,7 @@ from genloop.store.db import (
     ModelVersionRow,
     RunRecord,
     RunRow,
+    json_safe,
     new_id,
 )
 
@@ -162,7 +163,7 @@ class Store(AccessRecords, Database):
         if status is not None and status not in RUN_STATUSES:
             raise InvalidInput(f"run status {status!r} is invalid: use one of {RUN_STATUSES}")
         with self.write() as s:
-            row = self._run_row(s, run_id)
+            row = self._run_row(s, run_id, lock=True)  # merged below: no concurrent merge lost
             if status is not None:
                 row.status = status
             if step is not None:
@@ -186,8 +187,10 @@ class Store(AccessRecords, Database):
             return [RunRecord.model_validate(r) for r in rows]
 
     @staticmethod
-    def _run_row(s: Session, run_id: str) -> RunRow:
-        row = s.get(RunRow, run_id)
+    def _run_row(s: Session, run_id: str, lock: bool = False) -> RunRow:
+        """The run, locked until the transaction ends if ``lock`` (SQLite: already, by BEGIN
+        IMMEDIATE)."""
+        row = s.get(RunRow, run_id, with_for_update=lock)
         if row is None:
             raise NotFound(f"no run with id {run_id!r}; see `genloop runs`")
         return row
@@ -222,7 +225,7 @@ class Store(AccessRecords, Database):
         staged = Path(staged_dir).absolute()
         if not staged.is_dir():
             raise InvalidInput(f"staged model directory {str(staged)!r} does not exist")
-        metrics = dict(metrics or {})
+        metrics = json_safe(dict(metrics or {}))  # the file says what the row will
         atomic_write_json(staged / "metrics.json", metrics)
         name_dir = settings().models_dir / name
         name_dir.mkdir(parents=True, exist_ok=True)
@@ -316,11 +319,12 @@ class Store(AccessRecords, Database):
         """Merge evaluation results into a version's metrics (row and ``metrics.json``)."""
         name, version = parse_model_ref(ref)
         with self.write() as s:
-            row = s.scalar(_version_select(name, version))
+            # locked, so a concurrent merge waits for this one and then sees its keys
+            row = s.scalar(_version_select(name, version).with_for_update())
             if row is None:
                 self.resolve(ref)  # raises NotFound listing what exists
                 raise NotFound(f"model {ref!r} not found")
-            row.metrics = {**row.metrics, **metrics}
+            row.metrics = json_safe({**row.metrics, **metrics})
             s.flush()
             # Written inside the transaction, so concurrent merges can't interleave file writes.
             atomic_write_json(Path(row.path) / "metrics.json", row.metrics)
