@@ -77,7 +77,7 @@ def test_an_image_family_on_text_data_is_a_recipe_error(workspace, corpus):
     recipe = tiny_image_recipe_dict("diffusion")
     recipe["data"] = {"source": str(corpus)}
     recipe.pop("eval")
-    with pytest.raises(RecipeError, match="image family"):
+    with pytest.raises(RecipeError, match="trains on images data; data.source"):
         train(recipe)
 
 

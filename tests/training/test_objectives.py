@@ -16,6 +16,7 @@ from genloop.errors import RecipeError
 from genloop.models.family import Family, SequenceBatch, TextModelConfig
 from genloop.models.registry import get_family
 from genloop.store import Store
+from genloop.training.kinds import default_objective
 from genloop.training.loop import train
 from genloop.training.objectives import OBJECTIVES, Objective, get_objective, likelihood, pairs
 from genloop.training.recipe import load_recipe
@@ -47,9 +48,9 @@ def _bigram_log_probs(model, batch: SequenceBatch) -> torch.Tensor:
     return torch.where(batch.mask, log_p, 0.0).sum(dim=1)
 
 
-BIGRAM = Family(name="bigram", modality="text", config=TextModelConfig, presets={"tiny": {}},
-                build=lambda config: Bigram(), loss=_bigram_loss, sample=lambda *a: iter(()),
-                log_probs=_bigram_log_probs)
+BIGRAM = Family(name="bigram", kinds=("text",), conditioning="none", config=TextModelConfig,
+                presets={"tiny": {}}, build=lambda config: Bigram(), loss=_bigram_loss,
+                sample=lambda *a: iter(()), log_probs=_bigram_log_probs)
 INPUTS = torch.tensor([[0, 1, 0], [1, 1, 0]])
 TARGETS = torch.tensor([[1, 0, 0], [1, 0, 1]])  # p = 3/4, 3/4, 1/4 and 1/4, 3/4, 3/4
 P = [[0.75, 0.75, 0.25], [0.25, 0.75, 0.75]]
@@ -111,15 +112,20 @@ def test_train_refuses_an_objective_before_it_prepares_data(workspace):
     assert Store().list_runs() == [] and Store().list_datasets() == []
 
 
-def test_the_default_objective_keeps_the_frozen_recipe_and_its_hash():
+def test_a_recipe_that_names_no_objective_trains_with_its_data_kinds_own():
+    assert default_objective("text") == default_objective("images") == "likelihood"
+    assert default_objective("pairs") == "pairs"
+    assert get_objective(default_objective("pairs"), get_family("gpt"), "pairs") is OBJECTIVES["pairs"]
+    with pytest.raises(RecipeError, match="data kind 'poems' has no batches"):
+        default_objective("poems")
     tree = {"data": {"source": "x.txt"}}
     default = load_recipe(tree)
-    assert default.train.objective == "likelihood"
-    assert "objective" not in default.frozen()["train"]  # as before objectives existed
-    assert load_recipe({**tree, "train": {"objective": "likelihood"}}).hash() == default.hash()
-    chosen = load_recipe({**tree, "train": {"objective": "pairs"}})
-    assert chosen.frozen()["train"]["objective"] == "pairs" and chosen.hash() != default.hash()
-    assert load_recipe(chosen.frozen()) == chosen
+    assert default.train.objective is None
+    assert "objective" not in default.frozen()["train"]  # frozen (and hashed) as before objectives
+    for name in ("likelihood", "pairs"):
+        chosen = load_recipe({**tree, "train": {"objective": name}})
+        assert chosen.frozen()["train"]["objective"] == name and chosen.hash() != default.hash()
+        assert load_recipe(chosen.frozen()) == chosen
 
 
 def test_an_objective_that_needs_a_reference_gets_a_frozen_copy_of_the_parent(

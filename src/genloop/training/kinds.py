@@ -27,8 +27,17 @@ BATCHES: dict[str, type] = {
 
 def batches_for(kind: str, dataset: Any) -> Any:
     """The batches of ``dataset``, a dataset of kind ``kind``."""
+    return _batches(kind)(dataset)
+
+
+def default_objective(kind: str) -> str:
+    """The objective a recipe on ``kind`` data trains with when it names none."""
+    return _batches(kind).default_objective
+
+
+def _batches(kind: str) -> type:
     try:
-        return BATCHES[kind](dataset)
+        return BATCHES[kind]
     except KeyError:
         raise RecipeError(f"data kind {kind!r} has no batches for training "
                           f"(known: {', '.join(sorted(BATCHES))})") from None

@@ -45,10 +45,11 @@ from genloop.models.io import load_model_dir, load_weights
 from genloop.models.registry import get_family
 from genloop.store import Store
 from genloop.tokenizers import load_tokenizer
-from genloop.training.batches import ImageBatches, TextBatches, batch_at, batches_for
+from genloop.training.batches import batch_at
 from genloop.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from genloop.training.ema import EMA
 from genloop.training.features import feature_extractor
+from genloop.training.kinds import batches_for, default_objective
 from genloop.training.metrics import MetricsLog
 from genloop.training.objectives import Objective, get_objective
 from genloop.training.recipe import Recipe, TrainConfig, load_recipe
@@ -121,7 +122,7 @@ class Run:
     ddp: Distributed
     report: ProgressFn
     dataset: TextDataset | ImageDataset
-    batches: TextBatches | ImageBatches
+    batches: Any  # the data kind's batches (training/kinds.py)
     family: Family
     model_config: ModelConfig
     model: torch.nn.Module
@@ -185,32 +186,29 @@ def start(
     cfg = recipe.train
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    family = get_family(recipe.model.family)
-    objective = get_objective(cfg.objective, family, recipe.data.kind)
+    family, kind = get_family(recipe.model.family), recipe.data.kind
+    if kind not in family.kinds:
+        raise RecipeError(f"model.family {family.name!r} trains on {' or '.join(family.kinds)} data; "
+                          f"data.source {recipe.data.source!r} is {kind} data")
+    if family.train_step is not None and (cfg.grad_accum > 1 or ddp.world > 1):
+        raise RecipeError(f"{family.name} takes its own optimizer steps: use train.grad_accum=1 "
+                          "and a single process (no torchrun)")
+    objective_name = cfg.objective or default_objective(kind)
+    objective = get_objective(objective_name, family, kind)
     if objective.needs_reference and not recipe.parent:
-        raise RecipeError(f"train.objective {cfg.objective!r} compares the model with a frozen copy "
+        raise RecipeError(f"train.objective {objective_name!r} compares the model with a frozen copy "
                           "of the model it starts from: set parent (name@N)")
 
     # 2. data
     report(Progress("data", message=f"preparing {recipe.data.source}"))
     dataset = recipe.data.prepare(progress=lambda m: report(Progress("data", message=m)))
     if ddp.main:
-        store.add_dataset(dataset.name, dataset.hash, recipe.data.kind, str(dataset.path), dataset.meta)
-    batches = batches_for(dataset)
-
-    # 3. the family takes this data and this run
-    if (family.modality == "text") != isinstance(dataset, TextDataset):
-        raise RecipeError(
-            f"model.family {family.name!r} is a{'n image' if family.modality == 'image' else ' text'} "
-            f"family but data.source {recipe.data.source!r} is {recipe.data.kind} data"
-        )
-    if family.train_step is not None and (cfg.grad_accum > 1 or ddp.world > 1):
-        raise RecipeError(f"{family.name} takes its own optimizer steps: use train.grad_accum=1 "
-                          "and a single process (no torchrun)")
+        store.add_dataset(dataset.name, dataset.hash, kind, str(dataset.path), dataset.meta)
+    batches = batches_for(kind, dataset)
     model_config = recipe.model_config_for(batches.fill())
     batches.check(model_config)
 
-    # 4. the model: initialised from the seed, then from the parent it fine-tunes
+    # 3. the model: initialised from the seed, then from the parent it fine-tunes
     report(Progress("build", message=f"{family.name} {recipe.model.preset}"))
     with seeded_rng(cfg.seed):  # initialisation is seeded without touching the caller's RNG
         model = family.build(model_config)
@@ -227,7 +225,7 @@ def start(
     if reference is not None:
         reference.to(device)
 
-    # 5. the optimizer, and the run's state: from its checkpoint, or a new run row
+    # 4. the optimizer, and the run's state: from its checkpoint, or a new run row
     # fused AdamW: one kernel for all parameters instead of a dozen ops per tensor
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=True

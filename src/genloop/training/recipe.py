@@ -32,7 +32,6 @@ from genloop.evaluation.image import ImageEvalConfig
 from genloop.evaluation.text import EvalConfig
 from genloop.models.family import ModelConfig
 from genloop.models.registry import get_family
-from genloop.training.objectives import DEFAULT as DEFAULT_OBJECTIVE
 from genloop.training.objectives import OBJECTIVES
 
 
@@ -90,15 +89,15 @@ class TrainConfig(Strict):
         None, ge=0.0, lt=1.0, description="keep an exponential moving average of the weights "
         "(e.g. 0.999); evaluation, the best checkpoint and the registered model use it"
     )
-    objective: str = Field(
-        DEFAULT_OBJECTIVE, description="what training minimises (training/objectives.py): "
-        "likelihood = the family's own objective; pairs = the completion tokens only"
+    objective: str | None = Field(
+        None, description="what training minimises (training/objectives.py): likelihood = the "
+        "family's own objective; pairs = the completion tokens only; default: the data kind's own"
     )
 
     @field_validator("objective")
     @classmethod
-    def _known_objective(cls, name: str) -> str:
-        if name not in OBJECTIVES:
+    def _known_objective(cls, name: str | None) -> str | None:
+        if name is not None and name not in OBJECTIVES:
             raise ValueError(f"unknown objective {name!r} (known: {', '.join(OBJECTIVES)})")
         return name
 
@@ -146,8 +145,8 @@ class Recipe(Strict):
 
     def frozen(self) -> dict[str, Any]:
         tree = self.model_dump(mode="json")
-        if tree["train"]["objective"] == DEFAULT_OBJECTIVE:
-            # recipes from before objectives existed keep their frozen form and their hash
+        if tree["train"]["objective"] is None:
+            # the data kind's own: recipes from before objectives keep their frozen form and hash
             del tree["train"]["objective"]
         return tree
 

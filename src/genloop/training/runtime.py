@@ -71,11 +71,12 @@ def uses_bf16(cfg: TrainConfig, device_type: str = "cpu") -> bool:
 
 def use_compile(cfg: TrainConfig, family: Family | None = None) -> bool:
     """torch.compile pays for its start-up (~30 s on 2 cores) only on longer runs, and on CPU
-    it needs a C++ compiler for the kernels it generates. ``auto`` is measured for text models
-    only: image objectives draw from a generator inside the graph, which compile splits."""
+    it needs a C++ compiler for the kernels it generates. ``auto`` compiles only families that
+    say it pays (``Family.compiles``: image objectives draw from a generator inside the graph,
+    which compile splits) and take plain steps (no ``train_step``)."""
     if cfg.compile != "auto":
         return bool(cfg.compile)
-    if family is not None and (family.modality != "text" or family.train_step is not None):
+    if family is not None and (not family.compiles or family.train_step is not None):
         return False
     return cfg.steps >= 1000 and (torch.cuda.is_available() or shutil.which("c++") is not None)
 
