@@ -8,8 +8,8 @@
     finish  final evaluation → register the model version with its card and lineage
 
 A family brings only its contract (``Family.loss``, or ``Family.train_step`` when several players
-take turns, as in a GAN); the recipe picks the objective (``training/objectives.py``, default the
-family's own); the data brings its batches (``training/batches.py``). Features are composed in
+take turns, as in a GAN); the recipe picks the objective (``training/objectives.py``; by default
+its data kind's own); the data kind brings its batches (``training/kinds.py``). Features are composed in
 here, not threaded through the families: bf16 autocast, torch.compile, DDP (``runtime.py``),
 gradient accumulation, an EMA of the weights, time limits. Nothing here prints: progress goes to
 a callback.

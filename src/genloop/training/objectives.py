@@ -1,4 +1,5 @@
-"""Training objectives: what the loop minimises, chosen by the recipe (``train.objective``).
+"""Training objectives: what the loop minimises, chosen by the recipe (``train.objective``; when
+it names none, its data kind's own: ``likelihood`` for text and images, ``pairs`` for pairs).
 
 An objective is a pure function ``(family, model, batch, reference=None) -> {"loss": tensor, ...}``
 ("loss" is minimised; other entries are metrics). It speaks only the family contract, so one
