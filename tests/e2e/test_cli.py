@@ -43,6 +43,34 @@ def test_help_shows_an_example(command: list[str], tmp_path: Path) -> None:
     assert not (tmp_path / "home").exists()  # help writes nothing
 
 
+LOADED = """import json, sys
+from genloop.cli.main import app
+sys.argv = ["genloop", *sys.argv[1:]]
+try:
+    app()
+except SystemExit:
+    pass
+print(json.dumps(["torch" in sys.modules, sorted(m for m in sys.modules if m.startswith("genloop.cli."))]))
+"""
+
+
+@pytest.mark.parametrize(("command", "torch_loaded"), [
+    (["keys", "--help"], False), (["data", "list", "--help"], False), (["serve", "--help"], False),
+    (["generate", "--help"], True),
+])
+def test_a_command_imports_only_its_own_module(command: list[str], torch_loaded: bool) -> None:
+    """`genloop keys list` starts fast: torch comes only with the commands that need it."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", LOADED, *command], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "COLUMNS": "200"})
+    loaded, modules = json.loads(r.stdout.strip().splitlines()[-1])
+    assert loaded == torch_loaded, r.stdout[-2000:]
+    assert modules == sorted(["genloop.cli.main", "genloop.cli.console", f"genloop.cli.{command[0]}",
+                              *(["genloop.cli.options"] if command[0] != "keys" else [])])
+
+
 def test_train_generate_models_eval(trained: tuple[Path, Path]) -> None:
     home, _ = trained
     gen = ["generate", "cli", "--prompt", "The cat", "--seed", "1", "--max-new-tokens", "24",

@@ -36,7 +36,7 @@ def command(path: str) -> Any:
     """The click command ``genloop <path>`` runs."""
     cmd: Any = typer.main.get_command(app)
     for name in path.split():
-        cmd = cmd.commands[name]
+        cmd = cmd.get_command(typer.Context(cmd), name)
     return cmd
 
 

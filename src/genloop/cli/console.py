@@ -35,5 +35,7 @@ def faced(fn: F) -> F:
 
 
 def command_app(**settings: Any) -> typer.Typer:
-    """A Typer for one command group (or one command, merged into ``genloop``'s own list)."""
-    return typer.Typer(rich_markup_mode="markdown", pretty_exceptions_enable=False, **settings)
+    """The Typer of one command (group); ``main`` lists it under ``genloop`` (shell completion is
+    installed by ``genloop`` itself, not per command)."""
+    return typer.Typer(rich_markup_mode="markdown", pretty_exceptions_enable=False, add_completion=False,
+                       **settings)
