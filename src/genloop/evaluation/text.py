@@ -267,8 +267,9 @@ def score_text(
     of the model's context ``C``, one every ``stride`` tokens (default ``C // 2``): each token is
     scored once, in the window where it first appears after the previous window's end, so every
     token past the first window is predicted from at least ``C - stride`` (half a context by
-    default) tokens before it. ``family`` is the model's family (its ``logits`` contract reads
-    the network). Characters the tokenizer does not know are scored as ``<unk>`` and counted.
+    default) tokens before it. Characters the tokenizer does not know are scored as ``<unk>``
+    and counted. ``family`` is the model's family, as for ``evaluate_text``: the network's
+    logits are read directly today (``logits_of``); the contract's ``log_probs`` can take over.
     """
     docs = [text] if isinstance(text, str) else [d for d in text if d]
     if not any(d.strip() for d in docs):
