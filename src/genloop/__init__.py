@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from genloop.version import __version__
+
 __all__ = ["train", "load", "prepare", "load_recipe", "__version__"]
 
 if TYPE_CHECKING:

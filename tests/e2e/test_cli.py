@@ -4,7 +4,9 @@ input: one line on stderr starting with "error:", a non-zero exit, nothing half-
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -39,6 +41,34 @@ def test_help_shows_an_example(command: list[str], tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "Example" in r.stdout
     assert not (tmp_path / "home").exists()  # help writes nothing
+
+
+LOADED = """import json, sys
+from genloop.cli.main import app
+sys.argv = ["genloop", *sys.argv[1:]]
+try:
+    app()
+except SystemExit:
+    pass
+print(json.dumps(["torch" in sys.modules, sorted(m for m in sys.modules if m.startswith("genloop.cli."))]))
+"""
+
+
+@pytest.mark.parametrize(("command", "torch_loaded"), [
+    (["keys", "--help"], False), (["data", "list", "--help"], False), (["serve", "--help"], False),
+    (["generate", "--help"], True),
+])
+def test_a_command_imports_only_its_own_module(command: list[str], torch_loaded: bool) -> None:
+    """`genloop keys list` starts fast: torch comes only with the commands that need it."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", LOADED, *command], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "COLUMNS": "200"})
+    loaded, modules = json.loads(r.stdout.strip().splitlines()[-1])
+    assert loaded == torch_loaded, r.stdout[-2000:]
+    assert modules == sorted(["genloop.cli.main", "genloop.cli.console", f"genloop.cli.{command[0]}",
+                              *(["genloop.cli.options"] if command[0] != "keys" else [])])
 
 
 def test_train_generate_models_eval(trained: tuple[Path, Path]) -> None:
@@ -175,4 +205,48 @@ def test_bad_generate_input(trained: tuple[Path, Path], args: list[str], expecte
     home, _ = trained
     before = snapshot(home)
     r = run_cli(args, home)
+    assert_clean_failure(r, home, before, *expected)
+
+
+def test_eval_on_held_out_text(trained: tuple[Path, Path]) -> None:
+    home, root = trained
+    text = "The cat dreams of the quiet sea. A dog waits for a letter. The river paints the market."
+    (root / "held.txt").write_text(text + "Ω", encoding="utf-8")  # Ω: not in the corpus
+    r = run_cli(["eval", "cli", "--data", str(root / "held.txt"), "--json"], home)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["model"] == "cli@1" and m["tokens"] == m["characters"] == len(text) + 1  # char tokenizer
+    assert (m["unknown_characters"], m["unknown"]) == (1, "Ω")
+    assert m["unknown_share"] == pytest.approx(1 / (len(text) + 1))
+    assert m["bits_per_char"] == pytest.approx(m["nats_per_char"] / math.log(2))
+    assert m["context"] == 32 and m["stride"] == 16 and 0 < m["nats_per_char"] < 5
+
+    rows = "\n".join(json.dumps({"body": t, "id": i}) for i, t in enumerate(text.split(" A ")))
+    (root / "held.jsonl").write_text(rows + "\n", encoding="utf-8")
+    r = run_cli(["eval", "cli", "--data", str(root / "held.jsonl"), "--field", "body"], home)
+    assert r.returncode == 0, r.stderr
+    for word in ("nats_per_token", "nats_per_char", "bits_per_char", "unknown_characters"):
+        assert word in r.stdout, (word, r.stdout)
+    # the two rows' characters and the <eos> between them
+    assert re.search(rf"\bcharacters\W+{len(text) - 2}\b", r.stdout), r.stdout
+    shown = run_cli(["models", "show", "cli@1"], home)
+    assert "nats_per_char" not in shown.stdout  # held-out scores are reported, not stored
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("missing", ("nope.txt", "does not exist")),
+    ("empty", ("empty.txt", "no text")),
+    ("no field", ("rows.jsonl", "line 2", "'text'")),
+    ("samples", ("--samples",)),
+])
+def test_bad_eval_data(trained: tuple[Path, Path], case: str, expected) -> None:
+    home, root = trained
+    (root / "empty.txt").write_text("  \n")
+    (root / "rows.jsonl").write_text('{"text": "The cat"}\n{"body": "A dog"}\n')
+    (root / "ok.txt").write_text("The cat")
+    args = {"missing": ["--data", str(root / "nope.txt")], "empty": ["--data", str(root / "empty.txt")],
+            "no field": ["--data", str(root / "rows.jsonl")],
+            "samples": ["--data", str(root / "ok.txt"), "--samples", "2"]}[case]
+    before = snapshot(home)
+    r = run_cli(["eval", "cli", *args], home)
     assert_clean_failure(r, home, before, *expected)

@@ -38,6 +38,11 @@ def test_train_generate_eval_through_the_cli(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "fid" in r.stdout and "test_iw_nll_nats" in r.stdout
 
+    (tmp_path / "held.txt").write_text("some text")
+    r = run_cli(["eval", "cli-vae", "--data", str(tmp_path / "held.txt")], home)
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "image model" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
     r = run_cli(["generate", "cli-vae", "--class", "ten"], home)
     assert r.returncode != 0 and r.stderr.startswith("error:") and "not a class" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

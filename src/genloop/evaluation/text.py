@@ -4,14 +4,22 @@ Validation loss is the mean next-token cross-entropy (nats) over *every* token o
 split, read in non-overlapping windows of the model's context; bits per token = loss / ln 2;
 bits per character divides the same total by the number of characters those tokens decode to
 (for a character tokenizer the two agree); perplexity = exp(loss).
+Any held-out text (``score_text``, ``genloop eval NAME --data FILE``) is read in overlapping
+windows instead: a window of the model's context every ``stride`` tokens (half a context by
+default), each token scored once, in the first window that holds it after the previous one, so
+every token after the first window sees at least ``context - stride`` tokens before it.
 Diversity: distinct-n (Li et al. 2016) = unique n-grams / all n-grams across samples; repetition
 rate = share of n-grams within a sample that already occurred earlier in it.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -19,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from genloop.errors import InvalidInput
 from genloop.generation.text import TextRequest, generate_texts
 from genloop.models.family import Family
 from genloop.tokenizers import Tokenizer
@@ -37,24 +46,45 @@ class EvalConfig(BaseModel):
     top_k: int | None = Field(None, ge=1)
 
 
-def windows(ids: np.ndarray, block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and targets (N, block) covering every token of ``ids`` once; the tail window is
-    right-aligned so no token is skipped (its overlap is masked out of the targets with -100)."""
-    n = len(ids) - 1
+def window_bounds(n: int, block: int, stride: int | None = None) -> list[tuple[int, int, int]]:
+    """``(start, end, first)`` of the windows over ``n`` targets: window ``ids[start:end]``
+    predicts ``ids[start + 1:end + 1]`` and scores the targets from position ``first`` on (the
+    earlier ones were scored by the window before). A window ends every ``stride`` targets
+    (``None``: one context, no overlap) and the last one ends at ``n``, right-aligned, so every
+    target is scored exactly once."""
     if n < 1:
         raise ValueError("validation split needs at least 2 tokens")
     block = min(block, n)
-    starts = list(range(0, n - block + 1, block))
-    tail = n - (starts[-1] + block)
-    arr = torch.from_numpy(np.asarray(ids, dtype=np.int64))
-    x = torch.stack([arr[s : s + block] for s in starts])
-    y = torch.stack([arr[s + 1 : s + 1 + block] for s in starts])
-    if tail > 0:
-        s = n - block
-        xt, yt = arr[s : s + block].clone(), arr[s + 1 : s + 1 + block].clone()
-        yt[: block - tail] = -100  # already scored by the previous window
-        x, y = torch.cat([x, xt[None]]), torch.cat([y, yt[None]])
+    stride = block if stride is None else min(stride, block)
+    if stride < 1:
+        raise ValueError(f"stride must be at least 1, not {stride}")
+    ends = list(range(block, n + 1, stride))
+    if ends[-1] != n:
+        ends.append(n)
+    bounds, scored = [], 0
+    for end in ends:
+        start = end - block
+        bounds.append((start, end, scored - start))
+        scored = end
+    return bounds
+
+
+def _window_batch(
+    arr: torch.Tensor, bounds: Sequence[tuple[int, int, int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.stack([arr[s:e] for s, e, _ in bounds])
+    y = torch.stack([arr[s + 1 : e + 1] for s, e, _ in bounds])
+    for row, (_, _, first) in enumerate(bounds):
+        y[row, :first] = -100  # already scored by the previous window
     return x, y
+
+
+def windows(ids: np.ndarray, block: int, stride: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets (N, block) covering every token of ``ids`` once; the tail window is
+    right-aligned so no token is skipped (its overlap is masked out of the targets with -100).
+    With ``stride`` the windows overlap: see ``window_bounds``."""
+    bounds = window_bounds(len(ids) - 1, block, stride)
+    return _window_batch(torch.from_numpy(np.asarray(ids, dtype=np.int64)), bounds)
 
 
 @torch.no_grad()
@@ -63,13 +93,16 @@ def validation_nll(
     ids: np.ndarray,
     block: int,
     batch_size: int = 64,
+    stride: int | None = None,
 ) -> tuple[float, int]:
-    """Total negative log-likelihood (nats) and token count over all of ``ids``."""
-    x, y = windows(ids, block)
+    """Total negative log-likelihood (nats) and token count over all of ``ids``, in windows of
+    ``block`` every ``stride`` tokens (``None``: no overlap); built a batch at a time."""
+    bounds = window_bounds(len(ids) - 1, block, stride)
+    arr = torch.from_numpy(np.asarray(ids, dtype=np.int64))
     total, count = 0.0, 0
-    for i in range(0, len(x), batch_size):
-        logits = logits_fn(x[i : i + batch_size])
-        yb = y[i : i + batch_size]
+    for i in range(0, len(bounds), batch_size):
+        xb, yb = _window_batch(arr, bounds[i : i + batch_size])
+        logits = logits_fn(xb)
         total += F.cross_entropy(
             logits.float().reshape(-1, logits.size(-1)), yb.reshape(-1),
             ignore_index=-100, reduction="sum",
@@ -97,6 +130,16 @@ def count_characters(tokenizer: Tokenizer, ids: np.ndarray) -> int:
     return len(tokenizer.decode(tail)) + eos
 
 
+def logits_of(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The next-token logits (B, T, V) of a text network for inputs (B, T)."""
+
+    def logits_fn(x: torch.Tensor) -> torch.Tensor:
+        out = model(x)
+        return out[0] if isinstance(out, tuple) else out  # recurrent families return a state too
+
+    return logits_fn
+
+
 def evaluate_text(
     family: Family,
     model: torch.nn.Module,
@@ -107,13 +150,7 @@ def evaluate_text(
 ) -> tuple[dict[str, float], list[str]]:
     """Likelihood over ``val_ids`` and diversity of ``config.num_samples`` seeded samples."""
     model.eval()
-    block = model.config.block_size
-
-    def logits_fn(x: torch.Tensor) -> torch.Tensor:
-        out = model(x)
-        return out[0] if isinstance(out, tuple) else out  # recurrent families return a state too
-
-    nll, tokens = validation_nll(logits_fn, val_ids, block)
+    nll, tokens = validation_nll(logits_of(model), val_ids, model.config.block_size)
     metrics = likelihood_metrics(nll, tokens, count_characters(tokenizer, val_ids))
     samples: list[str] = []
     if config.num_samples:
@@ -161,3 +198,139 @@ def diversity_metrics(samples: Sequence[str]) -> dict[str, float]:
         "distinct_2": distinct_n(split, 2),
         "repetition_rate": repetition_rate(split, 4),
     }
+
+
+# --- any held-out text ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextScore:
+    """How well a text model predicts a given text: totals, and the rates derived from them."""
+
+    nll: float  # nats, summed over the scored tokens
+    tokens: int  # tokens scored: every token of the text (and one <eos> between documents)
+    characters: int  # characters those tokens stand for (an <eos> counts one)
+    unknown_characters: int  # characters of the text the tokenizer maps to <unk> (still scored)
+    unknown: str  # those characters, distinct, most frequent first
+    context: int  # tokens per window: the model's context
+    stride: int  # tokens between the starts of two windows
+
+    @property
+    def nats_per_token(self) -> float:
+        return self.nll / self.tokens
+
+    @property
+    def nats_per_char(self) -> float:
+        return self.nll / self.characters
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.nats_per_char / math.log(2)
+
+    @property
+    def unknown_share(self) -> float:
+        return self.unknown_characters / self.characters
+
+    def metrics(self) -> dict[str, float | int | str]:
+        return {
+            "nats_per_token": self.nats_per_token, "nats_per_char": self.nats_per_char,
+            "bits_per_token": self.nats_per_token / math.log(2), "bits_per_char": self.bits_per_char,
+            "perplexity": math.exp(min(self.nats_per_token, 50.0)), "tokens": self.tokens,
+            "characters": self.characters, "unknown_characters": self.unknown_characters,
+            "unknown_share": self.unknown_share, "unknown": self.unknown, "context": self.context,
+            "stride": self.stride,
+        }
+
+
+def unknown_characters(tokenizer: Tokenizer, text: str) -> Counter[str]:
+    """The characters of ``text`` that ``tokenizer`` turns into ``<unk>``, with their counts
+    (a character tokenizer knows only the characters it was trained on; byte-level BPE all)."""
+    counts = Counter(text)
+    return Counter({c: n for c, n in counts.items() if tokenizer.unk_id in tokenizer.encode(c)})
+
+
+@torch.no_grad()
+def score_text(
+    family: Family,
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    text: str | Sequence[str],
+    *,
+    stride: int | None = None,
+    batch_size: int = 64,
+) -> TextScore:
+    """Negative log-likelihood of ``text`` (one string, or documents) under a text model.
+
+    Each document is read as the training data is: preceded by ``<eos>``, so its first token is
+    predicted from the start of a document and scored like the rest (between documents, that
+    ``<eos>`` is itself a scored token and counts one character). The tokens are read in windows
+    of the model's context ``C``, one every ``stride`` tokens (default ``C // 2``): each token is
+    scored once, in the window where it first appears after the previous window's end, so every
+    token past the first window is predicted from at least ``C - stride`` (half a context by
+    default) tokens before it. Characters the tokenizer does not know are scored as ``<unk>``
+    and counted. ``family`` is the model's family, as for ``evaluate_text``: the network's
+    logits are read directly today (``logits_of``); the contract's ``log_probs`` can take over.
+    """
+    docs = [text] if isinstance(text, str) else [d for d in text if d]
+    if not any(d.strip() for d in docs):
+        raise InvalidInput("no text to evaluate: the text is empty or only whitespace")
+    context = int(model.config.block_size)
+    stride = max(1, context // 2) if stride is None else stride
+    if not 1 <= stride <= context:
+        raise InvalidInput(f"stride must be between 1 and the model's context {context}, not {stride}")
+    ids = [i for d in docs for i in (tokenizer.eos_id, *tokenizer.encode(d))]
+    unknown = Counter[str]()
+    for d in docs:
+        unknown.update(unknown_characters(tokenizer, d))
+    model.eval()
+    nll, tokens = validation_nll(logits_of(model), np.asarray(ids), context, batch_size, stride)
+    return TextScore(
+        nll=nll, tokens=tokens, characters=sum(len(d) for d in docs) + len(docs) - 1,
+        unknown_characters=sum(unknown.values()), unknown="".join(c for c, _ in unknown.most_common()),
+        context=context, stride=stride,
+    )
+
+
+def read_documents(path: str | Path, field: str = "text") -> list[str]:
+    """The text of a ``.txt`` (one document) or of each row of a ``.jsonl`` (its ``field``; a
+    list of strings is joined), as UTF-8 with line ends made ``\\n``; bad files name the fault."""
+    path = Path(path)
+    if path.suffix.lower() not in (".txt", ".jsonl"):
+        raise InvalidInput(f"{path}: give a .txt or .jsonl file")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidInput(f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{path} is a folder; give a .txt or .jsonl file") from None
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise InvalidInput(f"{path} looks binary: NUL byte at offset {nul}; give UTF-8 text")
+    try:
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"{path} is not UTF-8 text: invalid byte at offset {e.start}") from None
+    if path.suffix.lower() == ".txt":
+        docs = [text]
+    else:
+        docs = []
+        for n, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InvalidInput(f"{path} line {n} is not valid JSON: {e.msg}") from None
+            if not isinstance(row, dict) or field not in row:
+                raise InvalidInput(f"{path} line {n} has no field {field!r}; choose the field holding "
+                                   "the text (--field)")
+            value = row[field]
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                value = "".join(value)
+            if not isinstance(value, str):
+                raise InvalidInput(f"{path} line {n} field {field!r} is {type(value).__name__}, "
+                                   "not a string or list of strings")
+            docs.append(value)
+    if not any(d.strip() for d in docs):
+        raise InvalidInput(f"{path} holds no text to evaluate")
+    return docs

@@ -18,12 +18,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from genloop import __version__
 from genloop.errors import GenloopError
 from genloop.serving.deps import ServerState
 from genloop.serving.routers import generations, images, models, system, text
 from genloop.serving.settings import ServeConfig
 from genloop.store import Store
+from genloop.version import __version__
 
 log = logging.getLogger("genloop.serving")
 

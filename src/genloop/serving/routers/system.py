@@ -10,10 +10,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from genloop import __version__
 from genloop.errors import NotFound
 from genloop.generation.service import loaded
 from genloop.serving.deps import CallerDep, StateDep
+from genloop.version import __version__
 
 STUDIO = Path(__file__).resolve().parent.parent / "studio"
 MEDIA = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml",

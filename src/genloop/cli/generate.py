@@ -1,0 +1,96 @@
+"""``genloop generate``: text or images from a registered model, every output recorded."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from genloop.cli.console import command_app, err, faced, out
+from genloop.cli.options import default, option
+from genloop.generation.image import ImageGenRequest
+from genloop.generation.text import TextRequest
+
+app = command_app()
+
+TEXT_SAMPLES = default(TextRequest, "num_samples")
+IMAGE_SAMPLES = default(ImageGenRequest, "num_samples")
+
+
+@app.command(epilog="Examples:\n\n"
+             "    genloop generate shakespeare-char --prompt 'ROMEO:' --seed 1\n\n"
+             "    genloop generate python-docs@1 --prompt 'The ' -n 3 --temperature 0.7 --top-k 20\n\n"
+             "    genloop generate tang-poems --prompt $'春望\\n' --stop $'\\n\\n' --no-stream --json\n\n"
+             "    genloop generate mnist-diffusion -n 64 --class 3 --steps 50 --out threes.png\n\n"
+             "    genloop generate mnist-vae -n 16 --interpolate --seed 4 --out walk.png")
+@faced
+def generate(
+    model: Annotated[str, typer.Argument(help="model version: name (newest) or name@N")],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="prompt (repeat for a batch)")] = [],
+    max_new_tokens: int = option(TextRequest, "max_new_tokens", help="tokens to generate"),
+    temperature: float = option(TextRequest, "temperature", help="0 = greedy"),
+    top_k: int | None = option(TextRequest, "top_k", help="keep the k most likely tokens"),
+    top_p: float | None = option(TextRequest, "top_p", help="nucleus sampling mass"),
+    repetition_penalty: float = option(TextRequest, "repetition_penalty",
+                                       help="above 1 discourages repeats"),
+    stop: list[str] = option(TextRequest, "stop", help="stop string (repeatable)"),
+    seed: int | None = option(TextRequest, "seed", help="same seed + same request = same output"),
+    num_samples: Annotated[int | None, typer.Option(
+        "--num-samples", "-n", help=f"samples per prompt (text, default {TEXT_SAMPLES}) or images "
+        f"(default {IMAGE_SAMPLES})")] = None,
+    stream: Annotated[bool, typer.Option(help="print tokens as they come (one prompt, one sample)")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON records")] = False,
+    class_label: str | None = option(ImageGenRequest, "class_label",
+                                     help="images: class index or name (conditional models)"),
+    guidance_scale: float = option(ImageGenRequest, "guidance_scale",
+                                   help="images: classifier-free guidance scale"),
+    steps: int | None = option(ImageGenRequest, "steps", help="images: diffusion steps"),
+    sampler: str = option(ImageGenRequest, "sampler", help="images: ddim or ddpm"),
+    interpolate: bool = option(ImageGenRequest, "interpolate",
+                               help="images: walk the latent space (GAN, VAE)"),
+    out_path: Annotated[Path | None, typer.Option(
+        "--out", help="images: where to write the PNG grid (default MODEL-N-SEED.png)")] = None,
+) -> None:
+    """Generate text or images from a registered model; every output is recorded."""
+    import genloop
+    from genloop.generation.service import ImageModel
+
+    m = genloop.load(model)
+    count = {"num_samples": num_samples} if num_samples else {}  # else the request's default
+    if isinstance(m, ImageModel):
+        result = m.generate(**count, seed=seed, class_label=class_label,
+                            guidance_scale=guidance_scale, steps=steps, sampler=sampler,
+                            interpolate=interpolate)
+        path = out_path or Path(f"{m.ref.replace('@', '-')}-{result.output.seed}.png")
+        result.save_grid(path, columns=len(result.records) if interpolate else None)
+        if as_json:
+            for r in result.records:
+                print(json.dumps({"model": m.ref, "id": r.id, "seed": r.seed, "class": r.output,
+                                  "file": r.file, "content_hash": r.content_hash}))
+        err.print(f"{len(result.records)} images from {m.ref} (seed {result.output.seed}, "
+                  f"{result.output.timings['total_s']:.2f} s) → [bold]{path}[/]", highlight=False)
+        return
+    prompts: str | list[str] = prompt[0] if len(prompt) == 1 else (prompt or "")
+    request = m.request(prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                        top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                        stop=stop, seed=seed, **count)
+    if stream and not as_json and len(request.prompts) == 1 and request.num_samples == 1:
+        sys.stdout.write(request.prompts[0])
+        for piece in m.stream(request=request):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return
+    outputs = m.generate(request=request)
+    if as_json:
+        for o in outputs:
+            print(json.dumps({"model": m.ref, "prompt": o.prompt, "text": o.text, "seed": o.seed,
+                              "tokens": o.tokens, "finish_reason": o.finish_reason,
+                              "content_hash": o.content_hash}, ensure_ascii=False))
+        return
+    for o in outputs:
+        out.print(f"[dim]---- {m.ref} seed {o.seed} ----[/]")
+        out.print(o.prompt + o.text, markup=False, highlight=False)

@@ -1,0 +1,51 @@
+"""``genloop keys create|list|revoke``: API keys for ``genloop serve`` (only hashes are stored)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from genloop.cli.console import command_app, err, faced, out
+
+app = command_app(help="Create, list and revoke API keys for `genloop serve`.", no_args_is_help=True,
+                  epilog="Examples:\n\n    genloop keys create laptop\n\n    genloop keys list\n\n"
+                  "    genloop keys revoke laptop")
+
+
+@app.command("create", epilog="Example:\n\n    genloop keys create laptop")
+@faced
+def keys_create(name: Annotated[str, typer.Argument(help="a name to recognise the key by")]) -> None:
+    """Create an API key and print its secret, once: only its SHA-256 is stored."""
+    from genloop.store import Store
+
+    key, secret = Store().create_key(name)
+    print(secret)
+    err.print(f"API key [bold]{key.name}[/] ({key.id}) created. Copy the secret above now: it is "
+              "not shown again. Send it as `Authorization: Bearer <secret>`.", highlight=False,
+              soft_wrap=True)
+
+
+@app.command("list", epilog="Example:\n\n    genloop keys list")
+@faced
+def keys_list() -> None:
+    """Every API key (never its secret), newest first."""
+    from genloop.store import Store
+
+    table = Table("id", "name", "prefix", "created", "revoked")
+    for k in Store().list_keys():
+        table.add_row(k.id, k.name, f"{k.prefix}…", k.created_at.strftime("%Y-%m-%d %H:%M"),
+                      k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "")
+    out.print(table)
+
+
+@app.command("revoke", epilog="Examples:\n\n    genloop keys revoke laptop\n\n"
+             "    genloop keys revoke 3f2a9c1b7d4e")
+@faced
+def keys_revoke(key: Annotated[str, typer.Argument(help="the key's id or name")]) -> None:
+    """Revoke an API key: requests with it get 401 from now on."""
+    from genloop.store import Store
+
+    k = Store().revoke_key(key)
+    out.print(f"revoked API key {k.name} ({k.id})", highlight=False)

@@ -1,0 +1,59 @@
+"""``genloop serve``: the OpenAI-compatible HTTP API and the studio. Every limit is a field of
+``ServeConfig``, whose defaults the flags show."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from genloop.cli.console import command_app, err, faced, out
+from genloop.cli.options import option
+from genloop.serving.settings import ServeConfig
+
+app = command_app()
+
+
+@app.command(epilog="Examples:\n\n"
+             "    genloop keys create laptop      # prints a key once\n\n"
+             "    genloop serve                   # http://127.0.0.1:8000 (studio at /)\n\n"
+             "    genloop serve --port 9000 --max-batch 32 --rate-limit 120\n\n"
+             "    genloop serve --no-auth         # loopback only, for local development\n\n"
+             "Then: OpenAI(base_url='http://127.0.0.1:8000/v1', api_key=KEY)")
+@faced
+def serve(
+    host: str = option(ServeConfig, "host", help="address to bind (127.0.0.1: this machine only)"),
+    port: int = option(ServeConfig, "port", help="port"),
+    auth: bool = option(ServeConfig, "auth", help="require an API key (off: loopback addresses only)"),
+    max_batch: int = option(ServeConfig, "max_batch"),
+    max_queue: int = option(ServeConfig, "max_queue"),
+    rate_limit: int = option(ServeConfig, "rate_limit", help="requests per key per minute (0: no limit)"),
+    max_tokens: int = option(ServeConfig, "max_tokens", help="largest max_tokens a request may ask"),
+    models_loaded: int = option(ServeConfig, "models_loaded"),
+    threads: int = option(ServeConfig, "threads", help="torch threads per forward pass (1 suits small "
+                          "models: the rest serve HTTP)"),
+    preload: Annotated[list[str], typer.Option(help="load these models before serving")] = [],
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve every registered model over an OpenAI-compatible HTTP API, with the studio at /."""
+    from genloop.errors import InvalidInput, validation_message
+    from genloop.generation.service import load
+    from genloop.serving.app import run
+    from genloop.store import Store
+
+    try:
+        config = ServeConfig(host=host, port=port, auth=auth, max_batch=max_batch, max_queue=max_queue,
+                             rate_limit=rate_limit, max_tokens=max_tokens,
+                             models_loaded=models_loaded, threads=threads)
+    except ValueError as e:
+        raise InvalidInput(validation_message(e)) from None
+    store = Store()
+    for ref in preload:
+        load(ref, store, models_loaded)
+    if config.auth and not any(k.revoked_at is None for k in store.list_keys()):
+        err.print("[yellow]no API key yet:[/] create one with [bold]genloop keys create NAME[/]")
+    if not config.auth:
+        err.print("[bold red]AUTH IS OFF:[/] every model and every generation is open to anyone "
+                  f"who can reach {host}:{port}")
+    out.print(f"genloop: serving on [bold]http://{host}:{port}[/] (studio at /, API at /v1)")
+    run(config, log_level=log_level)
