@@ -37,7 +37,7 @@ def test_config_roundtrip_and_presets():
         config = FAMILY.make_config(preset, num_classes=10, channels=3, image_size=32)
         assert FAMILY.config.model_validate(config.model_dump()) == config
         assert FAMILY.config.model_validate_json(config.model_dump_json()) == config
-    assert FAMILY.modality == "image" and FAMILY.generative is False
+    assert FAMILY.kinds == ("images",) and FAMILY.generative is False
     assert set(FAMILY.exempt) <= {"config_roundtrip", "save_load", "loss_falls", "seeded_sample", "kv_cache"}
 
 

@@ -16,6 +16,8 @@ from genloop.models.io import load_weights, save_weights
 from genloop.models.registry import FAMILIES
 
 VOCAB = 32
+# text families are the token samplers (``streaming``: their sample yields token ids); the rest
+# draw images
 CHECKS = ("config_roundtrip", "save_load", "loss_falls", "seeded_sample", "kv_cache", "slot_decoding",
           "log_probs")
 # image families are checked on 8×8 single-channel images with 3 classes, class-conditional
@@ -26,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only 
 
 
 def _config(family):
-    fill = {"vocab_size": VOCAB} if family.modality == "text" else IMAGE_FILL
+    fill = {"vocab_size": VOCAB} if family.streaming else IMAGE_FILL
     return family.make_config("tiny", **fill)
 
 
@@ -58,7 +60,7 @@ def _image_batch(seed: int = 1234) -> ImageBatch:
 
 
 def _any_batch(family, config):
-    return _batch(config) if family.modality == "text" else _image_batch()
+    return _batch(config) if family.streaming else _image_batch()
 
 
 def _draw(family, model, prompt: torch.Tensor, n: int, seed: int | None, **kw) -> torch.Tensor:
@@ -74,7 +76,7 @@ def _draw_images(family, model, seed: int) -> torch.Tensor:
 
 def _outputs(family, model, config) -> torch.Tensor:
     """What the network computes, deterministically: logits of a batch, or a seeded sample."""
-    if family.modality == "text":
+    if family.streaming:
         return _logits(model, _batch(config)[0])
     if not family.generative:  # the feature classifier: its logits
         return model(_image_batch().images)
@@ -117,7 +119,7 @@ def check_loss_falls(family) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    if family.modality == "text":
+    if family.streaming:
         # random tokens start near ln(V); memorising the fixed batch must bring the loss well down
         assert losses[0] == pytest.approx(math.log(VOCAB), rel=0.2)
     assert losses[-1] < 0.8 * losses[0], losses
@@ -126,7 +128,7 @@ def check_loss_falls(family) -> None:
 def check_seeded_sample(family) -> None:
     _, model = _build(family, seed=0)
     model.eval()
-    if family.modality == "image":
+    if not family.streaming:
         a, b, c = (_draw_images(family, model, s) for s in (7, 7, 8))
         assert a.shape == (4, 1, 8, 8) and a.dtype == torch.float32
         assert a.min() >= -1 and a.max() <= 1
@@ -161,7 +163,7 @@ def check_kv_cache(family) -> None:
 def check_slot_decoding(family) -> None:
     """Prompts that join one slot decoder at different steps and leave at different steps get
     the greedy tokens ``sample`` gives each alone — past the context for context-limited models."""
-    if family.modality != "text":
+    if not family.streaming:
         pytest.skip(f"{family.name} decodes no tokens")
     assert family.slot_decoder is not None, (
         f"text family {family.name} has no slot_decoder (continuous batching): add one or exempt it"

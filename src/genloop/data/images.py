@@ -51,7 +51,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -95,7 +95,9 @@ class ImageDataConfig(BaseModel):
         None, ge=1, description="keep only the first N training images (quick runs); test untouched"
     )
 
-    def prepare(self, progress: Callable[[str], None] | None = None) -> ImageDataset:
+    def prepare(self, progress: Callable[[str], None] | None = None,
+                tokenizer: Any = None) -> ImageDataset:
+        """Store the images (``tokenizer`` is for kinds that hold text: images hold none)."""
         return prepare_images(self, progress)
 
 

@@ -58,8 +58,11 @@ class TextDataConfig(BaseModel):
         description="dataset name; defaults to the built-in's name or the file/folder stem",
     )
 
-    def prepare(self, progress: Callable[[str], None] | None = None) -> TextDataset:
-        return prepare_text(self, progress=progress)
+    def prepare(self, progress: Callable[[str], None] | None = None,
+                tokenizer: Tokenizer | None = None) -> TextDataset:
+        """Store the corpus; ``tokenizer``: encode with it (a fine-tune's parent's) instead of
+        training one."""
+        return prepare_text(self, progress=progress, tokenizer=tokenizer)
 
 
 @dataclass
@@ -266,14 +269,17 @@ def iter_documents(config: TextDataConfig) -> tuple[list[str], list[str]]:
     return p.train, p.val
 
 
-def _content_hash(config: TextDataConfig, p: _Prepared) -> str:
-    """sha256 over the preprocessing config and the exact documents of each split.
+def _content_hash(config: TextDataConfig, p: _Prepared, tokenizer: Tokenizer | None = None) -> str:
+    """sha256 over the preprocessing config, the given tokenizer (if any) and the exact
+    documents of each split.
 
     Source and name are left out: the documents already say what was read, so moving a file or
     renaming a dataset does not change its identity."""
     h = hashlib.sha256()
     cfg = config.model_dump(exclude={"name", "source", "field"})
     cfg.update(format=FORMAT_VERSION, layout=p.layout)
+    if tokenizer is not None:  # only then: datasets that train their own keep their hash
+        cfg.update(given_tokenizer=tokenizer.to_json())
     h.update(json.dumps(cfg, sort_keys=True).encode())
     for docs in (p.train, p.val):
         h.update(struct.pack("<Q", len(docs)))
@@ -308,7 +314,8 @@ def _encode(tok: Tokenizer, docs: list[str], eos: bool) -> np.ndarray:
 
 
 def prepare_text(
-    config: TextDataConfig, *, progress: Callable[[str], None] | None = None
+    config: TextDataConfig, *, progress: Callable[[str], None] | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> TextDataset:
     """Read, clean, split and tokenize a corpus; store it (or reuse the stored copy).
 
@@ -319,14 +326,15 @@ def prepare_text(
     say(f"reading {config.source}")
     p = _preprocess(config)
     name = config.name or _default_name(config.source)
-    digest = _content_hash(config, p)
+    digest = _content_hash(config, p, tokenizer)
     # 2. Reuse: datasets are immutable, so one with the same hash is the same dataset.
     if (done := stored(name, digest)) is not None:
         say(f"reusing {done.path}")
         return _text_dataset(done)
-    # 3. Tokenizer from the train split only.
-    say(f"training {config.tokenizer} tokenizer on {len(p.train)} train documents")
-    tok = train_tokenizer(config.tokenizer, p.train, vocab_size=config.vocab_size)
+    # 3. Tokenizer from the train split only (or the one given).
+    if tokenizer is None:
+        say(f"training {config.tokenizer} tokenizer on {len(p.train)} train documents")
+    tok = tokenizer or train_tokenizer(config.tokenizer, p.train, vocab_size=config.vocab_size)
     # 4. Encode; one contiguous text carries no eos (it is one document cut in two).
     say("encoding")
     eos = p.layout != "contiguous"

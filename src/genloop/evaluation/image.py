@@ -33,6 +33,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from genloop.errors import InvalidInput, RecipeError
+from genloop.generation.image import save_grid
 from genloop.models.family import Family, ImageBatch, ImageModelConfig, ImageRequest, fast_bf16
 from genloop.models.modeldir import ModelDir
 from genloop.store import Store
@@ -342,3 +343,17 @@ def load_feature_extractor(store: Store, dataset: Any, ref: str | None = None) -
             f"{dataset.image_size}×{dataset.image_size}"
         )
     return model
+
+
+def evaluate(family: Family, model: torch.nn.Module, model_config: Any, dataset: Any,
+             config: ImageEvalConfig, *, seed: int, context: Any) -> tuple[dict[str, float], list[str]]:
+    """The loop's final evaluation of an image model (``evaluation/kinds.py``): samples scored in
+    the features of the dataset's extractor (``context.extractor()`` trains one on first use),
+    the grid written to ``context.run_dir/samples.png`` (and named in ``context.grid``)."""
+    extractor = context.extractor() if family.generative and config.num_samples else None
+    metrics, grid = evaluate_images(family, model, model_config, dataset, config, seed=seed,
+                                    extractor=extractor, bf16=context.bf16)
+    if grid is None:
+        return metrics, []
+    context.grid = save_grid(grid, Path(context.run_dir) / "samples.png")
+    return metrics, [str(context.grid)]

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -334,3 +334,13 @@ def read_documents(path: str | Path, field: str = "text") -> list[str]:
     if not any(d.strip() for d in docs):
         raise InvalidInput(f"{path} holds no text to evaluate")
     return docs
+
+
+def evaluate(family: Family, model: torch.nn.Module, model_config: Any, dataset: Any,
+             config: EvalConfig, *, seed: int, context: Any) -> tuple[dict[str, float], list[str]]:
+    """The loop's final evaluation of a text model (``evaluation/kinds.py``): the whole
+    validation split (or its first 64 contexts unless ``full_validation``) and seeded samples."""
+    val_ids = np.asarray(dataset.val)
+    if not config.full_validation:
+        val_ids = val_ids[: 64 * model_config.block_size]
+    return evaluate_text(family, model, dataset.tokenizer, val_ids, config, seed=seed)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -73,6 +74,31 @@ class SequenceBatch:
     inputs: torch.Tensor
     targets: torch.Tensor
     mask: torch.Tensor
+
+
+def sequence_batch(prompts: Sequence[np.ndarray], completions: Sequence[np.ndarray], block: int,
+                   pad: int) -> SequenceBatch:
+    """One masked batch from each record's prompt and completion ids (1-D int arrays).
+
+    Each record is ``prompt + completion`` cut to ``block + 1`` tokens: the prompt loses its
+    oldest tokens first, then the completion its last ones; an empty prompt is one ``pad``
+    (end-of-text: a fresh document, as in generation). Rows are right-padded with ``pad``;
+    ``mask`` is True on targets that are completion tokens."""
+    rows, masks = [], []
+    for p, c in zip(prompts, completions, strict=True):
+        if len(p) == 0:  # an empty prompt starts a fresh document, as in generation
+            p = np.array([pad])
+        c = c[: block + 1]
+        p = p[max(0, len(p) - (block + 1 - len(c))):] if len(c) < block + 1 else p[:0]
+        rows.append(np.concatenate([p, c]).astype(np.int64))
+        masks.append(np.concatenate([np.zeros(len(p), bool), np.ones(len(c), bool)]))
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=bool)
+    for i, (r, m) in enumerate(zip(rows, masks, strict=True)):
+        ids[i, : len(r)], mask[i, : len(m)] = r, m
+    ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+    return SequenceBatch(inputs=ids_t[:, :-1], targets=ids_t[:, 1:], mask=mask_t[:, 1:])
 
 
 @dataclass
@@ -199,10 +225,6 @@ class Family:
     compiles: bool = False
     # Contract checks a family cannot pass, with the reason (the common test reads these).
     exempt: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def modality(self) -> str:  # transitional: removed once no caller reads it
-        return "image" if self.kinds[0] == "images" else "text"
 
     def make_config(self, preset: str = "tiny", **overrides: Any) -> ModelConfig:
         """The preset's config with ``overrides`` applied; unknown presets and keys are errors."""

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from genloop.data.kinds import get_kind
 from genloop.generation.chat import ChatTemplate
+from genloop.generation.kinds import IMAGES, generates
 from genloop.models.family import Family, ModelConfig
 from genloop.training.recipe import Recipe
 
@@ -55,7 +57,7 @@ def model_card(
     lineage: dict[str, Any],
 ) -> str:
     n_params = metrics.get("parameters")
-    image = family.modality == "image"
+    image = generates(family) is IMAGES  # what it makes decides what the card says
     use = (
         "Research, teaching and experimentation with small image models trained on the dataset "
         f"below. It draws images in the style of `{data_meta.get('name', '?')}` and nothing else."
@@ -68,7 +70,7 @@ def model_card(
     what = (f"images {config.channels}×{config.image_size}×{config.image_size}, "
             f"{config.num_classes} classes" + (", class-conditional" if config.conditional else "")
             if image else
-            f"{recipe.data.tokenizer}, vocabulary {config.model_dump().get('vocab_size')}")
+            f"{getattr(recipe.data, 'tokenizer', '?')}, vocabulary {config.model_dump().get('vocab_size')}")
     lines = [
         f"# {ref}",
         "",
@@ -85,6 +87,7 @@ def model_card(
         "| --- | --- |",
         f"| dataset | `{data_meta.get('name', '?')}` (hash `{str(lineage.get('dataset_hash'))[:16]}`) |",
         f"| source | `{data_meta.get('source', recipe.data.source)}` |",
+        f"| kind | `{recipe.data.kind}`: {get_kind(recipe.data.kind).holds} |",
         f"| {'images' if image else 'tokenizer'} | {what} |",
     ]
     counts = data_meta.get("counts", {})

@@ -29,22 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from genloop.atomic import atomic_write_text
 from genloop.config import settings
-from genloop.data.images import ImageDataset
-from genloop.data.text import TextDataset
 from genloop.errors import NotFound, RecipeError, TrainingDiverged
-from genloop.evaluation.image import evaluate_images
-from genloop.evaluation.text import evaluate_text
-from genloop.generation.image import save_grid
+from genloop.evaluation.kinds import EvalContext, evaluation_for
 from genloop.models.family import Family, ModelConfig
-from genloop.models.io import load_model_dir, load_weights
+from genloop.models.modeldir import ModelDir
 from genloop.models.registry import get_family
 from genloop.store import Store
-from genloop.tokenizers import load_tokenizer
 from genloop.training.batches import batch_at
 from genloop.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from genloop.training.ema import EMA
@@ -121,7 +115,7 @@ class Run:
     store: Store
     ddp: Distributed
     report: ProgressFn
-    dataset: TextDataset | ImageDataset
+    dataset: Any  # the data kind's dataset (data/kinds.py)
     batches: Any  # the data kind's batches (training/kinds.py)
     family: Family
     model_config: ModelConfig
@@ -136,6 +130,10 @@ class Run:
     parent_ref: str | None  # recorded as the registered version's parent
     metrics: MetricsLog | None = None
     stopped_early: bool = False
+
+    @property
+    def kind(self) -> str:
+        return str(self.recipe.data.kind)
 
     @property
     def cfg(self) -> TrainConfig:
@@ -199,9 +197,11 @@ def start(
         raise RecipeError(f"train.objective {objective_name!r} compares the model with a frozen copy "
                           "of the model it starts from: set parent (name@N)")
 
-    # 2. data
+    # 2. data: a fine-tune's text is tokenized by its parent's tokenizer
+    parent_dir = ModelDir(Path(store.resolve(recipe.parent).path)) if recipe.parent else None
     report(Progress("data", message=f"preparing {recipe.data.source}"))
-    dataset = recipe.data.prepare(progress=lambda m: report(Progress("data", message=m)))
+    dataset = recipe.data.prepare(progress=lambda m: report(Progress("data", message=m)),
+                                  tokenizer=parent_dir.tokenizer() if parent_dir else None)
     if ddp.main:
         store.add_dataset(dataset.name, dataset.hash, kind, str(dataset.path), dataset.meta)
     batches = batches_for(kind, dataset)
@@ -252,11 +252,12 @@ def start(
 
 
 def _load_parent(
-    store: Store, name: str, family: Family, model_config: ModelConfig, dataset: TextDataset | ImageDataset
+    store: Store, name: str, family: Family, model_config: ModelConfig, dataset: Any
 ) -> tuple[str, torch.nn.Module]:
     """The parent version's reference and network, if this recipe can fine-tune it."""
     parent = store.resolve(name)
-    parent_family, parent_config, parent_model = load_model_dir(Path(parent.path))
+    parent_dir = ModelDir(Path(parent.path))
+    parent_family, parent_config, parent_model = parent_dir.load()
     if parent_family.name != family.name or parent_config != model_config:
         raise RecipeError(
             f"parent {parent.ref} is a {parent_family.name} with config "
@@ -264,9 +265,9 @@ def _load_parent(
             f"{model_config.model_dump()}: fine-tuning needs the same family, sizes and "
             "tokenizer (use the parent's model section and data tokenizer)"
         )
-    parent_tokenizer = (load_tokenizer(Path(parent.path) / "tokenizer.json")
-                        if isinstance(dataset, TextDataset) else None)
-    if parent_tokenizer and parent_tokenizer.to_json() != dataset.tokenizer.to_json():
+    parent_tokenizer = parent_dir.tokenizer()
+    data_tokenizer = getattr(dataset, "tokenizer", None)  # kinds that hold text have one
+    if parent_tokenizer and data_tokenizer and parent_tokenizer.to_json() != data_tokenizer.to_json():
         raise RecipeError(
             f"parent {parent.ref} was trained with a different tokenizer than this dataset's: "
             "fine-tune on data prepared with the parent's tokenizer"
@@ -449,28 +450,14 @@ def finish(run: Run, *, register: bool = True) -> TrainResult:
             model.load_state_dict(run.ema.model.state_dict())
         model.to("cpu")  # evaluation, sampling and saving happen on the CPU
         if (run.ckpt_dir / "best").is_dir():
-            best = run.ckpt_dir / "best"
-            load_weights(model, best / ("ema.safetensors" if run.ema else "weights.safetensors"))
+            ModelDir(run.ckpt_dir / "best").load_weights_into(model, ema=run.ema is not None)
         model.eval()
-        # 2. final evaluation
+        # 2. final evaluation: the data kind's own (evaluation/kinds.py)
         report(Progress("eval", state.step, cfg.steps, message="final evaluation"))
-        if isinstance(dataset, TextDataset):
-            val_ids = np.asarray(dataset.val)
-            if not recipe.eval.full_validation:
-                val_ids = val_ids[: 64 * run.model_config.block_size]
-            result.metrics, result.samples = evaluate_text(
-                family, model, dataset.tokenizer, val_ids, recipe.eval, seed=cfg.seed
-            )
-        else:
-            extractor = None
-            if family.generative and recipe.eval.num_samples:
-                extractor = feature_extractor(recipe, dataset, run.store, _extractor_trainer(report))
-            result.metrics, grid = evaluate_images(family, model, run.model_config, dataset, recipe.eval,
-                                                   seed=cfg.seed, extractor=extractor,
-                                                   bf16=uses_bf16(cfg, "cpu"))
-            if grid is not None:
-                save_grid(grid, run.dir / "samples.png")
-                result.samples = [str(run.dir / "samples.png")]
+        context = EvalContext(run.dir, bf16=uses_bf16(cfg, "cpu"), extractor=lambda: feature_extractor(
+            recipe, dataset, run.store, _extractor_trainer(report)))
+        result.metrics, result.samples = evaluation_for(run.kind).evaluate(
+            family, model, run.model_config, dataset, recipe.eval, seed=cfg.seed, context=context)
         result.metrics["parameters"] = sum(p.numel() for p in model.parameters())
         result.metrics.update({
             "train_steps": state.step, f"train_{unit}": state.tokens_seen,
@@ -487,7 +474,8 @@ def finish(run: Run, *, register: bool = True) -> TrainResult:
             report(Progress("register", state.step, cfg.steps, message=recipe.name))
             result.model_ref = register_model(
                 run.store, recipe, family, run.model_config, model, dataset, run.id,
-                result.metrics, result.samples, run.parent_ref,
+                result.metrics, [] if context.grid else result.samples, run.parent_ref,
+                grid=context.grid,
             )
         report(Progress("done", state.step, cfg.steps, message=result.model_ref or run.id))
     run.ddp.barrier()

@@ -16,34 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from genloop.data.pairs import PairsDataset
 from genloop.data.records import RecordSplit
 from genloop.errors import GenloopError
-from genloop.models.family import SequenceBatch
+from genloop.models.family import SequenceBatch, sequence_batch
 from genloop.training.batches import step_generator
-
-
-def sequence_batch(prompts: Sequence[np.ndarray], completions: Sequence[np.ndarray], block: int,
-                   pad: int) -> SequenceBatch:
-    """One masked batch from each record's prompt and completion ids (see the module doc)."""
-    rows, masks = [], []
-    for p, c in zip(prompts, completions, strict=True):
-        if len(p) == 0:  # an empty prompt starts a fresh document, as in generation
-            p = np.array([pad])
-        c = c[: block + 1]
-        p = p[max(0, len(p) - (block + 1 - len(c))):] if len(c) < block + 1 else p[:0]
-        rows.append(np.concatenate([p, c]).astype(np.int64))
-        masks.append(np.concatenate([np.zeros(len(p), bool), np.ones(len(c), bool)]))
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=bool)
-    for i, (r, m) in enumerate(zip(rows, masks, strict=True)):
-        ids[i, : len(r)], mask[i, : len(m)] = r, m
-    ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
-    return SequenceBatch(inputs=ids_t[:, :-1], targets=ids_t[:, 1:], mask=mask_t[:, 1:])
 
 
 def _records(split: RecordSplit, idx: Sequence[int], block: int, pad: int) -> SequenceBatch:

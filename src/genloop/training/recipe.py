@@ -11,25 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
-    Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from genloop.data.images import ImageDataConfig
-from genloop.data.text import TextDataConfig
+from genloop.data.kinds import get_kind, kind_of
 from genloop.errors import RecipeError, validation_message
-from genloop.evaluation.image import ImageEvalConfig
-from genloop.evaluation.text import EvalConfig
+from genloop.evaluation.kinds import eval_section
 from genloop.models.family import ModelConfig
 from genloop.models.registry import get_family
 from genloop.training.objectives import OBJECTIVES
@@ -106,38 +102,33 @@ class TrainConfig(Strict):
         return self.lr / 10 if self.min_lr is None else self.min_lr
 
 
-def _kind(value: Any) -> str:
-    """Which kind of data (and so which eval section) a section is: ``kind``, default text."""
-    return value.get("kind", "text") if isinstance(value, dict) else getattr(value, "kind", "text")
-
-
-DataSection = Annotated[
-    Annotated[TextDataConfig, Tag("text")] | Annotated[ImageDataConfig, Tag("images")],
-    Discriminator(_kind),
-]
-EvalSection = Annotated[
-    Annotated[EvalConfig, Tag("text")] | Annotated[ImageEvalConfig, Tag("images")],
-    Discriminator(_kind),
-]
-
-
 class Recipe(Strict):
     name: str = Field("model", description="registered model name (versions name@1, name@2, ...)")
-    data: DataSection
+    # the data and eval sections are the types of the data's kind (``data/kinds.py``,
+    # ``evaluation/kinds.py``), picked by ``data.kind`` (default text)
+    data: Any = Field(description="where the data comes from; its `kind` picks the section's type")
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: EvalSection = Field(default_factory=EvalConfig)
+    eval: Any = Field(None, description="how the trained model is judged: the data kind's section")
     parent: str | None = Field(None, description="fine-tune from this model version (name@N)")
 
     @model_validator(mode="before")
     @classmethod
-    def _eval_follows_data(cls, tree: Any) -> Any:
-        """The eval section is the one for the data's kind (text or images)."""
-        if isinstance(tree, dict) and isinstance(tree.get("data"), dict):
-            ev = tree.get("eval") or {}
-            if isinstance(ev, dict):
-                tree = {**tree, "eval": {**ev, "kind": _kind(tree["data"])}}
-        return tree
+    def _sections_of_the_kind(cls, tree: Any) -> Any:
+        """Validate ``data`` and ``eval`` as the sections of the data's kind."""
+        if not isinstance(tree, dict) or "data" not in tree:
+            return tree
+        kind = kind_of(tree["data"])
+        config = get_kind(kind).config
+        try:
+            data = tree["data"] if isinstance(tree["data"], config) else config.model_validate(tree["data"])
+        except ValidationError as e:
+            raise RecipeError(validation_message(e, prefix="data.")) from None
+        try:
+            ev = eval_section(kind, tree.get("eval"))
+        except ValidationError as e:
+            raise RecipeError(validation_message(e, prefix="eval.")) from None
+        return {**tree, "data": data, "eval": ev}
 
     def model_config_for(self, fill: dict[str, Any]) -> ModelConfig:
         """The model config with the dataset's shape fields (vocab size; image size, classes)."""
@@ -217,7 +208,4 @@ def load_recipe(source: str | Path | dict[str, Any] | None, overrides: list[str]
         return Recipe.model_validate(tree)
     except ValidationError as e:
         message = validation_message(e)
-        for section in ("data", "eval"):  # pydantic names the union's tag: data.images.source
-            for tag in ("text", "images"):
-                message = message.replace(f"{section}.{tag}.", f"{section}.")
         raise RecipeError(message) from None

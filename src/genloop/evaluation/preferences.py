@@ -1,0 +1,70 @@
+"""Evaluation of the ``preferences`` kind: does the model prefer what people preferred?
+
+Paired records: the share of validation pairs whose chosen completion the model finds more likely
+than the rejected one (``preference_accuracy``, by the log-likelihood of each completion given
+the prompt, ``Family.log_probs``) and the mean margin in nats. Unpaired records: the mean
+log-likelihood per token of desirable and of undesirable completions, and their gap.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from genloop.data.preferences import PreferencesDataset
+from genloop.models.family import Family, sequence_batch
+
+
+class PreferencesEvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["preferences"] = "preferences"
+    max_records: int | None = Field(None, ge=1, description="validation records scored (None: all)")
+
+
+@torch.no_grad()
+def evaluate_preferences(family: Family, model: torch.nn.Module, dataset: PreferencesDataset, *,
+                         batch_size: int = 32, max_records: int | None = None) -> dict[str, float]:
+    if family.log_probs is None:
+        raise ValueError(f"{family.name} has no log_probs: preferences are evaluated on text families")
+    block, pad = model.config.block_size, dataset.tokenizer.eos_id
+    split = dataset.val
+    f = split.fields
+    n = len(split) if max_records is None else min(len(split), max_records)
+    model.eval()
+
+    def scores(name: str, idx: range) -> tuple[torch.Tensor, torch.Tensor]:
+        b = sequence_batch([f["prompt"][i] for i in idx], [f[name][i] for i in idx], block, pad)
+        return family.log_probs(model, b), b.mask.sum(dim=1)
+
+    if dataset.paired:
+        wins, margin = 0.0, 0.0
+        for start in range(0, n, batch_size):
+            idx = range(start, min(n, start + batch_size))
+            chosen, _ = scores("chosen", idx)
+            rejected, _ = scores("rejected", idx)
+            wins += float((chosen > rejected).sum())
+            margin += float((chosen - rejected).sum())
+        return {"preference_accuracy": wins / n, "preference_margin_nats": margin / n,
+                "val_records": float(n)}
+    assert split.labels is not None
+    totals = {True: [0.0, 0], False: [0.0, 0]}
+    for start in range(0, n, batch_size):
+        idx = range(start, min(n, start + batch_size))
+        lp, tokens = scores("completion", idx)
+        for j, i in enumerate(idx):
+            t = totals[bool(split.labels[i])]
+            t[0] += float(lp[j])
+            t[1] += int(tokens[j])
+    good = totals[True][0] / max(totals[True][1], 1)
+    bad = totals[False][0] / max(totals[False][1], 1)
+    return {"desirable_nats_per_token": good, "undesirable_nats_per_token": bad,
+            "desirability_gap_nats": good - bad, "val_records": float(n)}
+
+
+def evaluate(family: Family, model: torch.nn.Module, model_config: Any, dataset: PreferencesDataset,
+             config: PreferencesEvalConfig, *, seed: int, context: Any) -> tuple[dict[str, float], list[str]]:
+    """The loop's final evaluation of a model tuned on preferences (``evaluation/kinds.py``)."""
+    return evaluate_preferences(family, model, dataset, max_records=config.max_records), []
