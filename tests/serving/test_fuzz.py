@@ -1,7 +1,8 @@
 """Property-based fuzzing of the whole OpenAPI surface of a real ``genloop serve``: every operation
-in the server's own ``/openapi.json`` gets schemathesis-generated requests (valid and invalid), and
-none may answer 5xx. A 500 is a bug by the API's contract (docs/api.md); 503 is allowed only as
-the overload answer, which a server with a generous queue never gives to these few requests.
+in the server's own ``/openapi.json`` gets schemathesis-generated requests (valid and invalid);
+none may answer 5xx, and every answer must match the schema the document gives for its status.
+A 500 is a bug by the API's contract (docs/api.md); 503 is allowed only as the overload answer,
+which a server with a generous queue never gives to these few requests.
 
 Generated strings almost never name a real model or generation, so a hook swaps real references
 into the bodies and paths some of the time: the fuzzing then reaches the sampling, recording and
@@ -25,7 +26,7 @@ from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
+from schemathesis.checks import not_a_server_error, response_schema_conformance  # noqa: E402
 from schemathesis.core.failures import FailureGroup  # noqa: E402
 
 from .conftest import Server, Workspace, start_server  # noqa: E402
@@ -93,7 +94,8 @@ def _fuzz(operation, mode: GenerationMode, hooks, auth: dict[str, str],  # noqa:
               phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
     def one(case) -> None:  # noqa: ANN001 - a schemathesis Case
         try:
-            response = case.call_and_validate(headers=auth, checks=[not_a_server_error], timeout=60)
+            response = case.call_and_validate(
+                headers=auth, checks=[not_a_server_error, response_schema_conformance], timeout=60)
         except (Exception, FailureGroup) as e:  # FailureGroup is a BaseExceptionGroup
             first = str(e).splitlines()[0] if str(e) else ""
             failures.append(f"{operation.label} ({mode}): {type(e).__name__}: {first}\n"
@@ -108,7 +110,8 @@ def _fuzz(operation, mode: GenerationMode, hooks, auth: dict[str, str],  # noqa:
 
 
 def test_no_operation_answers_5xx(api_schema, served_workspace: Workspace) -> None:
-    """Every operation of /openapi.json, with valid and with invalid data: never a 5xx."""
+    """Every operation of /openapi.json, with valid and with invalid data: never a 5xx, and
+    every answer (errors too) as documented."""
     auth = {"Authorization": f"Bearer {served_workspace.key}"}
     failures: list[str] = []
     statuses: Counter = Counter()
@@ -120,6 +123,24 @@ def test_no_operation_answers_5xx(api_schema, served_workspace: Workspace) -> No
     assert not failures, f"{len(failures)} requests failed:\n" + "\n".join(failures[:20])
     # the real references let the fuzzing past validation into generation and feedback
     assert statuses[("POST", GenerationMode.POSITIVE, 2)] > 0, statuses
+
+
+@pytest.mark.parametrize("route,body", [
+    ("/v1/completions", {"prompt": "The", "n": 2, "stream": True}),
+    ("/v1/completions", {"prompt": ["The", "A"], "stream": True, "stream_options": {"include_usage": True}}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "n": 2, "stream": True,
+                              "stream_options": {"include_usage": True}}),
+], ids=["completions", "completions-usage", "chat-usage"])
+def test_streams_conform_to_their_documented_events(api_schema, served_workspace: Workspace,
+                                                    route: str, body: dict[str, Any]) -> None:
+    """The fuzzing above rarely draws a valid streamed request: each event of a real stream
+    (chunks, the usage chunk, ``[DONE]``) against the event schema of /openapi.json."""
+    case = api_schema[route]["POST"].Case(
+        body={"model": served_workspace.text_model, "max_tokens": 4, **body})
+    response = case.call_and_validate(
+        headers={"Authorization": f"Bearer {served_workspace.key}"},
+        checks=[not_a_server_error, response_schema_conformance], timeout=60)
+    assert response.headers["content-type"][0].startswith("text/event-stream")
 
 
 @pytest.mark.parametrize("body", [

@@ -2,13 +2,18 @@
 
 Server limits that depend on ``ServeConfig`` (max_tokens, n, prompt length) are checked by the
 routes; the bounds here are the ones no server could accept.
+
+The responses are typed here too, so ``/openapi.json`` names the schema of every answer: the
+JSON objects, the chunks of an event stream (``event_stream``) and the error object of every
+other status (``errors``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import copy
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, field_validator
 
 from genloop.errors import UnicodeText as Text
 from genloop.errors import check_unicode
@@ -81,18 +86,144 @@ class ImageBody(_Body):
     sampler: Literal["ddim", "ddpm"] = "ddim"
 
 
-class ErrorDetail(BaseModel):
+# --- responses ------------------------------------------------------------------------------------
+
+
+class _Reply(BaseModel):
+    """A response object: every field is on the wire, those with defaults too."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+class _Partial(BaseModel):
+    """A response object whose fields with a default are left out when not set (dumped with
+    ``exclude_unset``): the chunks of a stream, an image's ``url`` | ``b64_json``."""
+
+
+class ErrorDetail(_Reply):
     message: str
     type: str
     param: str | None = None
     code: str | None = None
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(_Reply):
     error: ErrorDetail
 
 
-class ModelObject(BaseModel):
+FinishReason = Literal["stop", "length"]
+
+
+class CompletionUsage(_Reply):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionChoice(_Reply):
+    index: int
+    text: str
+    logprobs: None = None
+    finish_reason: FinishReason
+    generation_id: str = Field(description="genloop extra: the record of this choice")
+
+
+class Completion(_Reply):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str = Field(description="'name@N'")
+    choices: list[CompletionChoice]
+    usage: CompletionUsage
+
+
+class ChatCompletionMessage(_Reply):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatCompletionChoice(_Reply):
+    index: int
+    message: ChatCompletionMessage
+    finish_reason: FinishReason
+    generation_id: str = Field(description="genloop extra: the record of this choice")
+
+
+class ChatCompletion(_Reply):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str = Field(description="'name@N'")
+    choices: list[ChatCompletionChoice]
+    usage: CompletionUsage
+
+
+class CompletionChunkChoice(_Partial):
+    index: int
+    text: str
+    logprobs: None
+    finish_reason: FinishReason | None
+    generation_id: str | None = Field(None, description="genloop extra: on a choice's last chunk")
+
+
+class CompletionChunk(_Partial):
+    """A piece of a streamed completion; with ``include_usage`` a last chunk has no choices
+    and the usage."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChunkChoice]
+    usage: CompletionUsage | None = None
+
+
+class ChatCompletionDelta(_Partial):
+    role: Literal["assistant"] | None = Field(None, description="on a choice's first chunk")
+    content: str | None = None
+
+
+class ChatCompletionChunkChoice(_Partial):
+    index: int
+    delta: ChatCompletionDelta
+    finish_reason: FinishReason | None
+    generation_id: str | None = Field(None, description="genloop extra: on a choice's last chunk")
+
+
+class ChatCompletionChunk(_Partial):
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChatCompletionChunkChoice]
+    usage: CompletionUsage | None = None
+
+
+class Image(_Partial):
+    """One generated image: ``url`` (response_format "url") or ``b64_json``, never both."""
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
+    revised_prompt: str
+    generation_id: str = Field(description="genloop extra: the record of this image")
+    class_: str | None = Field(alias="class", description="genloop extra: the class drawn")
+    b64_json: str | None = Field(None, description="the PNG, base64")
+    url: str | None = Field(None, description="the PNG (GET it with the key)")
+
+
+class ImagesResponse(_Reply):
+    created: int
+    model: str = Field(description="genloop extra: 'name@N'")
+    data: list[Image]
+
+
+class Health(_Reply):
+    status: Literal["ok"] = "ok"
+    version: str
+    auth: bool = Field(description="false: the server was started with --no-auth")
+
+
+class ModelObject(_Reply):
     id: str
     object: Literal["model"] = "model"
     created: int
@@ -110,12 +241,12 @@ class ModelObject(BaseModel):
     card: str | None = None
 
 
-class ModelList(BaseModel):
+class ModelList(_Reply):
     object: Literal["list"] = "list"
     data: list[ModelObject]
 
 
-class FeedbackObject(BaseModel):
+class FeedbackObject(_Reply):
     id: str
     object: Literal["feedback"] = "feedback"
     kind: str
@@ -126,7 +257,7 @@ class FeedbackObject(BaseModel):
     created: int
 
 
-class GenerationObject(BaseModel):
+class GenerationObject(_Reply):
     id: str
     object: Literal["generation"] = "generation"
     model: str
@@ -141,7 +272,59 @@ class GenerationObject(BaseModel):
     feedback: list[FeedbackObject] = Field(default_factory=list)
 
 
-class GenerationList(BaseModel):
+class GenerationList(_Reply):
     object: Literal["list"] = "list"
     data: list[GenerationObject]
     has_more: bool
+
+
+# --- the OpenAPI of responses that FastAPI cannot infer -----------------------------------------
+
+IDEMPOTENT_REPLAYED = {"Idempotent-Replayed": {
+    "description": "'true' when this is the kept response of an earlier request with the same "
+                   "Idempotency-Key", "schema": {"type": "string", "enum": ["true"]}}}
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
+                               "schema": {"type": "integer", "minimum": 1}}}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error object under each of ``statuses`` (429 and 503 with Retry-After), and as the
+    ``default`` response: every status a route may give besides its success (413 for a large
+    body, 500 for a bug) carries it. FastAPI's 422 is never sent (validation errors are 400)."""
+    documented: dict[int | str, dict[str, Any]] = {
+        s: {"model": ErrorResponse, **({"headers": RETRY_AFTER} if s in (429, 503) else {})}
+        for s in statuses}
+    documented["default"] = {"model": ErrorResponse, "description": "an error (docs/api.md)"}
+    return documented
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``$defs`` written in place of each ``$ref`` (the models have no cycles)."""
+    definitions = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            target = copy.deepcopy(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return walk({**target, **{k: v for k, v in node.items() if k != "$ref"}})
+        return {k: walk(v) for k, v in node.items()}
+
+    return walk(schema)
+
+
+def event_stream(chunk: type[BaseModel]) -> dict[str, Any]:
+    """The ``text/event-stream`` content of a streamed response, for ``responses=``: one event
+    ``data: {chunk}`` per piece, ``data: {"error": ...}`` if it fails, ``data: [DONE]`` at the end
+    (in OpenAPI 3.1 the schema of an event stream describes one event). The chunk's schema is
+    written inline: FastAPI collects into components only the models of JSON responses."""
+    data = _inlined(TypeAdapter(Union[chunk, ErrorResponse]).json_schema(mode="serialization"))  # noqa: UP007
+    return {"text/event-stream": {"schema": {
+        "title": f"{chunk.__name__} event", "type": "object", "required": ["data"],
+        "properties": {"data": {
+            "type": "string", "description": f"a {chunk.__name__} or an error object as JSON, "
+            "or '[DONE]' after the last chunk",
+            "if": {"const": "[DONE]"},
+            "else": {"contentMediaType": "application/json", "contentSchema": data}}}}}}

@@ -8,26 +8,30 @@ from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from genloop.errors import NotFound
 from genloop.feedback.collect import PreferenceIn, RatingIn, record_feedback, record_preference
 from genloop.serving.deps import CallerDep, StateDep, idempotency_key, request_hash
 from genloop.serving.schemas import (
+    IDEMPOTENT_REPLAYED,
     ErrorResponse,
     FeedbackObject,
     GenerationList,
     GenerationObject,
+    errors,
 )
 from genloop.store import GenerationRecord
 
-router = APIRouter(prefix="/v1", tags=["generations"],
-                   responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
-                              404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
+router = APIRouter(prefix="/v1", tags=["generations"], responses=errors(400, 401, 404, 429))
 
 GENERATION_ID = r"^[0-9a-f]{1,64}$"
 GenerationId = Annotated[str, Path(pattern=GENERATION_ID, description="a generation's id")]
+
+
+# a write takes an Idempotency-Key: 409 for one reused with another body or still in flight
+WRITE: dict[int | str, dict] = {201: {"headers": IDEMPOTENT_REPLAYED}, 409: {"model": ErrorResponse}}
 
 
 def feedback_object(f) -> FeedbackObject:  # noqa: ANN001 - a store FeedbackRecord
@@ -79,7 +83,10 @@ async def get_generation(generation_id: GenerationId, state: StateDep, caller: C
 
 @router.get("/generations/{generation_id}/content", summary="The text, or the PNG with provenance",
             response_class=Response,
-            responses={200: {"content": {"text/plain": {}, "image/png": {}}}})
+            responses={200: {"content": {
+                "text/plain": {"schema": {"type": "string", "description": "a text generation"}},
+                "image/png": {"schema": {"type": "string", "format": "binary",
+                                         "description": "an image, its provenance in text chunks"}}}}})
 async def get_content(generation_id: GenerationId, state: StateDep, caller: CallerDep) -> Response:
     g = await run_in_threadpool(state.store.get_generation, generation_id)
     if g.file is None:
@@ -90,26 +97,30 @@ async def get_content(generation_id: GenerationId, state: StateDep, caller: Call
     return FileResponse(path, media_type="image/png", filename=f"{g.content_hash[-16:]}.png")
 
 
-async def _write_feedback(state: StateDep, caller: CallerDep, request: Request, body, write) -> JSONResponse:  # noqa: ANN001
+async def _write_feedback(state: StateDep, caller: CallerDep, request: Request, response: Response,
+                          body, write) -> FeedbackObject:  # noqa: ANN001
     key = idempotency_key(request)
     idem = (caller.scope, key, request_hash(request.url.path, body)) if key else None
     record, replayed = await run_in_threadpool(write, idem)
-    headers = {"Idempotent-Replayed": "true"} if replayed else {}
-    return JSONResponse(feedback_object(record).model_dump(), status_code=201, headers=headers)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return feedback_object(record)
 
 
 @router.post("/generations/{generation_id}/feedback", status_code=201,
-             summary="Rate a generation 1–5, or thumbs up/down")
+             summary="Rate a generation 1–5, or thumbs up/down",
+             responses=WRITE)
 async def add_feedback(generation_id: GenerationId, body: RatingIn, state: StateDep, caller: CallerDep,
-                       request: Request) -> FeedbackObject:
-    return await _write_feedback(  # type: ignore[return-value]
-        state, caller, request, body,
+                       request: Request, response: Response) -> FeedbackObject:
+    return await _write_feedback(
+        state, caller, request, response, body,
         lambda idem: record_feedback(state.store, generation_id, body, caller.key_id, idem))
 
 
-@router.post("/preferences", status_code=201, summary="Prefer one generation over another")
+@router.post("/preferences", status_code=201, summary="Prefer one generation over another",
+             responses=WRITE)
 async def add_preference(body: PreferenceIn, state: StateDep, caller: CallerDep,
-                         request: Request) -> FeedbackObject:
-    return await _write_feedback(  # type: ignore[return-value]
-        state, caller, request, body,
+                         request: Request, response: Response) -> FeedbackObject:
+    return await _write_feedback(
+        state, caller, request, response, body,
         lambda idem: record_preference(state.store, body, caller.key_id, idem))

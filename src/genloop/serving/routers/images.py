@@ -13,18 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from genloop.errors import InvalidInput
 from genloop.generation.service import ImageModel, load
 from genloop.serving.deps import CallerDep, StateDep, run_idempotent
-from genloop.serving.schemas import ErrorResponse, ImageBody
+from genloop.serving.schemas import IDEMPOTENT_REPLAYED, Image, ImageBody, ImagesResponse, errors
 
-router = APIRouter(prefix="/v1", tags=["images"],
-                   responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
-                              404: {"model": ErrorResponse}, 429: {"model": ErrorResponse},
-                              503: {"model": ErrorResponse}})
+router = APIRouter(prefix="/v1", tags=["images"], responses=errors(400, 401, 404, 409, 429, 503))
 
 
 def _class_of(body: ImageBody, model: ImageModel) -> int | str | None:
@@ -42,9 +39,10 @@ def _class_of(body: ImageBody, model: ImageModel) -> int | str | None:
     return None
 
 
-@router.post("/images/generations", summary="Generate images (OpenAI-compatible)")
+@router.post("/images/generations", summary="Generate images (OpenAI-compatible)",
+             response_model=ImagesResponse, responses={200: {"headers": IDEMPOTENT_REPLAYED}})
 async def generate_images(body: ImageBody, state: StateDep, caller: CallerDep,
-                          request: Request) -> JSONResponse:
+                          request: Request) -> Response:
     model = await run_in_threadpool(load, body.model, state.store, state.config.models_loaded)
     if not isinstance(model, ImageModel):
         raise InvalidInput(f"model {body.model!r} generates text: use /v1/completions")
@@ -71,13 +69,12 @@ async def generate_images(body: ImageBody, state: StateDep, caller: CallerDep,
         base = str(request.base_url).rstrip("/")
         data = []
         for record in result.records:
-            item: dict[str, Any] = {"revised_prompt": record.output or "",
-                                    "generation_id": record.id, "class": record.output}
-            if body.response_format == "b64_json":
-                item["b64_json"] = base64.b64encode(Path(record.file or "").read_bytes()).decode()
-            else:
-                item["url"] = f"{base}/v1/generations/{record.id}/content"
-            data.append(item)
-        return 200, {"created": int(time.time()), "model": model.ref, "data": data}
+            file = ({"b64_json": base64.b64encode(Path(record.file or "").read_bytes()).decode()}
+                    if body.response_format == "b64_json" else
+                    {"url": f"{base}/v1/generations/{record.id}/content"})
+            data.append(Image(revised_prompt=record.output or "", generation_id=record.id,
+                              class_=record.output, **file))
+        reply = ImagesResponse(created=int(time.time()), model=model.ref, data=data)
+        return 200, reply.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
     return await run_idempotent(state, caller, request, body, work)

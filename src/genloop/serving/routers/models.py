@@ -11,11 +11,10 @@ from genloop.generation.chat import load_chat_template
 from genloop.generation.kinds import generates
 from genloop.models.modeldir import ModelDir
 from genloop.serving.deps import CallerDep, StateDep
-from genloop.serving.schemas import ErrorResponse, ModelList, ModelObject
+from genloop.serving.schemas import ModelList, ModelObject, errors
 from genloop.store import ModelVersion
 
-router = APIRouter(prefix="/v1", tags=["models"],
-                   responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
+router = APIRouter(prefix="/v1", tags=["models"], responses=errors(401, 404, 429))
 
 
 def model_object(version: ModelVersion, latest: bool, card: bool = False) -> ModelObject:

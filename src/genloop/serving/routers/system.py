@@ -13,22 +13,25 @@ from starlette.concurrency import run_in_threadpool
 from genloop.errors import NotFound
 from genloop.generation.service import loaded
 from genloop.serving.deps import CallerDep, StateDep
+from genloop.serving.schemas import Health, errors
 from genloop.version import __version__
 
 STUDIO = Path(__file__).resolve().parent.parent / "studio"
 MEDIA = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml",
          ".png": "image/png", ".ico": "image/x-icon"}
 
-public = APIRouter(tags=["service"])
-router = APIRouter(tags=["service"])
+public = APIRouter(tags=["service"], responses=errors())
+router = APIRouter(tags=["service"], responses=errors(401, 429))
 
 
 @public.get("/health", summary="Liveness; the only route that needs no key")
-async def health(state: StateDep) -> dict[str, object]:
-    return {"status": "ok", "version": __version__, "auth": state.config.auth}
+async def health(state: StateDep) -> Health:
+    return Health(version=__version__, auth=state.config.auth)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {
+                "type": "string", "description": "Prometheus text format 0.0.4"}}}}})
 async def metrics(state: StateDep, caller: CallerDep) -> Response:
     state.metrics.loaded.set(len(await run_in_threadpool(loaded)))
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from genloop.errors import InvalidInput, validation_message
@@ -23,12 +23,23 @@ from genloop.generation.batching import Event, Failed, Finished, Piece, Ticket
 from genloop.generation.service import TextModel, load
 from genloop.generation.text import TextRequest, resolve_seed
 from genloop.serving.deps import CallerDep, ServerState, StateDep, run_idempotent
-from genloop.serving.schemas import ChatBody, CompletionBody, ErrorResponse
+from genloop.serving.schemas import (
+    IDEMPOTENT_REPLAYED,
+    ChatBody,
+    ChatCompletion,
+    ChatCompletionChoice,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    Completion,
+    CompletionBody,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionUsage,
+    errors,
+    event_stream,
+)
 
-router = APIRouter(prefix="/v1", tags=["text"],
-                   responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
-                              404: {"model": ErrorResponse}, 429: {"model": ErrorResponse},
-                              503: {"model": ErrorResponse}})
+router = APIRouter(prefix="/v1", tags=["text"], responses=errors(400, 401, 404, 409, 429, 503))
 
 
 async def load_text_model(state: ServerState, ref: str) -> TextModel:
@@ -108,7 +119,7 @@ def _error_payload(error: Exception) -> dict[str, Any]:
 
 
 async def _respond(state: StateDep, caller: CallerDep, request: Request,
-                   body: CompletionBody | ChatBody, chat: bool) -> Any:
+                   body: CompletionBody | ChatBody, chat: bool) -> Response:
     model = await load_text_model(state, body.model)
     stops = list(body.stop or [])  # the validator has made a list of it
     if chat:
@@ -145,7 +156,7 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
 
     async def work() -> tuple[int, dict[str, Any]]:
         run = _Run(state, model, treq, extra)
-        choices: dict[int, dict[str, Any]] = {}
+        choices: dict[int, CompletionChoice | ChatCompletionChoice] = {}
         completion = 0
         try:
             while len(choices) < run.ticket.choices:
@@ -155,19 +166,21 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
                 if isinstance(event, Finished):
                     gid = await run.finish(event)
                     completion += event.output.tokens
-                    text = event.output.text
+                    text, finish = event.output.text, event.output.finish_reason
                     choices[event.index] = (
-                        {"index": event.index, "message": {"role": "assistant", "content": text},
-                         "finish_reason": event.output.finish_reason, "generation_id": gid}
+                        ChatCompletionChoice(index=event.index, finish_reason=finish, generation_id=gid,
+                                             message=ChatCompletionMessage(content=text))
                         if chat else
-                        {"index": event.index, "text": text, "logprobs": None,
-                         "finish_reason": event.output.finish_reason, "generation_id": gid})
+                        CompletionChoice(index=event.index, text=text, finish_reason=finish,
+                                         generation_id=gid))
         finally:
             run.ticket.cancel()
-        return 200, {"id": rid, "object": kind, "created": created, "model": model.ref,
-                     "choices": [choices[i] for i in sorted(choices)],
-                     "usage": {"prompt_tokens": run.ticket.prompt_tokens, "completion_tokens": completion,
-                               "total_tokens": run.ticket.prompt_tokens + completion}}
+        usage = CompletionUsage(prompt_tokens=run.ticket.prompt_tokens, completion_tokens=completion,
+                                total_tokens=run.ticket.prompt_tokens + completion)
+        reply = (ChatCompletion if chat else Completion)(
+            id=rid, created=created, model=model.ref, usage=usage,
+            choices=[choices[i] for i in sorted(choices)])
+        return 200, reply.model_dump(mode="json")
 
     return await run_idempotent(state, caller, request, body, work)
 
@@ -203,7 +216,10 @@ def _coalesced(first: Event, queue: asyncio.Queue) -> list[Event]:
 async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, include_usage: bool,
                   keepalive_s: float) -> AsyncIterator[str]:
     """SSE chunks until every choice has finished, then ``[DONE]``; an error ends the stream
-    with an error event. Cancelled (client gone): the ticket is cancelled in ``finally``."""
+    with an error event. Cancelled (client gone): the ticket is cancelled in ``finally``.
+
+    The chunks are built as plain dicts, once per piece of text: ``CompletionChunk`` and
+    ``ChatCompletionChunk`` are their schema (tests/serving/test_openapi.py holds them to it)."""
     chunk_kind = "chat.completion.chunk" if chat else "text_completion"
     model = run.model.ref
 
@@ -255,13 +271,18 @@ async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, incl
         run.ticket.cancel()
 
 
-@router.post("/completions", summary="Complete text (OpenAI-compatible)")
+# The JSON answer is the model; "stream": true answers the event stream of its chunks instead.
+@router.post("/completions", summary="Complete text (OpenAI-compatible)", response_model=Completion,
+             responses={200: {"headers": IDEMPOTENT_REPLAYED, "content": event_stream(CompletionChunk)}})
 async def completions(body: CompletionBody, state: StateDep, caller: CallerDep,
-                      request: Request) -> JSONResponse:
+                      request: Request) -> Response:
     return await _respond(state, caller, request, body, chat=False)
 
 
-@router.post("/chat/completions", summary="Chat (OpenAI-compatible), via the model's chat template")
+@router.post("/chat/completions", summary="Chat (OpenAI-compatible), via the model's chat template",
+             response_model=ChatCompletion,
+             responses={200: {"headers": IDEMPOTENT_REPLAYED,
+                              "content": event_stream(ChatCompletionChunk)}})
 async def chat_completions(body: ChatBody, state: StateDep, caller: CallerDep,
-                           request: Request) -> JSONResponse:
+                           request: Request) -> Response:
     return await _respond(state, caller, request, body, chat=True)
