@@ -44,11 +44,9 @@ def load(ref: str) -> TextModel | ImageModel:
 def prepare(source: str, **options: Any) -> TextDataset | ImageDataset:
     """Prepare (or reuse) a dataset: ``genloop.prepare("tinyshakespeare")``,
     ``genloop.prepare("mnist", kind="images")``."""
-    from genloop.data.images import ImageDataConfig
-    from genloop.data.text import TextDataConfig
+    from genloop.data.kinds import get_kind
 
-    config = ImageDataConfig if options.pop("kind", "text") == "images" else TextDataConfig
-    return config(source=source, **options).prepare()
+    return get_kind(options.pop("kind", "text")).config(source=source, **options).prepare()
 
 
 def load_recipe(source: Any, overrides: list[str] = ()) -> Recipe:

@@ -90,3 +90,35 @@ def test_every_recorded_choice_replays_to_its_content_hash(api, served_workspace
         assert again.matches, (gid, record.output, again.output)
         assert again.output == record.output
     assert len({store.get_generation(g).seed for g in http_ids}) == 3
+
+
+def test_genloop_generate_replay_checks_the_record(api, served_workspace):
+    home = served_workspace.home
+    _, ids = http_texts(api, 2, seed=21)
+    r = cli(home, "generate", "--replay", ids[1], "--json")
+    assert r.returncode == 0, r.stderr
+    line = json.loads(r.stdout.splitlines()[-1])
+    assert line["matches"] is True and line["seed"] == 22 and line["id"] == ids[1]
+    assert "same content hash" in r.stderr
+    bad = cli(home, "generate", "--replay", "0" * 32)
+    assert bad.returncode != 0 and "no generation" in bad.stderr
+    both = cli(home, "generate", "tiny-text", "--replay", ids[0])
+    assert both.returncode != 0 and "--replay takes the generation id alone" in both.stderr
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_every_image_of_a_request_replays_to_its_content_hash(served_workspace, monkeypatch, tmp_path):
+    import genloop
+    from genloop.generation.service import replay
+
+    monkeypatch.setenv("GENLOOP_HOME", str(served_workspace.home))
+    result = genloop.load("tiny-digits").generate(num_samples=3, seed=9)
+    for record in result.records:
+        again = replay(record.id)
+        assert again.matches and again.pixels.shape[-1] in (1, 3)
+    r = cli(served_workspace.home, "generate", "--replay", result.records[2].id,
+            "--out", str(tmp_path / "again.png"))
+    assert r.returncode == 0, r.stderr
+    from genloop.generation.image import read_provenance
+
+    assert read_provenance(tmp_path / "again.png")["content_hash"] == result.records[2].content_hash

@@ -101,8 +101,8 @@ def test_an_objective_the_family_or_data_cannot_take_is_a_one_line_recipe_error(
     with pytest.raises(RecipeError, match="'pairs' trains on pairs data; data.kind is 'text'"):
         get_objective("pairs", get_family("gpt"), "text")
     assert get_objective("likelihood", get_family("gan"), "images") is OBJECTIVES["likelihood"]
-    with pytest.raises(RecipeError, match=r"train\.objective: .*unknown objective 'dpo'"):
-        load_recipe({"data": {"source": "x.txt"}, "train": {"objective": "dpo"}})
+    with pytest.raises(RecipeError, match=r"train\.objective: .*unknown objective 'ppo'"):
+        load_recipe({"data": {"source": "x.txt"}, "train": {"objective": "ppo"}})
 
 
 def test_train_refuses_an_objective_before_it_prepares_data(workspace):
@@ -156,3 +156,28 @@ def test_an_objective_that_needs_a_reference_gets_a_frozen_copy_of_the_parent(
     ref_weights = reference.state_dict()
     assert all(torch.equal(ref_weights[k], parent_weights[k]) for k in parent_weights)  # untouched
     assert any(not torch.equal(child_weights[k], parent_weights[k]) for k in parent_weights)
+
+
+def test_dpo_on_hand_computed_values():
+    """Policy = the bigram above; reference = a uniform bigram (every token p = 1/2).
+    Chosen row 0: targets p 3/4, 3/4 → log π = 2 ln 3/4; rejected row 0: 1/4, 1/4 → 2 ln 1/4;
+    the reference gives 2 ln 1/2 to both, so the margin is β·2(ln 3/4 − ln 1/4) = β·2 ln 3."""
+    from genloop.training.objectives import DPO_BETA, dpo
+    from genloop.training.preference_batches import PreferenceBatch
+
+    policy, reference = Bigram(), Bigram()
+    with torch.no_grad():
+        reference.table.zero_()
+    inputs = torch.tensor([[0, 1]])
+    chosen = SequenceBatch(inputs, torch.tensor([[1, 0]]), torch.tensor([[True, True]]))
+    rejected = SequenceBatch(inputs, torch.tensor([[0, 1]]), torch.tensor([[True, True]]))
+    out = dpo(BIGRAM, policy, PreferenceBatch(chosen, rejected), reference)
+    margin = DPO_BETA * 2 * math.log(3.0)
+    assert out["reward_margin"].item() == pytest.approx(margin, rel=1e-6)
+    assert out["loss"].item() == pytest.approx(-math.log(1 / (1 + math.exp(-margin))), rel=1e-6)
+    assert out["reward_accuracy"].item() == 1.0
+    out["loss"].backward()  # gradients reach the policy only
+    assert policy.table.grad is not None and reference.table.grad is None
+    swapped = dpo(BIGRAM, policy, PreferenceBatch(rejected, chosen), reference)
+    assert swapped["reward_accuracy"].item() == 0.0 and swapped["loss"] > out["loss"]
+    assert OBJECTIVES["dpo"].needs_reference and default_objective("preferences") == "dpo"

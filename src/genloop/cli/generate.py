@@ -25,10 +25,12 @@ IMAGE_SAMPLES = default(ImageGenRequest, "num_samples")
              "    genloop generate python-docs@1 --prompt 'The ' -n 3 --temperature 0.7 --top-k 20\n\n"
              "    genloop generate tang-poems --prompt $'春望\\n' --stop $'\\n\\n' --no-stream --json\n\n"
              "    genloop generate mnist-diffusion -n 64 --class 3 --steps 50 --out threes.png\n\n"
-             "    genloop generate mnist-vae -n 16 --interpolate --seed 4 --out walk.png")
+             "    genloop generate mnist-vae -n 16 --interpolate --seed 4 --out walk.png\n\n"
+             "    genloop generate --replay 3f2a9c0d1e2b4c5d   # run a recorded generation again")
 @faced
 def generate(
-    model: Annotated[str, typer.Argument(help="model version: name (newest) or name@N")],
+    model: Annotated[str | None, typer.Argument(
+        help="model version: name (newest) or name@N (not with --replay)")] = None,
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="prompt (repeat for a batch)")] = [],
     max_new_tokens: int = option(TextRequest, "max_new_tokens", help="tokens to generate"),
     temperature: float = option(TextRequest, "temperature", help="0 = greedy"),
@@ -53,11 +55,22 @@ def generate(
                                help="images: walk the latent space (GAN, VAE)"),
     out_path: Annotated[Path | None, typer.Option(
         "--out", help="images: where to write the PNG grid (default MODEL-N-SEED.png)")] = None,
+    replay: Annotated[str | None, typer.Option(
+        help="run the recorded generation with this id again from its record (model version, "
+        "request, seed) and check the result against its content hash; exit 1 if it differs")] = None,
 ) -> None:
     """Generate text or images from a registered model; every output is recorded."""
     import genloop
+    from genloop.errors import InvalidInput
     from genloop.generation.service import ImageModel
 
+    if replay is not None:
+        if model is not None:
+            raise InvalidInput("--replay takes the generation id alone: the record names its model")
+        _replay(replay, out_path, as_json)
+        return
+    if model is None:
+        raise InvalidInput("give a model (name or name@N), or --replay GENERATION_ID")
     m = genloop.load(model)
     count = {"num_samples": num_samples} if num_samples else {}  # else the request's default
     if isinstance(m, ImageModel):
@@ -94,3 +107,31 @@ def generate(
     for o in outputs:
         out.print(f"[dim]---- {m.ref} seed {o.seed} ----[/]")
         out.print(o.prompt + o.text, markup=False, highlight=False)
+
+
+def _replay(generation_id: str, out_path: Path | None, as_json: bool) -> None:
+    from genloop.generation.image import save_png
+    from genloop.generation.service import replay
+
+    again = replay(generation_id)
+    r = again.record
+    if again.pixels is not None:
+        path = out_path or Path(f"replay-{r.id}.png")
+        save_png(path, again.pixels, {"model": r.model, "seed": r.seed, "request": r.request,
+                                      "content_hash": again.content_hash})
+        shown = f"→ [bold]{path}[/]"
+    else:
+        shown = ""
+        if not as_json:
+            out.print(r.request.get("prompt", "") + (again.output or ""), markup=False, highlight=False)
+    if as_json:
+        print(json.dumps({"id": r.id, "model": r.model, "seed": r.seed, "text": again.output,
+                          "content_hash": again.content_hash, "recorded": r.content_hash,
+                          "matches": again.matches}, ensure_ascii=False))
+    if again.matches:
+        err.print(f"replayed {r.id} ({r.model}, seed {r.seed}): same content hash {shown}",
+                  highlight=False)
+        return
+    err.print(f"[bold red]replayed {r.id} differs from its record:[/] {again.content_hash} != "
+              f"{r.content_hash} (another machine or precision path?) {shown}", highlight=False)
+    raise typer.Exit(1)

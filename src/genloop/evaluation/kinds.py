@@ -60,7 +60,8 @@ def eval_section(kind: str, section: Any) -> BaseModel:
     if isinstance(section, cls):
         return section
     raw = dict(section or {}) if not isinstance(section, BaseModel) else section.model_dump()
-    return cls.model_validate({**raw, "kind": kind})
+    # its ``kind`` is the section type's own (image_text data is judged as images)
+    return cls.model_validate({**raw, "kind": cls.model_fields["kind"].default})
 
 
 __all__ = ["EVALUATIONS", "EvalContext", "Evaluation", "eval_section", "evaluation_for"]

@@ -94,7 +94,7 @@ def preference_pairs(store: Store) -> list[dict[str, str | None]]:
     """
     pairs: list[dict[str, str | None]] = []
     for feedback, chosen, rejected in store.list_preferences():
-        if chosen.kind != "text" or rejected.kind != "text":
+        if chosen.file is not None or rejected.file is not None:  # images live in files
             continue
         prompt = chosen.request.get("prompt")
         if not isinstance(prompt, str) or rejected.request.get("prompt") != prompt:

@@ -245,6 +245,7 @@ class Replay:
     record: GenerationRecord
     content_hash: str
     output: str | None  # the text, or the image's class name
+    pixels: Any = None  # an image's (H, W, C) uint8 pixels
 
     @property
     def matches(self) -> bool:
@@ -268,4 +269,5 @@ def replay(generation_id: str, store: Store | None = None) -> Replay:
     request = _validated(ImageGenRequest, {**fields, "seed": record.seed})
     images = generate_images(model.family, model.config, model.network, model.class_names, request)
     index = int(record.request.get("index", 0))
-    return Replay(record, pixels_hash(images.images[index]), record.output)
+    pixels = images.images[index]
+    return Replay(record, pixels_hash(pixels), record.output, pixels)

@@ -87,7 +87,8 @@ class TrainConfig(Strict):
     )
     objective: str | None = Field(
         None, description="what training minimises (training/objectives.py): likelihood = the "
-        "family's own objective; pairs = the completion tokens only; default: the data kind's own"
+        "family's own objective; pairs = the completion tokens only; dpo = preferences against the "
+        "frozen parent; default: the data kind's own"
     )
 
     @field_validator("objective")
