@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from genloop.errors import InvalidInput, RecipeError, TrainingDiverged
 from genloop.generation.image import read_provenance
 from genloop.generation.service import ImageModel, load
-from genloop.models.io import load_model_dir
+from genloop.models.modeldir import ModelDir
 from genloop.store import Store
 from genloop.training.loop import train
 
@@ -93,7 +93,7 @@ def test_a_diverging_image_run_stops_with_a_loadable_last_checkpoint(workspace, 
     (run,) = Store().list_runs()
     assert run.status == "diverged" and run.step < 200
     last = Path(run.path) / "checkpoints" / "last"
-    _, _, model = load_model_dir(last)
+    _, _, model = ModelDir(last).load()
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from genloop.errors import TrainingDiverged
-from genloop.models.io import load_model_dir
+from genloop.models.modeldir import ModelDir
 from genloop.store import Store
 from genloop.training.loop import batch_at, lr_at, train
 from genloop.training.recipe import TrainConfig, load_recipe
@@ -115,7 +115,7 @@ def test_divergence_raises_and_keeps_a_finite_last_checkpoint(workspace, tiny_re
     last = Path(run.path) / "checkpoints" / "last"
     assert str(last) in str(e.value)
     assert last.is_symlink() and last.resolve().is_dir()
-    _, _, model = load_model_dir(last)
+    _, _, model = ModelDir(last).load()
     assert all(torch.isfinite(p).all() for p in model.parameters())
     weights = load_file(str(last / "weights.safetensors"))
     assert weights and all(torch.isfinite(t).all() for t in weights.values())
@@ -128,7 +128,7 @@ def test_lstm_tiny_run(workspace, tiny_recipe):
     assert math.isfinite(result.metrics["val_loss"])
     v = Store().resolve("rnn")
     assert v.family == "lstm"
-    family, _, model = load_model_dir(Path(v.path))
+    family, _, model = ModelDir(Path(v.path)).load()
     assert family.name == "lstm"
     losses = [x["train/loss"] for x in read_metrics(result.run_dir) if "train/loss" in x]
     assert losses[-1] < losses[0]

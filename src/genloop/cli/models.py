@@ -34,11 +34,12 @@ def models_list() -> None:
 @faced
 def models_show(model: Annotated[str, typer.Argument(help="name or name@N")]) -> None:
     """Print a version's model card."""
+    from genloop.models.modeldir import ModelDir
     from genloop.store import Store
 
     v = Store().resolve(model)
-    card = Path(v.path) / "card.md"
-    out.print(Markdown(card.read_text(encoding="utf-8")) if card.exists() else f"{v.ref}: no card")
+    card = ModelDir(Path(v.path)).card()
+    out.print(Markdown(card) if card else f"{v.ref}: no card")
 
 
 def fmt(v: Any) -> str:

@@ -1,6 +1,6 @@
 """Saving and loading a network's weights: safetensors only, never pickle.
 
-A model directory holds ``weights.safetensors`` and ``config.json`` (family name + typed config).
+``models/modeldir.py`` (``ModelDir``) says where a model directory keeps them.
 Anything that is not a well-formed safetensors file — a pickle (``torch.save``), a truncated
 download, random bytes — is refused with a ``CorruptArtifact`` naming the file.
 """
@@ -92,12 +92,3 @@ def read_config(path: Path) -> tuple[Family, ModelConfig]:
         return family, family.config.model_validate(raw["config"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CorruptArtifact(f"{path}: unreadable model config ({e})") from None
-
-
-def load_model_dir(directory: Path) -> tuple[Family, ModelConfig, torch.nn.Module]:
-    """Family, config and network (in eval mode) from a model or checkpoint directory."""
-    directory = Path(directory)
-    family, config = read_config(directory / "config.json")
-    model = family.build(config)
-    load_weights(model, directory / "weights.safetensors")
-    return family, config, model.eval()

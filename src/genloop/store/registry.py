@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from genloop.atomic import atomic_write_json, fsync_dir
 from genloop.config import settings
 from genloop.errors import InvalidInput, NotFound
+from genloop.models.modeldir import ModelDir
 from genloop.store.access import AccessRecords
 from genloop.store.db import (
     RUN_STATUSES,
@@ -226,7 +227,7 @@ class Store(AccessRecords, Database):
         if not staged.is_dir():
             raise InvalidInput(f"staged model directory {str(staged)!r} does not exist")
         metrics = json_safe(dict(metrics or {}))  # the file says what the row will
-        atomic_write_json(staged / "metrics.json", metrics)
+        atomic_write_json(ModelDir(staged).metrics_file, metrics)
         name_dir = settings().models_dir / name
         name_dir.mkdir(parents=True, exist_ok=True)
 
@@ -327,7 +328,7 @@ class Store(AccessRecords, Database):
             row.metrics = json_safe({**row.metrics, **metrics})
             s.flush()
             # Written inside the transaction, so concurrent merges can't interleave file writes.
-            atomic_write_json(Path(row.path) / "metrics.json", row.metrics)
+            atomic_write_json(ModelDir(Path(row.path)).metrics_file, row.metrics)
             return ModelVersion.model_validate(row)
 
     # --- generations ------------------------------------------------------------------------

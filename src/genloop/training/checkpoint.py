@@ -28,7 +28,8 @@ from safetensors.torch import save_file
 from genloop.atomic import atomic_dir, atomic_write_text, fsync_dir
 from genloop.errors import CorruptArtifact
 from genloop.models.family import Family, ModelConfig
-from genloop.models.io import config_json, load_weights, read_safetensors, save_weights
+from genloop.models.io import read_safetensors
+from genloop.models.modeldir import ModelDir
 
 
 @dataclass
@@ -77,10 +78,7 @@ def save_checkpoint(
 
 def _write(directory, family, config, model, optimizer, state, ema) -> None:
     with atomic_dir(directory) as tmp:
-        save_weights(model, tmp / "weights.safetensors")
-        if ema is not None:
-            save_weights(ema, tmp / "ema.safetensors")
-        atomic_write_text(tmp / "config.json", config_json(family, config))
+        ModelDir(tmp).write_network(family, config, model, ema)  # a checkpoint is a model dir too
         meta: dict[str, Any] = {"train_state": asdict(state)}
         if optimizer is not None:
             tensors, groups = optimizer_tensors(optimizer)
@@ -111,9 +109,9 @@ def load_checkpoint(
         state = TrainState(**meta["train_state"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CorruptArtifact(f"{directory}: unreadable checkpoint state ({e})") from None
-    load_weights(model, directory / "weights.safetensors")
+    ModelDir(directory).load_weights_into(model)
     if ema is not None:
-        load_weights(ema, directory / "ema.safetensors")
+        ModelDir(directory).load_weights_into(ema, ema=True)
     if optimizer is not None:
         tensors = read_safetensors(directory / "optimizer.safetensors")
         load_optimizer_tensors(optimizer, tensors, meta.get("param_groups", []))
