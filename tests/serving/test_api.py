@@ -60,6 +60,19 @@ def test_bad_image_requests(api, served_workspace):
         assert r.status_code == 400 and field in r.json()["error"]["message"], (extra, r.text)
 
 
+def test_image_guidance_has_the_cores_name_on_the_wire(api, served_workspace):
+    """``guidance_scale`` is the name on every face (``guidance``, its old HTTP name, still read)."""
+    for key, value in (("guidance_scale", 3.5), ("guidance", 1.5)):
+        r = api.post("/v1/images/generations", json={"model": served_workspace.image_model, "n": 1,
+                                                     "seed": 1, key: value})
+        assert r.status_code == 200, r.text
+        gid = r.json()["data"][0]["generation_id"]
+        assert api.get(f"/v1/generations/{gid}").json()["request"]["guidance_scale"] == value
+    r = api.post("/v1/images/generations", json={"model": served_workspace.image_model,
+                                                 "guidance_scale": 99})
+    assert r.status_code == 400 and "guidance_scale" in r.json()["error"]["message"]
+
+
 def test_oversized_and_malformed_bodies(api):
     r = api.post("/v1/completions", content=b"{" + b" " * (1 << 20) + b"}",
                  headers={"content-type": "application/json"})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, field_validator
 
 from genloop.errors import UnicodeText as Text
 from genloop.errors import check_unicode
@@ -81,7 +81,10 @@ class ImageBody(_Body):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     user: User | None = None
     class_: int | Text | None = Field(None, alias="class", description="genloop extra: class name or index")
-    guidance: float | None = Field(None, ge=0.0, le=20.0, description="genloop extra")
+    # the core's name; ``guidance`` (the name before 0.2) is still read
+    guidance_scale: float | None = Field(None, ge=0.0, le=20.0,
+                                         validation_alias=AliasChoices("guidance_scale", "guidance"),
+                                         description="genloop extra: classifier-free guidance scale")
     steps: int | None = Field(None, ge=1, le=1000, description="genloop extra")
     sampler: Literal["ddim", "ddpm"] = "ddim"
 

@@ -2,7 +2,7 @@
 
 Each image is a generation record with its PNG (provenance in its text chunks), written and
 recorded before the response names it. The prompt may name a class ("7", "sneaker"); the
-genloop extras ``class``, ``guidance``, ``steps`` and ``sampler`` set the rest.
+genloop extras ``class``, ``guidance_scale``, ``steps`` and ``sampler`` set the rest.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ async def generate_images(body: ImageBody, state: StateDep, caller: CallerDep,
         raise InvalidInput(f"size: this model draws {size} images, not {body.size}")
     params: dict[str, Any] = {"num_samples": body.n, "seed": body.seed,
                               "class_label": _class_of(body, model), "sampler": body.sampler}
-    if body.guidance is not None:
-        params["guidance_scale"] = body.guidance
+    if body.guidance_scale is not None:
+        params["guidance_scale"] = body.guidance_scale
     if body.steps is not None:
         params["steps"] = body.steps
     gen_request = model.request(**params)  # validated before waiting for a slot

@@ -26,7 +26,7 @@ async function generateImages() {
       n: readNumber("image-n", "Images (n)", { integer: true, fallback: 1 }),
       response_format: "b64_json",
       seed: readSeed("image"),
-      guidance: readNumber("image-guidance", "Guidance"),
+      guidance_scale: readNumber("image-guidance", "Guidance"),
       steps: readNumber("image-steps", "Steps", { integer: true }),
       sampler: $("#image-sampler").value,
       class: $("#image-class").value || null,
@@ -34,7 +34,7 @@ async function generateImages() {
   } catch (err) {
     return notify(err.message);
   }
-  for (const key of ["seed", "guidance", "steps", "class"]) if (body[key] == null) delete body[key];
+  for (const key of ["seed", "guidance_scale", "steps", "class"]) if (body[key] == null) delete body[key];
 
   const button = $("#image-generate");
   const status = $("#image-status");
@@ -96,7 +96,7 @@ export function fillImageForm(gen) {
   fillClasses(cls == null ? "" : String(cls));
   const set = (id, v) => { $(`#${id}`).value = v == null ? "" : String(v); };
   set("image-n", req.n ?? req.num_samples ?? 1);
-  set("image-guidance", req.guidance ?? req.guidance_scale);
+  set("image-guidance", req.guidance_scale ?? req.guidance);
   set("image-steps", req.steps);
   $("#image-sampler").value = req.sampler || "ddim";
   setSeed("image", gen.seed ?? req.seed ?? null);
