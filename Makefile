@@ -1,13 +1,13 @@
 # The two commands a newcomer needs:
 #   make quickstart   set up .venv, train a small GPT on the Python docs, sample from it
-#   make test         set up .venv, lint, run the test suite
+#   make test         set up .venv, lint, type-check, run the test suite
 # Datasets for the larger recipes and benchmarks are read from GENLOOP_DATA_MIRROR when set
 # (CI: ../shared/data), otherwise downloaded (URL + sha256) into the workspace cache.
 
 SHARED_DATA := $(abspath ../shared/data)
 export GENLOOP_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 
-.PHONY: setup quickstart test lint bench
+.PHONY: setup quickstart test lint typecheck bench
 
 setup:
 	@scripts/setup.sh
@@ -18,7 +18,10 @@ quickstart: setup
 lint: setup
 	.venv/bin/ruff check src tests bench
 
-test: lint
+typecheck: setup   # mypy over src/genloop, configured in pyproject.toml ([tool.mypy])
+	.venv/bin/mypy
+
+test: lint typecheck
 	.venv/bin/python -m pytest
 
 bench: setup   # ~2 hours on 2 cores; rewrites BENCHMARKS.md from bench/results/

@@ -13,6 +13,7 @@ The Python face::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from genloop.version import __version__
@@ -46,10 +47,12 @@ def prepare(source: str, **options: Any) -> TextDataset | ImageDataset:
     ``genloop.prepare("mnist", kind="images")``."""
     from genloop.data.kinds import get_kind
 
-    return get_kind(options.pop("kind", "text")).config(source=source, **options).prepare()
+    # every kind's data section has a prepare(), which DataKind.config (type[BaseModel]) cannot say
+    section: Any = get_kind(options.pop("kind", "text")).config(source=source, **options)
+    return section.prepare()
 
 
-def load_recipe(source: Any, overrides: list[str] = ()) -> Recipe:
+def load_recipe(source: Any, overrides: Sequence[str] = ()) -> Recipe:
     from genloop.training.recipe import load_recipe as _load_recipe
 
     return _load_recipe(source, overrides)

@@ -26,13 +26,14 @@ def quickstart(
     """Train a small GPT on the Python docs and a digit generator (offline, a few minutes each),
     evaluate, register, sample."""
     import genloop
+    from genloop.generation.service import ImageModel
     from genloop.training.loop import train as run_training
     from genloop.training.recipe import load_recipe
 
     runs = [("quickstart", [f"train.steps={steps}"] if steps else [])]
     if images:
         runs.append(("digits", [f"train.steps={image_steps}"] if image_steps else []))
-    refs = []
+    refs: list[str] = []
     for name, overrides in runs:
         recipe = load_recipe(name, overrides)
         err.print(f"[bold]genloop quickstart[/]: {recipe.model.family} ({recipe.model.preset}) on "
@@ -43,9 +44,11 @@ def quickstart(
         finally:
             view.stop()
         show_result(result)
+        assert result.model_ref is not None  # train registers by default
         refs.append(result.model_ref)
     if images:
         digits = genloop.load(refs[1])
+        assert isinstance(digits, ImageModel)  # the digits recipe trains an image family
         drawn = digits.generate(num_samples=40, seed=1)  # the request's default guidance
         drawn.save_grid(grid, columns=10)
         out.print(f"[dim]digit grid (each column one class, 0-9):[/] {grid}", highlight=False)

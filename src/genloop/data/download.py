@@ -110,6 +110,7 @@ def _mirrored(paths: Sequence[str], sha256: str, gzip: bool = False) -> Path | N
     pointed us at it on purpose."""
     mirror = settings().data_mirror
     for rel in paths if mirror is not None else ():
+        assert mirror is not None  # no paths are walked without a mirror
         candidate = mirror / rel
         if candidate.is_file():
             try:

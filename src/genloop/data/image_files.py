@@ -107,7 +107,7 @@ def read_image(path: Path, image_size: int | None, conversions: Counter[str]) ->
         with warnings.catch_warnings():
             # Our own pixel limit (below) is stricter than PIL's warning threshold.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)
+            im: Image.Image = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)
         w, h = im.size  # from the header: nothing is decoded yet
         if w * h > MAX_PIXELS:
             raise InvalidInput(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -262,14 +262,14 @@ def evaluate_images(
     under bf16 autocast where the CPU has native bf16 (``bf16=None``), as training does; features
     and likelihoods are computed in fp32.
     """
-    from genloop.models.classifier import predict
+    from genloop.models.classifier import Classifier, predict
 
     test = torch.from_numpy(np.array(dataset.test))
     test_labels = torch.from_numpy(np.array(dataset.test_labels, dtype=np.int64))
     real = test.float().div(127.5).sub(1.0)
     metrics: dict[str, float] = {}
     if not family.generative:
-        _, probs = predict(model, real, cfg.batch_size)
+        _, probs = predict(cast(Classifier, model), real, cfg.batch_size)  # not generative: a classifier
         metrics["test_accuracy"] = class_accuracy(probs.argmax(1), test_labels)
         return metrics, None
 
@@ -296,8 +296,9 @@ def evaluate_images(
     # 2. sample quality in the extractor's feature space, against as many test images
     if n and extractor is not None:
         idx = _spread(n, len(real))
-        f_real, _ = predict(extractor, real[idx], cfg.batch_size)
-        f_fake, p_fake = predict(extractor, fake[:n], cfg.batch_size)
+        features = cast(Classifier, extractor)  # load_feature_extractor returns a classifier
+        f_real, _ = predict(features, real[idx], cfg.batch_size)
+        f_fake, p_fake = predict(features, fake[:n], cfg.batch_size)
         metrics["fid"] = fid_from_features(f_real, f_fake)
         metrics["kid"], metrics["kid_std"] = kid_from_features(f_real, f_fake, seed=seed)
         metrics["precision"], metrics["recall"] = precision_recall(f_real, f_fake)
@@ -335,7 +336,8 @@ def load_feature_extractor(store: Store, dataset: Any, ref: str | None = None) -
             return None
         ref = max(mine, key=lambda v: v.version).ref
     version = store.resolve(ref)
-    family, config, model = ModelDir(Path(version.path)).load()
+    family, loaded, model = ModelDir(Path(version.path)).load()
+    config = cast(ImageModelConfig, loaded)  # an extractor is the (image) classifier family
     if family.generative or (config.channels, config.image_size) != (dataset.channels, dataset.image_size):
         raise RecipeError(
             f"feature extractor {ref} is a {family.name} for {config.channels}×{config.image_size}"

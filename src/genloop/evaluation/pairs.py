@@ -9,13 +9,13 @@ For each validation record, the log-likelihood of its completion given its promp
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from genloop.data.pairs import PairsDataset
-from genloop.models.family import Family, sequence_batch
+from genloop.models.family import Family, TextModelConfig, sequence_batch
 
 
 class PairsEvalConfig(BaseModel):
@@ -30,7 +30,7 @@ def evaluate_pairs(family: Family, model: torch.nn.Module, dataset: PairsDataset
                    batch_size: int = 32, max_records: int | None = None) -> dict[str, float]:
     if family.log_probs is None:
         raise ValueError(f"{family.name} has no log_probs: pairs are evaluated on text families")
-    block = model.config.block_size
+    block = cast(TextModelConfig, model.config).block_size
     pad = dataset.tokenizer.eos_id
     prompts, completions = dataset.val.fields["prompt"], dataset.val.fields["completion"]
     n = len(dataset.val) if max_records is None else min(len(dataset.val), max_records)

@@ -8,13 +8,13 @@ log-likelihood per token of desirable and of undesirable completions, and their 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from genloop.data.preferences import PreferencesDataset
-from genloop.models.family import Family, sequence_batch
+from genloop.models.family import Family, TextModelConfig, sequence_batch
 
 
 class PreferencesEvalConfig(BaseModel):
@@ -27,9 +27,10 @@ class PreferencesEvalConfig(BaseModel):
 @torch.no_grad()
 def evaluate_preferences(family: Family, model: torch.nn.Module, dataset: PreferencesDataset, *,
                          batch_size: int = 32, max_records: int | None = None) -> dict[str, float]:
-    if family.log_probs is None:
+    log_probs = family.log_probs
+    if log_probs is None:
         raise ValueError(f"{family.name} has no log_probs: preferences are evaluated on text families")
-    block, pad = model.config.block_size, dataset.tokenizer.eos_id
+    block, pad = cast(TextModelConfig, model.config).block_size, dataset.tokenizer.eos_id
     split = dataset.val
     f = split.fields
     n = len(split) if max_records is None else min(len(split), max_records)
@@ -37,7 +38,7 @@ def evaluate_preferences(family: Family, model: torch.nn.Module, dataset: Prefer
 
     def scores(name: str, idx: range) -> tuple[torch.Tensor, torch.Tensor]:
         b = sequence_batch([f["prompt"][i] for i in idx], [f[name][i] for i in idx], block, pad)
-        return family.log_probs(model, b), b.mask.sum(dim=1)
+        return log_probs(model, b), b.mask.sum(dim=1)
 
     if dataset.paired:
         wins, margin = 0.0, 0.0

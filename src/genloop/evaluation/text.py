@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from genloop.errors import InvalidInput
 from genloop.generation.text import TextRequest, generate_texts
-from genloop.models.family import Family
+from genloop.models.family import Family, TextModelConfig
 from genloop.tokenizers import Tokenizer
 
 
@@ -150,7 +150,7 @@ def evaluate_text(
 ) -> tuple[dict[str, float], list[str]]:
     """Likelihood over ``val_ids`` and diversity of ``config.num_samples`` seeded samples."""
     model.eval()
-    nll, tokens = validation_nll(logits_of(model), val_ids, model.config.block_size)
+    nll, tokens = validation_nll(logits_of(model), val_ids, cast(TextModelConfig, model.config).block_size)
     metrics = likelihood_metrics(nll, tokens, count_characters(tokenizer, val_ids))
     samples: list[str] = []
     if config.num_samples:
@@ -274,7 +274,7 @@ def score_text(
     docs = [text] if isinstance(text, str) else [d for d in text if d]
     if not any(d.strip() for d in docs):
         raise InvalidInput("no text to evaluate: the text is empty or only whitespace")
-    context = int(model.config.block_size)
+    context = int(cast(TextModelConfig, model.config).block_size)
     stride = max(1, context // 2) if stride is None else stride
     if not 1 <= stride <= context:
         raise InvalidInput(f"stride must be between 1 and the model's context {context}, not {stride}")

@@ -79,7 +79,7 @@ Event = Piece | Finished | Failed
 class Ticket:
     """One submitted request: its choices' events arrive at ``on_event``; ``cancel()`` stops it."""
 
-    def __init__(self, on_event: Callable[[Event], None], choices: int, prompt_tokens: int = 0):
+    def __init__(self, on_event: Callable[[Event], object], choices: int, prompt_tokens: int = 0):
         self.on_event = on_event
         self.choices = choices
         self.prompt_tokens = prompt_tokens  # of the distinct prompts, once each (usage)
@@ -136,7 +136,7 @@ class Batcher:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def submit(self, request: TextRequest, on_event: Callable[[Event], None]) -> Ticket:
+    def submit(self, request: TextRequest, on_event: Callable[[Event], object]) -> Ticket:
         """Queue every choice of ``request`` (its prompts × num_samples; choice i is seeded
         ``choice_seed(seed, i)``, as on every face).
 
@@ -185,7 +185,7 @@ class Batcher:
                             self._thread = None
                             return
                         continue
-                    admit = []
+                    admit: list[_Sequence] = []
                     while self._waiting and len(self._running) + len(admit) < self.max_batch:
                         admit.append(self._waiting.popleft())
                 try:
@@ -204,7 +204,9 @@ class Batcher:
 
     def _decoder_(self) -> SlotDecoder:
         if self._decoder is None:
-            self._decoder = self.family.slot_decoder(self.network, self.max_batch)
+            make = self.family.slot_decoder
+            assert make is not None  # __init__ refuses a family without one
+            self._decoder = make(self.network, self.max_batch)
         return self._decoder
 
     def _admit(self, seqs: list[_Sequence]) -> None:

@@ -28,14 +28,16 @@ class ChatMessage(BaseModel):
     content: Annotated[str, Field(max_length=100_000), BeforeValidator(check_unicode)]
 
 
+def _speaker_names() -> dict[Role, str]:
+    return {"system": "", "user": "USER", "assistant": "ASSISTANT"}
+
+
 class ChatTemplate(BaseModel):
     """``turn`` is filled with ``{name}`` and ``{content}``; the prompt ends with ``reply``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    names: dict[Role, str] = Field(
-        default_factory=lambda: {"system": "", "user": "USER", "assistant": "ASSISTANT"}
-    )
+    names: dict[Role, str] = Field(default_factory=_speaker_names)
     turn: str = "{name}:\n{content}\n\n"
     system: str = "{content}\n\n"  # the system message is a preface, not a speaker
     reply: str = "{name}:\n"

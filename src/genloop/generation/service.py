@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -38,7 +38,7 @@ from genloop.generation.text import (
     resolve_seed,
     stream_text,
 )
-from genloop.models.family import Family, ModelConfig
+from genloop.models.family import Family, ImageModelConfig, ModelConfig
 from genloop.models.modeldir import ModelDir
 from genloop.store import GenerationRecord, ModelVersion, Store
 from genloop.tokenizers import Tokenizer
@@ -101,7 +101,8 @@ class TextModel(_Loaded):
     def stream(self, prompt: str = "", **params: Any) -> Iterator[str]:
         """Yield text pieces as they are decoded; the whole output is recorded at the end."""
         request = params.pop("request", None) or self.request(prompt, **params)
-        request = request.model_copy(update={"seed": resolve_seed(request.seed)})
+        seed = resolve_seed(request.seed)
+        request = request.model_copy(update={"seed": seed})
         t0 = time.perf_counter()
         first: float | None = None
         pieces: list[str] = []
@@ -110,7 +111,7 @@ class TextModel(_Loaded):
             pieces.append(piece)
             yield piece
         timings = {"total_s": time.perf_counter() - t0, "first_token_s": first or 0.0}
-        self._record(request, request.prompts[0], "".join(pieces), request.seed, timings)
+        self._record(request, request.prompts[0], "".join(pieces), seed, timings)
 
     def _record(self, request: TextRequest, prompt: str, text: str, seed: int, timings: dict,
                 extra: dict[str, Any] | None = None) -> GenerationRecord:
@@ -158,6 +159,7 @@ class ImageResult:
 class ImageModel(_Loaded):
     """A registered image model version, loaded and ready to generate."""
 
+    config: ImageModelConfig  # what every image family's config derives from
     class_names: list[str] = None  # type: ignore[assignment]
 
     def request(self, **params: Any) -> ImageGenRequest:
@@ -184,7 +186,7 @@ class ImageModel(_Loaded):
         return ImageResult(out, request, records, self.ref)
 
 
-_CACHE: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, str], TextModel | ImageModel] = OrderedDict()
 _LOCK = threading.RLock()
 _LOADING: dict[tuple[str, str], threading.Lock] = {}
 CACHE_SIZE = 4
@@ -230,7 +232,8 @@ def _load_version(version: ModelVersion, store: Store) -> TextModel | ImageModel
     directory = ModelDir(Path(version.path))
     family, config, network = directory.load()
     if generates(family).request is ImageGenRequest:
-        return ImageModel(version, family, config, network, store, directory.labels() or [])
+        return ImageModel(version, family, cast(ImageModelConfig, config), network, store,
+                          directory.labels() or [])
     tokenizer = directory.tokenizer()
     if tokenizer is None:
         raise CorruptArtifact(f"{directory.path}: a text model without its tokenizer")

@@ -206,6 +206,7 @@ def sample(model: UNet, request: ImageRequest, generator: torch.Generator) -> to
     for t in scheduler.timesteps.tolist():
         tt = torch.full((B,), t, dtype=torch.long, device=device)
         if guided:
+            assert labels is not None  # guided implies conditional, and labels were drawn above
             null = torch.full_like(labels, config.num_classes)
             eps_c, eps_u = model(torch.cat([x, x]).to(device), torch.cat([tt, tt]),
                                  torch.cat([labels, null]).to(device)).float().cpu().chunk(2)

@@ -15,7 +15,7 @@ Text families take ``(x, y)`` token batches and a ``TokenRequest``; image famili
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -196,19 +196,23 @@ class Family:
     config: type[ModelConfig]
     presets: dict[str, dict[str, Any]]
     build: Callable[[Any], torch.nn.Module]
-    loss: Callable[[torch.nn.Module, Any], dict[str, torch.Tensor]]
-    sample: Callable[[torch.nn.Module, Any, torch.Generator], Iterator[torch.Tensor] | Any]
+    # The model argument of the functions below is ``Any``: each family's functions take its own
+    # nn.Module subclass (what its ``build`` returns), which a registry of mixed families cannot
+    # name; ``sample`` draws with ``Generators`` (text) or a ``torch.Generator`` (image) and
+    # returns an ``Iterator[torch.Tensor]`` of next-token ids (text) or a (B, C, H, W) tensor (image).
+    loss: Callable[[Any, Any], dict[str, torch.Tensor]]
+    sample: Callable[[Any, Any, Any], Any]
     # train_step(model, batch, optimizer, grad_clip) -> {"loss": float, ...}: one whole update
     # (backward and optimizer.step included), for objectives with several players (GAN)
     train_step: Callable[..., dict[str, float]] | None = None
     # log_probs(model, batch) -> (B,) float: per sequence, the sum of log p(target_t | inputs_<=t)
     # over the masked positions (text families; preference and pairs objectives build on it)
-    log_probs: Callable[[torch.nn.Module, SequenceBatch], torch.Tensor] | None = None
+    log_probs: Callable[[Any, SequenceBatch], torch.Tensor] | None = None
     kv_cache: bool = False
     streaming: bool = False
     # slot_decoder(model, slots) -> SlotDecoder: decoding state for up to ``slots`` sequences
     # stepped together (text families; the HTTP face batches concurrent requests through it)
-    slot_decoder: Callable[[torch.nn.Module, int], SlotDecoder] | None = None
+    slot_decoder: Callable[[Any, int], SlotDecoder] | None = None
     description: str = ""
     # False: the network is not a generator (the feature classifier behind FID); evaluation
     # measures its accuracy instead of its samples
@@ -219,7 +223,7 @@ class Family:
     latent_shape: Callable[[Any], tuple[int, ...]] | None = None
     # importance_nll(model, batch, k) -> (B,) negative log-likelihood in nats from k importance
     # samples (k=1: the negative ELBO); families with a tractable bound (VAE)
-    importance_nll: Callable[[torch.nn.Module, ImageBatch, int], torch.Tensor] | None = None
+    importance_nll: Callable[[Any, ImageBatch, int], torch.Tensor] | None = None
     # True: torch.compile pays for its start-up on long runs (``train.compile: auto``); image
     # objectives draw from a generator inside the graph, which compile splits
     compiles: bool = False

@@ -34,7 +34,7 @@ gradient penalty run in fp32 under bf16 autocast.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
@@ -58,7 +58,7 @@ class GANConfig(ImageModelConfig):
     class_dim: int = Field(16, ge=1, le=1024, description="class embedding beside z (conditional G)")
 
 
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(latent_dim=16, g_width=8, d_width=8),  # trains in seconds (tests)
     # 28×28 MNIST on a 2-core CPU in minutes: hinge loss, spectral norm and (when the recipe asks
     # for it) a projection discriminator with class-conditional BatchNorm in G
@@ -348,7 +348,10 @@ def train_step(model: GAN, batch: ImageBatch, optimizer: torch.optim.Optimizer,
         d_loss = d_fn(real_logits, fake_logits)
         total = d_loss
         if cfg.loss == "wgan_gp":
-            gp = gradient_penalty(lambda x, y=labels_c: D(x, y), real_c, fake, batch.generator)
+            def critic(x: torch.Tensor, y: torch.Tensor | None = labels_c) -> torch.Tensor:
+                return D(x, y)  # the default binds this chunk's labels (mypy cannot type a lambda's)
+
+            gp = gradient_penalty(critic, real_c, fake, batch.generator)
             total = d_loss + cfg.gp_weight * gp
             gps.append(gp.detach())
         total.backward()

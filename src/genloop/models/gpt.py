@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -48,7 +49,7 @@ class GPTConfig(TextModelConfig):
         return self
 
 
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(n_layer=2, n_head=2, n_embd=64, block_size=64),
     "small": dict(n_layer=4, n_head=4, n_embd=128, block_size=64),  # the CPU baseline shape
     "medium": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2),

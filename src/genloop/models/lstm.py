@@ -10,6 +10,7 @@ state of several independent sequences and steps any of them together (continuou
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -36,7 +37,7 @@ class LSTMConfig(TextModelConfig):
     tie_weights: bool = True
 
 
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(n_layer=1, n_embd=64, block_size=64),
     "small": dict(n_layer=2, n_embd=256, block_size=128),
     "medium": dict(n_layer=3, n_embd=512, block_size=128, dropout=0.2),

@@ -74,7 +74,7 @@ def _advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
-def _version_select(name: str, version: int | None) -> Select[tuple[ModelVersionRow]]:
+def _version_select(name: str, version: int | None) -> Select[ModelVersionRow]:  # SQLAlchemy 2.1 form
     """Version N of ``name``, or its newest when N is None."""
     q = select(ModelVersionRow).where(ModelVersionRow.name == name)
     if version is None:

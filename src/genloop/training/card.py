@@ -5,12 +5,12 @@ Markdown, written beside the weights (``card.md``), shown by ``genloop models sh
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from genloop.data.kinds import get_kind
 from genloop.generation.chat import ChatTemplate
 from genloop.generation.kinds import IMAGES, generates
-from genloop.models.family import Family, ModelConfig
+from genloop.models.family import Family, ImageModelConfig, ModelConfig
 from genloop.training.recipe import Recipe
 
 METRIC_NAMES = {
@@ -67,8 +67,9 @@ def model_card(
         "knows nothing beyond that corpus, makes things up, and has no safety tuning: review "
         "outputs before you publish them."
     )
-    what = (f"images {config.channels}×{config.image_size}×{config.image_size}, "
-            f"{config.num_classes} classes" + (", class-conditional" if config.conditional else "")
+    shape = cast(ImageModelConfig, config)  # read only when ``image``: an image family's config
+    what = (f"images {shape.channels}×{shape.image_size}×{shape.image_size}, "
+            f"{shape.num_classes} classes" + (", class-conditional" if shape.conditional else "")
             if image else
             f"{getattr(recipe.data, 'tokenizer', '?')}, vocabulary {config.model_dump().get('vocab_size')}")
     lines = [

@@ -45,4 +45,5 @@ def feature_extractor(
     model = load_feature_extractor(store, dataset, recipe.eval.feature_extractor)
     if model is None:
         model = load_feature_extractor(store, dataset, train(extractor_recipe(recipe, dataset)))
+        assert model is not None  # a given ref loads or raises
     return model

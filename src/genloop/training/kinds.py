@@ -9,14 +9,23 @@ validation batches, and the objective a recipe trains with when it names none
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from genloop.errors import RecipeError
 from genloop.training.batches import ImageBatches, TextBatches
 from genloop.training.pair_batches import PairBatches
 from genloop.training.preference_batches import PreferenceBatches
 
-BATCHES: dict[str, type] = {
+
+class BatchesClass(Protocol):
+    """What the loop reads off a batches class (the class itself, not an instance)."""
+
+    default_objective: str
+
+    def __call__(self, dataset: Any) -> Any: ...
+
+
+BATCHES: dict[str, BatchesClass] = {
     "text": TextBatches,
     "images": ImageBatches,
     "image_text": ImageBatches,  # images and labels; the captions wait for a text-conditioned family
@@ -35,7 +44,7 @@ def default_objective(kind: str) -> str:
     return _batches(kind).default_objective
 
 
-def _batches(kind: str) -> type:
+def _batches(kind: str) -> BatchesClass:
     try:
         return BATCHES[kind]
     except KeyError:

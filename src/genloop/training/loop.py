@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Decay matrices (linear and embedding weights), never norms or biases."""
-    decay, no_decay, seen = [], [], set()
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    seen: set[int] = set()
     for p in model.parameters():
         if id(p) in seen or not p.requires_grad:
             continue
@@ -152,7 +154,7 @@ class Run:
 def train(
     recipe: Recipe | str | Path | dict | None,
     *,
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
     resume: str | None = None,
     on_progress: ProgressFn | None = None,
     register: bool = True,
@@ -165,7 +167,7 @@ def train(
 
 
 def start(
-    recipe: Recipe | str | Path | dict | None, *, overrides: list[str] = (), resume: str | None = None,
+    recipe: Recipe | str | Path | dict | None, *, overrides: Sequence[str] = (), resume: str | None = None,
     report: ProgressFn,
 ) -> Run:
     """Everything before the first step: run, data, model, objective, optimizer, run row."""
@@ -237,7 +239,8 @@ def start(
         if not last.is_dir():
             raise NotFound(f"run {run_id} has no checkpoint to resume from ({last})")
         # restores torch's global RNG too (dropout), inside ``train``'s own
-        state = load_checkpoint(last, model=model, optimizer=optimizer, ema=ema and ema.model)
+        state = load_checkpoint(last, model=model, optimizer=optimizer,
+                                ema=None if ema is None else ema.model)
         store.update_run(run_id, status="running", error=None)
     elif ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -424,7 +427,8 @@ def _checkpoint(run: Run, name: str) -> None:
         raise _Diverged(run.state.step, math.nan)  # never save (or point `last` at) NaN weights
     if run.ddp.main:
         save_checkpoint(run.ckpt_dir, name, family=run.family, config=run.model_config, model=run.model,
-                        optimizer=run.optimizer, state=run.state, ema=run.ema and run.ema.model)
+                        optimizer=run.optimizer, state=run.state,
+                        ema=None if run.ema is None else run.ema.model)
 
 
 class _Diverged(Exception):

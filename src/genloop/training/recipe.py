@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -184,7 +185,7 @@ def builtin_recipes() -> dict[str, Path]:
     return {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.yaml"))}
 
 
-def load_recipe(source: str | Path | dict[str, Any] | None, overrides: list[str] = ()) -> Recipe:
+def load_recipe(source: str | Path | dict[str, Any] | None, overrides: Sequence[str] = ()) -> Recipe:
     """A recipe from a YAML file (or a dict), with ``section.key=value`` overrides applied."""
     if source is None:
         tree: dict[str, Any] = {}

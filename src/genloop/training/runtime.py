@@ -90,12 +90,13 @@ def seeded_rng(seed: int | None, device: torch.device | None = None) -> Iterator
     on a CUDA ``device`` that device's generator is seeded the same way. ``seed=None`` keeps the
     current state (a resumed run has restored its checkpoint's) and only isolates the caller.
     """
-    cuda = device is not None and device.type == "cuda"
-    index = (device.index if device.index is not None else torch.cuda.current_device()) if cuda else None
-    with torch.random.fork_rng(devices=[index] if cuda else []):
+    index: int | None = None  # the CUDA device's, None off CUDA
+    if device is not None and device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+    with torch.random.fork_rng(devices=[index] if index is not None else []):
         if seed is not None:
             torch.set_rng_state(torch.Generator().manual_seed(seed).get_state())
-            if cuda:
+            if index is not None:
                 state = torch.Generator(device=device).manual_seed(seed).get_state()
                 torch.cuda.set_rng_state(state, index)
         yield

@@ -122,10 +122,11 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
                    body: CompletionBody | ChatBody, chat: bool) -> Response:
     model = await load_text_model(state, body.model)
     stops = list(body.stop or [])  # the validator has made a list of it
+    prompt: str | list[str]
     if chat:
         assert isinstance(body, ChatBody)
         block = model.batcher(state.config.max_batch, state.config.max_queue).block
-        prompt: str | list[str] = model.chat_template.render_within(
+        prompt = model.chat_template.render_within(
             body.messages, lambda p: block is None or len(model.tokenizer.encode(p)) < block)
         stops += [s for s in model.chat_template.stop if s not in stops]
         extra = {"api": "chat", "messages": [m.model_dump() for m in body.messages]}
