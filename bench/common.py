@@ -20,21 +20,27 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-ORDER = ["train_speed", "train_step", "time_to_quality", "kv_cache", "tang_poems", "images"]
+ORDER = ["train_speed", "train_step", "time_to_quality", "kv_cache", "quickstart", "tang_poems", "images"]
+
+
+# the CPU flags that decide genloop's precision and kernel paths, named with every figure
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
+    cpu, flags = "unknown", []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "unknown":
                 cpu = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("flags") and not flags:
+                present = set(line.split(":", 1)[1].split())
+                flags = [f for f in FLAGS if f in present]
     except OSError:
         pass
-    flags = torch.backends.cpu.get_cpu_capability()
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "capability": flags,
+        "cpu": cpu, "cores": os.cpu_count(), "flags": flags,
+        "capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "python": platform.python_version(),
     }
@@ -49,9 +55,10 @@ def save(name: str, figures: dict[str, Any], markdown: str) -> None:
     meta = {"command": command().strip(), "machine": machine(),
             "date": dt.date.today().isoformat()}
     (RESULTS / f"{name}.json").write_text(json.dumps({**meta, **figures}, indent=2) + "\n")
-    header = (f"_Command:_ `{meta['command']}` · _machine:_ {meta['machine']['cpu']}, "
-              f"{meta['machine']['cores']} cores, torch {meta['machine']['torch']} · "
-              f"_date:_ {meta['date']}\n\n")
+    m = meta["machine"]
+    header = (f"_Command:_ `{meta['command']}` · _machine:_ {m['cpu']}, {m['cores']} cores, "
+              f"flags {' '.join(m['flags']) or 'none of ' + ' '.join(FLAGS)}, "
+              f"torch {m['torch']} · _date:_ {meta['date']}\n\n")
     (RESULTS / f"{name}.md").write_text(markdown.split("\n", 1)[0] + "\n\n" + header
                                         + markdown.split("\n", 1)[1].lstrip("\n"))
     write_report()
