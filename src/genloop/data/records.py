@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from genloop.data.folder import Folder, stored, write_folder
+from genloop.data.text import jsonl_objects
 from genloop.errors import InvalidInput
 from genloop.tokenizers import Tokenizer, train_tokenizer
 
@@ -80,23 +81,9 @@ def read_records(path: Path, fields: Sequence[str], label: str | None = None
     one-line error naming the line."""
     if path.suffix.lower() != ".jsonl":
         raise InvalidInput(f"{path}: records come from a .jsonl file (one JSON object per line)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InvalidInput(f"data file {path} does not exist") from None
-    except UnicodeDecodeError as e:
-        raise InvalidInput(f"{path} is not UTF-8 text: invalid byte at offset {e.start}") from None
     rows: list[tuple[tuple[str, ...], int | None]] = []
     wanted = [*fields, *([label] if label else [])]
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InvalidInput(f"{path} line {n} is not valid JSON: {e.msg}") from None
-        if not isinstance(row, dict):
-            raise InvalidInput(f"{path} line {n} is not a JSON object")
+    for n, row in jsonl_objects(path):
         missing = [f for f in wanted if f not in row]
         if missing:
             raise InvalidInput(f"{path} line {n} has no field {missing[0]!r} "

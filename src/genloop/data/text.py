@@ -20,10 +20,10 @@ import os
 import re
 import struct
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -92,12 +92,15 @@ class _Corpus:
     val: list[str]
 
 
-def _read_text_file(path: Path) -> str:
-    """Read UTF-8 text, refusing binary files with the offset of the first bad byte."""
+def read_text_file(path: Path) -> str:
+    """Read UTF-8 text, refusing binary files with the offset of the first bad byte; line ends
+    become ``\n``."""
     try:
         data = path.read_bytes()
     except FileNotFoundError as e:
-        raise InvalidInput(f"corpus file {path} does not exist") from e
+        raise InvalidInput(f"file {path} does not exist") from e
+    except IsADirectoryError:
+        raise InvalidInput(f"{path} is a folder, not a file") from None
     nul = data.find(b"\x00")
     if nul >= 0:
         raise InvalidInput(f"{path} looks binary: NUL byte at offset {nul}; give a UTF-8 text file")
@@ -111,24 +114,28 @@ def _read_text_file(path: Path) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _paragraphs(text: str) -> list[str]:
-    """Paragraphs are separated by blank (or whitespace-only) lines."""
-    return re.split(r"\n[ \t\f\v]*\n", text)
-
-
-def _read_jsonl(path: Path, field: str) -> list[str]:
-    docs = []
-    for n, line in enumerate(_read_text_file(path).split("\n"), start=1):
+def jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSON Lines file; a line that is not
+    valid JSON, or not an object, is a one-line error naming it."""
+    for n, line in enumerate(read_text_file(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise InvalidInput(f"{path} line {n} is not valid JSON: {e.msg}") from e
-        if not isinstance(row, dict) or field not in row:
-            raise InvalidInput(
-                f"{path} line {n} has no field {field!r}; set `field` to the text key"
-            )
+            raise InvalidInput(f"{path} line {n} is not valid JSON: {e.msg}") from None
+        if not isinstance(row, dict):
+            raise InvalidInput(f"{path} line {n} is not a JSON object")
+        yield n, row
+
+
+def jsonl_texts(path: Path, field: str) -> list[str]:
+    """The text in ``field`` of every line of a JSON Lines file (a list of strings is joined)."""
+    docs = []
+    for n, row in jsonl_objects(path):
+        if field not in row:
+            raise InvalidInput(f"{path} line {n} has no field {field!r}; name the field that "
+                               "holds the text (`field` in a recipe, --field on the command line)")
         value = row[field]
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             value = "".join(value)
@@ -141,19 +148,24 @@ def _read_jsonl(path: Path, field: str) -> list[str]:
     return docs
 
 
+def _paragraphs(text: str) -> list[str]:
+    """Paragraphs are separated by blank (or whitespace-only) lines."""
+    return re.split(r"\n[ \t\f\v]*\n", text)
+
+
 def _read_user_source(path: Path, field: str) -> _Corpus:
     if path.is_dir():
         files = sorted(path.rglob("*.txt"), key=lambda p: p.relative_to(path).as_posix())
-        return _Corpus("hash", [_read_text_file(f) for f in files if f.is_file()], [])
+        return _Corpus("hash", [read_text_file(f) for f in files if f.is_file()], [])
     if not path.exists():
         raise InvalidInput(
             f"corpus {path} does not exist (built-ins: {', '.join(sorted(BUILTINS))})"
         )
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        return _Corpus("hash", _paragraphs(_read_text_file(path)), [])
+        return _Corpus("hash", _paragraphs(read_text_file(path)), [])
     if suffix == ".jsonl":
-        return _Corpus("hash", _read_jsonl(path, field), [])
+        return _Corpus("hash", jsonl_texts(path, field), [])
     raise InvalidInput(
         f"{path} has unsupported extension {path.suffix!r}; use .txt, .jsonl or a folder of .txt"
     )
@@ -161,14 +173,14 @@ def _read_user_source(path: Path, field: str) -> _Corpus:
 
 def _tinyshakespeare(config: TextDataConfig) -> _Corpus:
     path = fetch_builtin("tinyshakespeare", "input.txt")
-    return _Corpus("contiguous", [_read_text_file(path)], [])
+    return _Corpus("contiguous", [read_text_file(path)], [])
 
 
 def _tang_poems(config: TextDataConfig) -> _Corpus:
     splits: dict[str, list[str]] = {}
     for split in ("train", "valid"):
         path = fetch_builtin("tang-poems", f"{split}.jsonl")
-        rows = (json.loads(line) for line in _read_text_file(path).split("\n") if line)
+        rows = (json.loads(line) for line in read_text_file(path).split("\n") if line)
         splits[split] = [r["title"] + "\n" + "\n".join(r["paragraphs"]) for r in rows]
     return _Corpus("given", splits["train"], splits["valid"])
 

@@ -14,7 +14,6 @@ rate = share of n-grams within a sample that already occurred earlier in it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from genloop.data.text import jsonl_texts, read_text_file
 from genloop.errors import InvalidInput
 from genloop.generation.text import TextRequest, generate_texts
 from genloop.models.family import Family, TextModelConfig
@@ -297,40 +297,7 @@ def read_documents(path: str | Path, field: str = "text") -> list[str]:
     path = Path(path)
     if path.suffix.lower() not in (".txt", ".jsonl"):
         raise InvalidInput(f"{path}: give a .txt or .jsonl file")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InvalidInput(f"{path} does not exist") from None
-    except IsADirectoryError:
-        raise InvalidInput(f"{path} is a folder; give a .txt or .jsonl file") from None
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise InvalidInput(f"{path} looks binary: NUL byte at offset {nul}; give UTF-8 text")
-    try:
-        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
-    except UnicodeDecodeError as e:
-        raise InvalidInput(f"{path} is not UTF-8 text: invalid byte at offset {e.start}") from None
-    if path.suffix.lower() == ".txt":
-        docs = [text]
-    else:
-        docs = []
-        for n, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InvalidInput(f"{path} line {n} is not valid JSON: {e.msg}") from None
-            if not isinstance(row, dict) or field not in row:
-                raise InvalidInput(f"{path} line {n} has no field {field!r}; choose the field holding "
-                                   "the text (--field)")
-            value = row[field]
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                value = "".join(value)
-            if not isinstance(value, str):
-                raise InvalidInput(f"{path} line {n} field {field!r} is {type(value).__name__}, "
-                                   "not a string or list of strings")
-            docs.append(value)
+    docs = [read_text_file(path)] if path.suffix.lower() == ".txt" else jsonl_texts(path, field)
     if not any(d.strip() for d in docs):
         raise InvalidInput(f"{path} holds no text to evaluate")
     return docs

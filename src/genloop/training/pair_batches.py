@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from genloop.data.pairs import PairsDataset
+from genloop.data.preferences import PreferencesDataset
 from genloop.data.records import RecordSplit
 from genloop.errors import GenloopError
 from genloop.models.family import SequenceBatch, sequence_batch
@@ -30,13 +31,11 @@ def _records(split: RecordSplit, idx: Sequence[int], block: int, pad: int) -> Se
     return sequence_batch([prompts[i] for i in idx], [completions[i] for i in idx], block, pad)
 
 
-class PairBatches:
-    """Random prompt → completion records, masked on the completion."""
+class RecordBatches:
+    """What the batches of every record kind share: the tokenizer's vocabulary fills the model
+    config, sequences are padded with end-of-text, and both splits must hold records."""
 
-    unit = "tokens"
-    default_objective = "pairs"
-
-    def __init__(self, dataset: PairsDataset):
+    def __init__(self, dataset: PairsDataset | PreferencesDataset):
         self.dataset = dataset
         self.pad = dataset.tokenizer.eos_id
 
@@ -45,7 +44,15 @@ class PairBatches:
 
     def check(self, config: Any) -> None:
         if len(self.dataset.train) == 0 or len(self.dataset.val) == 0:
-            raise GenloopError(f"dataset {self.dataset.name} has no training or validation pairs")
+            raise GenloopError(f"dataset {self.dataset.name} has no training or validation records")
+
+
+class PairBatches(RecordBatches):
+    """Random prompt → completion records, masked on the completion."""
+
+    unit = "tokens"
+    default_objective = "pairs"
+    dataset: PairsDataset
 
     def units(self, config: Any, batch: int) -> int:
         return batch * config.block_size  # an upper bound: records are often shorter

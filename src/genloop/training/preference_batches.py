@@ -1,7 +1,7 @@
 """Batches of the ``preferences`` kind, as the preference objectives read them.
 
 Paired records (prompt, chosen, rejected) become a ``PreferenceBatch``: the same prompts with
-each completion, as two masked ``SequenceBatch``es (``pair_batches.sequence_batch``), so an
+each completion, as two masked ``SequenceBatch``es (``models.family.sequence_batch``), so an
 objective compares log p(chosen | prompt) with log p(rejected | prompt) row by row (DPO, a
 reward model's Bradley–Terry loss). Unpaired records (prompt, completion, desirable) become a
 ``LabelledBatch`` (KTO). Training batches are pure functions of (seed, step, micro-batch, rank).
@@ -17,10 +17,9 @@ import torch
 
 from genloop.data.preferences import PreferencesDataset
 from genloop.data.records import RecordSplit
-from genloop.errors import GenloopError
-from genloop.models.family import SequenceBatch
+from genloop.models.family import SequenceBatch, sequence_batch
 from genloop.training.batches import step_generator
-from genloop.training.pair_batches import sequence_batch
+from genloop.training.pair_batches import RecordBatches
 
 
 @dataclass
@@ -39,20 +38,10 @@ def _to(b: SequenceBatch, device: torch.device) -> SequenceBatch:
     return SequenceBatch(b.inputs.to(device), b.targets.to(device), b.mask.to(device))
 
 
-class PreferenceBatches:
+class PreferenceBatches(RecordBatches):
     unit = "pairs"
     default_objective = "dpo"
-
-    def __init__(self, dataset: PreferencesDataset):
-        self.dataset = dataset
-        self.pad = dataset.tokenizer.eos_id
-
-    def fill(self) -> dict[str, Any]:
-        return {"vocab_size": self.dataset.tokenizer.vocab_size}
-
-    def check(self, config: Any) -> None:
-        if len(self.dataset.train) == 0 or len(self.dataset.val) == 0:
-            raise GenloopError(f"dataset {self.dataset.name} has no training or validation records")
+    dataset: PreferencesDataset
 
     def units(self, config: Any, batch: int) -> int:
         return batch
