@@ -6,7 +6,8 @@ where there is one, the fix.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
@@ -71,11 +72,74 @@ def validation_message(error: Exception, prefix: str = "") -> str:
     if errors is None:
         return str(error).splitlines()[0]
     parts = []
-    for e in errors():
-        loc = prefix + ".".join(str(x) for x in e["loc"]) if e["loc"] else prefix.rstrip(".")
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+    for loc, msg in readable_errors(errors(), unknown="unknown key"):
+        loc = prefix + loc if loc else prefix.rstrip(".")
         parts.append(f"{loc or 'value'}: {msg}")
     return "; ".join(parts)
+
+
+# pydantic names the member of a union in the location of its errors ('prompt',
+# 'function-before[check_unicode(), str]'): a member's label is a type ('str', 'list[int]',
+# 'constrained-int', "literal['a']", a model's class name), never a field name
+_TYPE_LABELS = {"str", "int", "float", "bool", "none", "list", "dict", "bytes"}
+_EXPECTED = {"string_type": "a string", "int_type": "an integer", "float_type": "a number",
+             "bool_type": "true or false", "list_type": "a list", "dict_type": "an object",
+             "model_type": "an object", "model_attributes_type": "an object"}
+
+
+def _is_label(part: object) -> bool:
+    return isinstance(part, str) and (
+        part in _TYPE_LABELS or part.startswith(("constrained-", "function-")) or "[" in part
+        or part[:1].isupper())
+
+
+def _expected(label: object, kind: str) -> str:
+    words = _EXPECTED.get(kind, kind.removesuffix("_type").replace("_", " "))
+    if kind == "list_type" and isinstance(label, str) and label.startswith("list["):
+        inner = label[5:-1]
+        of = "strings" if inner.endswith("str]") or inner == "str" else \
+            "integers" if inner.endswith("int]") or inner == "int" else None
+        words = f"a list of {of}" if of else words
+    return words
+
+
+def readable_errors(errors: Iterable[Mapping[str, Any]], skip: tuple[str, ...] = (),
+                    unknown: str = "unknown field") -> list[tuple[str, str]]:
+    """pydantic's errors as (field path, message) in words: 'prompt', 'messages.0.content'.
+
+    The labels pydantic gives a union's members are left out of the path. Of a union whose
+    members all refuse the value's type, one line says what is expected ('expected a string or a
+    list of strings'); when a member took the value's type and refused something inside it, only
+    that member's errors are kept. A validator of a whole model names its field by ``param`` in
+    its error's context. ``skip`` drops location parts (FastAPI's 'body')."""
+    rows = []  # (path, union prefix or None, label, is a type refusal at the member, error)
+    for e in errors:
+        parts = [p for p in e["loc"] if p not in skip]
+        labels = [i for i, p in enumerate(parts) if _is_label(p)]
+        path = ".".join(str(p) for i, p in enumerate(parts) if i not in labels)
+        path = (e.get("ctx") or {}).get("param") or path
+        union = tuple(parts[:labels[-1]]) if labels else None
+        at_member = bool(labels) and labels[-1] == len(parts) - 1 and e["type"].endswith("_type")
+        rows.append((path, union, parts[labels[-1]] if labels else None, at_member, e))
+    deeper = {union for _, union, _, at_member, _ in rows if union is not None and not at_member}
+    out: list[tuple[str, str]] = []
+    expected: dict[str, list[str]] = {}
+    for path, union, label, at_member, e in rows:
+        if at_member and union in deeper:
+            continue  # another member of this union took the value's type
+        if at_member:
+            if path not in expected:
+                expected[path] = []
+                out.append((path, ""))
+            expected[path].append(_expected(label, e["type"]))
+            continue
+        msg = unknown if e["type"] == "extra_forbidden" else e["msg"]
+        for lead in ("Value error, ", "Assertion failed, "):
+            msg = msg.removeprefix(lead)
+        if (path, msg) not in out:
+            out.append((path, msg))
+    return [(path, msg or "expected " + " or ".join(dict.fromkeys(expected[path])))
+            for path, msg in out]
 
 
 def check_unicode(text: object) -> object:

@@ -1,15 +1,18 @@
-"""The HTTP face: ``create_app`` assembles the routers, the error mapping and two small ASGI
-middlewares (a body-size limit and per-route metrics). ``genloop serve`` runs it with uvicorn.
+"""The HTTP face: ``create_app`` assembles the routers, the error mapping and three small ASGI
+middlewares (per-route metrics, a body-size limit, and inside both the catch-all for bugs).
+``genloop serve`` runs it with uvicorn.
 
 Every error leaves as OpenAI's error object with the status its client expects (docs/api.md):
 ``GenloopError`` subclasses carry their status; FastAPI's validation errors become 400 naming
-the field; 401 responses invite the browser to ask for the key (HTTP Basic) when none was sent.
+the field; 401 responses invite the browser to ask for the key (HTTP Basic) unless it was sent
+as a Bearer token.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,7 +21,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from genloop.errors import GenloopError
+from genloop.errors import GenloopError, readable_errors
+from genloop.serving.auth import challenge
 from genloop.serving.deps import ServerState
 from genloop.serving.routers import generations, images, models, system, text
 from genloop.serving.settings import ServeConfig
@@ -40,6 +44,24 @@ def error_response(status: int, message: str, param: str | None = None,
                         status_code=status, headers=headers)
 
 
+def validation_response(errors: Sequence[Any]) -> JSONResponse:
+    """400 naming the fields at fault in words; ``param`` is the first, or null for the body as
+    a whole (not JSON, not an object, missing)."""
+    found: list[tuple[str, str]] = []
+    rest = []
+    for e in errors:
+        if e["type"] == "json_invalid":  # FastAPI: loc ('body', position)
+            reason = (e.get("ctx") or {}).get("error")
+            found.append(("", "not valid JSON" + (f" ({reason})" if reason else "")))
+        elif e["type"] == "missing" and tuple(e["loc"]) == ("body",):
+            found.append(("", "a JSON object is required"))
+        else:
+            rest.append(e)
+    found += readable_errors(rest, skip=("body",))
+    message = "; ".join(f"{loc or 'body'}: {msg}" for loc, msg in found)
+    return error_response(400, message, param=(found[0][0] or None) if found else None)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GenloopError)
     async def genloop_error(request: Request, exc: GenloopError) -> JSONResponse:
@@ -48,23 +70,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         if retry_after is not None:
             headers["Retry-After"] = str(max(1, round(retry_after)))
             request.app.state.genloop.metrics.rejected.labels(str(exc.http_status)).inc()
-        if exc.http_status == 401 and not request.headers.get("authorization"):
-            headers["WWW-Authenticate"] = 'Basic realm="genloop", charset="UTF-8"'
-        elif exc.http_status == 401:
-            headers["WWW-Authenticate"] = "Bearer"
+        if exc.http_status == 401:
+            headers["WWW-Authenticate"] = challenge(request.headers.get("authorization"))
         if exc.http_status >= 500 and retry_after is None:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
         return error_response(exc.http_status, str(exc), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        locs = [".".join(str(x) for x in e["loc"] if x != "body") for e in errors]
-        parts = []
-        for e, loc in zip(errors, locs, strict=True):
-            msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
-            parts.append(f"{loc or 'body'}: {msg}")
-        return error_response(400, "; ".join(parts), param=locs[0] if locs else None)
+        return validation_response(exc.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -75,12 +89,47 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error in %s %s", request.method, request.url.path)
-        return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
+        # reached only by a failure in the middlewares; the routes' bugs are answered by Crashes
+        return bug_response(request.method, request.url.path, exc)
+
+
+def bug_response(method: str, path: str, exc: BaseException) -> JSONResponse:
+    log.error("unhandled error in %s %s", method, path, exc_info=exc)
+    return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
+
+
+class Crashes:
+    """500 for an exception no handler took, answered inside the metrics (Starlette's own
+    catch-all sits outside every middleware, so its 500s were never counted). A response that
+    has started cannot be replaced: the error is logged and the connection closed."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started:
+                raise
+            await bug_response(scope["method"], scope["path"], exc)(scope, receive, send)
 
 
 class BodyLimit:
-    """413 for a body over ``limit`` bytes, by its Content-Length or by counting what arrives."""
+    """413 for a body over ``limit`` bytes, by its Content-Length or by counting what arrives.
+
+    The body is read here, before the app (a chunked body has no length to check): an error
+    raised while the app reads it would become FastAPI's 400 "error parsing the body". The app
+    then receives it in one message, and what follows (the client's disconnect) as it comes."""
 
     def __init__(self, app: ASGIApp, limit: int):
         self.app, self.limit = app, limit
@@ -92,25 +141,28 @@ class BodyLimit:
         too_big = f"request body is larger than the limit of {self.limit} bytes"
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             return await error_response(413, too_big)(scope, receive, send)
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        body, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge(too_big)
+            if message["type"] != "http.request":  # the client left before sending it all
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                return await error_response(413, too_big)(scope, receive, send)
+            body.append(chunk)
+            if not message.get("more_body", False):
+                break
+        whole: Message | None = {"type": "http.request", "body": b"".join(body), "more_body": False}
+
+        async def replayed() -> Message:
+            nonlocal whole
+            if whole is None:
+                return await receive()
+            message, whole = whole, None
             return message
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge as e:
-            await error_response(413, str(e))(scope, receive, send)
-
-
-class _TooLarge(GenloopError):
-    http_status = 413
+        await self.app(scope, replayed, send)
 
 
 class RequestMetrics:
@@ -150,9 +202,11 @@ def create_app(config: ServeConfig | None = None, store: Store | None = None) ->
     app.include_router(system.public)
     for router in (models.router, text.router, images.router, generations.router, system.router):
         app.include_router(router)
-    # outermost first: the body limit sees the raw request before anything reads it
-    app.add_middleware(RequestMetrics, state=state)
+    # added innermost first: the metrics count every answer (the body limit's 413s and the
+    # catch-all's 500s too); the body limit reads the raw request before anything else does
+    app.add_middleware(Crashes)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(RequestMetrics, state=state)
     return app
 
 

@@ -62,6 +62,14 @@ def key_from_header(authorization: str | None) -> str | None:
     return None
 
 
+def challenge(authorization: str | None) -> str:
+    """The WWW-Authenticate of a 401: Bearer to a Bearer client; else Basic, so a browser asks
+    (again, when the key it was given is wrong)."""
+    if (authorization or "").partition(" ")[0].lower() == "bearer":
+        return "Bearer"
+    return 'Basic realm="genloop", charset="UTF-8"'
+
+
 class RateLimiter:
     """A token bucket per key: ``per_minute`` requests a minute, bursts of up to 10 s' worth."""
 

@@ -13,7 +13,18 @@ from __future__ import annotations
 import copy
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from genloop.errors import UnicodeText as Text
 from genloop.errors import check_unicode
@@ -23,6 +34,22 @@ from genloop.generation.chat import ChatMessage
 # (Spelled out, not built by a function: a type checker reads only literal aliases as types.)
 User = Annotated[str, Field(max_length=256), BeforeValidator(check_unicode)]
 ImagePrompt = Annotated[str, Field(max_length=1000), BeforeValidator(check_unicode)]
+# Numbers are JSON numbers: true, false and "42" are refused (pydantic's lax mode took them);
+# an integer is still a number where a float is asked.
+Int = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]
+
+SEED_MAX = 2**63 - 1
+
+
+def check_choice_seeds(seed: int | None, choices: int) -> None:
+    """Choice i of a request is seeded ``seed + i`` (``generation.text.choice_seed``); a seed
+    whose last choice would pass 2^63 − 1 is refused here rather than wrapped round to 0, 1, ..."""
+    if seed is not None and seed + choices - 1 > SEED_MAX:
+        raise PydanticCustomError(
+            "seed_range", f"choice i is seeded seed + i, and with {choices} choices seed "
+            f"{seed} would pass 2^63 - 1: give a seed of at most {SEED_MAX - choices + 1}",
+            {"param": "seed"})
 
 
 class _Body(BaseModel):
@@ -35,17 +62,17 @@ class StreamOptions(_Body):
 
 class _TextBody(_Body):
     model: str = Field(min_length=1, max_length=80, description="'name' (newest) or 'name@N'")
-    max_tokens: int = Field(16, ge=1, le=1_000_000)
-    temperature: float = Field(1.0, ge=0.0, le=5.0, description="0 = greedy")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    n: int = Field(1, ge=1, le=64, description="choices; choice i is seeded with seed + i")
+    max_tokens: Int = Field(16, ge=1, le=1_000_000)
+    temperature: Number = Field(1.0, ge=0.0, le=5.0, description="0 = greedy")
+    top_p: Number = Field(1.0, gt=0.0, le=1.0)
+    n: Int = Field(1, ge=1, le=64, description="choices; choice i is seeded with seed + i")
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: Text | list[Text] | None = Field(None, description="up to 4 stop strings")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="None = a fresh random seed")
+    seed: Int | None = Field(None, ge=0, le=SEED_MAX, description="None = a fresh random seed")
     user: User | None = None
-    top_k: int | None = Field(None, ge=1, le=1_000_000, description="genloop extra")
-    repetition_penalty: float = Field(1.0, ge=1.0, le=10.0, description="genloop extra")
+    top_k: Int | None = Field(None, ge=1, le=1_000_000, description="genloop extra")
+    repetition_penalty: Number = Field(1.0, ge=1.0, le=10.0, description="genloop extra")
 
     @field_validator("stop")
     @classmethod
@@ -57,9 +84,16 @@ class _TextBody(_Body):
             raise ValueError("stop strings must be 1 to 256 characters")
         return stops
 
+    @model_validator(mode="after")
+    def _choice_seeds(self) -> _TextBody:
+        prompts = getattr(self, "prompt", None)  # chat: one transcript
+        check_choice_seeds(self.seed, self.n * (len(prompts) if isinstance(prompts, list) else 1))
+        return self
+
 
 class CompletionBody(_TextBody):
-    prompt: Text | list[Text] = Field("", description="one prompt or a list of prompts")
+    prompt: Text | Annotated[list[Text], Field(min_length=1)] = Field(
+        "", description="one prompt or a list of prompts")
 
 
 class ChatBody(_TextBody):
@@ -71,18 +105,23 @@ class ImageBody(_Body):
 
     model: str = Field(min_length=1, max_length=80)
     prompt: ImagePrompt = Field("", description="a class name of the model picks the class")
-    n: int = Field(1, ge=1, le=64)
+    n: Int = Field(1, ge=1, le=64)
     size: str | None = Field(None, pattern=r"^\d{1,5}x\d{1,5}$", description="'WxH', the model's size")
     response_format: Literal["url", "b64_json"] = "url"
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    seed: Int | None = Field(None, ge=0, le=SEED_MAX)
     user: User | None = None
-    class_: int | Text | None = Field(None, alias="class", description="genloop extra: class name or index")
+    class_: Int | Text | None = Field(None, alias="class", description="genloop extra: class name or index")
     # the core's name; ``guidance`` (the name before 0.2) is still read
-    guidance_scale: float | None = Field(None, ge=0.0, le=20.0,
+    guidance_scale: Number | None = Field(None, ge=0.0, le=20.0,
                                          validation_alias=AliasChoices("guidance_scale", "guidance"),
                                          description="genloop extra: classifier-free guidance scale")
-    steps: int | None = Field(None, ge=1, le=1000, description="genloop extra")
+    steps: Int | None = Field(None, ge=1, le=1000, description="genloop extra")
     sampler: Literal["ddim", "ddpm"] = "ddim"
+
+    @model_validator(mode="after")
+    def _choice_seeds(self) -> ImageBody:
+        check_choice_seeds(self.seed, self.n)  # image i: seed + i, as text's choices
+        return self
 
 
 # --- responses ------------------------------------------------------------------------------------

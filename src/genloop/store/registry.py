@@ -41,6 +41,7 @@ from genloop.store.db import (
 
 MODEL_NAME_RULE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _MODEL_NAME = re.compile(MODEL_NAME_RULE)
+MAX_VERSION = 2**31 - 1  # the largest INTEGER of PostgreSQL; SQLite's holds 2**63 - 1
 _MODEL_REF = re.compile(r"^(?P<name>[^@\s]+)(?:@(?P<version>[0-9]+))?$")
 
 
@@ -56,17 +57,25 @@ def validate_model_name(name: str) -> str:
 
 
 def parse_model_ref(ref: str) -> tuple[str, int | None]:
-    """'name' -> (name, None); 'name@N' -> (name, N)."""
+    """'name' -> (name, None); 'name@N' -> (name, N), N written one way (no leading zero) and
+    within what a version column holds on every database (a 32-bit integer on PostgreSQL)."""
     m = _MODEL_REF.match(ref) if isinstance(ref, str) else None
     if m is None or not _MODEL_NAME.match(m["name"]):
         raise InvalidInput(
             f"model reference {ref!r} is invalid: use 'name' (newest version) or 'name@N' "
             f"with a name matching {MODEL_NAME_RULE}"
         )
-    version = int(m["version"]) if m["version"] is not None else None
-    if version is not None and version < 1:
-        raise InvalidInput(f"model reference {ref!r} is invalid: in 'name@N', N starts at 1")
-    return m["name"], version
+    digits = m["version"]
+    if digits is None:
+        return m["name"], None
+    if digits.startswith("0"):
+        first = "N starts at 1" if not digits.strip("0") else f"write {digits.lstrip('0')}, " \
+            f"not {digits}"
+        raise InvalidInput(f"model reference {ref!r} is invalid: in 'name@N', {first}")
+    if len(digits) > len(str(MAX_VERSION)) or int(digits) > MAX_VERSION:
+        raise InvalidInput(f"model reference {ref!r} is invalid: in 'name@N', N is at most "
+                           f"{MAX_VERSION}")
+    return m["name"], int(digits)
 
 
 def _advisory_key(name: str) -> int:

@@ -1,4 +1,4 @@
-"""The service itself: ``/health`` (the only route without a key), ``/metrics`` for Prometheus,
+"""The service itself: ``/health`` (GET or HEAD; the only route without a key), ``/metrics`` for Prometheus,
 and the studio's static files (``/`` and ``/studio/...``), which need the key like every other
 route: the browser asks for it once (HTTP Basic, the key as password) and sends it after."""
 
@@ -27,6 +27,12 @@ router = APIRouter(tags=["service"], responses=errors(401, 429))
 @public.get("/health", summary="Liveness; the only route that needs no key")
 async def health(state: StateDep) -> Health:
     return Health(version=__version__, auth=state.config.auth)
+
+
+@public.head("/health", include_in_schema=False)
+async def health_head() -> Response:
+    """Liveness for probes that send HEAD: the status alone."""
+    return Response(status_code=200)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -141,7 +142,7 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
     _check_limits(state, body, prompts)
     treq = _text_request(state, body, prompt, stops)
     kind = "chat.completion" if chat else "text_completion"
-    rid = ("chatcmpl-" if chat else "cmpl-") + format(treq.seed, "x")
+    rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex  # per response (seed: records)
     created = int(time.time())
 
     if body.stream:
