@@ -48,7 +48,7 @@ def keys_list() -> None:
         table.add_row(k.id, k.name, k.scope, k.owner, f"{k.prefix}…",
                       k.created_at.strftime("%Y-%m-%d %H:%M"),
                       k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "")
-    out.print(table)
+    out.print(table, width=None if out.is_terminal else 160)  # piped: whole ids, one row a key
 
 
 @app.command("revoke", epilog="Examples:\n\n    genloop keys revoke laptop\n\n"
