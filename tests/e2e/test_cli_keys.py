@@ -55,6 +55,26 @@ def test_keys_create_list_revoke(workspace: Path, cli: Cli) -> None:
         store.close()
 
 
+def test_keys_create_takes_a_scope_and_an_owner_and_list_shows_them(workspace: Path, cli: Cli) -> None:
+    plain = cli(["keys", "create", "laptop"], workspace)
+    bot = cli(["keys", "create", "alice-bot", "--scope", "read", "--owner", "alice"], workspace)
+    assert plain.returncode == 0 and bot.returncode == 0, plain.stderr + bot.stderr
+    assert "scope read, owner alice" in bot.stderr
+    store = Store()
+    try:
+        laptop = store.verify_key(plain.stdout.strip())
+        alice = store.verify_key(bot.stdout.strip())
+        assert laptop is not None and (laptop.scope, laptop.owner) == ("generate", "laptop")
+        assert alice is not None and (alice.scope, alice.owner) == ("read", "alice")
+    finally:
+        store.close()
+    rows = {cells[1]: cells[2:4] for line in cli(["keys", "list"], workspace).stdout.splitlines()
+            if line.count("…") == 1 for cells in [line.replace("│", " ").split()]}
+    assert rows == {"laptop": ["generate", "laptop"], "alice-bot": ["read", "alice"]}
+    bad = cli(["keys", "create", "x", "--scope", "root"], workspace)
+    assert bad.returncode == 2 and "scope 'root' is invalid" in one_error_line(bad)
+
+
 @pytest.mark.parametrize("command", [["keys"], ["keys", "create"], ["keys", "revoke"]])
 def test_keys_help_shows_an_example(command: list[str], workspace: Path, cli: Cli) -> None:
     r = cli([*command, "--help"], workspace)

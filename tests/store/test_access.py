@@ -43,7 +43,8 @@ def test_create_and_verify_key(store: Store) -> None:
     key, secret = store.create_key("laptop")
     assert secret.startswith(f"gl_{key.id}_") and len(key.id) == 12
     assert key.prefix == secret[:10] and key.name == "laptop" and not key.revoked
-    assert set(key.model_dump()) == {"id", "name", "prefix", "created_at", "revoked_at"}
+    assert set(key.model_dump()) == {"id", "name", "prefix", "created_at", "revoked_at", "owner",
+                                     "scope"}
     assert store.verify_key(secret) == key
     assert store.list_keys() == [key]
     other, other_secret = store.create_key("ci")

@@ -10,21 +10,31 @@ from rich.table import Table
 from genloop.cli.console import command_app, err, faced, out
 
 app = command_app(help="Create, list and revoke API keys for `genloop serve`.", no_args_is_help=True,
-                  epilog="Examples:\n\n    genloop keys create laptop\n\n    genloop keys list\n\n"
-                  "    genloop keys revoke laptop")
+                  epilog="Examples:\n\n    genloop keys create laptop\n\n"
+                  "    genloop keys create dashboard --scope read --owner alice\n\n"
+                  "    genloop keys list\n\n    genloop keys revoke laptop")
 
 
-@app.command("create", epilog="Example:\n\n    genloop keys create laptop")
+@app.command("create", epilog="Examples:\n\n    genloop keys create laptop\n\n"
+             "    genloop keys create alice-bot --scope generate --owner alice\n\n"
+             "    genloop keys create ops --scope admin")
 @faced
-def keys_create(name: Annotated[str, typer.Argument(help="a name to recognise the key by")]) -> None:
+def keys_create(
+    name: Annotated[str, typer.Argument(help="a name to recognise the key by")],
+    scope: Annotated[str, typer.Option(
+        help="admin: everything; generate: generate, read and rate its owner's records; "
+             "read: read its owner's records")] = "generate",
+    owner: Annotated[str | None, typer.Option(
+        help="whose records the key sees and makes (default: the key's name)")] = None,
+) -> None:
     """Create an API key and print its secret, once: only its SHA-256 is stored."""
     from genloop.store import Store
 
-    key, secret = Store().create_key(name)
+    key, secret = Store().create_key(name, scope=scope, owner=owner)
     print(secret)
-    err.print(f"API key [bold]{key.name}[/] ({key.id}) created. Copy the secret above now: it is "
-              "not shown again. Send it as `Authorization: Bearer <secret>`.", highlight=False,
-              soft_wrap=True)
+    err.print(f"API key [bold]{key.name}[/] ({key.id}, scope {key.scope}, owner {key.owner}) "
+              "created. Copy the secret above now: it is not shown again. Send it as "
+              "`Authorization: Bearer <secret>`.", highlight=False, soft_wrap=True)
 
 
 @app.command("list", epilog="Example:\n\n    genloop keys list")
@@ -33,11 +43,12 @@ def keys_list() -> None:
     """Every API key (never its secret), newest first."""
     from genloop.store import Store
 
-    table = Table("id", "name", "prefix", "created", "revoked")
+    table = Table("id", "name", "scope", "owner", "prefix", "created", "revoked")
     for k in Store().list_keys():
-        table.add_row(k.id, k.name, f"{k.prefix}…", k.created_at.strftime("%Y-%m-%d %H:%M"),
+        table.add_row(k.id, k.name, k.scope, k.owner, f"{k.prefix}…",
+                      k.created_at.strftime("%Y-%m-%d %H:%M"),
                       k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "")
-    out.print(table)
+    out.print(table, width=None if out.is_terminal else 160)  # piped: whole ids, one row a key
 
 
 @app.command("revoke", epilog="Examples:\n\n    genloop keys revoke laptop\n\n"

@@ -55,15 +55,20 @@ def record_feedback(
     body: RatingIn,
     key_id: str | None = None,
     idempotency: tuple[str, str, str] | None = None,
+    *,
+    owner: str | None = None,
+    visible_to: str | None = None,
 ) -> tuple[FeedbackRecord, bool]:
     """Store a rating (value 1-5) or thumbs (value 1 or -1); returns it and whether it is a
-    replay of an earlier request with the same idempotency (scope, key, request_hash)."""
+    replay of an earlier request with the same idempotency (scope, key, request_hash).
+    ``owner`` is stamped on it; a generation ``visible_to`` does not see is NotFound."""
     if body.rating is not None:
         kind, value = "rating", body.rating
     else:
         kind, value = "thumbs", 1 if body.thumbs == "up" else -1
     return store.add_feedback(
-        kind, generation_id, value, comment=body.comment, key_id=key_id, idempotency=idempotency
+        kind, generation_id, value, comment=body.comment, key_id=key_id, idempotency=idempotency,
+        owner=owner, visible_to=visible_to,
     )
 
 
@@ -72,8 +77,12 @@ def record_preference(
     body: PreferenceIn,
     key_id: str | None = None,
     idempotency: tuple[str, str, str] | None = None,
+    *,
+    owner: str | None = None,
+    visible_to: str | None = None,
 ) -> tuple[FeedbackRecord, bool]:
-    """Store a preference (generation = chosen, other generation = rejected, value 1)."""
+    """Store a preference (generation = chosen, other generation = rejected, value 1), both of
+    one owner; as :func:`record_feedback` for ``owner`` and ``visible_to``."""
     return store.add_feedback(
         "preference",
         body.chosen,
@@ -82,6 +91,8 @@ def record_preference(
         comment=body.comment,
         key_id=key_id,
         idempotency=idempotency,
+        owner=owner,
+        visible_to=visible_to,
     )
 
 

@@ -114,20 +114,21 @@ class TextModel(_Loaded):
         self._record(request, request.prompts[0], "".join(pieces), seed, timings)
 
     def _record(self, request: TextRequest, prompt: str, text: str, seed: int, timings: dict,
-                extra: dict[str, Any] | None = None) -> GenerationRecord:
+                extra: dict[str, Any] | None = None, owner: str | None = None) -> GenerationRecord:
         one = request.model_copy(update={"prompt": prompt, "seed": seed, "num_samples": 1})
         return self.store.record_generation(
             model=self.version, kind="text",
             request={**json.loads(one.model_dump_json()), **(extra or {})},
             seed=seed, output=text, file=None, content_hash=content_hash(text), timings=timings,
+            owner=owner,
         )
 
     def record(self, request: TextRequest, output: TextOutput,
-               extra: dict[str, Any] | None = None) -> GenerationRecord:
+               extra: dict[str, Any] | None = None, owner: str | None = None) -> GenerationRecord:
         """Record one finished choice of a batched request (``extra``: the face's own settings,
-        e.g. the chat messages, so a history can restore them)."""
+        e.g. the chat messages, so a history can restore them; ``owner``: the API key owner's)."""
         return self._record(request, output.prompt, output.text, output.seed,
-                            {**output.timings, "tokens": output.tokens}, extra)
+                            {**output.timings, "tokens": output.tokens}, extra, owner)
 
     def batcher(self, max_batch: int = 16, max_queue: int = 32) -> Batcher:
         """This model's continuous-batching loop (created on first use; later limits are ignored)."""
@@ -166,7 +167,9 @@ class ImageModel(_Loaded):
         return _validated(ImageGenRequest, params)
 
     def generate(self, **params: Any) -> ImageResult:
-        """Draw images; each is written as a PNG (provenance in its text chunks) and recorded."""
+        """Draw images; each is written as a PNG (provenance in its text chunks) and recorded
+        (``owner``: the API key owner's; None, the workspace's)."""
+        owner = params.pop("owner", None)
         request = params.pop("request", None) or self.request(**params)
         request = request.model_copy(update={"seed": resolve_seed(request.seed)})
         out = generate_images(self.family, self.config, self.network, self.class_names, request)
@@ -182,6 +185,7 @@ class ImageModel(_Loaded):
             records.append(self.store.record_generation(
                 model=self.version, kind="image", request=meta, seed=out.seed,
                 output=meta["class"], file=str(path), content_hash=digest, timings=out.timings,
+                owner=owner,
             ))
         return ImageResult(out, request, records, self.ref)
 

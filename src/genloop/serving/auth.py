@@ -22,6 +22,12 @@ class Unauthorized(GenloopError):
     http_status = 401
 
 
+class Forbidden(GenloopError):
+    """A live key whose scope does not allow the route (a ``read`` key asking to generate)."""
+
+    http_status = 403
+
+
 class RateLimited(GenloopError):
     http_status = 429
 
@@ -32,14 +38,31 @@ class RateLimited(GenloopError):
 
 @dataclass(frozen=True)
 class Caller:
-    """The key behind a request; ``scope`` keys idempotency records ("-" when auth is off)."""
+    """The key behind a request; ``scope`` keys idempotency records ("-" when auth is off).
+
+    ``owner`` is stamped on what the key makes; ``access`` is the key's scope (``admin``,
+    ``generate`` or ``read``). With auth off the caller is the local admin, owner None (the
+    workspace's, as the CLI's records are)."""
 
     key_id: str | None
     name: str
+    owner: str | None = None
+    access: str = "admin"
 
     @property
     def scope(self) -> str:
         return self.key_id or "-"
+
+    @property
+    def visible_to(self) -> str | None:
+        """The owner whose records alone this caller sees; None: an admin sees every record."""
+        return None if self.access == "admin" else self.owner
+
+    def require_generate(self) -> None:
+        """403 for a key that may only read."""
+        if self.access not in ("admin", "generate"):
+            raise Forbidden(f"API key {self.name!r} has scope {self.access!r}, which may read "
+                            "records but not generate or rate; use a key with scope 'generate'")
 
 
 ANONYMOUS = Caller(None, "anonymous (auth off)")

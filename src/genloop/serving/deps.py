@@ -76,12 +76,21 @@ def get_caller(request: Request, state: StateDep) -> Caller:
         record = state.store.verify_key(secret)
         if record is None:
             raise Unauthorized("invalid or revoked API key")
-        caller = Caller(record.id, record.name)
+        caller = Caller(record.id, record.name, record.owner, record.scope)
     state.limiter.take(caller.scope)
     return caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def get_writer(caller: CallerDep) -> Caller:
+    """The caller, if its key's scope lets it generate and rate (else 403)."""
+    caller.require_generate()
+    return caller
+
+
+WriterDep = Annotated[Caller, Depends(get_writer)]
 
 
 def request_hash(route: str, body: Any) -> str:

@@ -8,6 +8,11 @@
 - **Idempotency.** A key claims a row ``(scope, key)`` in one write transaction; the primary key
   decides who owns it, so of two concurrent claims exactly one wins (``BEGIN IMMEDIATE`` on
   SQLite; on PostgreSQL the loser's insert fails and it reads the winner's row).
+- **Owners.** A key has an ``owner`` (by default its name) and a ``scope`` (``KEY_SCOPES``):
+  generations and feedback made with it are stamped with its owner, and the read and write
+  methods here and in :class:`genloop.store.Store` take ``visible_to``: an owner whose records
+  alone are seen (None: every record, as the CLI and admin keys see them). A record another
+  owner holds is NotFound, exactly as one that does not exist, so ids don't reveal existence.
 - **Feedback** can be written together with its idempotency row in one transaction, so a crash
   never leaves a rating without the record of its key (a retry would add it twice) or a key whose
   rating was never stored.
@@ -30,6 +35,7 @@ from sqlalchemy.orm import Session, aliased
 from genloop.errors import Conflict, InvalidInput, NotFound
 from genloop.store.db import (
     FEEDBACK_KINDS,
+    KEY_SCOPES,
     ApiKeyRecord,
     ApiKeyRow,
     Database,
@@ -67,6 +73,23 @@ def validate_key_name(name: str) -> str:
             "'.', '_', '-'; at most 64 characters) and not look like a 12-hex key id"
         )
     return name
+
+
+def validate_owner(owner: str) -> str:
+    """Owners are named like keys (a 12-hex owner is fine: it is never looked up as an id)."""
+    if not isinstance(owner, str) or not _KEY_NAME.match(owner):
+        raise InvalidInput(f"owner {owner!r} is invalid: it must match {KEY_NAME_RULE}")
+    return owner
+
+
+def validate_scope(scope: str) -> str:
+    if scope not in KEY_SCOPES:
+        raise InvalidInput(f"key scope {scope!r} is invalid: use one of {', '.join(KEY_SCOPES)}")
+    return scope
+
+
+def is_visible(row: GenerationRow | None, visible_to: str | None) -> bool:
+    return row is not None and (visible_to is None or row.owner == visible_to)
 
 
 def _check_idempotency_key(scope: str, key: str) -> None:
@@ -138,9 +161,13 @@ class AccessRecords(Database):
 
     # --- API keys ---------------------------------------------------------------------------
 
-    def create_key(self, name: str) -> tuple[ApiKeyRecord, str]:
-        """A new key and its secret; the secret exists only in this return value."""
+    def create_key(self, name: str, *, scope: str = "generate",
+                   owner: str | None = None) -> tuple[ApiKeyRecord, str]:
+        """A new key and its secret; the secret exists only in this return value. The key sees
+        and makes records of ``owner`` (default: its name) as its ``scope`` allows."""
         validate_key_name(name)
+        validate_scope(scope)
+        owner = validate_owner(name if owner is None else owner)
         key_id = new_id(12)
         secret = f"gl_{key_id}_{secrets.token_urlsafe(32)}"
         taken = InvalidInput(
@@ -152,7 +179,8 @@ class AccessRecords(Database):
                 if s.scalar(select(ApiKeyRow.id).where(ApiKeyRow.name == name)) is not None:
                     raise taken
                 row = ApiKeyRow(
-                    id=key_id, name=name, prefix=secret[:PREFIX_LENGTH], hash=_digest(secret)
+                    id=key_id, name=name, prefix=secret[:PREFIX_LENGTH], hash=_digest(secret),
+                    owner=owner, scope=scope,
                 )
                 s.add(row)
                 s.flush()
@@ -267,8 +295,13 @@ class AccessRecords(Database):
         key_id: str | None = None,
         idempotency: tuple[str, str, str] | None = None,
         stale_after_s: float = STALE_AFTER_S,
+        owner: str | None = None,
+        visible_to: str | None = None,
     ) -> tuple[FeedbackRecord, bool]:
         """Record feedback; returns it and whether it is a replay.
+
+        ``owner`` is stamped on the row; a generation ``visible_to`` does not see is NotFound,
+        and a preference between generations of two owners is refused.
 
         ``idempotency`` = (scope, key, request_hash): the feedback row and a done idempotency
         row (its response: the feedback's JSON, status 201) are written in one transaction. A
@@ -286,9 +319,18 @@ class AccessRecords(Database):
                         earlier = _idempotency_row(s, idempotency[0], idempotency[1])
                         if earlier is not None and not _is_stale(earlier, stale_after_s):
                             return _replayed_feedback(earlier, idempotency[2]), True
+                    owners: set[str | None] = set()
                     for gid in (generation_id, other_generation_id):
-                        if gid is not None and s.get(GenerationRow, gid) is None:
+                        if gid is None:
+                            continue
+                        generation = s.get(GenerationRow, gid)
+                        if generation is None or not is_visible(generation, visible_to):
                             raise NotFound(f"no generation with id {gid!r}")
+                        owners.add(generation.owner)
+                    if len(owners) > 1:
+                        raise InvalidInput(
+                            f"a preference compares generations of one owner; {generation_id!r} "
+                            f"and {other_generation_id!r} belong to different owners")
                     if key_id is not None and s.get(ApiKeyRow, key_id) is None:
                         raise NotFound(f"no API key with id {key_id!r}")
                     row = FeedbackRow(
@@ -299,6 +341,7 @@ class AccessRecords(Database):
                         value=value,
                         comment=comment,
                         key_id=key_id,
+                        owner=owner,
                     )
                     s.add(row)
                     s.flush()
@@ -322,10 +365,14 @@ class AccessRecords(Database):
         raise AssertionError("unreachable")
 
     def list_feedback(
-        self, generation_id: str | None = None, *, kind: str | None = None, limit: int | None = 100
+        self, generation_id: str | None = None, *, kind: str | None = None,
+        limit: int | None = 100, visible_to: str | None = None,
     ) -> list[FeedbackRecord]:
-        """Newest first; ``generation_id`` matches either side of a preference too."""
+        """Newest first; ``generation_id`` matches either side of a preference too;
+        ``visible_to``: only that owner's feedback."""
         q = select(FeedbackRow)
+        if visible_to is not None:
+            q = q.where(FeedbackRow.owner == visible_to)
         if generation_id is not None:
             q = q.where(
                 or_(
@@ -339,7 +386,8 @@ class AccessRecords(Database):
         with self.read() as s:
             return [FeedbackRecord.model_validate(r) for r in s.scalars(q)]
 
-    def feedback_for(self, generation_ids: list[str]) -> dict[str, list[FeedbackRecord]]:
+    def feedback_for(self, generation_ids: list[str],
+                     visible_to: str | None = None) -> dict[str, list[FeedbackRecord]]:
         """The feedback of each of ``generation_ids`` (either side of a preference), newest
         first, in one query: a page of history needs it for every row."""
         if not generation_ids:
@@ -348,6 +396,8 @@ class AccessRecords(Database):
              .where(or_(FeedbackRow.generation_id.in_(generation_ids),
                         FeedbackRow.other_generation_id.in_(generation_ids)))
              .order_by(FeedbackRow.created_at.desc(), FeedbackRow.id))
+        if visible_to is not None:
+            q = q.where(FeedbackRow.owner == visible_to)
         found: dict[str, list[FeedbackRecord]] = {gid: [] for gid in generation_ids}
         with self.read() as s:
             for row in s.scalars(q):
@@ -357,8 +407,11 @@ class AccessRecords(Database):
                         found[gid].append(record)
         return found
 
-    def list_preferences(self) -> list[tuple[FeedbackRecord, GenerationRecord, GenerationRecord]]:
-        """Every preference with its chosen and rejected generations, oldest first (one query)."""
+    def list_preferences(
+        self, visible_to: str | None = None
+    ) -> list[tuple[FeedbackRecord, GenerationRecord, GenerationRecord]]:
+        """Every preference with its chosen and rejected generations, oldest first (one query);
+        ``visible_to``: only that owner's."""
         chosen, rejected = aliased(GenerationRow), aliased(GenerationRow)
         q = (
             select(FeedbackRow, chosen, rejected)
@@ -367,6 +420,9 @@ class AccessRecords(Database):
             .where(FeedbackRow.kind == "preference")
             .order_by(FeedbackRow.created_at, FeedbackRow.id)
         )
+        if visible_to is not None:
+            q = q.where(FeedbackRow.owner == visible_to, chosen.owner == visible_to,
+                        rejected.owner == visible_to)
         with self.read() as s:
             return [
                 (

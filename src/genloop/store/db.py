@@ -42,6 +42,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     text,
 )
 from sqlalchemy.engine import make_url
@@ -51,6 +52,9 @@ from genloop.config import settings
 
 RUN_STATUSES = ("running", "completed", "stopped", "failed", "diverged")
 FEEDBACK_KINDS = ("rating", "thumbs", "preference")
+# What an API key may do: admin (everything), generate (generate; read and rate its owner's
+# records), read (read its owner's records). A key made before scopes existed is an admin.
+KEY_SCOPES = ("admin", "generate", "read")
 
 # Any constant works: it only has to be the same in every process that creates the schema.
 _SCHEMA_LOCK_KEY = 0x67656E6C6F6F70  # "genloop"
@@ -163,6 +167,7 @@ class ModelVersionRow(Base):
 
 class GenerationRow(Base):
     __tablename__ = "generations"
+    __table_args__ = (Index("ix_generations_owner_created", "owner", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     model: Mapped[str] = mapped_column(String(80), index=True)
@@ -176,6 +181,8 @@ class GenerationRow(Base):
     safety: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     timings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # the owner of the API key that asked for it; None: the workspace's (CLI, Python, auth off)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ApiKeyRow(Base):
@@ -189,6 +196,8 @@ class ApiKeyRow(Base):
     hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    owner: Mapped[str] = mapped_column(String(64))  # whose records the key sees and makes
+    scope: Mapped[str] = mapped_column(String(16))  # one of KEY_SCOPES
 
 
 class FeedbackRow(Base):
@@ -208,6 +217,7 @@ class FeedbackRow(Base):
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)  # as a generation's
 
 
 class IdempotencyRow(Base):
@@ -296,6 +306,7 @@ class GenerationRecord(_Record):
     safety: dict[str, Any] | None
     timings: dict[str, Any]
     created_at: datetime
+    owner: str | None = None
 
 
 class ApiKeyRecord(_Record):
@@ -306,6 +317,8 @@ class ApiKeyRecord(_Record):
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    owner: str
+    scope: str
 
     @property
     def revoked(self) -> bool:
@@ -321,6 +334,7 @@ class FeedbackRecord(_Record):
     comment: str | None
     key_id: str | None
     created_at: datetime
+    owner: str | None = None
 
 
 class IdempotencyRecord(_Record):
@@ -377,6 +391,31 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
     return engine
 
 
+# Columns added to tables that existed before them: (table, column, DDL type and default). A
+# database made by an older genloop gets them on open; its keys become admins owned by their name.
+_OWNER_COLUMNS = (
+    ("api_keys", "owner", "VARCHAR(64)"),
+    ("api_keys", "scope", "VARCHAR(16) NOT NULL DEFAULT 'admin'"),
+    ("generations", "owner", "VARCHAR(64)"),
+    ("feedback", "owner", "VARCHAR(64)"),
+)
+
+
+def _add_owner_columns(conn: Any) -> None:
+    """Add the owner and scope columns an older database lacks (inside the schema transaction,
+    so concurrent first opens add them once)."""
+    have = inspect(conn)
+    added = False
+    for table, column, ddl in _OWNER_COLUMNS:
+        if column not in {c["name"] for c in have.get_columns(table)}:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+            added = True
+    if added:
+        conn.execute(text("UPDATE api_keys SET owner = name WHERE owner IS NULL"))
+        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_generations_owner_created "
+                          "ON generations (owner, created_at)"))
+
+
 class Database:
     """Engines and sessions for one workspace database; the schema is created on open.
 
@@ -407,6 +446,7 @@ class Database:
                 # Serialize concurrent first opens (several API workers starting at once).
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
             Base.metadata.create_all(conn)
+            _add_owner_columns(conn)
 
     @contextmanager
     def write(self) -> Iterator[Session]:

@@ -23,7 +23,7 @@ from genloop.atomic import atomic_write_json, fsync_dir
 from genloop.config import settings
 from genloop.errors import InvalidInput, NotFound
 from genloop.models.modeldir import ModelDir
-from genloop.store.access import AccessRecords
+from genloop.store.access import AccessRecords, is_visible
 from genloop.store.db import (
     RUN_STATUSES,
     Database,
@@ -354,8 +354,10 @@ class Store(AccessRecords, Database):
         content_hash: str,
         timings: dict[str, Any],
         safety: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> GenerationRecord:
-        """Keep every output traceable: which version, which request, which seed."""
+        """Keep every output traceable: which version, which request, which seed; ``owner``:
+        the API key owner who asked (None: the workspace's own)."""
         with self.write() as s:
             row = GenerationRow(
                 id=new_id(),
@@ -369,26 +371,30 @@ class Store(AccessRecords, Database):
                 content_hash=content_hash,
                 safety=safety,
                 timings=timings,
+                owner=owner,
             )
             s.add(row)
             s.flush()
             return GenerationRecord.model_validate(row)
 
-    def get_generation(self, generation_id: str) -> GenerationRecord:
-        """One generation by id."""
+    def get_generation(self, generation_id: str, visible_to: str | None = None) -> GenerationRecord:
+        """One generation by id; another owner's than ``visible_to`` (when given) is NotFound."""
         with self.read() as s:
             row = s.get(GenerationRow, generation_id)
-            if row is None:
+            if row is None or not is_visible(row, visible_to):
                 raise NotFound(f"no generation with id {generation_id!r}")
             return GenerationRecord.model_validate(row)
 
     def list_generations(
         self, model: str | ModelVersion | None = None, limit: int = 50,
-        before: str | None = None, kind: str | None = None,
+        before: str | None = None, kind: str | None = None, visible_to: str | None = None,
     ) -> list[GenerationRecord]:
         """Newest first; ``model`` is 'name@N', a ModelVersion, or 'name' for all its versions;
-        ``before`` (a generation id) pages: only the ones listed after it."""
+        ``before`` (a generation id) pages: only the ones listed after it; ``visible_to``: only
+        that owner's."""
         q = select(GenerationRow)
+        if visible_to is not None:
+            q = q.where(GenerationRow.owner == visible_to)
         if isinstance(model, ModelVersion):
             q = q.where(GenerationRow.model_version_id == model.id)
         elif model is not None:
@@ -402,7 +408,7 @@ class Store(AccessRecords, Database):
         with self.read() as s:
             if before is not None:
                 anchor = s.get(GenerationRow, before)
-                if anchor is None:
+                if anchor is None or not is_visible(anchor, visible_to):
                     raise NotFound(f"no generation with id {before!r}")
                 q = q.where((GenerationRow.created_at < anchor.created_at)
                             | ((GenerationRow.created_at == anchor.created_at)

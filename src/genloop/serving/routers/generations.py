@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from genloop.errors import NotFound
 from genloop.feedback.collect import PreferenceIn, RatingIn, record_feedback, record_preference
-from genloop.serving.deps import CallerDep, StateDep, idempotency_key, request_hash
+from genloop.serving.deps import CallerDep, StateDep, WriterDep, idempotency_key, request_hash
 from genloop.serving.schemas import (
     IDEMPOTENT_REPLAYED,
     ErrorResponse,
@@ -24,7 +24,7 @@ from genloop.serving.schemas import (
 )
 from genloop.store import GenerationRecord
 
-router = APIRouter(prefix="/v1", tags=["generations"], responses=errors(400, 401, 404, 429))
+router = APIRouter(prefix="/v1", tags=["generations"], responses=errors(400, 401, 403, 404, 429))
 
 GENERATION_ID = r"^[0-9a-f]{1,64}$"
 GenerationId = Annotated[str, Path(pattern=GENERATION_ID, description="a generation's id")]
@@ -62,8 +62,10 @@ async def list_generations(
     kind: Literal["text", "image"] | None = None,
 ) -> GenerationList:
     def page() -> GenerationList:
-        rows = state.store.list_generations(model, limit=limit + 1, before=before, kind=kind)
-        feedback = state.store.feedback_for([g.id for g in rows[:limit]])
+        mine = caller.visible_to
+        rows = state.store.list_generations(model, limit=limit + 1, before=before, kind=kind,
+                                            visible_to=mine)
+        feedback = state.store.feedback_for([g.id for g in rows[:limit]], visible_to=mine)
         return GenerationList(
             data=[generation_object(g, _base(request), feedback.get(g.id)) for g in rows[:limit]],
             has_more=len(rows) > limit)
@@ -75,8 +77,9 @@ async def list_generations(
 async def get_generation(generation_id: GenerationId, state: StateDep, caller: CallerDep,
                          request: Request) -> GenerationObject:
     def one() -> GenerationObject:
-        g = state.store.get_generation(generation_id)
-        return generation_object(g, _base(request), state.store.list_feedback(generation_id=g.id))
+        g = state.store.get_generation(generation_id, visible_to=caller.visible_to)
+        return generation_object(g, _base(request), state.store.list_feedback(
+            generation_id=g.id, visible_to=caller.visible_to))
 
     return await run_in_threadpool(one)
 
@@ -88,7 +91,7 @@ async def get_generation(generation_id: GenerationId, state: StateDep, caller: C
                 "image/png": {"schema": {"type": "string", "format": "binary",
                                          "description": "an image, its provenance in text chunks"}}}}})
 async def get_content(generation_id: GenerationId, state: StateDep, caller: CallerDep) -> Response:
-    g = await run_in_threadpool(state.store.get_generation, generation_id)
+    g = await run_in_threadpool(state.store.get_generation, generation_id, caller.visible_to)
     if g.file is None:
         return PlainTextResponse(g.output or "")
     path = FilePath(g.file)
@@ -110,17 +113,19 @@ async def _write_feedback(state: StateDep, caller: CallerDep, request: Request, 
 @router.post("/generations/{generation_id}/feedback", status_code=201,
              summary="Rate a generation 1–5, or thumbs up/down",
              responses=WRITE)
-async def add_feedback(generation_id: GenerationId, body: RatingIn, state: StateDep, caller: CallerDep,
+async def add_feedback(generation_id: GenerationId, body: RatingIn, state: StateDep, caller: WriterDep,
                        request: Request, response: Response) -> FeedbackObject:
     return await _write_feedback(
         state, caller, request, response, body,
-        lambda idem: record_feedback(state.store, generation_id, body, caller.key_id, idem))
+        lambda idem: record_feedback(state.store, generation_id, body, caller.key_id, idem,
+                                     owner=caller.owner, visible_to=caller.visible_to))
 
 
 @router.post("/preferences", status_code=201, summary="Prefer one generation over another",
              responses=WRITE)
-async def add_preference(body: PreferenceIn, state: StateDep, caller: CallerDep,
+async def add_preference(body: PreferenceIn, state: StateDep, caller: WriterDep,
                          request: Request, response: Response) -> FeedbackObject:
     return await _write_feedback(
         state, caller, request, response, body,
-        lambda idem: record_preference(state.store, body, caller.key_id, idem))
+        lambda idem: record_preference(state.store, body, caller.key_id, idem,
+                                       owner=caller.owner, visible_to=caller.visible_to))

@@ -18,10 +18,10 @@ from starlette.concurrency import run_in_threadpool
 
 from genloop.errors import InvalidInput
 from genloop.generation.service import ImageModel, load
-from genloop.serving.deps import CallerDep, StateDep, run_idempotent
+from genloop.serving.deps import StateDep, WriterDep, run_idempotent
 from genloop.serving.schemas import IDEMPOTENT_REPLAYED, Image, ImageBody, ImagesResponse, errors
 
-router = APIRouter(prefix="/v1", tags=["images"], responses=errors(400, 401, 404, 409, 429, 503))
+router = APIRouter(prefix="/v1", tags=["images"], responses=errors(400, 401, 403, 404, 409, 429, 503))
 
 
 def _class_of(body: ImageBody, model: ImageModel) -> int | str | None:
@@ -41,7 +41,7 @@ def _class_of(body: ImageBody, model: ImageModel) -> int | str | None:
 
 @router.post("/images/generations", summary="Generate images (OpenAI-compatible)",
              response_model=ImagesResponse, responses={200: {"headers": IDEMPOTENT_REPLAYED}})
-async def generate_images(body: ImageBody, state: StateDep, caller: CallerDep,
+async def generate_images(body: ImageBody, state: StateDep, caller: WriterDep,
                           request: Request) -> Response:
     model = await run_in_threadpool(load, body.model, state.store, state.config.models_loaded)
     if not isinstance(model, ImageModel):
@@ -64,7 +64,7 @@ async def generate_images(body: ImageBody, state: StateDep, caller: CallerDep,
 
     async def work() -> tuple[int, dict[str, Any]]:
         async with state.images:
-            result = await run_in_threadpool(model.generate, request=gen_request)
+            result = await run_in_threadpool(model.generate, request=gen_request, owner=caller.owner)
         state.metrics.images.labels(model.ref).inc(len(result.records))
         base = str(request.base_url).rstrip("/")
         data = []

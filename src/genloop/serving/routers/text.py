@@ -23,7 +23,7 @@ from genloop.errors import InvalidInput, validation_message
 from genloop.generation.batching import Event, Failed, Finished, Piece, Ticket
 from genloop.generation.service import TextModel, load
 from genloop.generation.text import TextRequest, resolve_seed
-from genloop.serving.deps import CallerDep, ServerState, StateDep, run_idempotent
+from genloop.serving.deps import CallerDep, ServerState, StateDep, WriterDep, run_idempotent
 from genloop.serving.schemas import (
     IDEMPOTENT_REPLAYED,
     ChatBody,
@@ -40,7 +40,7 @@ from genloop.serving.schemas import (
     event_stream,
 )
 
-router = APIRouter(prefix="/v1", tags=["text"], responses=errors(400, 401, 404, 409, 429, 503))
+router = APIRouter(prefix="/v1", tags=["text"], responses=errors(400, 401, 403, 404, 409, 429, 503))
 
 
 async def load_text_model(state: ServerState, ref: str) -> TextModel:
@@ -66,8 +66,9 @@ class _Run:
     """One request on a model's batcher: its ticket, and its events as an asyncio queue."""
 
     def __init__(self, state: ServerState, model: TextModel, request: TextRequest,
-                 extra: dict[str, Any]):
+                 extra: dict[str, Any], owner: str | None = None):
         self.state, self.model, self.request, self.extra = state, model, request, extra
+        self.owner = owner  # the calling key's, stamped on each choice's record
         self.events: asyncio.Queue = asyncio.Queue()
         self.last_sent = time.monotonic()  # for keep-alive comments
         loop = asyncio.get_running_loop()
@@ -91,7 +92,7 @@ class _Run:
         self.state.metrics.tokens.labels(ref).inc(out.tokens)
         self.state.metrics.first_token.labels(ref).observe(out.timings.get("first_token_s", 0.0))
         one = self.request.model_copy(update={"prompt": out.prompt})
-        record = await run_in_threadpool(self.model.record, one, out, self.extra)
+        record = await run_in_threadpool(self.model.record, one, out, self.extra, self.owner)
         self._gauges()
         return record.id
 
@@ -148,7 +149,7 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
     if body.stream:
         if request.headers.get("idempotency-key"):
             raise InvalidInput("Idempotency-Key: streaming requests do not take one")
-        run = _Run(state, model, treq, extra)
+        run = _Run(state, model, treq, extra, caller.owner)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
             _stream(run, rid, created, kind, chat, include_usage, state.config.keepalive_s),
@@ -157,7 +158,7 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
         )
 
     async def work() -> tuple[int, dict[str, Any]]:
-        run = _Run(state, model, treq, extra)
+        run = _Run(state, model, treq, extra, caller.owner)
         choices: dict[int, CompletionChoice | ChatCompletionChoice] = {}
         completion = 0
         try:
@@ -276,7 +277,7 @@ async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, incl
 # The JSON answer is the model; "stream": true answers the event stream of its chunks instead.
 @router.post("/completions", summary="Complete text (OpenAI-compatible)", response_model=Completion,
              responses={200: {"headers": IDEMPOTENT_REPLAYED, "content": event_stream(CompletionChunk)}})
-async def completions(body: CompletionBody, state: StateDep, caller: CallerDep,
+async def completions(body: CompletionBody, state: StateDep, caller: WriterDep,
                       request: Request) -> Response:
     return await _respond(state, caller, request, body, chat=False)
 
@@ -285,6 +286,6 @@ async def completions(body: CompletionBody, state: StateDep, caller: CallerDep,
              response_model=ChatCompletion,
              responses={200: {"headers": IDEMPOTENT_REPLAYED,
                               "content": event_stream(ChatCompletionChunk)}})
-async def chat_completions(body: ChatBody, state: StateDep, caller: CallerDep,
+async def chat_completions(body: ChatBody, state: StateDep, caller: WriterDep,
                            request: Request) -> Response:
     return await _respond(state, caller, request, body, chat=True)
