@@ -230,7 +230,7 @@ class Family:
     build: Callable[[Any], torch.nn.Module]
     # The model argument of the functions below is ``Any``: each family's functions take its own
     # nn.Module subclass (what its ``build`` returns), which a registry of mixed families cannot
-    # name; ``sample`` draws with ``Generators`` (text) or a ``torch.Generator`` (image) and
+    # name; ``sample`` draws with ``Generators`` (one generator, or one per row or image) and
     # returns an ``Iterator[torch.Tensor]`` of next-token ids (text) or a (B, C, H, W) tensor (image).
     loss: Callable[[Any, Any], dict[str, torch.Tensor]]
     sample: Callable[[Any, Any, Any], Any]
