@@ -28,10 +28,12 @@ def test_train_generate_eval_through_the_cli(tmp_path: Path) -> None:
                  "--json"], home)
     assert r.returncode == 0, r.stderr
     records = [json.loads(line) for line in r.stdout.splitlines()]
-    assert len(records) == 6 and all(x["class"] == "4" and x["seed"] == 9 for x in records)
+    assert len(records) == 6 and all(x["class"] == "4" for x in records)
+    assert [x["seed"] for x in records] == list(range(9, 15))  # image i: seed + i, as text
     assert all(Path(x["file"]).is_file() for x in records)
     stamp = read_provenance(grid)
     assert stamp["model"] == "cli-vae@1" and stamp["request"]["class_label"] == "4"
+    assert stamp["seed"] == 9 and stamp["seeds"] == list(range(9, 15))
     assert stamp["content_hashes"] == [x["content_hash"] for x in records]
 
     r = run_cli(["eval", "cli-vae", "--samples", "30", "--importance-samples", "3"], home)

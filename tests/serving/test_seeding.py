@@ -3,7 +3,8 @@
 The same request and seed give the same text through ``genloop generate`` (the CLI),
 ``genloop.load(...).generate`` (Python) and ``POST /v1/completions`` (HTTP, continuous batching),
 for one choice and for several; and every choice, whichever face made it, replays from its record
-alone (``genloop generate --replay <id>``) to its recorded content hash.
+alone (``genloop generate --replay <id>``) to its recorded content hash. Images follow the same
+rule: image i is the request of one seeded seed + i.
 """
 
 from __future__ import annotations
@@ -112,8 +113,14 @@ def test_every_image_of_a_request_replays_to_its_content_hash(served_workspace, 
     from genloop.generation.service import replay
 
     monkeypatch.setenv("GENLOOP_HOME", str(served_workspace.home))
-    result = genloop.load("tiny-digits").generate(num_samples=3, seed=9)
-    for record in result.records:
+    model = genloop.load("tiny-digits")
+    result = model.generate(num_samples=3, seed=9)
+    for i, record in enumerate(result.records):
+        # image i is the request of one seeded 9 + i (its class recorded), as text's choice i
+        assert record.seed == 9 + i and record.request["num_samples"] == 1
+        assert record.request["seed"] == record.seed and record.request["class_label"] == record.output
+        alone = model.generate(num_samples=1, seed=9 + i, class_label=record.output).records[0]
+        assert alone.content_hash == record.content_hash
         again = replay(record.id)
         assert again.matches and again.pixels.shape[-1] in (1, 3)
     r = cli(served_workspace.home, "generate", "--replay", result.records[2].id,

@@ -32,6 +32,9 @@ def serve(
     models_loaded: int = option(ServeConfig, "models_loaded"),
     threads: int = option(ServeConfig, "threads", help="torch threads per forward pass (1 suits small "
                           "models: the rest serve HTTP)"),
+    public_url: str | None = option(ServeConfig, "public_url", help=(
+        "base URL clients reach the server at (image URLs start with it; default: the bind "
+        "address, or relative URLs on 0.0.0.0)")),
     preload: Annotated[list[str], typer.Option(help="load these models before serving")] = [],
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
@@ -44,7 +47,7 @@ def serve(
     try:
         config = ServeConfig(host=host, port=port, auth=auth, max_batch=max_batch, max_queue=max_queue,
                              rate_limit=rate_limit, max_tokens=max_tokens,
-                             models_loaded=models_loaded, threads=threads)
+                             models_loaded=models_loaded, threads=threads, public_url=public_url)
     except ValueError as e:
         raise InvalidInput(validation_message(e)) from None
     store = Store()

@@ -1,10 +1,13 @@
 """Image generation: a typed request in, images out — seeded, class-conditional, guided, and
 written as PNGs that carry their own provenance.
 
-Every PNG genloop writes holds text chunks (``genloop:model``, ``genloop:seed``,
-``genloop:request``, ``genloop:content_hash``) so a file found on its own still says which model
-version, seed and parameters made it; ``read_provenance`` reads them back. The content hash is the
-sha256 of the raw pixels (H, W, C uint8), so it does not depend on PNG compression.
+Every PNG genloop hands out holds text chunks (``genloop:model``, ``genloop:seed``,
+``genloop:request``, ``genloop:content_hash``, and for one generation ``genloop:generation``) so a
+file found on its own still says which model version, seed and parameters made it;
+``read_provenance`` reads them back. The content hash is the sha256 of the raw pixels (H, W, C
+uint8), so it does not depend on PNG compression. The workspace stores each distinct image once
+(``save_pixels``: content-addressed, no text chunks); a generation's PNG is those pixels with that
+generation's own chunks, made when it is asked for.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from genloop.atomic import atomic_write_bytes
 from genloop.errors import InvalidInput
-from genloop.generation.text import resolve_seed
-from genloop.models.family import Family, ImageModelConfig, ImageRequest, fast_bf16
+from genloop.generation.text import choice_seed, resolve_seed
+from genloop.models.family import Family, Generators, ImageModelConfig, ImageRequest, fast_bf16
 
 MAX_IMAGES = 256
 
@@ -52,8 +55,10 @@ class ImageGenRequest(BaseModel):
 class ImageOutput:
     images: np.ndarray  # (B, H, W, C) uint8
     labels: list[int | None]
-    seed: int
+    seed: int  # the request's seed
     timings: dict[str, float] = field(default_factory=dict)
+    # image i's own seed: choice_seed(seed, i); an interpolation is one draw, all the request's
+    seeds: list[int] = field(default_factory=list)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -94,9 +99,15 @@ def generate_images(
     family: Family, config: ImageModelConfig, network: torch.nn.Module, class_names: list[str],
     request: ImageGenRequest,
 ) -> ImageOutput:
-    """Draw ``request.num_samples`` images; all randomness comes from the request's seed."""
+    """Draw ``request.num_samples`` images; all randomness comes from the request's seed.
+
+    Image i is drawn with its own generator seeded ``choice_seed(seed, i)``, the rule of text's
+    choices, and class ``class_label`` (or, on a conditional model without one, class i mod the
+    number of classes): so it is the image a request of one with that seed and class draws,
+    while the network still runs on the whole batch. An interpolation is one draw for the whole
+    walk (two end points and, without a class, one class), seeded by the request's seed.
+    """
     seed = resolve_seed(request.seed)
-    g = torch.Generator().manual_seed(seed)
     n = request.num_samples
     wanted = class_index(request.class_label, class_names)
     labels: torch.Tensor | None = None
@@ -106,25 +117,31 @@ def generate_images(
     elif wanted is not None:
         raise InvalidInput("class_label: this model is not class-conditional")
     latents = None
+    generators: Generators
     if request.interpolate:
         if family.latent_shape is None:
             raise InvalidInput(f"interpolate: a {family.name} model has no latent space to walk")
+        g = torch.Generator().manual_seed(seed)
         shape = family.latent_shape(config)
         a, b = torch.randn(math.prod(shape), generator=g), torch.randn(math.prod(shape), generator=g)
         latents = slerp(a, b, torch.linspace(0, 1, n)).reshape(n, *shape)
         if labels is not None and wanted is None:
             labels = torch.full((n,), int(torch.randint(0, config.num_classes, (1,), generator=g)))
+        generators, seeds = g, [seed] * n
+    else:
+        seeds = [choice_seed(seed, i) for i in range(n)]
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
     req = ImageRequest(num_samples=n, labels=labels, steps=request.steps, sampler=request.sampler,
                        guidance_scale=request.guidance_scale, latents=latents)
     t0 = time.perf_counter()
     network.eval()
     # bf16 where the CPU has it natively (about 2× faster convolutions); the noise stays fp32
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16("cpu")):
-        x = family.sample(network, req, g).float()
+        x = family.sample(network, req, generators).float()
     total = time.perf_counter() - t0
     out_labels: list[int | None] = labels.tolist() if labels is not None else [None] * n
     timings = {"total_s": total, "images_per_s": n / max(total, 1e-9)}
-    return ImageOutput(to_uint8(x), out_labels, seed, timings)
+    return ImageOutput(to_uint8(x), out_labels, seed, timings, seeds)
 
 
 # --- PNG files --------------------------------------------------------------------------------
@@ -179,8 +196,26 @@ def save_grid(images: torch.Tensor | np.ndarray, path: Path, provenance: dict[st
     return save_png(path, mosaic, provenance, scale=min(scale, 8))
 
 
-def read_provenance(path: Path) -> dict[str, Any]:
-    """The ``genloop:*`` text chunks of a PNG, decoded."""
+def save_pixels(folder: Path, pixels: np.ndarray) -> tuple[Path, str]:
+    """Store (H, W, C) uint8 pixels once, content-addressed: ``folder/ab/<hash>.png``, a PNG
+    without text chunks (provenance belongs to a generation, and many may share these pixels);
+    returns the path and the content hash. Written atomically; an existing file is kept."""
+    digest = content_hash(pixels)
+    path = Path(folder) / digest[:2] / f"{digest}.png"
+    if not path.is_file():
+        save_png(path, pixels)
+    return path, digest
+
+
+def read_pixels(path: Path) -> np.ndarray:
+    """A PNG's pixels as (H, W, C) uint8 (C = 1 for a grey image), as ``content_hash`` takes them."""
+    with Image.open(path) as img:
+        pixels = np.asarray(img)
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def read_provenance(path: Path | io.BytesIO) -> dict[str, Any]:
+    """The ``genloop:*`` text chunks of a PNG (a file, or bytes in a BytesIO), decoded."""
     with Image.open(path) as img:
         text = dict(getattr(img, "text", {}))
     out: dict[str, Any] = {}

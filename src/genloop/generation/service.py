@@ -18,15 +18,17 @@ from typing import Any, cast
 import torch
 
 from genloop.config import settings
-from genloop.errors import CorruptArtifact, InvalidInput, validation_message
+from genloop.errors import CorruptArtifact, InvalidInput, NotFound, validation_message
 from genloop.generation.batching import Batcher
 from genloop.generation.chat import ChatTemplate, load_chat_template
 from genloop.generation.image import (
     ImageGenRequest,
     ImageOutput,
     generate_images,
+    png_bytes,
+    read_pixels,
     save_grid,
-    save_png,
+    save_pixels,
 )
 from genloop.generation.image import content_hash as pixels_hash
 from genloop.generation.kinds import generates
@@ -151,6 +153,7 @@ class ImageResult:
     def save_grid(self, path: Path, columns: int | None = None) -> Path:
         provenance = {"model": self.model, "seed": self.output.seed,
                       "request": self.request.model_dump(mode="json"),
+                      "seeds": [r.seed for r in self.records],
                       "content_hashes": [r.content_hash for r in self.records],
                       "generations": [r.id for r in self.records]}
         return save_grid(self.output.images, Path(path), provenance, columns)
@@ -167,8 +170,10 @@ class ImageModel(_Loaded):
         return _validated(ImageGenRequest, params)
 
     def generate(self, **params: Any) -> ImageResult:
-        """Draw images; each is written as a PNG (provenance in its text chunks) and recorded
-        (``owner``: the API key owner's; None, the workspace's)."""
+        """Draw images; each is recorded with its own seed and a request of one that draws it
+        again (an interpolation: the whole walk's request and the image's index), its pixels
+        stored once by content (``image_png`` gives its PNG with its own provenance); ``owner``:
+        the API key owner's (None: the workspace's)."""
         owner = params.pop("owner", None)
         request = params.pop("request", None) or self.request(**params)
         request = request.model_copy(update={"seed": resolve_seed(request.seed)})
@@ -176,18 +181,40 @@ class ImageModel(_Loaded):
         folder = settings().generations_dir
         records = []
         for i, (pixels, label) in enumerate(zip(out.images, out.labels, strict=True)):
-            digest = pixels_hash(pixels)
-            meta = {**request.model_dump(mode="json"), "index": i,
-                    "class": None if label is None else self.class_names[label]}
-            # content-addressed: the file is complete before the row that points at it exists
-            path = save_png(folder / digest[:2] / f"{digest}.png", pixels,
-                            {"model": self.ref, "seed": out.seed, "request": meta, "content_hash": digest})
+            name = None if label is None else self.class_names[label]
+            one = request if request.interpolate else request.model_copy(update={
+                "num_samples": 1, "seed": out.seeds[i],
+                "class_label": request.class_label if name is None else name})
+            meta = {**one.model_dump(mode="json"), "index": i, "class": name}
+            # the pixels are stored before the row that points at them exists
+            path, digest = save_pixels(folder, pixels)
             records.append(self.store.record_generation(
-                model=self.version, kind="image", request=meta, seed=out.seed,
-                output=meta["class"], file=str(path), content_hash=digest, timings=out.timings,
+                model=self.version, kind="image", request=meta, seed=out.seeds[i],
+                output=name, file=str(path), content_hash=digest, timings=out.timings,
                 owner=owner,
             ))
         return ImageResult(out, request, records, self.ref)
+
+
+def image_provenance(record: GenerationRecord) -> dict[str, Any]:
+    """The ``genloop:*`` chunks of generation ``record``'s PNG: its model, seed, request, content
+    hash and id."""
+    return {"model": record.model, "seed": record.seed, "request": record.request,
+            "content_hash": record.content_hash, "generation": record.id}
+
+
+def image_png(record: GenerationRecord) -> bytes:
+    """Generation ``record``'s PNG: its stored pixels with its own provenance chunks (many
+    generations may share the pixels; none shares another's provenance)."""
+    if record.file is None:
+        raise InvalidInput(f"generation {record.id!r} is {record.kind}, not an image")
+    path = Path(record.file)
+    if not path.is_file():
+        raise NotFound(f"the file of generation {record.id!r} is gone from the workspace")
+    pixels = read_pixels(path)
+    if pixels_hash(pixels) != record.content_hash:
+        raise CorruptArtifact(f"{path}: its pixels do not match generation {record.id!r}'s content hash")
+    return png_bytes(pixels, image_provenance(record))
 
 
 _CACHE: OrderedDict[tuple[str, str], TextModel | ImageModel] = OrderedDict()
@@ -261,9 +288,9 @@ class Replay:
 
 def replay(generation_id: str, store: Store | None = None) -> Replay:
     """Run generation ``generation_id`` again from what its record holds (model version, request,
-    seed) and hash the result; nothing new is recorded. A text choice replays as a request of one
-    with its own seed (``choice_seed``); an image is drawn again with its request and taken at its
-    recorded index."""
+    seed) and hash the result; nothing new is recorded. A text choice or an image replays as a
+    request of one with its own seed (``choice_seed``); an image of an interpolation is the walk
+    drawn again with the request's seed, taken at its recorded index."""
     store = store or Store()
     record = store.get_generation(generation_id)
     model = load(record.model, store)
@@ -273,8 +300,9 @@ def replay(generation_id: str, store: Store | None = None) -> Replay:
         out = generate_texts(model.family, model.network, model.tokenizer, request)[0]
         return Replay(record, out.content_hash, out.text)
     fields = {k: v for k, v in record.request.items() if k in ImageGenRequest.model_fields}
-    request = _validated(ImageGenRequest, {**fields, "seed": record.seed})
+    walk = bool(fields.get("interpolate"))
+    request = _validated(ImageGenRequest, {**fields, "seed": record.seed,
+                                           **({} if walk else {"num_samples": 1})})
     images = generate_images(model.family, model.config, model.network, model.class_names, request)
-    index = int(record.request.get("index", 0))
-    pixels = images.images[index]
+    pixels = images.images[int(record.request.get("index", 0)) if walk else 0]
     return Replay(record, pixels_hash(pixels), record.output, pixels)

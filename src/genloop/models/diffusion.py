@@ -25,7 +25,15 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from genloop.errors import RecipeError
-from genloop.models.family import Family, ImageBatch, ImageModelConfig, ImageRequest
+from genloop.models.family import (
+    Family,
+    Generators,
+    ImageBatch,
+    ImageModelConfig,
+    ImageRequest,
+    draw_labels,
+    draw_normal,
+)
 from genloop.models.schedulers import Schedule, scheduler_for, training_scheduler
 
 
@@ -190,9 +198,12 @@ def loss(model: UNet, batch: ImageBatch) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def sample(model: UNet, request: ImageRequest, generator: torch.Generator) -> torch.Tensor:
+def sample(model: UNet, request: ImageRequest, generator: Generators) -> torch.Tensor:
     """DDPM (η = 1) or DDIM (η = 0) from x_T ~ N(0, I) over ``request.steps`` timesteps, with
-    classifier-free guidance ε = ε_∅ + s·(ε_y − ε_∅) when the model is conditional and s ≠ 1."""
+    classifier-free guidance ε = ε_∅ + s·(ε_y − ε_∅) when the model is conditional and s ≠ 1.
+
+    ``generator``: one for the batch, or one per image, which then draws that image's label
+    (when none is given), its x_T and each DDPM step's noise; the U-Net runs on the batch."""
     config = model.config
     B = request.num_samples
     device = next(model.parameters()).device
@@ -200,9 +211,9 @@ def sample(model: UNet, request: ImageRequest, generator: torch.Generator) -> to
     scheduler.set_timesteps(request.steps or (config.timesteps if request.sampler == "ddpm" else 50))
     labels = request.labels
     if config.conditional and labels is None:
-        labels = torch.randint(0, config.num_classes, (B,), generator=generator)
+        labels = draw_labels(generator, B, config.num_classes)
     guided = config.conditional and request.guidance_scale != 1.0
-    x = torch.randn((B, config.channels, config.image_size, config.image_size), generator=generator)
+    x = draw_normal(generator, B, (config.channels, config.image_size, config.image_size))
     for t in scheduler.timesteps.tolist():
         tt = torch.full((B,), t, dtype=torch.long, device=device)
         if guided:

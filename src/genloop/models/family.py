@@ -108,6 +108,12 @@ class ImageRequest:
     ``labels`` (B,) int64 gives the class of each sample (None: unconditional, or the model
     ignores it). ``steps``/``sampler``/``guidance_scale`` matter to diffusion only; ``latents``
     (B, *latent_shape) replaces the random draw for families with a latent space (interpolation).
+
+    ``sample(model, request, generator)`` draws with ``Generators``: one generator for the whole
+    batch, or one per image: then image i takes every random number it needs (its labels when
+    none are given, its latent or initial noise, a DDPM step's noise) from generator i alone, in
+    the order a batch of one would, so each image depends only on its own seed while the network
+    still runs on the batch (``draw_normal``).
     """
 
     num_samples: int
@@ -136,8 +142,34 @@ class TokenRequest:
     use_cache: bool = True
 
 
-# what a text family's ``sample`` draws with: one generator for the batch, or one per row
+# what a family's ``sample`` draws with: one generator for the batch, or one per row
 Generators = torch.Generator | Sequence[torch.Generator]
+
+
+def draw_normal(generator: Generators, rows: int, shape: tuple[int, ...],
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise (rows, *shape) on the CPU: from one generator, or row i from
+    generator i (exactly what a batch of one would draw from it)."""
+    if isinstance(generator, torch.Generator):
+        return torch.randn((rows, *shape), generator=generator, device=generator.device,
+                           dtype=dtype).cpu()
+    _check_rows(generator, rows)
+    return torch.cat([torch.randn((1, *shape), generator=g, device=g.device, dtype=dtype).cpu()
+                      for g in generator])
+
+
+def draw_labels(generator: Generators, rows: int, classes: int) -> torch.Tensor:
+    """Uniform class ids (rows,) on the CPU, from one generator or row i from generator i."""
+    if isinstance(generator, torch.Generator):
+        return torch.randint(0, classes, (rows,), generator=generator, device=generator.device).cpu()
+    _check_rows(generator, rows)
+    return torch.cat([torch.randint(0, classes, (1,), generator=g, device=g.device).cpu()
+                      for g in generator])
+
+
+def _check_rows(generators: Sequence[torch.Generator], rows: int) -> None:
+    if len(generators) != rows:
+        raise ValueError(f"{len(generators)} generators for {rows} images")
 
 
 class SlotDecoder(Protocol):
@@ -198,7 +230,7 @@ class Family:
     build: Callable[[Any], torch.nn.Module]
     # The model argument of the functions below is ``Any``: each family's functions take its own
     # nn.Module subclass (what its ``build`` returns), which a registry of mixed families cannot
-    # name; ``sample`` draws with ``Generators`` (text) or a ``torch.Generator`` (image) and
+    # name; ``sample`` draws with ``Generators`` (one generator, or one per row or image) and
     # returns an ``Iterator[torch.Tensor]`` of next-token ids (text) or a (B, C, H, W) tensor (image).
     loss: Callable[[Any, Any], dict[str, torch.Tensor]]
     sample: Callable[[Any, Any, Any], Any]

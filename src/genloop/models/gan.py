@@ -42,7 +42,15 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from genloop.errors import InvalidInput, RecipeError
-from genloop.models.family import Family, ImageBatch, ImageModelConfig, ImageRequest
+from genloop.models.family import (
+    Family,
+    Generators,
+    ImageBatch,
+    ImageModelConfig,
+    ImageRequest,
+    draw_labels,
+    draw_normal,
+)
 
 GANLoss = Literal["minimax", "non_saturating", "least_squares", "wgan_gp", "hinge"]
 
@@ -384,11 +392,12 @@ def train_step(model: GAN, batch: ImageBatch, optimizer: torch.optim.Optimizer,
 
 
 @torch.no_grad()
-def sample(model: GAN, request: ImageRequest, generator: torch.Generator) -> torch.Tensor:
+def sample(model: GAN, request: ImageRequest, generator: Generators) -> torch.Tensor:
     """(B, C, H, W) images in [-1, 1] from ``request.latents`` or fresh z, in eval mode.
 
     A conditional model takes ``request.labels`` (B,), or draws them uniformly when None; an
-    unconditional one ignores labels.
+    unconditional one ignores labels. ``generator``: one for the batch, or one per image (z,
+    then the label, from each image's own).
     """
     cfg = model.config
     device = next(model.parameters()).device
@@ -399,12 +408,11 @@ def sample(model: GAN, request: ImageRequest, generator: torch.Generator) -> tor
                                f"got {tuple(request.latents.shape)}")
         z = request.latents.to(device=device, dtype=torch.float32)
     else:
-        z = draw_latents(B, cfg.latent_dim, generator, device)
+        z = draw_normal(generator, B, (cfg.latent_dim,)).to(device)
     labels = None
     if model.conditional:
         if request.labels is None:
-            labels = torch.randint(model.num_classes, (B,), generator=generator,
-                                   device=generator.device).to(device)
+            labels = draw_labels(generator, B, model.num_classes).to(device)
         else:
             labels = request.labels.to(device=device, dtype=torch.long)
             if labels.shape != (B,) or (labels < 0).any() or (labels >= model.num_classes).any():

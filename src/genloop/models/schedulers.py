@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 
 from genloop.errors import InvalidInput, RecipeError
+from genloop.models.family import Generators, draw_normal
 
 Schedule = Literal["linear", "cosine"]
 
@@ -80,8 +81,9 @@ class NoiseScheduler:
         return int(self.timesteps[i + 1]) if i + 1 < len(self.timesteps) else -1
 
     def step(self, eps: torch.Tensor, t: int, x: torch.Tensor,
-             generator: torch.Generator | None) -> torch.Tensor:
-        """x_t → x_{prev}: Song et al. 2021, eq. 12 with σ from eq. 16 (x̂_0 clipped to [−1, 1])."""
+             generator: Generators | None) -> torch.Tensor:
+        """x_t → x_{prev}: Song et al. 2021, eq. 12 with σ from eq. 16 (x̂_0 clipped to [−1, 1]);
+        the noise (σ > 0) comes from one generator, or row i's from generator i."""
         prev = self.previous(t)
         ab_t = float(self.alphas_cumprod[t])
         ab_prev = float(self.alphas_cumprod[prev]) if prev >= 0 else 1.0
@@ -90,7 +92,9 @@ class NoiseScheduler:
         sigma = self.eta * math.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
         x_prev = math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
         if sigma > 0:
-            x_prev = x_prev + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            noise = (torch.randn(x.shape, dtype=x.dtype) if generator is None
+                     else draw_normal(generator, x.shape[0], tuple(x.shape[1:]), x.dtype))
+            x_prev = x_prev + sigma * noise
         return x_prev
 
 

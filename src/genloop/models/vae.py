@@ -42,7 +42,15 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from genloop.errors import InvalidInput, RecipeError
-from genloop.models.family import Family, ImageBatch, ImageModelConfig, ImageRequest
+from genloop.models.family import (
+    Family,
+    Generators,
+    ImageBatch,
+    ImageModelConfig,
+    ImageRequest,
+    draw_labels,
+    draw_normal,
+)
 
 SUPPORTED_SIZES = (8, 16, 28, 32)
 
@@ -259,11 +267,11 @@ def importance_nll(model: VAE, batch: ImageBatch, k: int, chunk_images: int = 20
 
 
 @torch.no_grad()
-def sample(model: VAE, request: ImageRequest, generator: torch.Generator) -> torch.Tensor:
+def sample(model: VAE, request: ImageRequest, generator: Generators) -> torch.Tensor:
     """Decoder means for z ~ N(0, I) (or ``request.latents``), (B, C, H, W) in [-1, 1].
 
     Conditional models take ``request.labels``; without them, labels are drawn uniformly from
-    ``generator`` (after z).
+    ``generator`` (after z). ``generator``: one for the batch, or one per image.
     """
     config: VAEConfig = model.config
     param = next(model.parameters())
@@ -273,11 +281,11 @@ def sample(model: VAE, request: ImageRequest, generator: torch.Generator) -> tor
             raise InvalidInput(f"latents must have shape ({B}, {D}), got {tuple(request.latents.shape)}")
         z = request.latents.to(param.device, torch.float32)
     else:
-        z = _randn((B, D), generator, param)
+        z = draw_normal(generator, B, (D,)).to(param.device)
     labels = None
     if config.conditional:
         if request.labels is None:
-            labels = torch.randint(0, config.num_classes, (B,), generator=generator, device=generator.device)
+            labels = draw_labels(generator, B, config.num_classes)
         else:
             labels = request.labels
             if labels.shape != (B,) or labels.min() < 0 or labels.max() >= config.num_classes:

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import ipaddress
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 def is_loopback(host: str) -> bool:
@@ -39,6 +40,29 @@ class ServeConfig(BaseModel):
         "torch threads for the models' forward passes; small models decode fastest on one, "
         "which leaves the other cores to HTTP"))
     keepalive_s: float = Field(5.0, gt=0, description="SSE keep-alive comment interval")
+    public_url: str | None = Field(None, max_length=2048, description=(
+        "the base URL clients reach this server at (https://genloop.example.com, or behind a "
+        "path: .../genloop); image URLs start with it. None: http://HOST:PORT of the bind "
+        "address, or a relative URL when that is a wildcard (0.0.0.0, ::). Never the Host header"))
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query or parsed.fragment:
+            raise ValueError(f"public_url must be an http(s) URL without query or fragment, not {value!r}")
+        return value.rstrip("/")
+
+    def base_url(self) -> str:
+        """What image URLs start with (no trailing slash; "" for relative URLs)."""
+        if self.public_url is not None:
+            return self.public_url
+        if self.host in ("0.0.0.0", "::", ""):
+            return ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @model_validator(mode="after")
     def _no_open_server_without_keys(self) -> ServeConfig:

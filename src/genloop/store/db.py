@@ -49,6 +49,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from genloop.config import settings
+from genloop.store.paths import WorkspacePath
 
 RUN_STATUSES = ("running", "completed", "stopped", "failed", "diverged")
 FEEDBACK_KINDS = ("rating", "thumbs", "preference")
@@ -253,7 +254,7 @@ class DatasetRecord(_Record):
     name: str
     hash: str
     kind: str
-    path: str
+    path: WorkspacePath
     meta: dict[str, Any]
     created_at: datetime
 
@@ -269,7 +270,7 @@ class RunRecord(_Record):
     step: int
     metrics: dict[str, Any]
     error: str | None
-    path: str
+    path: WorkspacePath
     created_at: datetime
     updated_at: datetime
 
@@ -279,7 +280,7 @@ class ModelVersion(_Record):
     name: str
     version: int
     family: str
-    path: str
+    path: WorkspacePath
     dataset_hash: str | None
     recipe_hash: str | None
     parent: str | None
@@ -301,7 +302,7 @@ class GenerationRecord(_Record):
     request: dict[str, Any]
     seed: int
     output: str | None
-    file: str | None
+    file: WorkspacePath | None
     content_hash: str
     safety: dict[str, Any] | None
     timings: dict[str, Any]

@@ -38,6 +38,7 @@ from genloop.store.db import (
     json_safe,
     new_id,
 )
+from genloop.store.paths import stored_path, workspace_path
 
 MODEL_NAME_RULE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _MODEL_NAME = re.compile(MODEL_NAME_RULE)
@@ -106,7 +107,7 @@ class Store(AccessRecords, Database):
                 row = s.scalar(select(DatasetRow).where(DatasetRow.hash == hash))
                 if row is None:
                     row = DatasetRow(
-                        name=name, hash=hash, kind=kind, path=str(path), meta=meta or {}
+                        name=name, hash=hash, kind=kind, path=stored_path(path), meta=meta or {}
                     )
                     s.add(row)
                     s.flush()
@@ -154,7 +155,7 @@ class Store(AccessRecords, Database):
                 model_name=model_name,
                 step=0,
                 metrics={},
-                path=str(path),
+                path=stored_path(path),
             )
             s.add(row)
             s.flush()
@@ -266,7 +267,7 @@ class Store(AccessRecords, Database):
                     name=name,
                     version=version,
                     family=family,
-                    path=str(dest),
+                    path=stored_path(dest),
                     dataset_hash=dataset_hash,
                     recipe_hash=recipe_hash,
                     parent=parent,
@@ -337,7 +338,7 @@ class Store(AccessRecords, Database):
             row.metrics = json_safe({**row.metrics, **metrics})
             s.flush()
             # Written inside the transaction, so concurrent merges can't interleave file writes.
-            atomic_write_json(ModelDir(Path(row.path)).metrics_file, row.metrics)
+            atomic_write_json(ModelDir(Path(workspace_path(row.path))).metrics_file, row.metrics)
             return ModelVersion.model_validate(row)
 
     # --- generations ------------------------------------------------------------------------
@@ -367,7 +368,7 @@ class Store(AccessRecords, Database):
                 request=request,
                 seed=seed,
                 output=output,
-                file=file,
+                file=None if file is None else stored_path(file),
                 content_hash=content_hash,
                 safety=safety,
                 timings=timings,

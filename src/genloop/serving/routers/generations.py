@@ -4,16 +4,15 @@ with their ``Idempotency-Key`` record (``genloop.feedback``)."""
 
 from __future__ import annotations
 
-from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import FileResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from genloop.errors import NotFound
 from genloop.feedback.collect import PreferenceIn, RatingIn, record_feedback, record_preference
-from genloop.serving.deps import CallerDep, StateDep, WriterDep, idempotency_key, request_hash
+from genloop.generation.service import image_png
+from genloop.serving.deps import CallerDep, StateDep, WriterDep, get_state, idempotency_key, request_hash
 from genloop.serving.schemas import (
     IDEMPOTENT_REPLAYED,
     ErrorResponse,
@@ -50,7 +49,8 @@ def generation_object(g: GenerationRecord, base_url: str, feedback: list | None 
 
 
 def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
+    """What content URLs start with: the server's configured base URL, never the Host header."""
+    return get_state(request).config.base_url()
 
 
 @router.get("/generations", summary="Generations, newest first")
@@ -94,10 +94,10 @@ async def get_content(generation_id: GenerationId, state: StateDep, caller: Call
     g = await run_in_threadpool(state.store.get_generation, generation_id, caller.visible_to)
     if g.file is None:
         return PlainTextResponse(g.output or "")
-    path = FilePath(g.file)
-    if not path.is_file():
-        raise NotFound(f"the file of generation {generation_id!r} is gone from the workspace")
-    return FileResponse(path, media_type="image/png", filename=f"{g.content_hash[-16:]}.png")
+    # the stored pixels (shared by every generation that drew them) with this one's provenance
+    png = await run_in_threadpool(image_png, g)
+    return Response(png, media_type="image/png",
+                    headers={"Content-Disposition": f'attachment; filename="{g.id}.png"'})
 
 
 async def _write_feedback(state: StateDep, caller: CallerDep, request: Request, response: Response,

@@ -1,7 +1,8 @@
 """``POST /v1/images/generations``: OpenAI's image route on ``ImageModel.generate``.
 
-Each image is a generation record with its PNG (provenance in its text chunks), written and
-recorded before the response names it. The prompt may name a class ("7", "sneaker"); the
+Each image is a generation record, its pixels stored and recorded before the response names it;
+its PNG (``b64_json``, or the ``url``: the configured ``public_url``, never the Host header) carries
+that generation's own provenance in its text chunks. The prompt may name a class ("7", "sneaker"); the
 genloop extras ``class``, ``guidance_scale``, ``steps`` and ``sampler`` set the rest.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import time
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from genloop.errors import InvalidInput
-from genloop.generation.service import ImageModel, load
+from genloop.generation.service import ImageModel, image_png, load
 from genloop.serving.deps import StateDep, WriterDep, run_idempotent
 from genloop.serving.schemas import IDEMPOTENT_REPLAYED, Image, ImageBody, ImagesResponse, errors
 
@@ -66,10 +66,10 @@ async def generate_images(body: ImageBody, state: StateDep, caller: WriterDep,
         async with state.images:
             result = await run_in_threadpool(model.generate, request=gen_request, owner=caller.owner)
         state.metrics.images.labels(model.ref).inc(len(result.records))
-        base = str(request.base_url).rstrip("/")
+        base = c.base_url()  # configured, never the request's Host header
         data = []
         for record in result.records:
-            file = ({"b64_json": base64.b64encode(Path(record.file or "").read_bytes()).decode()}
+            file = ({"b64_json": base64.b64encode(await run_in_threadpool(image_png, record)).decode()}
                     if body.response_format == "b64_json" else
                     {"url": f"{base}/v1/generations/{record.id}/content"})
             data.append(Image(revised_prompt=record.output or "", generation_id=record.id,
