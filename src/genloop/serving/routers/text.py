@@ -222,7 +222,7 @@ def _coalesced(first: Event, queue: asyncio.Queue) -> list[Event]:
         if event is KEEPALIVE:
             continue  # events are flowing: no need
         if isinstance(event, Piece) and isinstance(last, Piece) and last.index == event.index:
-            events[-1] = Piece(event.index, last.text + event.text)
+            events[-1] = Piece(event.index, last.text + event.text, last.logprobs + event.logprobs)
         else:
             events.append(event)
     return events
