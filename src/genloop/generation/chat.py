@@ -66,12 +66,23 @@ class ChatMessage(BaseModel):
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
                              description="the speaker's name in the transcript")
 
+    # the rest of a tool exchange: refused by the role, or when not empty
+    tool_call_id: str | None = Field(None, description="only on tool messages, which are refused")
+    tool_calls: list[Any] | None = Field(None, description="refused unless empty: no tools")
+
     @field_validator("role")
     @classmethod
     def _renderable(cls, role: str) -> str:
         if role in ("tool", "function"):
             raise unsupported(f"{role} messages (it calls no tools)")
         return role
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _no_tool_calls(cls, calls: list[Any] | None) -> list[Any] | None:
+        if calls:
+            raise unsupported("tool_calls (it calls no tools)")
+        return calls
 
     @property
     def speaker(self) -> Role:

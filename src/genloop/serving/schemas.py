@@ -45,6 +45,7 @@ class StreamOptions(_Body):
 
 
 TokenId = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
+TokenKey = Annotated[int, Field(ge=0, le=2**31 - 1)]  # a JSON object's key: "123"
 NOT_SUPPORTED = "not supported: any value but null (or the default) is a 400"
 
 
@@ -65,7 +66,7 @@ class _TextBody(_Body):
         None, ge=-2.0, le=2.0, description="subtracted once per time a token was generated so far")
     presence_penalty: float | None = Field(
         None, ge=-2.0, le=2.0, description="subtracted once from every token generated so far")
-    logit_bias: dict[TokenId, Bias] | None = Field(
+    logit_bias: dict[TokenKey, Bias] | None = Field(
         None, description="token id → bias added to its logit, -100 to 100")
     # OpenAI features a plain language model cannot honour: refused with a 400 that says so
     tools: list[Any] | None = Field(None, description=NOT_SUPPORTED)
