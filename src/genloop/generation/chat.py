@@ -31,6 +31,7 @@ def unsupported(feature: str) -> PydanticCustomError:
                                {"feature": feature})
 
 
+TEXT_PART = "text"  # OpenAI's content part type (not genloop's data kind of that name)
 _CONTENT_SCHEMA = {"anyOf": [
     {"type": "string", "maxLength": 100_000},
     {"type": "array", "description": "text parts, joined with newlines", "items": {
@@ -47,7 +48,7 @@ def _joined_text_parts(content: Any) -> Any:
     for part in content:
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
             raise ValueError("content parts are objects with a type")
-        if part["type"] != "text":
+        if part["type"] != TEXT_PART:
             raise unsupported(f"{part['type']} content parts")
         if set(part) - {"type", "text"} or not isinstance(part.get("text"), str):
             raise ValueError('a text part is {"type": "text", "text": "..."}')
