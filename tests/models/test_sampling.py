@@ -8,10 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genloop.models.sampling import (
+    adjust_logits,
+    apply_frequency_presence,
+    apply_logit_bias,
     apply_repetition_penalty,
     filter_top_k,
     filter_top_p,
+    next_token_probs,
     sample_next,
+    token_logprobs,
 )
 
 SETTINGS = settings(max_examples=50, deadline=None)
@@ -136,3 +141,109 @@ def test_top_k_one_sampling_is_greedy():
     g = torch.Generator().manual_seed(0)
     for _ in range(20):
         assert sample_next(logits, g, temperature=2.0, top_k=1).tolist() == [1, 0]
+
+
+@st.composite
+def generated_ids(draw, logits):
+    """A (B, G) history of sampled ids for ``logits``'s rows, with repeats."""
+    V = logits.size(-1)
+    G = draw(st.integers(1, 10))
+    return torch.tensor([draw(st.lists(st.integers(0, V - 1), min_size=G, max_size=G))
+                         for _ in range(logits.size(0))])
+
+
+@SETTINGS
+@given(logits=distinct_logits(), frequency=st.floats(-2.0, 2.0), presence=st.floats(-2.0, 2.0),
+       data=st.data())
+def test_frequency_and_presence_penalties_follow_openais_formula(logits, frequency, presence, data):
+    """logit[j] - c[j] * frequency - (c[j] > 0) * presence, c[j] = times j was sampled so far."""
+    generated = data.draw(generated_ids(logits))
+    before = logits.clone()
+    out = apply_frequency_presence(logits, generated, frequency, presence)
+    assert torch.equal(logits, before), "the input is not modified in place"
+    for row in range(logits.size(0)):
+        ids = generated[row].tolist()
+        for v in range(logits.size(-1)):
+            c = ids.count(v)
+            expected = logits[row, v].item() - c * frequency - (c > 0) * presence
+            assert out[row, v].item() == pytest.approx(expected, rel=1e-6, abs=1e-5)
+
+
+def test_penalties_example():
+    logits = torch.tensor([[1.0, 1.0, 1.0]])
+    out = apply_frequency_presence(logits, torch.tensor([[0, 0, 1]]), 0.5, 0.25)
+    assert out.tolist() == [[1.0 - 2 * 0.5 - 0.25, 1.0 - 0.5 - 0.25, 1.0]]
+
+
+@SETTINGS
+@given(logits=distinct_logits(), data=st.data())
+def test_logit_bias_adds_by_token_id(logits, data):
+    V = logits.size(-1)
+    bias = data.draw(st.dictionaries(st.integers(0, V - 1), st.floats(-100.0, 100.0), max_size=V))
+    out = apply_logit_bias(logits, bias)
+    for v in range(V):
+        assert out[:, v].tolist() == pytest.approx((logits[:, v] + bias.get(v, 0.0)).tolist(),
+                                                   abs=1e-4)
+
+
+def test_logit_bias_refuses_ids_outside_the_vocabulary():
+    with pytest.raises(ValueError, match="0..2"):
+        apply_logit_bias(torch.zeros(1, 3), {3: 1.0})
+
+
+@SETTINGS
+@given(logits=distinct_logits(min_v=2), seed=st.integers(0, 2**32), temperature=st.floats(0.0, 2.0),
+       data=st.data())
+def test_bias_minus_100_bans_and_plus_100_forces_a_token(logits, seed, temperature, data):
+    V = logits.size(-1)
+    token = data.draw(st.integers(0, V - 1))
+    g = torch.Generator().manual_seed(seed)
+    forced = sample_next(logits, g, temperature=temperature, logit_bias={token: 100.0})
+    assert (forced == token).all()
+    banned = sample_next(logits, g, temperature=temperature, logit_bias={token: -100.0})
+    assert (banned != token).all()
+
+
+@SETTINGS
+@given(logits=distinct_logits(min_v=2), seed=st.integers(0, 2**32), data=st.data())
+def test_sample_next_draws_from_the_adjusted_logits(logits, seed, data):
+    """Penalties and bias change the logits, nothing else: the draw is the plain draw of the
+    adjusted logits with the same generator (so the seeded path stays one), greedy its argmax."""
+    generated = data.draw(generated_ids(logits))
+    kw = dict(frequency_penalty=0.7, presence_penalty=-0.3, generated=generated,
+              logit_bias={0: 3.0}, repetition_penalty=1.2, history=generated)
+    adjusted = adjust_logits(logits, **kw)
+    a = sample_next(logits, torch.Generator().manual_seed(seed), temperature=0.9, top_k=3, **kw)
+    b = sample_next(adjusted, torch.Generator().manual_seed(seed), temperature=0.9, top_k=3)
+    assert torch.equal(a, b)
+    assert torch.equal(sample_next(logits, None, temperature=0.0, **kw), adjusted.argmax(-1))
+    # with one generator per row, each row is the draw of that row alone (the batcher's way)
+    rows = sample_next(logits, [torch.Generator().manual_seed(seed + i) for i in range(len(a))],
+                       temperature=0.9, top_k=3, **kw)
+    probs = next_token_probs(adjusted, temperature=0.9, top_k=3)
+    alone = [int(torch.multinomial(probs[i : i + 1], 1, generator=torch.Generator().manual_seed(seed + i)))
+             for i in range(len(a))]
+    assert rows.tolist() == alone
+
+def test_no_penalty_and_no_bias_leave_the_logits_as_they_were():
+    logits = torch.randn(2, 7, generator=torch.Generator().manual_seed(0))
+    out = adjust_logits(logits, frequency_penalty=0.0, presence_penalty=0.0,
+                        generated=torch.tensor([[1, 2], [3, 3]]), logit_bias={})
+    assert torch.equal(out, logits)
+
+
+@SETTINGS
+@given(logits=distinct_logits(), top=st.integers(0, 20), data=st.data())
+def test_token_logprobs_are_the_log_softmax_with_the_top_sorted(logits, top, data):
+    chosen = torch.tensor([data.draw(st.integers(0, logits.size(-1) - 1))
+                           for _ in range(logits.size(0))])
+    picked, ids, values = token_logprobs(logits, chosen, top)
+    reference = torch.log_softmax(logits.double(), dim=-1)
+    assert picked.tolist() == pytest.approx(reference.gather(1, chosen[:, None])[:, 0].tolist(),
+                                            abs=1e-5)
+    k = min(top, logits.size(-1))
+    assert ids.shape == values.shape == (logits.size(0), k)
+    for row in range(logits.size(0)):
+        assert values[row].tolist() == sorted(values[row].tolist(), reverse=True)
+        assert set(ids[row].tolist()) == set(reference[row].argsort(descending=True)[:k].tolist())
+        assert values[row].tolist() == pytest.approx(reference[row, ids[row]].tolist(), abs=1e-5)

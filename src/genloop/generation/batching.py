@@ -31,12 +31,14 @@ from genloop.generation.text import (
     TextOutput,
     TextRequest,
     TextRow,
+    TokenLogprob,
+    check_request,
     choice_seed,
     content_hash,
     encode_prompt,
 )
 from genloop.models.family import Family, SlotDecoder
-from genloop.models.sampling import next_token_probs, sample_next
+from genloop.models.sampling import next_token_probs, sample_next, token_logprobs
 from genloop.tokenizers import Tokenizer
 
 
@@ -52,10 +54,12 @@ class Busy(GenloopError):
 
 @dataclass
 class Piece:
-    """New text of choice ``index``."""
+    """New text of choice ``index``; with ``logprobs`` requested, those of the tokens decoded
+    since the last piece (text held back for a stop string comes with a later piece)."""
 
     index: int
     text: str
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
@@ -101,6 +105,8 @@ class _Sequence:
     generator: torch.Generator
     slot: int = -1
     ids: list[int] = field(default_factory=list)  # prompt + generated, for repetition penalty
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # when the request asks for them
+    logprobs_sent: int = 0  # of ``logprobs``, already in a Piece
     next_token: int = -1
     generated: int = 0
     first_token_s: float | None = None
@@ -145,6 +151,7 @@ class Batcher:
         """
         if request.seed is None:
             raise InvalidInput("seed: the batcher needs a resolved seed")
+        check_request(self.tokenizer, request)
         prompts = [p for p in request.prompts for _ in range(request.num_samples)]
         encoded = {p: encode_prompt(self.tokenizer, p, self.block) for p in set(prompts)}
         ticket = Ticket(on_event, len(prompts), sum(len(ids) for ids in encoded.values()))
@@ -220,7 +227,9 @@ class Batcher:
             seq.ids = list(seq.prompt_ids)
             logits = decoder.prefill(seq.slot, torch.tensor(seq.prompt_ids, dtype=torch.long))
             self._running[seq.slot] = seq
-            self._advance(seq, self._choose([seq], logits[None])[0])
+            token = self._choose([seq], logits[None])[0]
+            self._logprobs([seq], logits[None], [token])
+            self._advance(seq, token)
 
     def _step(self) -> None:
         """One forward pass for every running sequence, then each chooses its next token."""
@@ -230,7 +239,9 @@ class Batcher:
         t0 = time.perf_counter()
         tokens = torch.tensor([s.next_token for s in live], dtype=torch.long)
         logits = self._decoder_().step([s.slot for s in live], tokens)
-        for seq, token in zip(live, self._choose(live, logits), strict=True):
+        chosen = self._choose(live, logits)
+        self._logprobs(live, logits, chosen)
+        for seq, token in zip(live, chosen, strict=True):
             self._advance(seq, token)
         self.steps += 1
         self._step_s = 0.9 * self._step_s + 0.1 * (time.perf_counter() - t0)
@@ -248,12 +259,16 @@ class Batcher:
         groups: dict[tuple, list[int]] = {}
         for j, seq in enumerate(seqs):
             r = seq.request
-            if r.repetition_penalty != 1.0:  # depends on each row's history: one at a time
+            if (r.repetition_penalty != 1.0 or r.frequency_penalty or r.presence_penalty
+                    or r.logit_bias):  # depend on each row's history or bias: one at a time
                 history = torch.tensor([seq.ids], dtype=torch.long)
+                generated = history[:, len(seq.prompt_ids):]
                 tokens[j] = int(sample_next(logits[j : j + 1], seq.generator,
                                             temperature=r.temperature, top_k=r.top_k,
                                             top_p=r.top_p, repetition_penalty=r.repetition_penalty,
-                                            history=history)[0])
+                                            history=history, frequency_penalty=r.frequency_penalty,
+                                            presence_penalty=r.presence_penalty,
+                                            generated=generated, logit_bias=r.logit_bias)[0])
             else:
                 groups.setdefault((r.temperature, r.top_k, r.top_p), []).append(j)
         for (temperature, top_k, top_p), rows in groups.items():
@@ -267,6 +282,23 @@ class Batcher:
                 tokens[j] = int(torch.multinomial(probs[i : i + 1], 1, generator=seqs[j].generator))
         return tokens
 
+    def _logprobs(self, seqs: list[_Sequence], logits: torch.Tensor, chosen: list[int]) -> None:
+        """Keep each asking sequence's log-probability of its chosen token and its top
+        alternatives: the model's own log-softmax at this step (``token_logprobs``). End-of-text
+        ends the text and is not one of its tokens, so it gets none."""
+        rows = [j for j, s in enumerate(seqs)
+                if s.request.logprobs is not None and chosen[j] != self.tokenizer.eos_id]
+        if not rows:
+            return
+        top = max(int(seqs[j].request.logprobs or 0) for j in rows)
+        picked, ids, values = token_logprobs(logits[rows], torch.tensor([chosen[j] for j in rows]),
+                                             top)
+        for i, j in enumerate(rows):
+            k = int(seqs[j].request.logprobs or 0)
+            seqs[j].logprobs.append(TokenLogprob(
+                chosen[j], float(picked[i]),
+                list(zip(ids[i, :k].tolist(), values[i, :k].tolist(), strict=True))))
+
     def _advance(self, seq: _Sequence, token: int) -> None:
         """Append ``token`` to ``seq``; emit its new text; finish it if it is done."""
         seq.generated += 1
@@ -277,7 +309,8 @@ class Batcher:
             seq.row.done = "length"
             piece += seq.row.flush()
         if piece:
-            self._emit(seq.ticket, Piece(seq.index, piece))
+            self._emit(seq.ticket, Piece(seq.index, piece, seq.logprobs[seq.logprobs_sent:]))
+            seq.logprobs_sent = len(seq.logprobs)
         if seq.row.done is not None:
             self._finish(seq)
         else:
@@ -292,7 +325,8 @@ class Batcher:
                    "total_s": now - seq.ticket.submitted}
         out = TextOutput(prompt=seq.row.prompt, text=seq.row.text, tokens=len(seq.row.ids),
                          finish_reason=seq.row.done or "length", seed=int(seq.request.seed or 0),
-                         content_hash=content_hash(seq.row.text), timings=timings)
+                         content_hash=content_hash(seq.row.text), timings=timings,
+                         logprobs=seq.logprobs if seq.request.logprobs is not None else None)
         self._emit(seq.ticket, Finished(seq.index, out))
 
     def _emit(self, ticket: Ticket, event: Event) -> None:

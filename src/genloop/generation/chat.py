@@ -11,21 +11,84 @@ use is stated in the model card and in ``GET /v1/models/{model}``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic_core import PydanticCustomError
 
 from genloop.errors import CorruptArtifact, InvalidInput, check_unicode
 from genloop.models.modeldir import ModelDir
 
 Role = Literal["system", "user", "assistant"]
+# OpenAI's roles: "developer" is its newer name for "system"; "tool" (a tool call's result) and
+# "function" are refused, since no genloop model calls tools
+MessageRole = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+def unsupported(feature: str) -> PydanticCustomError:
+    """The validation error of an OpenAI feature a plain language model cannot honour."""
+    return PydanticCustomError("unsupported", "this model does not support {feature}",
+                               {"feature": feature})
+
+
+TEXT_PART = "text"  # OpenAI's content part type (not genloop's data kind of that name)
+_CONTENT_SCHEMA = {"anyOf": [
+    {"type": "string", "maxLength": 100_000},
+    {"type": "array", "description": "text parts, joined with newlines", "items": {
+        "type": "object", "required": ["type", "text"], "additionalProperties": False,
+        "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}}]}
+
+
+def _joined_text_parts(content: Any) -> Any:
+    """OpenAI's content as a list of parts: the text parts joined with newlines (what the model
+    reads); any other part (an image, audio, a file) is refused."""
+    if not isinstance(content, list):
+        return content
+    texts = []
+    for part in content:
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise ValueError("content parts are objects with a type")
+        if part["type"] != TEXT_PART:
+            raise unsupported(f"{part['type']} content parts")
+        if set(part) - {"type", "text"} or not isinstance(part.get("text"), str):
+            raise ValueError('a text part is {"type": "text", "text": "..."}')
+        check_unicode(part["text"])
+        texts.append(part["text"])
+    return "\n".join(texts)
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Role
-    content: Annotated[str, Field(max_length=100_000), BeforeValidator(check_unicode)]
+    role: MessageRole
+    # a string, or OpenAI's list of text parts (joined); the limit is on the joined text
+    content: Annotated[str, Field(max_length=100_000), BeforeValidator(check_unicode),
+                       BeforeValidator(_joined_text_parts), WithJsonSchema(_CONTENT_SCHEMA)]
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                             description="the speaker's name in the transcript")
+
+    # the rest of a tool exchange: refused by the role, or when not empty
+    tool_call_id: str | None = Field(None, description="only on tool messages, which are refused")
+    tool_calls: list[Any] | None = Field(None, description="refused unless empty: no tools")
+
+    @field_validator("role")
+    @classmethod
+    def _renderable(cls, role: str) -> str:
+        if role in ("tool", "function"):
+            raise unsupported(f"{role} messages (it calls no tools)")
+        return role
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _no_tool_calls(cls, calls: list[Any] | None) -> list[Any] | None:
+        if calls:
+            raise unsupported("tool_calls (it calls no tools)")
+        return calls
+
+    @property
+    def speaker(self) -> Role:
+        """The template's role this message is rendered as ("developer" is "system")."""
+        return "system" if self.role == "developer" else self.role  # type: ignore[return-value]
 
 
 def _speaker_names() -> dict[Role, str]:
@@ -47,14 +110,15 @@ class ChatTemplate(BaseModel):
         """The transcript of ``messages`` followed by the start of the assistant's turn."""
         if not messages:
             raise InvalidInput("messages: give at least one message")
-        parts = []
-        for m in messages:
-            if m.role == "system":
-                parts.append(self.system.format(content=m.content))
-            else:
-                parts.append(self.turn.format(name=self.names[m.role], content=m.content))
+        parts = [self.render_message(m) for m in messages]
         parts.append(self.reply.format(name=self.names["assistant"]))
         return "".join(parts)
+
+    def render_message(self, m: ChatMessage) -> str:
+        """One message's part of the transcript; a message's ``name`` is its speaker's name."""
+        if m.speaker == "system":
+            return self.system.format(content=m.content, name=m.name or "")
+        return self.turn.format(name=m.name or self.names[m.speaker], content=m.content)
 
     def render_within(self, messages: list[ChatMessage], fits: Callable[[str], bool]) -> str:
         """The rendered prompt, dropping the oldest turns (never the system message nor the last

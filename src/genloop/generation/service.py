@@ -295,7 +295,8 @@ def replay(generation_id: str, store: Store | None = None) -> Replay:
     record = store.get_generation(generation_id)
     model = load(record.model, store)
     if isinstance(model, TextModel):
-        fields = {k: v for k, v in record.request.items() if k in TextRequest.model_fields}
+        fields = {k: v for k, v in record.request.items()
+                  if k in TextRequest.model_fields and k != "logprobs"}  # not part of the text
         request = _validated(TextRequest, {**fields, "seed": record.seed, "num_samples": 1})
         out = generate_texts(model.family, model.network, model.tokenizer, request)[0]
         return Replay(record, out.content_hash, out.text)

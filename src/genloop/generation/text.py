@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -22,6 +23,9 @@ from genloop.models.family import Family, TokenRequest
 from genloop.tokenizers import Tokenizer
 
 MAX_PROMPTS = 256
+MAX_TOP_LOGPROBS = 20
+
+Bias = Annotated[float, Field(ge=-100.0, le=100.0)]
 
 
 class TextRequest(BaseModel):
@@ -39,6 +43,14 @@ class TextRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="None = a fresh random seed")
     num_samples: int = Field(1, ge=1, le=64, description="samples per prompt")
     use_cache: bool = True
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0,
+                                     description="minus count × this, per token generated so far")
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0,
+                                    description="minus this, once per token generated so far")
+    logit_bias: dict[int, Bias] | None = Field(None, description="token id → added to its logit")
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS,
+                                 description="return each token's log-probability and this many "
+                                             "most likely alternatives (the batcher's faces)")
 
     @field_validator("stop")
     @classmethod
@@ -53,6 +65,16 @@ class TextRequest(BaseModel):
 
 
 @dataclass
+class TokenLogprob:
+    """One generated token with the model's log-probability of it and of the most likely
+    alternatives at that step (most likely first): ``models.sampling.token_logprobs``."""
+
+    token: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
 class TextOutput:
     prompt: str
     text: str
@@ -61,6 +83,15 @@ class TextOutput:
     seed: int
     content_hash: str
     timings: dict[str, float] = field(default_factory=dict)
+    logprobs: list[TokenLogprob] | None = None  # one per token of ``tokens`` when requested
+
+
+def check_request(tokenizer: Tokenizer, request: TextRequest) -> None:
+    """What the request asks of this model's vocabulary: ``logit_bias`` ids must be in it."""
+    bad = [i for i in (request.logit_bias or {}) if not 0 <= i < tokenizer.vocab_size]
+    if bad:
+        raise InvalidInput(f"logit_bias: token id {bad[0]} is outside this model's vocabulary "
+                           f"(0..{tokenizer.vocab_size - 1})")
 
 
 def choice_seed(seed: int, index: int) -> int:
@@ -158,6 +189,9 @@ def stream_tokens(
     prompts = request.prompts
     if not prompts or len(prompts) > MAX_PROMPTS:
         raise InvalidInput(f"prompt: give between 1 and {MAX_PROMPTS} prompts")
+    if request.logprobs is not None:
+        raise InvalidInput("logprobs: returned by the HTTP face (continuous batching) only")
+    check_request(tokenizer, request)
     block = getattr(model.config, "block_size", None) if family.kv_cache else None
     encoded = [encode_prompt(tokenizer, p, block) for p in prompts]
     rows = [TextRow(p, request.stop) for p in prompts for _ in range(request.num_samples)]
@@ -173,6 +207,8 @@ def stream_tokens(
             prompt_ids=batch, max_new_tokens=request.max_new_tokens,
             temperature=request.temperature, top_k=request.top_k, top_p=request.top_p,
             repetition_penalty=request.repetition_penalty, use_cache=request.use_cache,
+            frequency_penalty=request.frequency_penalty, presence_penalty=request.presence_penalty,
+            logit_bias=request.logit_bias,
         )
         for step in family.sample(model, token_request, [generators[r] for r in members]):
             for j, r in enumerate(members):

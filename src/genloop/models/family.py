@@ -140,6 +140,9 @@ class TokenRequest:
     top_p: float | None = None
     repetition_penalty: float = 1.0
     use_cache: bool = True
+    frequency_penalty: float = 0.0  # OpenAI's, over the ids generated so far (models/sampling.py)
+    presence_penalty: float = 0.0
+    logit_bias: dict[int, float] | None = None
 
 
 # what a family's ``sample`` draws with: one generator for the batch, or one per row

@@ -101,6 +101,8 @@ def sample(
         nxt = sample_next(
             logits, generator, temperature=request.temperature, top_k=request.top_k,
             top_p=request.top_p, repetition_penalty=request.repetition_penalty, history=ids,
+            frequency_penalty=request.frequency_penalty, presence_penalty=request.presence_penalty,
+            generated=ids[:, request.prompt_ids.size(1):], logit_bias=request.logit_bias,
         )
         yield nxt
         ids = torch.cat([ids, nxt[:, None]], dim=1)

@@ -20,7 +20,9 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
+    StrictInt,
     TypeAdapter,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -28,7 +30,8 @@ from pydantic_core import PydanticCustomError
 
 from genloop.errors import UnicodeText as Text
 from genloop.errors import check_unicode
-from genloop.generation.chat import ChatMessage
+from genloop.generation.chat import ChatMessage, unsupported
+from genloop.generation.text import MAX_TOP_LOGPROBS, Bias
 
 # Bounded text fields; the length is checked first, so its message stays the usual one.
 # (Spelled out, not built by a function: a type checker reads only literal aliases as types.)
@@ -60,6 +63,11 @@ class StreamOptions(_Body):
     include_usage: bool = False
 
 
+TokenId = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
+TokenKey = Annotated[int, Field(ge=0, le=2**31 - 1)]  # a JSON object's key: "123"
+NOT_SUPPORTED = "not supported: any value but null (or the default) is a 400"
+
+
 class _TextBody(_Body):
     model: str = Field(min_length=1, max_length=80, description="'name' (newest) or 'name@N'")
     max_tokens: Int = Field(16, ge=1, le=1_000_000)
@@ -73,6 +81,25 @@ class _TextBody(_Body):
     user: User | None = None
     top_k: Int | None = Field(None, ge=1, le=1_000_000, description="genloop extra")
     repetition_penalty: Number = Field(1.0, ge=1.0, le=10.0, description="genloop extra")
+    frequency_penalty: Number | None = Field(
+        None, ge=-2.0, le=2.0, description="subtracted once per time a token was generated so far")
+    presence_penalty: Number | None = Field(
+        None, ge=-2.0, le=2.0, description="subtracted once from every token generated so far")
+    logit_bias: dict[TokenKey, Bias] | None = Field(
+        None, description="token id → bias added to its logit, -100 to 100")
+    # OpenAI features a plain language model cannot honour: refused with a 400 that says so
+    tools: list[Any] | None = Field(None, description=NOT_SUPPORTED)
+    tool_choice: Any = Field(None, description=NOT_SUPPORTED + " ('none' is accepted)")
+    functions: list[Any] | None = Field(None, description=NOT_SUPPORTED)
+    function_call: Any = Field(None, description=NOT_SUPPORTED + " ('none' is accepted)")
+    parallel_tool_calls: bool | None = Field(None, description="accepted, ignored: no tools")
+
+    @field_validator("tools", "functions", "tool_choice", "function_call")
+    @classmethod
+    def _no_tools(cls, v: Any, info: ValidationInfo) -> Any:
+        if v in (None, [], "none"):
+            return v
+        raise unsupported(f"{info.field_name} (it calls no tools; it continues text)")
 
     @field_validator("stop")
     @classmethod
@@ -92,12 +119,59 @@ class _TextBody(_Body):
 
 
 class CompletionBody(_TextBody):
-    prompt: Text | Annotated[list[Text], Field(min_length=1)] = Field(
-        "", description="one prompt or a list of prompts")
+    prompt: (Text | Annotated[list[Text], Field(min_length=1)]
+             | Annotated[list[TokenId], Field(min_length=1)]
+             | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1)]) = Field(
+        "", description="one prompt or a list of prompts; as text, or as token ids of the "
+                        "model's tokenizer (one list, or a list of lists)")
+    logprobs: Int | None = Field(None, ge=0, le=5, description="return each token's "
+                                 "log-probability and this many most likely alternatives")
+    echo: bool = Field(False, description="the prompt comes back before each completion")
+    suffix: Text | None = Field(None, description=NOT_SUPPORTED + " ('' is accepted)")
+    best_of: Int | None = Field(None, ge=1, le=64,
+                                description="only n (no choice is selected among more)")
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, v: str | None) -> str | None:
+        if v:
+            raise unsupported("suffix (it continues text; it does not fill in the middle)")
+        return v
+
+    @field_validator("best_of")
+    @classmethod
+    def _best_of_is_n(cls, v: int | None, info: ValidationInfo) -> int | None:
+        n = info.data.get("n", 1)
+        if v is not None and v < n:
+            raise ValueError(f"must be at least n ({n})")
+        if v is not None and v > n:
+            raise unsupported("best_of above n (every choice generated is returned)")
+        return v
 
 
 class ChatBody(_TextBody):
     messages: list[ChatMessage] = Field(min_length=1, max_length=256)
+    max_completion_tokens: Int | None = Field(None, ge=1, le=1_000_000,
+                                              description="OpenAI's newer name of max_tokens")
+    logprobs: bool | None = Field(False, description="return each token's log-probability")
+    top_logprobs: Int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS,
+                                     description="and this many most likely alternatives")
+    response_format: dict[str, Any] | None = Field(
+        None, description='{"type": "text"} only: ' + NOT_SUPPORTED)
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _needs_logprobs(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and not info.data.get("logprobs"):
+            raise ValueError("needs logprobs: true")
+        return v
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and v != {"type": "text"}:
+            raise unsupported(f"response_format {v.get('type')!r} (it writes free text only)")
+        return v
 
 
 class ImageBody(_Body):
@@ -152,6 +226,34 @@ class ErrorResponse(_Reply):
 FinishReason = Literal["stop", "length"]
 
 
+class CompletionLogprobs(_Reply):
+    """OpenAI's legacy logprobs of a completion choice: per token, its text, its log-probability,
+    its most likely alternatives (text → log-probability) and its character offset."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float]] | None
+    text_offset: list[int]
+
+
+class TopLogprob(_Reply):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class ChatTokenLogprob(_Reply):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[TopLogprob] = Field(description="most likely first")
+
+
+class ChatChoiceLogprobs(_Reply):
+    content: list[ChatTokenLogprob] | None
+    refusal: None = None
+
+
 class CompletionUsage(_Reply):
     prompt_tokens: int
     completion_tokens: int
@@ -161,7 +263,7 @@ class CompletionUsage(_Reply):
 class CompletionChoice(_Reply):
     index: int
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReason
     generation_id: str = Field(description="genloop extra: the record of this choice")
 
@@ -183,6 +285,7 @@ class ChatCompletionMessage(_Reply):
 class ChatCompletionChoice(_Reply):
     index: int
     message: ChatCompletionMessage
+    logprobs: ChatChoiceLogprobs | None = None
     finish_reason: FinishReason
     generation_id: str = Field(description="genloop extra: the record of this choice")
 
@@ -199,7 +302,7 @@ class ChatCompletion(_Reply):
 class CompletionChunkChoice(_Partial):
     index: int
     text: str
-    logprobs: None
+    logprobs: CompletionLogprobs | None
     finish_reason: FinishReason | None
     generation_id: str | None = Field(None, description="genloop extra: on a choice's last chunk")
 
@@ -224,6 +327,7 @@ class ChatCompletionDelta(_Partial):
 class ChatCompletionChunkChoice(_Partial):
     index: int
     delta: ChatCompletionDelta
+    logprobs: ChatChoiceLogprobs | None = Field(None, description="with logprobs: true")
     finish_reason: FinishReason | None
     generation_id: str | None = Field(None, description="genloop extra: on a choice's last chunk")
 

@@ -23,6 +23,7 @@ from genloop.errors import InvalidInput, validation_message
 from genloop.generation.batching import Event, Failed, Finished, Piece, Ticket
 from genloop.generation.service import TextModel, load
 from genloop.generation.text import TextRequest, resolve_seed
+from genloop.serving import compat
 from genloop.serving.deps import CallerDep, ServerState, StateDep, WriterDep, run_idempotent
 from genloop.serving.schemas import (
     IDEMPOTENT_REPLAYED,
@@ -106,7 +107,8 @@ def _text_request(state: ServerState, body: CompletionBody | ChatBody, prompt: s
                            temperature=body.temperature,
                            top_p=body.top_p if body.top_p < 1.0 else None, top_k=body.top_k,
                            repetition_penalty=body.repetition_penalty, stop=stops,
-                           seed=resolve_seed(body.seed), num_samples=body.n)
+                           seed=resolve_seed(body.seed), num_samples=body.n,
+                           **compat.sampling_fields(body))
     except ValueError as e:  # pydantic's ValidationError
         raise InvalidInput(validation_message(e)) from None
 
@@ -123,6 +125,7 @@ def _error_payload(error: Exception) -> dict[str, Any]:
 async def _respond(state: StateDep, caller: CallerDep, request: Request,
                    body: CompletionBody | ChatBody, chat: bool) -> Response:
     model = await load_text_model(state, body.model)
+    body = compat.normalized(body)
     stops = list(body.stop or [])  # the validator has made a list of it
     prompt: str | list[str]
     if chat:
@@ -135,13 +138,14 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
         prompts = [prompt]
     else:
         assert isinstance(body, CompletionBody)
-        prompt = body.prompt
+        prompt = compat.completion_prompt(body, model.tokenizer)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         extra = {"api": "completions"}
     if body.user:
         extra["user"] = body.user
     _check_limits(state, body, prompts)
     treq = _text_request(state, body, prompt, stops)
+    echo = isinstance(body, CompletionBody) and body.echo
     kind = "chat.completion" if chat else "text_completion"
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex  # per response (seed: records)
     created = int(time.time())
@@ -152,7 +156,7 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
         run = _Run(state, model, treq, extra, caller.owner)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _stream(run, rid, created, kind, chat, include_usage, state.config.keepalive_s),
+            _stream(run, rid, created, kind, chat, include_usage, state.config.keepalive_s, echo),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -169,13 +173,7 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
                 if isinstance(event, Finished):
                     gid = await run.finish(event)
                     completion += event.output.tokens
-                    text, finish = event.output.text, event.output.finish_reason
-                    choices[event.index] = (
-                        ChatCompletionChoice(index=event.index, finish_reason=finish, generation_id=gid,
-                                             message=ChatCompletionMessage(content=text))
-                        if chat else
-                        CompletionChoice(index=event.index, text=text, finish_reason=finish,
-                                         generation_id=gid))
+                    choices[event.index] = _choice(model, event, gid, chat, echo)
         finally:
             run.ticket.cancel()
         usage = CompletionUsage(prompt_tokens=run.ticket.prompt_tokens, completion_tokens=completion,
@@ -186,6 +184,22 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
         return 200, reply.model_dump(mode="json")
 
     return await run_idempotent(state, caller, request, body, work)
+
+
+def _choice(model: TextModel, event: Finished, gid: str, chat: bool,
+            echo: bool) -> CompletionChoice | ChatCompletionChoice:
+    """A finished choice of a plain (not streamed) answer, with its logprobs if asked for."""
+    out, tok = event.output, model.tokenizer
+    if chat:
+        logprobs = None if out.logprobs is None else compat.chat_logprobs(tok, out.logprobs)
+        return ChatCompletionChoice.model_validate({
+            "index": event.index, "finish_reason": out.finish_reason, "generation_id": gid,
+            "message": ChatCompletionMessage(content=out.text), "logprobs": logprobs})
+    legacy = (None if out.logprobs is None
+              else compat.completion_logprobs(tok, out.logprobs, [], len(out.prompt)))
+    return CompletionChoice.model_validate({
+        "index": event.index, "text": out.prompt + out.text if echo else out.text,
+        "finish_reason": out.finish_reason, "generation_id": gid, "logprobs": legacy})
 
 
 KEEPALIVE = object()  # queued by the timer when no event came for keepalive_s
@@ -210,14 +224,14 @@ def _coalesced(first: Event, queue: asyncio.Queue) -> list[Event]:
         if event is KEEPALIVE:
             continue  # events are flowing: no need
         if isinstance(event, Piece) and isinstance(last, Piece) and last.index == event.index:
-            events[-1] = Piece(event.index, last.text + event.text)
+            events[-1] = Piece(event.index, last.text + event.text, last.logprobs + event.logprobs)
         else:
             events.append(event)
     return events
 
 
 async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, include_usage: bool,
-                  keepalive_s: float) -> AsyncIterator[str]:
+                  keepalive_s: float, echo: bool = False) -> AsyncIterator[str]:
     """SSE chunks until every choice has finished, then ``[DONE]``; an error ends the stream
     with an error event. Cancelled (client gone): the ticket is cancelled in ``finally``.
 
@@ -236,6 +250,7 @@ async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, incl
         return _sse({"id": rid, "object": chunk_kind, "created": created, "model": model,
                      "choices": [choice]})
 
+    logprobs = _StreamLogprobs(run, chat)
     finished, completion = 0, 0
     # a timer rather than a timeout on every get(): asyncio.wait_for costs a task per token
     keepalive = asyncio.create_task(_keepalive(run, keepalive_s))
@@ -245,6 +260,10 @@ async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, incl
                 yield _sse({"id": rid, "object": chunk_kind, "created": created, "model": model,
                             "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
                                          "finish_reason": None}]})
+        elif echo:  # each choice's prompt first (choice i: prompt i // n)
+            prompts = run.request.prompts
+            for i in range(run.ticket.choices):
+                yield chunk(i, prompts[i // run.request.num_samples])
         while finished < run.ticket.choices:
             first = await run.events.get()
             run.last_sent = time.monotonic()
@@ -252,12 +271,14 @@ async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, incl
                 if event is KEEPALIVE:
                     yield ": keep-alive\n\n"
                 elif isinstance(event, Piece):
-                    yield chunk(event.index, event.text)
+                    yield chunk(event.index, event.text, **logprobs.of(event.index, event.logprobs))
                 elif isinstance(event, Finished):
                     gid = await run.finish(event)
                     finished += 1
                     completion += event.output.tokens
-                    yield chunk(event.index, None, event.output.finish_reason, generation_id=gid)
+                    rest = logprobs.rest(event.index, event.output.logprobs)
+                    yield chunk(event.index, None, event.output.finish_reason, generation_id=gid,
+                                **rest)
                 else:
                     yield _sse(_error_payload(event.error))
                     return
@@ -289,3 +310,32 @@ async def completions(body: CompletionBody, state: StateDep, caller: WriterDep,
 async def chat_completions(body: ChatBody, state: StateDep, caller: WriterDep,
                            request: Request) -> Response:
     return await _respond(state, caller, request, body, chat=True)
+
+
+class _StreamLogprobs:
+    """The logprobs of each streamed chunk: those of the tokens the chunk's piece came from, and
+    on a choice's last chunk those not sent yet (tokens whose text a stop string cut)."""
+
+    def __init__(self, run: _Run, chat: bool):
+        self.tokenizer, self.chat = run.model.tokenizer, chat
+        self.asked = run.request.logprobs is not None
+        prompts = run.request.prompts
+        self.offsets = [len(prompts[i // run.request.num_samples])
+                        for i in range(run.ticket.choices)]
+        self.sent: dict[int, list[int]] = {}  # choice → token ids whose logprobs were sent
+
+    def of(self, index: int, entries: list) -> dict[str, Any]:
+        if not self.asked:
+            return {}
+        before = self.sent.setdefault(index, [])
+        if self.chat:
+            out = compat.chat_logprobs(self.tokenizer, entries)
+        else:
+            out = compat.completion_logprobs(self.tokenizer, entries, before, self.offsets[index])
+        before.extend(e.token for e in entries)
+        return {"logprobs": out}
+
+    def rest(self, index: int, entries: list | None) -> dict[str, Any]:
+        if not self.asked or entries is None:
+            return {}
+        return self.of(index, entries[len(self.sent.get(index, [])):])
