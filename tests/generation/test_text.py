@@ -55,9 +55,12 @@ def test_every_choice_is_the_request_of_one_with_its_own_seed(model, tok):
     """Choice i of a many-prompt, many-sample request equals that prompt alone with seed + i,
     so a record (prompt, choice seed, n = 1) replays it, whatever it was batched with."""
     prompts = ["the ", "to", "the lazy dog"]
+    top = 2**63 - 6  # the last choice's seed is 2^63 - 1: the highest a request may reach
     out = gen(model, tok, prompt=prompts, max_new_tokens=24, temperature=1.0, top_k=20,
-              repetition_penalty=1.3, seed=2**63 - 2, num_samples=2)
-    assert [o.seed for o in out] == [2**63 - 2, 2**63 - 1, 0, 1, 2, 3]
+              repetition_penalty=1.3, seed=top, num_samples=2)
+    assert [o.seed for o in out] == [top + i for i in range(6)]
+    with pytest.raises(ValidationError, match="would pass 2\\^63 - 1"):  # never wrapped round
+        TextRequest(prompt=prompts, num_samples=2, seed=top + 1)
     for o in out:
         alone = gen(model, tok, prompt=o.prompt, max_new_tokens=24, temperature=1.0, top_k=20,
                     repetition_penalty=1.3, seed=o.seed)
@@ -163,3 +166,11 @@ def test_text_request_rejects_unknown_fields_and_out_of_range_values():
             TextRequest(prompt="a", **kw)
     ok = TextRequest(prompt="a", temperature=0.0, top_k=1, top_p=1.0, seed=0, stop=["x"])
     assert ok.prompts == ["a"]
+
+
+def test_images_follow_the_same_seed_bound():
+    from genloop.generation.image import ImageGenRequest
+
+    assert ImageGenRequest(num_samples=3, seed=2**63 - 3).seed == 2**63 - 3
+    with pytest.raises(ValidationError, match="would pass 2\\^63 - 1"):
+        ImageGenRequest(num_samples=3, seed=2**63 - 2)

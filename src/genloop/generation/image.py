@@ -24,11 +24,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from genloop.atomic import atomic_write_bytes
 from genloop.errors import InvalidInput
-from genloop.generation.text import choice_seed, resolve_seed
+from genloop.generation.text import check_choice_seeds, choice_seed, resolve_seed
 from genloop.models.family import Family, Generators, ImageModelConfig, ImageRequest, fast_bf16
 
 MAX_IMAGES = 256
@@ -49,6 +49,11 @@ class ImageGenRequest(BaseModel):
     steps: int | None = Field(None, ge=1, le=1000, description="diffusion steps; None = 50 (DDIM), T (DDPM)")
     sampler: Literal["ddpm", "ddim"] = "ddim"
     interpolate: bool = Field(False, description="GAN/VAE: walk the latent space between two random points")
+
+    @model_validator(mode="after")
+    def _choice_seeds_fit(self) -> ImageGenRequest:
+        check_choice_seeds(self.seed, self.num_samples)  # image i is seeded seed + i
+        return self
 
 
 @dataclass
@@ -107,7 +112,7 @@ def generate_images(
     while the network still runs on the whole batch. An interpolation is one draw for the whole
     walk (two end points and, without a class, one class), seeded by the request's seed.
     """
-    seed = resolve_seed(request.seed)
+    seed = resolve_seed(request.seed, request.num_samples)
     n = request.num_samples
     wanted = class_index(request.class_label, class_names)
     labels: torch.Tensor | None = None

@@ -94,7 +94,8 @@ class TextModel(_Loaded):
     def generate(self, prompt: str | list[str] = "", **params: Any) -> list[TextOutput]:
         """Generate and record every output; returns them in prompt order."""
         request = params.pop("request", None) or self.request(prompt, **params)
-        request = request.model_copy(update={"seed": resolve_seed(request.seed)})
+        choices = len(request.prompts) * request.num_samples
+        request = request.model_copy(update={"seed": resolve_seed(request.seed, choices)})
         outputs = generate_texts(self.family, self.network, self.tokenizer, request)
         for out in outputs:
             self._record(request, out.prompt, out.text, out.seed, out.timings)
@@ -176,7 +177,7 @@ class ImageModel(_Loaded):
         the API key owner's (None: the workspace's)."""
         owner = params.pop("owner", None)
         request = params.pop("request", None) or self.request(**params)
-        request = request.model_copy(update={"seed": resolve_seed(request.seed)})
+        request = request.model_copy(update={"seed": resolve_seed(request.seed, request.num_samples)})
         out = generate_images(self.family, self.config, self.network, self.class_names, request)
         folder = settings().generations_dir
         records = []

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from genloop.errors import InvalidInput, UnicodeText
 from genloop.models.family import Family, TokenRequest
@@ -59,6 +59,11 @@ class TextRequest(BaseModel):
             raise ValueError("stop strings must be non-empty")
         return v
 
+    @model_validator(mode="after")
+    def _choice_seeds_fit(self) -> TextRequest:
+        check_choice_seeds(self.seed, len(self.prompts) * self.num_samples)
+        return self
+
     @property
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
@@ -94,20 +99,33 @@ def check_request(tokenizer: Tokenizer, request: TextRequest) -> None:
                            f"(0..{tokenizer.vocab_size - 1})")
 
 
+SEED_MAX = 2**63 - 1
+
+
 def choice_seed(seed: int, index: int) -> int:
-    """The seed of choice ``index`` of a request seeded ``seed``: ``(seed + index) mod 2**63``.
+    """The seed of choice ``index`` of a request seeded ``seed``: ``seed + index``.
 
-    Every face decodes choice i (prompt by prompt, then sample by sample) with its own generator
-    seeded so, and records this seed: a choice replays alone, as a request of one, from its record.
-    """
-    return (seed + index) % 2**63
+    Every face decodes choice i (prompt by prompt, then sample by sample; image i of an image
+    request) with its own generator seeded so, and records this seed: a choice replays alone, as
+    a request of one, from its record. Requests whose last choice would pass 2^63 − 1 are refused
+    (``check_choice_seeds``), never wrapped round to 0."""
+    assert 0 <= seed + index <= SEED_MAX, "check_choice_seeds admits no such request"
+    return seed + index
 
 
-def resolve_seed(seed: int | None) -> int:
-    """The request's seed, or a fresh one (recorded, so the output can be reproduced)."""
+def check_choice_seeds(seed: int | None, choices: int) -> None:
+    """ValueError when a request seeded ``seed`` has a choice whose seed would pass 2^63 − 1."""
+    if seed is not None and seed + choices - 1 > SEED_MAX:
+        raise ValueError(f"choice i is seeded seed + i, and with {choices} choices seed {seed} "
+                         f"would pass 2^63 - 1: give a seed of at most {SEED_MAX - choices + 1}")
+
+
+def resolve_seed(seed: int | None, choices: int = 1) -> int:
+    """The request's seed, or a fresh one (recorded, so the output can be reproduced) whose
+    ``choices`` choice seeds all fit."""
     if seed is not None:
         return seed
-    return int.from_bytes(os.urandom(8), "little") & (2**63 - 1)
+    return int.from_bytes(os.urandom(8), "little") % (SEED_MAX - choices + 2)
 
 
 def encode_prompt(tokenizer: Tokenizer, prompt: str, block_size: int | None) -> list[int]:
@@ -229,7 +247,7 @@ def generate_texts(
     family: Family, model: torch.nn.Module, tokenizer: Tokenizer, request: TextRequest
 ) -> list[TextOutput]:
     """All outputs of ``request`` at once, in prompt order (each prompt's samples together)."""
-    seed = resolve_seed(request.seed)
+    seed = resolve_seed(request.seed, len(request.prompts) * request.num_samples)
     t0 = time.perf_counter()
     rows: dict[int, TextRow] = {}
     for r, _piece, row in stream_tokens(family, model, tokenizer, request, seed):

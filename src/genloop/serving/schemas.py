@@ -31,7 +31,8 @@ from pydantic_core import PydanticCustomError
 from genloop.errors import UnicodeText as Text
 from genloop.errors import check_unicode
 from genloop.generation.chat import ChatMessage, unsupported
-from genloop.generation.text import MAX_TOP_LOGPROBS, Bias
+from genloop.generation.text import MAX_TOP_LOGPROBS, SEED_MAX, Bias
+from genloop.generation.text import check_choice_seeds as core_check_choice_seeds
 
 # Bounded text fields; the length is checked first, so its message stays the usual one.
 # (Spelled out, not built by a function: a type checker reads only literal aliases as types.)
@@ -42,17 +43,15 @@ ImagePrompt = Annotated[str, Field(max_length=1000), BeforeValidator(check_unico
 Int = Annotated[int, Strict()]
 Number = Annotated[float, Strict()]
 
-SEED_MAX = 2**63 - 1
 
 
 def check_choice_seeds(seed: int | None, choices: int) -> None:
-    """Choice i of a request is seeded ``seed + i`` (``generation.text.choice_seed``); a seed
-    whose last choice would pass 2^63 − 1 is refused here rather than wrapped round to 0, 1, ..."""
-    if seed is not None and seed + choices - 1 > SEED_MAX:
-        raise PydanticCustomError(
-            "seed_range", f"choice i is seeded seed + i, and with {choices} choices seed "
-            f"{seed} would pass 2^63 - 1: give a seed of at most {SEED_MAX - choices + 1}",
-            {"param": "seed"})
+    """The core's rule (``generation.text.check_choice_seeds``: choice i is seeded seed + i, never
+    wrapped past 2^63 − 1), as an error that names ``seed``."""
+    try:
+        core_check_choice_seeds(seed, choices)
+    except ValueError as e:
+        raise PydanticCustomError("seed_range", str(e), {"param": "seed"}) from None
 
 
 class _Body(BaseModel):

@@ -107,7 +107,9 @@ def _text_request(state: ServerState, body: CompletionBody | ChatBody, prompt: s
                            temperature=body.temperature,
                            top_p=body.top_p if body.top_p < 1.0 else None, top_k=body.top_k,
                            repetition_penalty=body.repetition_penalty, stop=stops,
-                           seed=resolve_seed(body.seed), num_samples=body.n,
+                           seed=resolve_seed(body.seed, body.n * (len(prompt) if isinstance(prompt, list)
+                                                                  else 1)),
+                           num_samples=body.n,
                            **compat.sampling_fields(body))
     except ValueError as e:  # pydantic's ValidationError
         raise InvalidInput(validation_message(e)) from None
