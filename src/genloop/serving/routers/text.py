@@ -136,7 +136,7 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
         prompt = model.chat_template.render_within(
             body.messages, lambda p: block is None or len(model.tokenizer.encode(p)) < block)
         stops += [s for s in model.chat_template.stop if s not in stops]
-        extra = {"api": "chat", "messages": [m.model_dump() for m in body.messages]}
+        extra = {"api": "chat", "messages": [m.model_dump(exclude_none=True) for m in body.messages]}
         prompts = [prompt]
     else:
         assert isinstance(body, CompletionBody)
