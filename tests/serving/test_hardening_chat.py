@@ -274,13 +274,14 @@ def _metric(client, name):
 
 def test_gauges_follow_real_disconnects(served_workspace):
     srv = start_server(served_workspace, "--max-batch", "16", "--queue", "32",
-                       "--max-tokens", "100000")
+                       "--max-tokens", "100000", "--rate-limit", "0")  # /metrics is polled
     running = 'genloop_running_sequences{model="tiny-text@1"}'
     waiting = 'genloop_waiting_sequences{model="tiny-text@1"}'
     try:
         with srv.client(served_workspace.key) as api, contextlib.ExitStack() as streams:
+            # greedy: a long text that never ends early (a sampled one may draw the end of text)
             body = {"model": "tiny-text", "prompt": "The", "max_tokens": 100_000,
-                    "temperature": 1.0, "stream": True}
+                    "temperature": 0, "stream": True}
             held = []
             for i in range(16):
                 stack = contextlib.ExitStack()
@@ -288,7 +289,8 @@ def test_gauges_follow_real_disconnects(served_workspace):
                 r = stack.enter_context(c.stream("POST", "/v1/completions",
                                                  json={**body, "seed": i}))
                 lines = r.iter_lines()
-                assert next(line for line in lines if line.startswith("data:"))
+                first = next(line for line in lines if line.startswith("data:"))
+                assert first.startswith("data: {\"id\""), first
                 held.append((stack, lines))
             deadline = time.monotonic() + 10
             while (_metric(api, running), _metric(api, waiting)) != (16, 0):
@@ -297,7 +299,7 @@ def test_gauges_follow_real_disconnects(served_workspace):
             for stack, _ in held[:8]:
                 stack.close()  # the client goes away mid-stream
             for stack, _ in held[8:]:
-                streams.push(stack.close)
+                streams.callback(stack.close)
             t0 = time.monotonic()
             while (_metric(api, running), _metric(api, waiting)) != (8, 0):
                 assert time.monotonic() - t0 < 3, (_metric(api, running), _metric(api, waiting))
