@@ -29,6 +29,7 @@ def serve(
     max_queue: int = option(ServeConfig, "max_queue"),
     rate_limit: int = option(ServeConfig, "rate_limit", help="requests per key per minute (0: no limit)"),
     max_tokens: int = option(ServeConfig, "max_tokens", help="largest max_tokens a request may ask"),
+    max_chat_chars: int = option(ServeConfig, "max_chat_chars"),
     models_loaded: int = option(ServeConfig, "models_loaded"),
     threads: int = option(ServeConfig, "threads", help="torch threads per forward pass (1 suits small "
                           "models: the rest serve HTTP)"),
@@ -46,7 +47,7 @@ def serve(
 
     try:
         config = ServeConfig(host=host, port=port, auth=auth, max_batch=max_batch, max_queue=max_queue,
-                             rate_limit=rate_limit, max_tokens=max_tokens,
+                             rate_limit=rate_limit, max_tokens=max_tokens, max_chat_chars=max_chat_chars,
                              models_loaded=models_loaded, threads=threads, public_url=public_url)
     except ValueError as e:
         raise InvalidInput(validation_message(e)) from None

@@ -111,6 +111,7 @@ class _Sequence:
     generated: int = 0
     first_token_s: float | None = None
     started: float = 0.0
+    admitted: bool = False  # in ``_running`` (set just after it is put there)
 
 
 class Batcher:
@@ -126,21 +127,38 @@ class Batcher:
         self._decoder: SlotDecoder | None = None
         self._waiting: deque[_Sequence] = deque()
         self._running: dict[int, _Sequence] = {}
+        self._admitting: list[_Sequence] = []  # taken from the queue, being prefilled
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self.steps = 0  # decoding steps taken (metrics, tests)
         self.on_step: Callable[[int], None] | None = None  # called with the batch size of each step
+        # called with (running, waiting) live sequences after every submit, admission, step and
+        # cancellation's removal: gauges follow the loop itself, not the requests that finish
+        self.on_change: Callable[[int, int], None] | None = None
         self._step_s = 0.02  # running mean of a step's time, for Retry-After
 
     # --- the caller's side ------------------------------------------------------------------
 
     @property
     def running(self) -> int:
-        return len(self._running)
+        """Sequences decoding or being prefilled, not counting cancelled ones (they hold no
+        place: they leave before the next step)."""
+        running = [s for s in list(self._running.values()) if not s.ticket.cancelled]
+        return len(running) + sum(not s.admitted and not s.ticket.cancelled
+                                  for s in list(self._admitting))
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        """Sequences waiting for a slot, not counting cancelled ones."""
+        return sum(not s.ticket.cancelled for s in list(self._waiting))
+
+    def _changed(self) -> None:
+        """Tell ``on_change`` the live counts (called with ``_cond`` held, so in order)."""
+        if self.on_change is not None:
+            try:
+                self.on_change(self.running, self.waiting)
+            except Exception:  # a metrics bug must not stop decoding
+                self.on_change = None
 
     def submit(self, request: TextRequest, on_event: Callable[[Event], object]) -> Ticket:
         """Queue every choice of ``request`` (its prompts × num_samples; choice i is seeded
@@ -162,9 +180,7 @@ class Batcher:
             seqs.append(_Sequence(ticket, i, one, encoded[prompt], TextRow(prompt, request.stop),
                                   torch.Generator().manual_seed(seed)))
         with self._cond:
-            # cancelled sequences leave at the next step: they hold no place
-            running = sum(not s.ticket.cancelled for s in list(self._running.values()))
-            waiting = sum(not s.ticket.cancelled for s in self._waiting)
+            running, waiting = self.running, self.waiting
             if waiting + len(seqs) > self.max_queue + max(self.max_batch - running, 0):
                 ahead = waiting + running
                 wait = min(60.0, max(1.0, ahead / self.max_batch * request.max_new_tokens
@@ -178,6 +194,7 @@ class Batcher:
                                                 daemon=True)
                 self._thread.start()
             self._cond.notify()
+            self._changed()
         return ticket
 
     # --- the decoding thread ----------------------------------------------------------------
@@ -188,6 +205,7 @@ class Batcher:
                 with self._cond:
                     self._drop_cancelled()
                     if not self._running and not self._waiting:
+                        self._changed()
                         if not self._cond.wait(self.idle_exit_s) and not self._waiting:
                             self._thread = None
                             return
@@ -195,11 +213,17 @@ class Batcher:
                     admit: list[_Sequence] = []
                     while self._waiting and len(self._running) + len(admit) < self.max_batch:
                         admit.append(self._waiting.popleft())
+                    self._admitting = admit  # still counted while they are prefilled
+                    self._changed()
                 try:
                     self._admit(admit)
                     self._step()
                 except Exception as e:  # fail every sequence in flight; the loop goes on
                     self._fail_all(admit, e)
+                finally:
+                    with self._cond:
+                        self._admitting = []
+                        self._changed()
 
     def _drop_cancelled(self) -> None:
         for slot, seq in list(self._running.items()):
@@ -227,6 +251,7 @@ class Batcher:
             seq.ids = list(seq.prompt_ids)
             logits = decoder.prefill(seq.slot, torch.tensor(seq.prompt_ids, dtype=torch.long))
             self._running[seq.slot] = seq
+            seq.admitted = True
             token = self._choose([seq], logits[None])[0]
             self._logprobs([seq], logits[None], [token])
             self._advance(seq, token)

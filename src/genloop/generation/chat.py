@@ -10,6 +10,7 @@ use is stated in the model card and in ``GET /v1/models/{model}``.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -110,9 +111,7 @@ class ChatTemplate(BaseModel):
         """The transcript of ``messages`` followed by the start of the assistant's turn."""
         if not messages:
             raise InvalidInput("messages: give at least one message")
-        parts = [self.render_message(m) for m in messages]
-        parts.append(self.reply.format(name=self.names["assistant"]))
-        return "".join(parts)
+        return "".join(self.render_message(m) for m in messages) + self._reply()
 
     def render_message(self, m: ChatMessage) -> str:
         """One message's part of the transcript; a message's ``name`` is its speaker's name."""
@@ -120,18 +119,39 @@ class ChatTemplate(BaseModel):
             return self.system.format(content=m.content, name=m.name or "")
         return self.turn.format(name=m.name or self.names[m.speaker], content=m.content)
 
-    def render_within(self, messages: list[ChatMessage], fits: Callable[[str], bool]) -> str:
+    def _reply(self) -> str:
+        return self.reply.format(name=self.names["assistant"])
+
+    def render_within(self, messages: list[ChatMessage], count: Callable[[str], int],
+                      budget: int | None) -> str:
         """The rendered prompt, dropping the oldest turns (never the system message nor the last
-        message) until ``fits`` accepts it: a long conversation keeps going in a short context."""
-        kept = list(messages)
-        prompt = self.render(kept)
-        while not fits(prompt):
-            turns = [i for i, m in enumerate(kept[:-1]) if m.role != "system"]
-            if not turns:
-                break  # the caller's length check names the problem
-            del kept[turns[0]]
-            prompt = self.render(kept)
-        return prompt
+        message) until it is at most ``budget`` tokens by ``count`` (a tokenizer's length): a
+        long conversation keeps going in a short context. ``None``: no budget, nothing dropped.
+
+        Linear in the transcript: each turn is counted once, the oldest are dropped by their
+        summed counts, and only the kept prompt (about ``budget`` tokens) is counted again, since
+        a tokenizer may merge across a turn's boundary; if it is still over, more turns go."""
+        if not messages:
+            raise InvalidInput("messages: give at least one message")
+        if budget is None:
+            return self.render(messages)
+        parts = [self.render_message(m) for m in messages]
+        reply = self._reply()
+        cost = [count(p) for p in parts]
+        total = sum(cost) + count(reply)
+        droppable = deque(i for i, m in enumerate(messages[:-1]) if m.speaker != "system")
+        dropped: set[int] = set()
+        while True:
+            while total > budget and droppable:
+                i = droppable.popleft()
+                dropped.add(i)
+                total -= cost[i]
+            prompt = "".join(p for i, p in enumerate(parts) if i not in dropped) + reply
+            if not droppable:
+                return prompt  # over the budget: the caller's length check names the problem
+            total = count(prompt)
+            if total <= budget:
+                return prompt
 
     def describe(self) -> str:
         """Markdown for the model card."""

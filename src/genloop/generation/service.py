@@ -119,9 +119,10 @@ class TextModel(_Loaded):
     def _record(self, request: TextRequest, prompt: str, text: str, seed: int, timings: dict,
                 extra: dict[str, Any] | None = None, owner: str | None = None) -> GenerationRecord:
         one = request.model_copy(update={"prompt": prompt, "seed": seed, "num_samples": 1})
+        shared = {**json.loads(one.model_dump_json()), **(extra or {})}
+        own = {k: shared.pop(k) for k in ("prompt", "seed")}  # the rest is stored once
         return self.store.record_generation(
-            model=self.version, kind="text",
-            request={**json.loads(one.model_dump_json()), **(extra or {})},
+            model=self.version, kind="text", request=own, shared=shared,
             seed=seed, output=text, file=None, content_hash=content_hash(text), timings=timings,
             owner=owner,
         )

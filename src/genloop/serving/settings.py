@@ -26,6 +26,9 @@ class ServeConfig(BaseModel):
     auth: bool = Field(True, description="require an API key (off only on a loopback address)")
     max_body_bytes: int = Field(1 << 20, ge=1024)
     max_prompt_chars: int = Field(16_384, ge=1)
+    max_chat_chars: int = Field(131_072, ge=1, description=(
+        "characters of a chat request's messages, all of them as received (before old turns "
+        "are dropped to fit the model's context)"))
     max_tokens: int = Field(2048, ge=1)
     max_n: int = Field(8, ge=1, le=64)
     max_images: int = Field(16, ge=1, le=64)

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -46,7 +46,14 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    sessionmaker,
+)
 
 from genloop.config import settings
 from genloop.store.paths import WorkspacePath
@@ -166,6 +173,17 @@ class ModelVersionRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class RequestRow(Base):
+    """What the choices of one request share (settings, chat messages), stored once under its
+    content hash however many choices, or requests, carry it."""
+
+    __tablename__ = "requests"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)  # "sha256:<hex>" of the JSON
+    body: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class GenerationRow(Base):
     __tablename__ = "generations"
     __table_args__ = (Index("ix_generations_owner_created", "owner", "created_at"),)
@@ -174,7 +192,12 @@ class GenerationRow(Base):
     model: Mapped[str] = mapped_column(String(80), index=True)
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
     kind: Mapped[str] = mapped_column(String(16))
+    # this choice's own fields (prompt, seed, index); the rest is in ``requests`` (request_id),
+    # or, in rows written before that table, all of it here
     request: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    request_id: Mapped[str | None] = mapped_column(ForeignKey("requests.id"), nullable=True,
+                                                   index=True)
+    shared: Mapped[RequestRow | None] = relationship(lazy="joined")
     seed: Mapped[int] = mapped_column(BigInteger)  # 64-bit seeds fit on PostgreSQL too
     output: Mapped[str | None] = mapped_column(Text, nullable=True)
     file: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -295,11 +318,26 @@ class ModelVersion(_Record):
 
 
 class GenerationRecord(_Record):
+    """``request`` is the whole request of this one choice: the shared part (``request_id``,
+    stored once) with the choice's own fields over it."""
+
     id: str
     model: str
     model_version_id: int
     kind: str
     request: dict[str, Any]
+    request_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_request(cls, data: Any) -> Any:
+        """From a row: its shared request (if any) with the choice's own fields over it."""
+        if not isinstance(data, GenerationRow):
+            return data
+        fields = {name: getattr(data, name) for name in cls.model_fields}
+        if data.shared is not None:
+            fields["request"] = {**data.shared.body, **data.request}
+        return fields
     seed: int
     output: str | None
     file: WorkspacePath | None
@@ -417,6 +455,27 @@ def _add_owner_columns(conn: Any) -> None:
                           "ON generations (owner, created_at)"))
 
 
+def _add_missing_columns(conn: Any) -> None:
+    """Bring a database made by an older genloop up to the tables above, additively: a nullable
+    column a table lacks is added (with its index); nothing is ever dropped or changed."""
+    inspector = inspect(conn)
+    for table in Base.metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = [c for c in table.columns if c.name not in present]
+        for column in missing:
+            if not column.nullable:
+                raise RuntimeError(f"table {table.name!r} lacks column {column.name!r}, which "
+                                   "cannot be added to existing rows")
+            kind = column.type.compile(dialect=conn.dialect)
+            refs = "".join(f" REFERENCES {fk.column.table.name} ({fk.column.name})"
+                           for fk in column.foreign_keys)
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{refs}"))
+        added = {c.name for c in missing}
+        for index in table.indexes:
+            if added & {c.name for c in index.columns}:
+                index.create(conn, checkfirst=True)
+
+
 class Database:
     """Engines and sessions for one workspace database; the schema is created on open.
 
@@ -448,6 +507,7 @@ class Database:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
             Base.metadata.create_all(conn)
             _add_owner_columns(conn)
+            _add_missing_columns(conn)
 
     @contextmanager
     def write(self) -> Iterator[Session]:

@@ -9,6 +9,7 @@ or a visible directory without its row. See :meth:`Store.register_model`.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import uuid
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Select, func, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,10 +36,12 @@ from genloop.store.db import (
     GenerationRow,
     ModelVersion,
     ModelVersionRow,
+    RequestRow,
     RunRecord,
     RunRow,
     json_safe,
     new_id,
+    utcnow,
 )
 from genloop.store.paths import stored_path, workspace_path
 
@@ -356,9 +361,14 @@ class Store(AccessRecords, Database):
         timings: dict[str, Any],
         safety: dict[str, Any] | None = None,
         owner: str | None = None,
+        shared: dict[str, Any] | None = None,
     ) -> GenerationRecord:
         """Keep every output traceable: which version, which request, which seed; ``owner``:
-        the API key owner who asked (None: the workspace's own)."""
+        the API key owner who asked (None: the workspace's own).
+
+        ``request`` is this output's own part (its prompt, seed, index), ``shared`` what it shares
+        with the other choices of its request (settings, chat messages): stored once under its
+        content hash, however many generations refer to it. The record's ``request`` is both."""
         with self.write() as s:
             row = GenerationRow(
                 id=new_id(),
@@ -366,6 +376,7 @@ class Store(AccessRecords, Database):
                 model_version_id=model.id,
                 kind=kind,
                 request=request,
+                shared=None if shared is None else self._shared_request(s, shared),
                 seed=seed,
                 output=output,
                 file=None if file is None else stored_path(file),
@@ -377,6 +388,21 @@ class Store(AccessRecords, Database):
             s.add(row)
             s.flush()
             return GenerationRecord.model_validate(row)
+
+    def _shared_request(self, s: Session, body: dict[str, Any]) -> RequestRow:
+        """The ``requests`` row of ``body``, inserted if no request stored it yet (a concurrent
+        insert of the same body is no conflict: one row either way)."""
+        body = json_safe(body)
+        digest = hashlib.sha256(json.dumps(body, separators=(",", ":")).encode()).hexdigest()
+        rid = f"sha256:{digest}"
+        row = s.get(RequestRow, rid)
+        if row is None:
+            insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+            s.execute(insert(RequestRow).values(id=rid, body=body, created_at=utcnow())
+                      .on_conflict_do_nothing(index_elements=["id"]))
+            row = s.get(RequestRow, rid)
+            assert row is not None
+        return row
 
     def get_generation(self, generation_id: str, visible_to: str | None = None) -> GenerationRecord:
         """One generation by id; another owner's than ``visible_to`` (when given) is NotFound."""

@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -59,8 +59,25 @@ def _check_limits(state: ServerState, body: CompletionBody | ChatBody, prompts: 
         raise InvalidInput(f"n: at most {c.max_n} on this server")
     if len(prompts) * body.n > c.max_batch + c.max_queue:
         raise InvalidInput(f"prompt × n: at most {c.max_batch + c.max_queue} choices per request")
-    if sum(len(p) for p in prompts) > c.max_prompt_chars:
+    if not isinstance(body, ChatBody) and sum(len(p) for p in prompts) > c.max_prompt_chars:
         raise InvalidInput(f"prompt: at most {c.max_prompt_chars} characters on this server")
+
+
+def _check_chat_chars(state: ServerState, body: ChatBody) -> None:
+    """The messages as received, before any turn is dropped: what a request may make us fit and
+    store."""
+    limit = state.config.max_chat_chars
+    if sum(len(m.content) for m in body.messages) > limit:
+        raise InvalidInput(f"messages: at most {limit} characters in all on this server")
+
+
+async def _fit_chat(state: ServerState, model: TextModel, body: ChatBody) -> str:
+    """The transcript fitted to the model's context, off the event loop (linear in its length,
+    but a long one still takes a while)."""
+    block = model.batcher(state.config.max_batch, state.config.max_queue).block
+    return await run_in_threadpool(
+        model.chat_template.render_within, body.messages,
+        lambda p: len(model.tokenizer.encode(p)), None if block is None else block - 1)
 
 
 class _Run:
@@ -76,15 +93,11 @@ class _Run:
         batcher = model.batcher(state.config.max_batch, state.config.max_queue)
         if batcher.on_step is None:
             batcher.on_step = state.metrics.batch.observe
+        if batcher.on_change is None:
+            batcher.on_change = _gauges(state, model.ref)
         self.batcher = batcher
         self.ticket: Ticket = batcher.submit(
             request, lambda ev: loop.call_soon_threadsafe(self.events.put_nowait, ev))
-        self._gauges()
-
-    def _gauges(self) -> None:
-        m, ref = self.state.metrics, self.model.ref
-        m.running.labels(ref).set(self.batcher.running)
-        m.waiting.labels(ref).set(self.batcher.waiting)
 
     async def finish(self, event: Finished) -> str:
         """Record a finished choice; its generation id."""
@@ -94,8 +107,18 @@ class _Run:
         self.state.metrics.first_token.labels(ref).observe(out.timings.get("first_token_s", 0.0))
         one = self.request.model_copy(update={"prompt": out.prompt})
         record = await run_in_threadpool(self.model.record, one, out, self.extra, self.owner)
-        self._gauges()
         return record.id
+
+
+def _gauges(state: ServerState, ref: str) -> Callable[[int, int], None]:
+    """The batcher's ``on_change``: its live sequences onto the model's queue gauges."""
+    running, waiting = state.metrics.running.labels(ref), state.metrics.waiting.labels(ref)
+
+    def update(r: int, w: int) -> None:
+        running.set(r)
+        waiting.set(w)
+
+    return update
 
 
 def _text_request(state: ServerState, body: CompletionBody | ChatBody, prompt: str | list[str],
@@ -132,9 +155,8 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
     prompt: str | list[str]
     if chat:
         assert isinstance(body, ChatBody)
-        block = model.batcher(state.config.max_batch, state.config.max_queue).block
-        prompt = model.chat_template.render_within(
-            body.messages, lambda p: block is None or len(model.tokenizer.encode(p)) < block)
+        _check_chat_chars(state, body)
+        prompt = await _fit_chat(state, model, body)
         stops += [s for s in model.chat_template.stop if s not in stops]
         extra = {"api": "chat", "messages": [m.model_dump(exclude_none=True) for m in body.messages]}
         prompts = [prompt]
