@@ -93,12 +93,22 @@ def _is_label(part: object) -> bool:
         or part[:1].isupper())
 
 
+def _items(inner: str) -> str | None:
+    """What a list type's items are, in words: 'strings', 'integers', 'lists of integers'."""
+    if inner.startswith("list["):
+        of = _items(inner[5:-1])
+        return f"lists of {of}" if of else None
+    if inner.endswith(("str]", "str")):
+        return "strings"
+    if inner.endswith(("int]", "int")):
+        return "integers"
+    return None
+
+
 def _expected(label: object, kind: str) -> str:
     words = _EXPECTED.get(kind, kind.removesuffix("_type").replace("_", " "))
     if kind == "list_type" and isinstance(label, str) and label.startswith("list["):
-        inner = label[5:-1]
-        of = "strings" if inner.endswith("str]") or inner == "str" else \
-            "integers" if inner.endswith("int]") or inner == "int" else None
+        of = _items(label[5:-1])
         words = f"a list of {of}" if of else words
     return words
 

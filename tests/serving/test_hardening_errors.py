@@ -168,7 +168,8 @@ def test_a_bad_field_is_named_in_words(empty, body, param):
 
 def test_a_wrong_type_says_what_is_expected(empty):
     error = error_of(empty.post("/v1/completions", json={"model": "x", "prompt": 5}))
-    assert error["message"] == "prompt: expected a string or a list of strings", error
+    assert error["message"] == ("prompt: expected a string or a list of strings or a list of "
+                                "integers or a list of lists of integers"), error
     raw = json.dumps({"model": "x", "prompt": "\ud800"})
     error = error_of(empty.post("/v1/completions", content=raw,
                                 headers={"content-type": "application/json"}))

@@ -216,6 +216,7 @@ def test_a_copied_workspace_serves_the_same_models_and_images(tmp_path):
     deleted; the copy serves the same models and the same images (PNG bytes included)."""
     from .conftest import Workspace, make_workspace, start_server
 
+    (tmp_path / "original").mkdir()
     original = make_workspace(tmp_path / "original")
     server = start_server(original)
     try:
