@@ -20,7 +20,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-ORDER = ["train_speed", "train_step", "time_to_quality", "kv_cache", "quickstart", "tang_poems", "images"]
+ORDER = ["train_speed", "train_step", "time_to_quality", "kv_cache", "quickstart", "tang_poems", "images",
+         "serving", "soak"]
 
 
 # the CPU flags that decide genloop's precision and kernel paths, named with every figure
@@ -86,6 +87,9 @@ TARGETS = [  # (result, label, path into its JSON, target, higher is better)
     ("images", "Fashion-MNIST diffusion: FID", ("fashion", "metrics", "fid"), None, False),
     ("serving", "8 streaming HTTP clients: tokens/s vs 1 client", ("speedup_8",), 3.0, True),
     ("serving", "4× capacity: answers other than 200, 429, 503", ("overload_unexpected_statuses",), 0, False),
+    ("soak", "soak, 64 clients × 2 min: failures (5xx, drops, stream errors)", ("failure_count",), 0, False),
+    ("soak", "soak: /health p99 latency (ms)", ("health_p99_ms",), 500, False),
+    ("soak", "soak: server memory growth after the first minute", ("rss_growth_after_60s",), 0.05, False),
 ]
 
 

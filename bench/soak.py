@@ -8,7 +8,7 @@ clients in this process, each looping over a mix: completions (plain and streame
 bodies come up to the 1 MiB limit (hundreds of long messages: the case that once froze the
 server), image generations, and ratings of generations it made. Every response is counted by
 status; anything but 200/201/4xx/429/503, a dropped connection or a stream that ends in an error
-is a failure. Meanwhile a separate client polls ``/health`` every 100 ms (its latency, p50/p99/max:
+is a failure. Meanwhile a separate process polls ``/health`` every 100 ms (its latency, p50/p99/max:
 the event loop must never stall), and the server's resident memory is sampled every second (it
 must be flat after the first minute: growth from 60 s to the end is reported).
 """
@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -46,10 +48,32 @@ def digits_model(home: Path, steps: int) -> str:
     return "soak-digits"
 
 
-def create_key(home: Path) -> str:
-    out = subprocess.run([str(BIN / "genloop"), "keys", "create", f"soak-{int(time.time())}"],
-                         env=workspace_env(home), check=True, capture_output=True, text=True).stdout
-    return next(w for w in out.split() if w.startswith("gl_"))
+def create_keys(n: int) -> list[str]:
+    """One key per client (each its own owner and rate-limit bucket), as a crowd of users."""
+    from genloop.store import Store
+
+    stamp = int(time.time())
+    with Store() as store:
+        return [store.create_key(f"soak-{stamp}-{i}")[1] for i in range(n)]
+
+
+HEALTH_POLLER = """
+import json, sys, time, httpx
+url, seconds, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+lat, errors = [], []
+end = time.monotonic() + seconds
+with httpx.Client(base_url=url, timeout=30) as http:
+    while time.monotonic() < end:
+        t = time.perf_counter()
+        try:
+            if http.get("/health").status_code != 200:
+                errors.append("status")
+        except httpx.HTTPError as e:
+            errors.append(type(e).__name__)
+        lat.append(time.perf_counter() - t)
+        time.sleep(0.1)
+open(out, "w").write(json.dumps({"latencies": lat, "errors": errors}))
+"""
 
 
 def rss_mb(pid: int) -> float:
@@ -68,16 +92,17 @@ def big_chat(rng: random.Random) -> list[dict[str, str]]:
             for i in range(n)] + [{"role": "user", "content": "Say something."}]
 
 
-async def soak(url: str, key: str, text: str, image: str, clients: int, seconds: float,
+async def soak(url: str, keys: list[str], text: str, image: str, clients: int, seconds: float,
                server_pid: int) -> dict[str, Any]:
     statuses: Counter[str] = Counter()
     failures: list[str] = []
     kinds: Counter[str] = Counter()
-    health: list[float] = []
     memory: list[tuple[float, float]] = []
     t0 = time.monotonic()
     end = t0 + seconds
-    headers = {"Authorization": f"Bearer {key}"}
+    # /health is polled from its own process, so its latency is the server's, not this busy loop's
+    health_file = Path(f"/tmp/genloop-soak-health-{os.getpid()}.json")
+    poller = subprocess.Popen([sys.executable, "-c", HEALTH_POLLER, url, str(seconds), str(health_file)])
 
     async def call(http: httpx.AsyncClient, kind: str, method: str, path: str, **kw: Any) -> Any:
         kinds[kind] += 1
@@ -94,6 +119,7 @@ async def soak(url: str, key: str, text: str, image: str, clients: int, seconds:
     async def client(i: int) -> None:
         rng = random.Random(i)
         mine: list[str] = []
+        headers = {"Authorization": f"Bearer {keys[i % len(keys)]}"}
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as http:
             while time.monotonic() < end:
                 pick = rng.random()
@@ -132,25 +158,17 @@ async def soak(url: str, key: str, text: str, image: str, clients: int, seconds:
                     await call(http, "list", "GET", "/v1/generations", params={"limit": 5})
                 await asyncio.sleep(0.05 if pick > 0.45 else 0)
 
-    async def poll_health() -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-            while time.monotonic() < end:
-                t = time.perf_counter()
-                try:
-                    r = await http.get("/health")
-                    if r.status_code != 200:
-                        failures.append(f"health {r.status_code}")
-                except httpx.HTTPError as e:
-                    failures.append(f"health: {type(e).__name__}")
-                health.append(time.perf_counter() - t)
-                await asyncio.sleep(0.1)
-
     async def sample_memory() -> None:
         while time.monotonic() < end:
             memory.append((time.monotonic() - t0, rss_mb(server_pid)))
             await asyncio.sleep(1.0)
 
-    await asyncio.gather(poll_health(), sample_memory(), *(client(i) for i in range(clients)))
+    await asyncio.gather(sample_memory(), *(client(i) for i in range(clients)))
+    poller.wait(60)
+    polled = json.loads(health_file.read_text())
+    health_file.unlink()
+    health = polled["latencies"]
+    failures += [f"health: {e}" for e in polled["errors"]]
     at_60 = [m for t, m in memory if t >= min(60.0, seconds / 2)]
     return {
         "statuses": dict(sorted(statuses.items())), "requests": dict(kinds), "failures": failures[:50],
@@ -176,10 +194,10 @@ def main() -> None:
     os.environ["GENLOOP_HOME"] = str(home)
     text = small_text_model(home, None)["ref"]
     image = digits_model(home, steps=300)
-    key = create_key(home)
+    keys = create_keys(args.clients)
     server = Server(home, text, "soak")
     try:
-        r = asyncio.run(soak(server.url, key, text, image, args.clients, args.seconds,
+        r = asyncio.run(soak(server.url, keys, text, image, args.clients, args.seconds,
                              server.process.pid))
     finally:
         server.stop()
@@ -187,11 +205,13 @@ def main() -> None:
     lines = [
         "## Soak: the whole API under hostile-but-honest load",
         "",
-        f"{args.clients} clients for {args.seconds:.0f} s on loopback against `genloop serve` (defaults) "
-        f"serving `{text}` and `{image}`: completions (plain and streamed), chats of up to the 1 MiB "
-        "body limit (hundreds of 4,000-character turns), image generations (n = 2, 8 DDIM steps) and "
-        "ratings of the client's own generations; `/health` polled every 100 ms; the server's RSS "
-        "sampled every second.",
+        f"{args.clients} clients for {args.seconds:.0f} s on loopback against `genloop serve` (defaults: "
+        f"`--max-batch 16 --queue 32`, 600 requests per key per minute) serving `{text}` and "
+        f"`{image}`, each client with its own API key: completions (plain and streamed), chats of up "
+        "to the 1 MiB body limit (hundreds of 4,000-character turns), image generations (n = 2, 8 "
+        "DDIM steps) and ratings of the client's own generations. `/health` polled every 100 ms from "
+        "a separate process; the server's RSS sampled every second. The clients and the server share "
+        "the machine's two cores.",
         "",
         table(["requests", "statuses", "failures", "/health p50 / p99 / max (ms)",
                "RSS at start / 60 s / end (MB)", "growth after 60 s"],
