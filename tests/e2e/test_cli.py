@@ -81,6 +81,12 @@ def test_train_generate_models_eval(trained: tuple[Path, Path]) -> None:
     assert a["text"] == b["text"] and a["model"] == "cli@1" and a["prompt"] == "The cat"
     assert a["seed"] == 1 and a["tokens"] > 0
 
+    # the core's sampling settings reach the CLI: a logit bias of +100 forces one token
+    forced = run_cli([*gen, "--logit-bias", "5=100", "--presence-penalty", "0.5"], home)
+    assert forced.returncode == 0, forced.stderr
+    text = json.loads(forced.stdout)["text"]
+    assert len(text) > 1 and len(set(text)) == 1, text
+
     listing = run_cli(["models", "list"], home)
     assert listing.returncode == 0 and "cli@1" in listing.stdout and "gpt" in listing.stdout
     show = run_cli(["models", "show", "cli@1"], home)
@@ -198,6 +204,8 @@ def test_damaged_weights_are_refused(trained: tuple[Path, Path], name, damage, e
     (["generate", "nosuch", "--prompt", "The"], ("nosuch",)),
     (["generate", "cli@7", "--prompt", "The"], ("cli@7", "cli@1")),
     (["generate", "cli", "--prompt", "The cat " * 40, "--no-stream"], ("context",)),
+    (["generate", "cli", "--prompt", "The", "--logit-bias", "abc"], ("--logit-bias", "TOKEN_ID=BIAS")),
+    (["generate", "cli", "--prompt", "The", "--logit-bias", "99999=5"], ("logit_bias", "99999")),
     (["models", "show", "nosuch"], ("nosuch",)),
     (["eval", "nosuch"], ("nosuch",)),
 ])

@@ -20,7 +20,7 @@ from genloop.serving.settings import ServeConfig
 
 # the typed models behind each command, and how many of its parameters at least they own
 MODELS = {
-    "generate": ([TextRequest, ImageGenRequest], 13),
+    "generate": ([TextRequest, ImageGenRequest], 16),
     "eval": ([ImageEvalConfig, EvalConfig], 6),
     "serve": ([ServeConfig], 9),
     "data prepare": ([TextDataConfig], 3),
@@ -28,8 +28,9 @@ MODELS = {
 # a default that depends on the kind of model (text or images): None on the CLI, and the help
 # states each kind's default
 BY_KIND = {("generate", "num_samples"), ("eval", "num_samples")}
-# repeatable on the CLI (one --prompt per prompt): none given is the request's empty prompt
-REPEATED = {("generate", "prompt")}
+# repeatable on the CLI (one --prompt per prompt, one --logit-bias per token): none given is the
+# request's empty prompt, or no bias
+REPEATED = {("generate", "prompt"), ("generate", "logit_bias")}
 
 
 def command(path: str) -> Any:

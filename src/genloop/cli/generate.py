@@ -38,6 +38,12 @@ def generate(
     top_p: float | None = option(TextRequest, "top_p", help="nucleus sampling mass"),
     repetition_penalty: float = option(TextRequest, "repetition_penalty",
                                        help="above 1 discourages repeats"),
+    frequency_penalty: float = option(TextRequest, "frequency_penalty",
+                                      help="subtracted from a token's logit per time it was generated"),
+    presence_penalty: float = option(TextRequest, "presence_penalty",
+                                     help="subtracted once from every token generated so far"),
+    logit_bias: Annotated[list[str], typer.Option(
+        help="TOKEN_ID=BIAS added to that token's logit, -100 to 100 (repeatable)")] = [],
     stop: list[str] = option(TextRequest, "stop", help="stop string (repeatable)"),
     seed: int | None = option(TextRequest, "seed", help="same seed + same request = same output"),
     num_samples: Annotated[int | None, typer.Option(
@@ -89,7 +95,8 @@ def generate(
     prompts: str | list[str] = prompt[0] if len(prompt) == 1 else (prompt or "")
     request = m.request(prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                         top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                        stop=stop, seed=seed, **count)
+                        frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                        logit_bias=_logit_bias(logit_bias), stop=stop, seed=seed, **count)
     if stream and not as_json and len(request.prompts) == 1 and request.num_samples == 1:
         sys.stdout.write(request.prompts[0])
         for piece in m.stream(request=request):
@@ -135,3 +142,17 @@ def _replay(generation_id: str, out_path: Path | None, as_json: bool) -> None:
     err.print(f"[bold red]replayed {r.id} differs from its record:[/] {again.content_hash} != "
               f"{r.content_hash} (another machine or precision path?) {shown}", highlight=False)
     raise typer.Exit(1)
+
+
+def _logit_bias(pairs: list[str]) -> dict[int, float] | None:
+    """``--logit-bias 12=-100 --logit-bias 40=5`` → {12: -100.0, 40: 5.0}."""
+    from genloop.errors import InvalidInput
+
+    bias: dict[int, float] = {}
+    for pair in pairs:
+        token, _, value = pair.partition("=")
+        try:
+            bias[int(token)] = float(value)
+        except ValueError:
+            raise InvalidInput(f"--logit-bias {pair!r}: give TOKEN_ID=BIAS, e.g. 12=-100") from None
+    return bias or None
