@@ -430,46 +430,31 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
     return engine
 
 
-# Columns added to tables that existed before them: (table, column, DDL type and default). A
-# database made by an older genloop gets them on open; its keys become admins owned by their name.
-_OWNER_COLUMNS = (
-    ("api_keys", "owner", "VARCHAR(64)"),
-    ("api_keys", "scope", "VARCHAR(16) NOT NULL DEFAULT 'admin'"),
-    ("generations", "owner", "VARCHAR(64)"),
-    ("feedback", "owner", "VARCHAR(64)"),
-)
-
-
-def _add_owner_columns(conn: Any) -> None:
-    """Add the owner and scope columns an older database lacks (inside the schema transaction,
-    so concurrent first opens add them once)."""
-    have = inspect(conn)
-    added = False
-    for table, column, ddl in _OWNER_COLUMNS:
-        if column not in {c["name"] for c in have.get_columns(table)}:
-            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
-            added = True
-    if added:
-        conn.execute(text("UPDATE api_keys SET owner = name WHERE owner IS NULL"))
-        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_generations_owner_created "
-                          "ON generations (owner, created_at)"))
+# How rows that existed before a column was added get its value (the column's SQL expression);
+# a key made before owners and scopes existed is an admin owned by its name.
+BACKFILL = {("api_keys", "owner"): "name", ("api_keys", "scope"): "'admin'"}
 
 
 def _add_missing_columns(conn: Any) -> None:
-    """Bring a database made by an older genloop up to the tables above, additively: a nullable
-    column a table lacks is added (with its index); nothing is ever dropped or changed."""
+    """Bring a database made by an older genloop up to the tables above, additively (inside the
+    schema transaction, so concurrent first opens add them once): a column a table lacks is
+    added, with its index; one that may not be null gets its ``BACKFILL`` value in the rows that
+    were there. Nothing is ever dropped or changed."""
     inspector = inspect(conn)
     for table in Base.metadata.sorted_tables:
         present = {c["name"] for c in inspector.get_columns(table.name)}
         missing = [c for c in table.columns if c.name not in present]
         for column in missing:
-            if not column.nullable:
+            fill = BACKFILL.get((table.name, column.name))
+            if not column.nullable and fill is None:
                 raise RuntimeError(f"table {table.name!r} lacks column {column.name!r}, which "
                                    "cannot be added to existing rows")
             kind = column.type.compile(dialect=conn.dialect)
             refs = "".join(f" REFERENCES {fk.column.table.name} ({fk.column.name})"
                            for fk in column.foreign_keys)
             conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{refs}"))
+            if fill is not None:
+                conn.execute(text(f"UPDATE {table.name} SET {column.name} = {fill}"))
         added = {c.name for c in missing}
         for index in table.indexes:
             if added & {c.name for c in index.columns}:
@@ -506,7 +491,6 @@ class Database:
                 # Serialize concurrent first opens (several API workers starting at once).
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
             Base.metadata.create_all(conn)
-            _add_owner_columns(conn)
             _add_missing_columns(conn)
 
     @contextmanager
