@@ -273,3 +273,13 @@ def serving(home: Path, *flags: str, log: Path | None = None) -> Iterator[Server
         yield server
     finally:
         server.stop()
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: Callable[[], Any] = lambda: "") -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds, showing ``what()``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.01)

@@ -19,6 +19,7 @@ from genloop.generation.chat import ChatMessage, ChatTemplate
 from genloop.generation.text import TextRequest
 from genloop.tokenizers import BPETokenizer, CharTokenizer
 
+from ..conftest import wait_until  # noqa: TID252
 from ..generation.test_batching import CORPUS, Collector, tiny  # noqa: TID252
 from .conftest import start_server
 
@@ -120,10 +121,7 @@ def test_busy_and_gauges_count_live_sequences_only():
     batcher.on_change = lambda r, w: seen.append((r, w))
     long = dict(prompt="the ", max_new_tokens=100_000, temperature=1.0)
     tickets = [batcher.submit(TextRequest(**long, seed=i), lambda e: None) for i in range(4)]
-    deadline = time.monotonic() + 30
-    while seen[-1] != (2, 2):
-        assert time.monotonic() < deadline, seen[-5:]
-        time.sleep(0.01)
+    wait_until(lambda: seen[-1] == (2, 2), 30, lambda: seen[-5:])
     tickets[0].cancel()  # one running
     tickets[3].cancel()  # one waiting
     with pytest.raises(Busy) as e:  # 2 live, 3 more asked, room for 2
@@ -131,16 +129,11 @@ def test_busy_and_gauges_count_live_sequences_only():
     running, waiting = (int(w) for w in str(e.value).split()[2:7:4])
     assert running + waiting == 2, str(e.value)
     assert "(limit 2 + 2)" in str(e.value)
-    deadline = time.monotonic() + 5
-    while seen[-1] != (2, 0):  # the waiting one took the freed slot; gauges said so at once
-        assert time.monotonic() < deadline, seen[-5:]
-        time.sleep(0.01)
+    # the waiting one took the freed slot; gauges said so at once
+    wait_until(lambda: seen[-1] == (2, 0), 5, lambda: seen[-5:])
     for t in tickets:
         t.cancel()
-    deadline = time.monotonic() + 5
-    while seen[-1] != (0, 0):
-        assert time.monotonic() < deadline, seen[-5:]
-        time.sleep(0.01)
+    wait_until(lambda: seen[-1] == (0, 0), 5, lambda: seen[-5:])
 
 
 def test_sequences_being_prefilled_hold_their_places(monkeypatch):
@@ -199,14 +192,15 @@ def test_a_chat_at_the_body_limit_never_stalls_health(served_workspace):
         poller = threading.Thread(target=_poll_health, args=(srv.url, stop, worst))
         poller.start()
         try:
-            time.sleep(0.2)
+            wait_until(lambda: len(worst) >= 3, 30)  # the poller is polling
             with srv.client(served_workspace.key) as c:
                 for _ in range(3):
                     t0 = time.perf_counter()
                     r = c.post("/v1/chat/completions", json=body)
                     took = time.perf_counter() - t0
                     assert r.status_code == 200, r.text
-            time.sleep(0.2)
+            after = len(worst)
+            wait_until(lambda: len(worst) >= after + 3, 30)  # and answered after the chats, too
         finally:
             stop.set()
             poller.join(30)
@@ -292,18 +286,14 @@ def test_gauges_follow_real_disconnects(served_workspace):
                 first = next(line for line in lines if line.startswith("data:"))
                 assert first.startswith("data: {\"id\""), first
                 held.append((stack, lines))
-            deadline = time.monotonic() + 10
-            while (_metric(api, running), _metric(api, waiting)) != (16, 0):
-                assert time.monotonic() < deadline, (_metric(api, running), _metric(api, waiting))
-                time.sleep(0.05)
+            gauges = lambda: (_metric(api, running), _metric(api, waiting))  # noqa: E731
+            wait_until(lambda: gauges() == (16, 0), 10, gauges)
             for stack, _ in held[:8]:
                 stack.close()  # the client goes away mid-stream
             for stack, _ in held[8:]:
                 streams.callback(stack.close)
             t0 = time.monotonic()
-            while (_metric(api, running), _metric(api, waiting)) != (8, 0):
-                assert time.monotonic() - t0 < 3, (_metric(api, running), _metric(api, waiting))
-                time.sleep(0.05)
+            wait_until(lambda: gauges() == (8, 0), 3, gauges)
             print(f"gauges at 8 running / 0 waiting {time.monotonic() - t0:.2f} s after "
                   "8 of 16 streams disconnected")
             # the 503 counts the live ones: 8 running, room for 8 + 32 more
