@@ -1,4 +1,4 @@
-"""Batches for the training loop, one small adapter per kind of dataset.
+"""Batches of the text and images kinds (found through ``training/kinds.py``, like every kind's).
 
 The loop asks only this of its data: the shape fields it fills into the model config, the unit it
 counts throughput in, a training batch that is a pure function of (seed, step, micro-batch, rank)
@@ -120,7 +120,3 @@ class ImageBatches:
             idx = order[start : start + batch]
             g = torch.Generator().manual_seed(seed + 1 + i)  # the same noise every time
             yield ImageBatch(to_unit_range(images[idx]).to(device), labels[idx].to(device), g)
-
-
-def batches_for(dataset: TextDataset | ImageDataset) -> TextBatches | ImageBatches:
-    return ImageBatches(dataset) if isinstance(dataset, ImageDataset) else TextBatches(dataset)
