@@ -226,14 +226,14 @@ def job_object(j: JobRecord) -> FineTuningJobObject:
         finished_at=int(j.finished_at.timestamp()) if j.finished_at else None,
         hyperparameters=j.hyperparameters,
         method={"type": method_type, method_type: {"hyperparameters": j.hyperparameters}},
-        model=j.model, seed=j.seed, status=j.status, trained_tokens=j.trained_tokens,  # type: ignore[arg-type]
+        model=j.model, seed=j.seed, status=j.status, trained_tokens=j.trained_tokens,
         training_file=j.training_file, validation_file=j.validation_file,
         user_provided_suffix=j.suffix, run_id=j.run_id, data=j.data)
 
 
 def event_object(e: EventRecord) -> FineTuningJobEvent:
     return FineTuningJobEvent(id=e.id, created_at=int(e.created_at.timestamp()),
-                              level=e.level, message=e.message, data=e.data, type=e.type)  # type: ignore[arg-type]
+                              level=e.level, message=e.message, data=e.data, type=e.type)
 
 
 def checkpoint_object(c: CheckpointRecord) -> FineTuningJobCheckpoint:
@@ -311,7 +311,7 @@ def create_job(store: Store, body: FineTuningJobBody, caller: Caller) -> JobReco
     if (body.training_file is None) == (body.from_feedback is None):
         raise BadField("training_file", "give a training_file (an uploaded file id) or, "
                        "genloop extra, from_feedback; exactly one")
-    method = body.method.type if body.method else "supervised"
+    method: str = body.method.type if body.method else "supervised"
     if body.from_feedback is not None:
         wanted = OBJECTIVE_METHOD[body.from_feedback.objective]
         if body.method is not None and body.method.type != wanted:
