@@ -247,8 +247,9 @@ def checkpoint_object(c: CheckpointRecord) -> FineTuningJobCheckpoint:
 
 
 def records_dir() -> Path:
-    """Where the records of tuning jobs are written (content-hashed, so shared by equal jobs)."""
-    return settings().home / "tuning"
+    """Where the records of tuning jobs are written (content-hashed, so shared by equal jobs,
+    beside the ones made from feedback)."""
+    return settings().home / "records"
 
 
 def _base(store: Store, ref: str) -> ModelVersion:
@@ -334,7 +335,7 @@ def create_job(store: Store, body: FineTuningJobBody, caller: Caller) -> JobReco
     # 3. the records: each file validated whole before anything is written
     events: list[str] = []
     if body.from_feedback is not None:
-        built = feedback_data(store, version.ref, objective, threshold=body.from_feedback.threshold,
+        built = feedback_data(store, body.model, objective, threshold=body.from_feedback.threshold,
                               visible_to=caller.visible_to)
         data = dict(built.data)
         events.append(f"Built {objective} records from the feedback on {version.ref}")
@@ -355,6 +356,8 @@ def create_job(store: Store, body: FineTuningJobBody, caller: Caller) -> JobReco
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
     return store.create_job(
         model=version.ref, objective=objective, method={"type": method},
-        hyperparameters=params.model_dump(exclude_none=True), data=data, seed=seed,
+        hyperparameters=params.model_dump(exclude_none=True,
+                                          exclude={"beta"} if method == "supervised" else None),
+        data=data, seed=seed,
         training_file=body.training_file, validation_file=body.validation_file,
         suffix=body.suffix, owner=caller.owner, events=tuple(events))

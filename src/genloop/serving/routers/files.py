@@ -65,13 +65,12 @@ def _form_parts(content_type: str, body: bytes) -> dict[str, tuple[str | None, b
         head, sep, content = raw.removeprefix(b"\r\n").partition(b"\r\n\r\n")
         if not sep:
             raise BadField("file", "the multipart body is malformed (a part without headers)")
-        headers = Message()
-        for line in head.decode("latin-1").split("\r\n"):
+        disposition = Message()  # email's parser reads the header's quoted parameters
+        for line in head.decode("utf-8", "replace").split("\r\n"):
             key, _, value = line.partition(":")
-            headers[key.strip()] = value.strip()
-        disposition = headers.get("content-disposition", "")
-        headers["content-type"] = disposition.replace("form-data", "x/form-data", 1)
-        name, filename = headers.get_param("name"), headers.get_param("filename")
+            if key.strip().lower() == "content-disposition":
+                disposition["content-type"] = value.strip().replace("form-data", "x/form-data", 1)
+        name, filename = disposition.get_param("name"), disposition.get_param("filename")
         if isinstance(name, str):
             parts[name] = (filename if isinstance(filename, str) else None,
                            content.removesuffix(b"\r\n"))
