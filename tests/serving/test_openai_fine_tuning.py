@@ -25,7 +25,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 
 @pytest.fixture(scope="module")
 def server(ws: Workspace) -> Iterator[Server]:
-    srv = start_server(ws, "--worker")
+    srv = start_server(ws, "--worker", "--rate-limit", "0")
     yield srv
     srv.stop()
 
@@ -64,7 +64,7 @@ def test_files_create_then_a_job_whose_model_answers(server, ws, method):
     f = client.files.create(file=(f"{method}.jsonl", records(method)), purpose="fine-tune")
     assert f.id.startswith("file-") and f.purpose == "fine-tune" and f.bytes > 0
     job = client.fine_tuning.jobs.create(
-        model=ws.text_model, training_file=f.id, seed=5,
+        model=f"{ws.text_model}@1", training_file=f.id, seed=5,
         method={"type": method, method: {"hyperparameters": {
             "n_epochs": 1, "batch_size": 4, **({"beta": 0.2} if method == "dpo" else {})}}})
     assert job.object == "fine_tuning.job" and job.status == "queued"
@@ -107,7 +107,7 @@ def test_a_server_restart_loses_no_job(ws, server):
             "steps": 300, "eval_every": 10, "checkpoint_every": 10}}})
     wait_until(lambda: list(client.fine_tuning.jobs.checkpoints.list(job.id)), 120)
     server.stop()  # the worker beside it stops too, putting the job back in the queue
-    again = start_server(ws, "--worker")
+    again = start_server(ws, "--worker", "--rate-limit", "0")
     try:
         client = client_of(again, ws)
         back = client.fine_tuning.jobs.retrieve(job.id)

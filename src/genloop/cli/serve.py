@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import Annotated
@@ -74,8 +75,11 @@ def serve(
 
 
 def start_worker() -> subprocess.Popen[bytes]:
-    """``genloop worker`` as a child process over the same workspace (its environment)."""
-    process = subprocess.Popen([sys.executable, "-m", "genloop.cli.main", "worker"])
+    """``genloop worker`` as a child process over the same workspace (its environment); it
+    stops when this process ends, however it ends (uvicorn re-raises SIGTERM after its shutdown,
+    which kills this process before any cleanup here)."""
+    process = subprocess.Popen([sys.executable, "-m", "genloop.cli.main", "worker",
+                                "--parent", str(os.getpid())])
     err.print(f"genloop: fine-tuning worker started (pid {process.pid})")
     return process
 

@@ -25,11 +25,13 @@ def worker(
     stale: Annotated[float, typer.Option(
         min=1.0, help="seconds without a heartbeat after which a running job's worker is taken "
         "for dead and the job resumed by another")] = 60.0,
+    parent: Annotated[int | None, typer.Option(
+        hidden=True, help="stop when this process ends (`genloop serve --worker`)")] = None,
 ) -> None:
     """Run the fine-tuning jobs of POST /v1/fine_tuning/jobs; SIGTERM or Ctrl-C puts the job in
     hand back in the queue (it resumes from its last checkpoint)."""
     from genloop.training.jobs import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    done = run_worker(poll_s=poll, once=once, stale_after_s=stale)
+    done = run_worker(poll_s=poll, once=once, stale_after_s=stale, parent_pid=parent)
     err.print(f"worker: {done} job{'s' if done != 1 else ''} run")

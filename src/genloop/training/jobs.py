@@ -251,11 +251,21 @@ class Worker:
             return None  # taken over meanwhile: its new worker finishes it
 
 
-def run_worker(*, poll_s: float = 1.0, once: bool = False,
-               stale_after_s: float = STALE_AFTER_S) -> int:
+def _watch_parent(pid: int, shutdown: threading.Event) -> None:
+    """Shut down once process ``pid`` (the ``genloop serve`` that started this worker) is gone:
+    a server killed by a signal runs no cleanup of its own."""
+    while not shutdown.wait(0.5):
+        if os.getppid() != pid:
+            shutdown.set()
+
+
+def run_worker(*, poll_s: float = 1.0, once: bool = False, stale_after_s: float = STALE_AFTER_S,
+               parent_pid: int | None = None) -> int:
     """``genloop worker``: run jobs until SIGTERM or Ctrl-C (the job in hand goes back to the
-    queue); the number run."""
+    queue), or until process ``parent_pid`` ends; the number run."""
     worker = Worker(stale_after_s=stale_after_s)
+    if parent_pid is not None:
+        threading.Thread(target=_watch_parent, args=(parent_pid, worker.shutdown), daemon=True).start()
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: worker.shutdown.set())
     log.info("worker %s polling every %.1f s", worker.name, poll_s)
     try:
