@@ -31,9 +31,12 @@ from genloop.serving.auth import Caller
 from genloop.store import CheckpointRecord, EventRecord, FileRecord, JobRecord, ModelVersion, Store
 from genloop.store.registry import validate_model_name
 
-# method type → (the tune objective, the records' form, the data kind)
-METHODS = {"supervised": ("sft", "pairs", "pairs"), "dpo": ("dpo", "paired", "preferences"),
-           "kto": ("kto", "unpaired", "preferences")}
+# method type → (the tune objective, the records' form, the data section's shape)
+METHODS: dict[str, tuple[str, str, dict[str, str]]] = {
+    "supervised": ("sft", "pairs", {"kind": "pairs"}),
+    "dpo": ("dpo", "paired", {"kind": "preferences", "form": "paired"}),
+    "kto": ("kto", "unpaired", {"kind": "preferences", "form": "unpaired"}),
+}
 OBJECTIVE_METHOD = {objective: method for method, (objective, _, _) in METHODS.items()}
 
 
@@ -261,7 +264,8 @@ def _base(store: Store, ref: str) -> ModelVersion:
 
 def _check_family(version: ModelVersion, method: str) -> None:
     """The base's family must train on the method's records and score completions."""
-    objective, _, kind = METHODS[method]
+    objective, _, shape = METHODS[method]
+    kind = shape["kind"]
     family = get_family(version.family)
     if kind not in family.kinds or family.log_probs is None or family.train_step is not None:
         raise BadField("method.type", f"{method!r} tunes a text model on {kind} records; "
@@ -319,7 +323,7 @@ def create_job(store: Store, body: FineTuningJobBody, caller: Caller) -> JobReco
             raise BadField("method.type", f"{body.method.type!r} does not match from_feedback."
                            f"objective {body.from_feedback.objective!r} (method {wanted!r})")
         method = wanted
-    objective, form, kind = METHODS[method]
+    objective, form, shape = METHODS[method]
     params = _hyperparameters(body, method)
     if params.beta != "auto" and method == "supervised":
         raise BadField("method.supervised.hyperparameters.beta", "beta is a preference "
@@ -350,11 +354,9 @@ def create_job(store: Store, body: FineTuningJobBody, caller: Caller) -> JobReco
             events.append(f"Validating validation file: {body.validation_file}")
             _records(store, caller, version, body.validation_file, "validation_file", form)
         path = write_records(records, records_dir())
-        data = {"kind": kind, "source": str(path.absolute()),
+        data = {**shape, "source": str(path.absolute()),
                 "origin": {"training_file": body.training_file, "records": len(records),
                            "method": method}}
-        if kind == "preferences":
-            data["form"] = form
         events.append(f"Files validated: {len(records)} records")
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
     return store.create_job(

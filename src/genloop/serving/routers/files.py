@@ -106,7 +106,14 @@ def files_dir() -> Path:
     return settings().home / "files"
 
 
-@router.post("/files", summary="Upload a JSON Lines file for fine-tuning (OpenAI-compatible)")
+UPLOAD = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file", "purpose"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "a JSON Lines file"},
+        "purpose": {"type": "string", "enum": list(FILE_PURPOSES)}}}}}}}
+
+
+@router.post("/files", summary="Upload a JSON Lines file for fine-tuning (OpenAI-compatible)",
+             openapi_extra=UPLOAD)
 async def upload_file(request: Request, state: StateDep, caller: WriterDep) -> FileObject:
     config = state.config
     body = await _read_body(request, config.max_file_bytes + FORM_ROOM)
