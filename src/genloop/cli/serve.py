@@ -33,6 +33,8 @@ def serve(
     rate_limit: int = option(ServeConfig, "rate_limit", help="requests per key per minute (0: no limit)"),
     max_tokens: int = option(ServeConfig, "max_tokens", help="largest max_tokens a request may ask"),
     max_chat_chars: int = option(ServeConfig, "max_chat_chars"),
+    max_file_bytes: int = option(ServeConfig, "max_file_bytes"),
+    max_file_lines: int = option(ServeConfig, "max_file_lines"),
     models_loaded: int = option(ServeConfig, "models_loaded"),
     threads: int = option(ServeConfig, "threads", help="torch threads per forward pass (1 suits small "
                           "models: the rest serve HTTP)"),
@@ -54,6 +56,7 @@ def serve(
     try:
         config = ServeConfig(host=host, port=port, auth=auth, max_batch=max_batch, max_queue=max_queue,
                              rate_limit=rate_limit, max_tokens=max_tokens, max_chat_chars=max_chat_chars,
+                             max_file_bytes=max_file_bytes, max_file_lines=max_file_lines,
                              models_loaded=models_loaded, threads=threads, public_url=public_url)
     except ValueError as e:
         raise InvalidInput(validation_message(e)) from None
