@@ -101,6 +101,22 @@ def test_a_reward_model_learns_the_preference_and_shows_it_on_its_card(ws):
     assert rm.network.body.wte.weight.shape == base.network.wte.weight.shape
 
 
+def test_a_reward_model_is_evaluated_on_unpaired_preferences_by_its_score(ws, tmp_path):
+    from genloop.data.preferences import PreferencesDataConfig
+    from genloop.evaluation.preferences import evaluate_preferences
+
+    rows = [{"prompt": r["prompt"], "completion": r[side], "label": side == "chosen"}
+            for r in _pairs(60, seed=7) for side in ("chosen", "rejected")]
+    src = tmp_path / "kto.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    rm = genloop.load("rm")
+    data = PreferencesDataConfig(source=str(src), form="unpaired").prepare(tokenizer=rm.tokenizer)
+    got = evaluate_preferences(rm.family, rm.network, data)
+    assert got["desirable_score"] > got["undesirable_score"] + 1.0, got
+    assert got["desirability_gap_score"] == pytest.approx(
+        got["desirable_score"] - got["undesirable_score"])
+
+
 def test_score_ranks_unseen_pairs(ws):
     rows = _pairs(20, seed=99)
     prompts = [r["prompt"] for r in rows]

@@ -85,8 +85,9 @@ def _pairs(tokenizer: Tokenizer, prompts: Sequence[str],
 def _batched(fn: Callable[[SequenceBatch], torch.Tensor], network: torch.nn.Module,
              tokenizer: Tokenizer, prompts: list[np.ndarray], completions: list[np.ndarray],
              batch_size: int) -> list[torch.Tensor]:
-    was_training = network.training
-    network.eval()
+    was_training = network.training  # a loaded model is in eval mode already: left untouched,
+    if was_training:                 # as the batcher's thread may be running it meanwhile
+        network.eval()
     block = cast(TextModelConfig, network.config).block_size
     device = next(network.parameters()).device
     out = []
@@ -97,7 +98,8 @@ def _batched(fn: Callable[[SequenceBatch], torch.Tensor], network: torch.nn.Modu
             b = SequenceBatch(b.inputs.to(device), b.targets.to(device), b.mask.to(device))
             out.append(torch.stack([fn(b).float().cpu(), b.mask.sum(dim=1).float().cpu()]))
     finally:
-        network.train(was_training)
+        if was_training:
+            network.train()
     return out
 
 
