@@ -113,7 +113,8 @@ class _TextBody(_Body):
     @model_validator(mode="after")
     def _choice_seeds(self) -> _TextBody:
         prompts = getattr(self, "prompt", None)  # chat: one transcript
-        check_choice_seeds(self.seed, self.n * (len(prompts) if isinstance(prompts, list) else 1))
+        per_prompt = max(self.n, getattr(self, "best_of", None) or 0)  # best_of: its candidates
+        check_choice_seeds(self.seed, per_prompt * (len(prompts) if isinstance(prompts, list) else 1))
         return self
 
 
@@ -128,7 +129,12 @@ class CompletionBody(_TextBody):
     echo: bool = Field(False, description="the prompt comes back before each completion")
     suffix: Text | None = Field(None, description=NOT_SUPPORTED + " ('' is accepted)")
     best_of: Int | None = Field(None, ge=1, le=64,
-                                description="only n (no choice is selected among more)")
+                                description="candidates per prompt, of which the n best are "
+                                            "returned (by reward_model, else by mean token "
+                                            "log-prob); above n, not with stream")
+    reward_model: str | None = Field(None, min_length=1, max_length=80,
+                                     description="genloop extra: the reward model (name or "
+                                                 "name@N) that ranks the best_of candidates")
 
     @field_validator("suffix")
     @classmethod
@@ -139,12 +145,22 @@ class CompletionBody(_TextBody):
 
     @field_validator("best_of")
     @classmethod
-    def _best_of_is_n(cls, v: int | None, info: ValidationInfo) -> int | None:
+    def _best_of_at_least_n(cls, v: int | None, info: ValidationInfo) -> int | None:
         n = info.data.get("n", 1)
         if v is not None and v < n:
             raise ValueError(f"must be at least n ({n})")
-        if v is not None and v > n:
-            raise unsupported("best_of above n (every choice generated is returned)")
+        if v is not None and v > n and info.data.get("stream"):
+            raise ValueError("cannot be used with stream (the best are known only once every "
+                             "candidate has finished)")
+        return v
+
+    @field_validator("reward_model")
+    @classmethod
+    def _ranks_best_of(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("stream"):
+            raise ValueError("cannot be used with stream (it ranks finished candidates)")
+        if v is not None and info.data.get("best_of") is None:
+            raise ValueError("ranks best_of candidates: give best_of too")
         return v
 
 

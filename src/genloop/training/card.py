@@ -37,6 +37,8 @@ METRIC_NAMES = {
     "sample_images_per_s": "sampling images/s",
     "train_images": "training images seen",
     "train_images_per_s": "training images/s",
+    "preference_accuracy": "held-out pair accuracy (chosen preferred)",
+    "reward_margin": "mean reward margin, chosen − rejected",
 }
 
 
@@ -59,6 +61,10 @@ def model_card(
     n_params = metrics.get("parameters")
     image = generates(family) is IMAGES  # what it makes decides what the card says
     use = (
+        "A reward model: it scores a prompt and a completion, higher for what the preferences in "
+        f"`{data_meta.get('name', '?')}` favour (best-of-n generation ranks candidates by it). It "
+        "generates nothing, and knows only the taste of those preferences."
+        if family.score is not None else
         "Research, teaching and experimentation with small image models trained on the dataset "
         f"below. It draws images in the style of `{data_meta.get('name', '?')}` and nothing else."
         if image else
