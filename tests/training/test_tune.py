@@ -71,16 +71,16 @@ def test_the_tune_recipe_fine_tunes_the_newest_version_under_its_name(parent, fi
 
 def test_a_tune_the_objective_or_data_cannot_take_is_a_one_line_error(parent, files):
     cases = [
-        (("poet", data_section("sft", files["sft"]), "sft"), {"beta": 0.2}, "beta is a setting of dpo and kto"),
-        (("poet", data_section("kto", files["kto"]), "dpo"), {}, "'dpo' tunes on preferences paired data; data.form is 'unpaired'"),
-        (("poet", data_section("dpo", files["dpo"]), "kto"), {}, "data.form is 'paired'"),
-        (("poet", data_section("sft", files["sft"]), "kto"), {}, "data.kind is 'pairs'"),
-        (("poet", data_section("sft", files["sft"]), "likelihood"), {}, "cannot tune a model"),
-        (("poet", data_section("sft", files["sft"]), "sft"), {"steps": 5, "epochs": 1}, "not both"),
+        ("sft", "sft", {"beta": 0.2}, "beta is a setting of dpo and kto"),
+        ("kto", "dpo", {}, "'dpo' tunes on paired preferences; data.form is 'unpaired'"),
+        ("dpo", "kto", {}, "'kto' tunes on unpaired preferences; data.form is 'paired'"),
+        ("sft", "kto", {}, "data.kind is 'pairs'"),
+        ("sft", "likelihood", {}, "cannot tune a model"),
+        ("sft", "sft", {"steps": 5, "epochs": 1}, "not both"),
     ]
-    for args, kw, message in cases:
+    for data, objective, kw, message in cases:
         with pytest.raises(RecipeError, match=message) as e:
-            tune_recipe(*args, **kw)
+            tune_recipe("poet", data_section(data, files[data]), objective, **kw)
         assert "\n" not in str(e.value)
     from genloop.errors import NotFound
 

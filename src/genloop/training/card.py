@@ -61,7 +61,8 @@ def tuning_lines(recipe: Recipe, data_meta: dict[str, Any], lineage: dict[str, A
              f"| objective | `{objective}`"
              + "".join(f", {k} {fmt(v)}" for k, v in settings.items()) + " |",
              f"| dataset hash | `{lineage.get('dataset_hash')}` |",
-             f"| records | {fmt(records.get('train', '?'))} train, {fmt(records.get('val', '?'))} validation |",
+             f"| records | {fmt(records.get('train', '?'))} train, "
+             f"{fmt(records.get('val', '?'))} validation |",
              f"| steps, lr | {fmt(t.steps)}, {t.lr:g} |"]
     origin = data_meta.get("origin")
     if origin is None:

@@ -393,7 +393,8 @@ def _step(run: Run, objective: Callable[[Any], dict[str, torch.Tensor]],
             optimizer.zero_grad(set_to_none=True)
             raise _Diverged(step, stats["loss"])
         return stats["loss"], stats
-    loss_sum, figures = 0.0, {}
+    loss_sum = 0.0
+    figures: dict[str, float] = {}
     for micro in range(cfg.grad_accum):
         batch = run.batches.train_batch(config, step, micro, seed=cfg.seed, rank=rank, batch=per_rank,
                                         device=device)

@@ -76,7 +76,7 @@ def tune_recipe(
     for key, want in shape.items():
         got = data.get(key, "paired" if key == "form" else None)
         if got != want:
-            raise RecipeError(f"objective {objective!r} tunes on {' '.join(shape.values())} data; "
+            raise RecipeError(f"objective {objective!r} tunes on {' '.join(reversed(shape.values()))}; "
                               f"data.{key} is {got!r}")
     store = store or Store()
     version = store.resolve(base)
