@@ -41,7 +41,8 @@ def tune(
     lr: Annotated[float | None, typer.Option(help="learning rate (default: the parent's / 10)")] = None,
     beta: Annotated[float | None, typer.Option(
         help="dpo, kto: how far the model may move from its parent (default 0.1)")] = None,
-    desirable_weight: Annotated[float | None, typer.Option(help="kto: weight of the liked (default 1)")] = None,
+    desirable_weight: Annotated[float | None, typer.Option(
+        help="kto: weight of the liked (default 1)")] = None,
     undesirable_weight: Annotated[float | None, typer.Option(
         help="kto: weight of the disliked (default 1)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="records per step (default: the parent's)")] = None,
@@ -79,12 +80,14 @@ def tune(
 
 def _feedback_section(store: Any, model: str, objective: str, threshold: int) -> dict[str, Any]:
     """The data section of the model's feedback for ``objective`` (feedback/datasets.py)."""
-    try:
-        from genloop.feedback.datasets import feedback_data
+    import importlib
+
+    try:  # by name: feedback/datasets.py is built beside this command (issue 11, part A)
+        datasets = importlib.import_module("genloop.feedback.datasets")
     except ImportError:
         raise GenloopError("--from-feedback needs genloop.feedback.datasets, which this build "
                            "lacks: tune with --data FILE") from None
-    built = feedback_data(store, model, objective, threshold=threshold)
+    built = datasets.feedback_data(store, model, objective, threshold=threshold)
     counts = ", ".join(f"{k} {v}" for k, v in built.summary.items() if isinstance(v, int | float))
     err.print(f"[dim]feedback:[/] {counts} → {built.path}", highlight=False)
     return dict(built.data)

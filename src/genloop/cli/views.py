@@ -10,7 +10,6 @@ from rich.table import Table
 
 from genloop.cli.console import out
 
-
 # the objective figures an evaluation line shows beside the validation loss (preference tuning)
 FIGURES = {"reward_accuracy": "reward acc", "reward_margin": "margin", "kl": "kl"}
 

@@ -42,6 +42,7 @@ DATA_SHAPES: dict[str, dict[str, str]] = {
     "dpo": {"kind": "preferences", "form": "paired"},
     "kto": {"kind": "preferences", "form": "unpaired"},
 }
+SHOWN = ("sft", "dpo", "kto")  # what errors and help list ("pairs" is sft's older name)
 DEFAULT_EPOCHS = 3.0
 LR_DIVISOR = 10  # tuning lr = the pretraining lr / 10
 MAX_INTERVAL = 50  # steps between evaluations and checkpoints, at most
@@ -55,8 +56,8 @@ def data_section(objective: str, source: str | Path, **settings: Any) -> dict[st
 
 def _shape(objective: str) -> dict[str, str]:
     if objective not in DATA_SHAPES:
-        known = ", ".join(k for k in DATA_SHAPES if k != "pairs")
-        raise RecipeError(f"objective {objective!r} cannot tune a model (tuning objectives: {known})")
+        raise RecipeError(f"objective {objective!r} cannot tune a model "
+                          f"(tuning objectives: {', '.join(SHOWN)})")
     return DATA_SHAPES[objective]
 
 
