@@ -114,3 +114,24 @@ def test_a_tune_registers_the_next_version_and_moves_its_objective(parent, files
         assert all(row["val/kl"] >= 0 for row in val)
     evals = [p for p in seen if p.phase == "eval" and p.val_loss is not None]
     assert evals and "reward_accuracy" in evals[-1].metrics
+
+
+def test_the_tuning_section_shows_the_datasets_origin():
+    """The dataset meta's ``origin`` (how feedback became records) reaches the card, whether
+    the meta holds it at the top or in its config."""
+    from genloop.training.card import tuning_lines
+
+    data = {"kind": "preferences", "form": "unpaired", "source": "f.jsonl"}
+    recipe = genloop.load_recipe({"name": "poet", "parent": "poet@1", "data": data, "train": {
+        "objective": "kto", "beta": 0.2, "undesirable_weight": 1.5}})
+    origin = {"source_model": "poet@1", "threshold": 4, "counts": {"thumbs_up": 7, "ratings": 12}}
+    meta = {"counts": {"records": {"train": 17, "val": 2}}, "origin": origin}
+    lineage = {"parent": "poet@1", "dataset_hash": "ab" * 32}
+    for given in (meta, {"counts": meta["counts"], "config": {"origin": origin}}):
+        text = "\n".join(tuning_lines(recipe, given, lineage))
+        assert "| parent | `poet@1` |" in text and "ab" * 32 in text
+        assert "| objective | `kto`, beta 0.2, desirable_weight 1, undesirable_weight 1.5 |" in text
+        assert "| records | 17 train, 2 validation |" in text
+        assert "| threshold | 4 |" in text and "| source model | poet@1 |" in text
+        assert '"thumbs_up": 7' in text
+    assert "threshold" not in "\n".join(tuning_lines(recipe, {}, lineage))  # no origin, no rows

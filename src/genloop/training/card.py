@@ -59,7 +59,7 @@ def tuning_lines(recipe: Recipe, data_meta: dict[str, Any], lineage: dict[str, A
     lines = ["", "## Tuning", "", "| | |", "| --- | --- |",
              f"| parent | `{lineage.get('parent') or recipe.parent}` |",
              f"| objective | `{objective}`"
-             + "".join(f", {k} {fmt(v)}" for k, v in settings.items()) + " |",
+             + "".join(f", {k} {v:g}" for k, v in settings.items()) + " |",
              f"| dataset hash | `{lineage.get('dataset_hash')}` |",
              f"| records | {fmt(records.get('train', '?'))} train, "
              f"{fmt(records.get('val', '?'))} validation |",
