@@ -71,16 +71,16 @@ def test_the_tune_recipe_fine_tunes_the_newest_version_under_its_name(parent, fi
 
 def test_a_tune_the_objective_or_data_cannot_take_is_a_one_line_error(parent, files):
     cases = [
-        (("poet", data_section("sft", files["sft"]), "sft"), {"beta": 0.2}, "beta is a setting of dpo and kto"),
-        (("poet", data_section("kto", files["kto"]), "dpo"), {}, "'dpo' tunes on preferences paired data; data.form is 'unpaired'"),
-        (("poet", data_section("dpo", files["dpo"]), "kto"), {}, "data.form is 'paired'"),
-        (("poet", data_section("sft", files["sft"]), "kto"), {}, "data.kind is 'pairs'"),
-        (("poet", data_section("sft", files["sft"]), "likelihood"), {}, "cannot tune a model"),
-        (("poet", data_section("sft", files["sft"]), "sft"), {"steps": 5, "epochs": 1}, "not both"),
+        ("sft", "sft", {"beta": 0.2}, "beta is a setting of dpo and kto"),
+        ("kto", "dpo", {}, "'dpo' tunes on paired preferences; data.form is 'unpaired'"),
+        ("dpo", "kto", {}, "'kto' tunes on unpaired preferences; data.form is 'paired'"),
+        ("sft", "kto", {}, "data.kind is 'pairs'"),
+        ("sft", "likelihood", {}, "cannot tune a model"),
+        ("sft", "sft", {"steps": 5, "epochs": 1}, "not both"),
     ]
-    for args, kw, message in cases:
+    for data, objective, kw, message in cases:
         with pytest.raises(RecipeError, match=message) as e:
-            tune_recipe(*args, **kw)
+            tune_recipe("poet", data_section(data, files[data]), objective, **kw)
         assert "\n" not in str(e.value)
     from genloop.errors import NotFound
 
@@ -114,3 +114,24 @@ def test_a_tune_registers_the_next_version_and_moves_its_objective(parent, files
         assert all(row["val/kl"] >= 0 for row in val)
     evals = [p for p in seen if p.phase == "eval" and p.val_loss is not None]
     assert evals and "reward_accuracy" in evals[-1].metrics
+
+
+def test_the_tuning_section_shows_the_datasets_origin():
+    """The dataset meta's ``origin`` (how feedback became records) reaches the card, whether
+    the meta holds it at the top or in its config."""
+    from genloop.training.card import tuning_lines
+
+    data = {"kind": "preferences", "form": "unpaired", "source": "f.jsonl"}
+    recipe = genloop.load_recipe({"name": "poet", "parent": "poet@1", "data": data, "train": {
+        "objective": "kto", "beta": 0.2, "undesirable_weight": 1.5}})
+    origin = {"source_model": "poet@1", "threshold": 4, "counts": {"thumbs_up": 7, "ratings": 12}}
+    meta = {"counts": {"records": {"train": 17, "val": 2}}, "origin": origin}
+    lineage = {"parent": "poet@1", "dataset_hash": "ab" * 32}
+    for given in (meta, {"counts": meta["counts"], "config": {"origin": origin}}):
+        text = "\n".join(tuning_lines(recipe, given, lineage))
+        assert "| parent | `poet@1` |" in text and "ab" * 32 in text
+        assert "| objective | `kto`, beta 0.2, desirable_weight 1, undesirable_weight 1.5 |" in text
+        assert "| records | 17 train, 2 validation |" in text
+        assert "| threshold | 4 |" in text and "| source model | poet@1 |" in text
+        assert '"thumbs_up": 7' in text
+    assert "threshold" not in "\n".join(tuning_lines(recipe, {}, lineage))  # no origin, no rows

@@ -24,7 +24,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from genloop.errors import GenloopError, readable_errors
 from genloop.serving.auth import challenge
 from genloop.serving.deps import ServerState
-from genloop.serving.routers import files, fine_tuning, generations, images, models, system, text
+from genloop.serving.routers import (
+    feedback,
+    files,
+    fine_tuning,
+    generations,
+    images,
+    models,
+    system,
+    text,
+)
 from genloop.serving.settings import ServeConfig
 from genloop.store import Store
 from genloop.version import __version__
@@ -203,8 +212,8 @@ def create_app(config: ServeConfig | None = None, store: Store | None = None) ->
     app.state.genloop = state
     _install_error_handlers(app)
     app.include_router(system.public)
-    for router in (models.router, text.router, images.router, generations.router, files.router,
-                   fine_tuning.router, system.router):
+    for router in (models.router, text.router, images.router, generations.router, feedback.router,
+                   files.router, fine_tuning.router, system.router):
         app.include_router(router)
     # added innermost first: the metrics count every answer (the body limit's 413s and the
     # catch-all's 500s too); the body limit reads the raw request before anything else does

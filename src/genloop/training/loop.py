@@ -205,7 +205,7 @@ def start(
     if family.train_step is not None and (cfg.grad_accum > 1 or ddp.world > 1):
         raise RecipeError(f"{family.name} takes its own optimizer steps: use train.grad_accum=1 "
                           "and a single process (no torchrun)")
-    objective_name = cfg.objective or default_objective(kind)
+    objective_name = cfg.objective or family.objective or default_objective(kind)
     objective = get_objective(objective_name, family, kind, getattr(recipe.data, "form", None), cfg)
     if objective.needs_reference and not recipe.parent:
         raise RecipeError(f"train.objective {objective_name!r} compares the model with a frozen copy "
@@ -228,9 +228,14 @@ def start(
         model = family.build(model_config)
     parent_ref, reference = None, None
     if recipe.parent and (resume is None or objective.needs_reference):
-        ref, parent_model = _load_parent(store, recipe.parent, family, model_config, dataset)
+        ref, parent_family, parent_config, parent_model = _load_parent(
+            store, recipe.parent, family, model_config, dataset)
         if resume is None:
-            model.load_state_dict(parent_model.state_dict())
+            if parent_family.name == family.name:
+                model.load_state_dict(parent_model.state_dict())
+            else:  # a family that starts from another's network (reward: from a gpt)
+                assert family.init_from is not None  # ``_load_parent`` refuses it otherwise
+                family.init_from(model, parent_family, parent_config, parent_model)
             parent_ref = ref
         if objective.needs_reference:
             reference = parent_model.requires_grad_(False).eval()
@@ -268,12 +273,14 @@ def start(
 
 def _load_parent(
     store: Store, name: str, family: Family, model_config: ModelConfig, dataset: Any
-) -> tuple[str, torch.nn.Module]:
-    """The parent version's reference and network, if this recipe can fine-tune it."""
+) -> tuple[str, Family, ModelConfig, torch.nn.Module]:
+    """The parent version's reference, family, config and network, if this recipe can fine-tune
+    it: one of its own family with the same config, or any a family with ``init_from`` checks."""
     parent = store.resolve(name)
     parent_dir = ModelDir(Path(parent.path))
     parent_family, parent_config, parent_model = parent_dir.load()
-    if parent_family.name != family.name or parent_config != model_config:
+    same = parent_family.name == family.name
+    if (same and parent_config != model_config) or (not same and family.init_from is None):
         raise RecipeError(
             f"parent {parent.ref} is a {parent_family.name} with config "
             f"{parent_config.model_dump()}; this recipe builds {family.name} "
@@ -287,7 +294,7 @@ def _load_parent(
             f"parent {parent.ref} was trained with a different tokenizer than this dataset's: "
             "fine-tune on data prepared with the parent's tokenizer"
         )
-    return parent.ref, parent_model
+    return parent.ref, parent_family, parent_config, parent_model
 
 
 def fit(run: Run) -> None:
@@ -410,7 +417,8 @@ def _step(run: Run, objective: Callable[[Any], dict[str, torch.Tensor]],
             optimizer.zero_grad(set_to_none=True)
             raise _Diverged(step, stats["loss"])
         return stats["loss"], stats
-    loss_sum, figures = 0.0, {}
+    loss_sum = 0.0
+    figures: dict[str, float] = {}
     for micro in range(cfg.grad_accum):
         batch = run.batches.train_batch(config, step, micro, seed=cfg.seed, rank=rank, batch=per_rank,
                                         device=device)

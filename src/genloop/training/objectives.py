@@ -107,6 +107,22 @@ def dpo(family: Family, model: torch.nn.Module, batch: Any,
             "reward_accuracy": (margin.detach() > 0).float().mean()}
 
 
+def reward(family: Family, model: torch.nn.Module, batch: Any,
+           reference: torch.nn.Module | None = None) -> Losses:
+    """A reward model's Bradley–Terry loss on paired preferences: −log σ(r(c) − r(r)) averaged
+    over pairs, r the model's score (``family.score``) of the prompt with its chosen (c) or
+    rejected (r) completion. Also returns the mean margin r(c) − r(r) and how often it is
+    positive (accuracy)."""
+    assert family.score is not None  # guaranteed by ``needs``
+    if not hasattr(batch, "chosen"):
+        raise RecipeError("train.objective 'reward' trains on paired preferences (prompt, chosen, "
+                          "rejected); this dataset is unpaired (data.form: paired)")
+    margin = family.score(model, batch.chosen) - family.score(model, batch.rejected)
+    return {"loss": -torch.nn.functional.logsigmoid(margin).mean(),
+            "reward_margin": margin.detach().mean(),
+            "reward_accuracy": (margin.detach() > 0).float().mean()}
+
+
 def kto(family: Family, model: torch.nn.Module, batch: Any,
         reference: torch.nn.Module | None = None, *, beta: float = 0.1,
         desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> Losses:
@@ -146,6 +162,8 @@ OBJECTIVES: dict[str, Objective] = {
                      "undesirable completions)", needs=("log_probs",), kinds=frozenset({"preferences"}),
                      needs_reference=True, form="unpaired",
                      params=("beta", "desirable_weight", "undesirable_weight")),
+    "reward": Objective(reward, "a reward model's Bradley–Terry loss (paired preferences)",
+                        needs=("score",), kinds=frozenset({"preferences"}), form="paired"),
 }
 OBJECTIVES["sft"] = OBJECTIVES["pairs"]  # supervised fine-tuning, by the name users know
 DEFAULT = "likelihood"

@@ -42,6 +42,7 @@ DATA_SHAPES: dict[str, dict[str, str]] = {
     "dpo": {"kind": "preferences", "form": "paired"},
     "kto": {"kind": "preferences", "form": "unpaired"},
 }
+SHOWN = ("sft", "dpo", "kto")  # what errors and help list ("pairs" is sft's older name)
 DEFAULT_EPOCHS = 3.0
 LR_DIVISOR = 10  # tuning lr = the pretraining lr / 10
 MAX_INTERVAL = 50  # steps between evaluations and checkpoints, at most
@@ -55,8 +56,8 @@ def data_section(objective: str, source: str | Path, **settings: Any) -> dict[st
 
 def _shape(objective: str) -> dict[str, str]:
     if objective not in DATA_SHAPES:
-        known = ", ".join(k for k in DATA_SHAPES if k != "pairs")
-        raise RecipeError(f"objective {objective!r} cannot tune a model (tuning objectives: {known})")
+        raise RecipeError(f"objective {objective!r} cannot tune a model "
+                          f"(tuning objectives: {', '.join(SHOWN)})")
     return DATA_SHAPES[objective]
 
 
@@ -64,19 +65,25 @@ def tune_recipe(
     base: str, data: dict[str, Any], objective: str, *, steps: int | None = None,
     epochs: float | None = None, lr: float | None = None, batch_size: int | None = None,
     beta: float | None = None, seed: int | None = None, name: str | None = None,
-    store: Store | None = None,
+    store: Store | None = None, desirable_weight: float | None = None,
+    undesirable_weight: float | None = None,
 ) -> Recipe:
     """The recipe that tunes ``base`` ("name": its newest version, or "name@N") on ``data`` (a
-    recipe data section of the objective's kind) with ``objective`` (sft, dpo or kto)."""
+    recipe data section of the objective's kind) with ``objective`` (sft, dpo or kto). Settings
+    left None take the tuning defaults above."""
     shape = _shape(objective)
-    if beta is not None and not OBJECTIVES[objective].params:
-        raise RecipeError(f"beta is a setting of dpo and kto; objective {objective!r} has none")
+    given = {"beta": beta, "desirable_weight": desirable_weight,
+             "undesirable_weight": undesirable_weight}
+    for key, value in given.items():
+        if value is not None and key not in OBJECTIVES[objective].params:
+            users = " and ".join(k for k, o in OBJECTIVES.items() if key in o.params)
+            raise RecipeError(f"{key} is a setting of {users}; objective {objective!r} has none")
     if steps is not None and epochs is not None:
         raise RecipeError("give steps or epochs, not both")
     for key, want in shape.items():
         got = data.get(key, "paired" if key == "form" else None)
         if got != want:
-            raise RecipeError(f"objective {objective!r} tunes on {' '.join(shape.values())} data; "
+            raise RecipeError(f"objective {objective!r} tunes on {' '.join(reversed(shape.values()))}; "
                               f"data.{key} is {got!r}")
     store = store or Store()
     version = store.resolve(base)
@@ -95,8 +102,7 @@ def tune_recipe(
              lr=lr if lr is not None else (parent_lr if frozen.get("parent") else parent_lr / LR_DIVISOR))
     if batch_size is not None:
         t["batch_size"] = batch_size
-    if beta is not None:
-        t["beta"] = beta
+    t.update({k: v for k, v in given.items() if v is not None})
     if steps is None:
         records = _train_records(data, parent)
         per_step = int(t.get("batch_size", 12)) * int(t.get("grad_accum", 1))
