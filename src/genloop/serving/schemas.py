@@ -420,6 +420,32 @@ class GenerationList(_Reply):
     has_more: bool
 
 
+class FeedbackCounts(_Reply):
+    ratings: int
+    thumbs_up: int
+    thumbs_down: int
+    preferences: int
+
+
+class FeedbackSummary(_Reply):
+    """How much feedback a model has and what each tuning objective gets from it
+    (``genloop.feedback.datasets.feedback_summary``)."""
+
+    object: Literal["feedback.summary"] = "feedback.summary"
+    model: str
+    generations: int = Field(description="outputs of the model the caller sees")
+    threshold: int = Field(description="ratings at or above it are liked")
+    owner: str | None = Field(description="whose feedback is counted (null: everyone's)")
+    feedback: FeedbackCounts
+    usable: dict[str, int] = Field(description="records each objective (sft, dpo, reward, kto) "
+                                               "would get")
+    min_records: dict[str, int]
+    needed: dict[str, int] = Field(description="how many more records each objective needs")
+    sources: dict[str, int] = Field(description="preferences and rating pairs (dpo), desirable "
+                                                "and undesirable outputs (kto)")
+    skipped: dict[str, int] = Field(description="feedback left out, by reason")
+
+
 # --- the OpenAPI of responses that FastAPI cannot infer -----------------------------------------
 
 IDEMPOTENT_REPLAYED = {"Idempotent-Replayed": {
