@@ -162,7 +162,7 @@ def test_dpo_on_hand_computed_values():
     """Policy = the bigram above; reference = a uniform bigram (every token p = 1/2).
     Chosen row 0: targets p 3/4, 3/4 → log π = 2 ln 3/4; rejected row 0: 1/4, 1/4 → 2 ln 1/4;
     the reference gives 2 ln 1/2 to both, so the margin is β·2(ln 3/4 − ln 1/4) = β·2 ln 3."""
-    from genloop.training.objectives import DPO_BETA, dpo
+    from genloop.training.objectives import dpo
     from genloop.training.preference_batches import PreferenceBatch
 
     policy, reference = Bigram(), Bigram()
@@ -171,8 +171,9 @@ def test_dpo_on_hand_computed_values():
     inputs = torch.tensor([[0, 1]])
     chosen = SequenceBatch(inputs, torch.tensor([[1, 0]]), torch.tensor([[True, True]]))
     rejected = SequenceBatch(inputs, torch.tensor([[0, 1]]), torch.tensor([[True, True]]))
+    beta = 0.1  # the recipe's default (train.beta)
     out = dpo(BIGRAM, policy, PreferenceBatch(chosen, rejected), reference)
-    margin = DPO_BETA * 2 * math.log(3.0)
+    margin = beta * 2 * math.log(3.0)
     assert out["reward_margin"].item() == pytest.approx(margin, rel=1e-6)
     assert out["loss"].item() == pytest.approx(-math.log(1 / (1 + math.exp(-margin))), rel=1e-6)
     assert out["reward_accuracy"].item() == 1.0

@@ -50,14 +50,14 @@ from genloop.training.recipe import Recipe, TrainConfig, load_recipe
 from genloop.training.register import register_model
 from genloop.training.runtime import Distributed, autocast, pick_device, seeded_rng, use_compile, uses_bf16
 
-__all__ = ["Progress", "TrainResult", "batch_at", "lr_at", "train"]
+__all__ = ["Progress", "StopTraining", "TrainResult", "batch_at", "lr_at", "train"]
 
 
 @dataclass
 class Progress:
     """What a face shows while training runs."""
 
-    phase: str  # "data" | "build" | "train" | "eval" | "register" | "done"
+    phase: str  # "data" | "build" | "train" | "eval" | "checkpoint" | "register" | "done"
     step: int = 0
     steps: int = 0
     loss: float | None = None
@@ -67,6 +67,9 @@ class Progress:
     val_loss: float | None = None
     message: str = ""
     unit: str = "tokens"
+    # the objective's other figures: the step's (train) or the validation batches' (eval), e.g.
+    # reward_accuracy, reward_margin, kl for the preference objectives
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,6 +83,12 @@ class TrainResult:
 
 ProgressFn = Callable[[Progress], None]
 WARMUP_STEPS_UNTIMED = 20
+
+
+class StopTraining(Exception):  # noqa: N818 - a request, not an error
+    """Raised by an ``on_progress`` callback to stop the run cleanly (a cancelled tuning job):
+    the last checkpoint is kept, the run is marked stopped, nothing is registered; ``train``
+    raises it on to its caller."""
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -158,17 +167,20 @@ def train(
     resume: str | None = None,
     on_progress: ProgressFn | None = None,
     register: bool = True,
+    run_id: str | None = None,
 ) -> TrainResult:
-    """Train a recipe (or resume run ``resume``) to the end; register the model version."""
+    """Train a recipe (or resume run ``resume``) to the end; register the model version.
+    ``run_id`` names a new run (a tuning job's worker records it first, to resume it later)."""
     with seeded_rng(None):  # what the run does to torch's global RNG stays inside it
-        run = start(recipe, overrides=overrides, resume=resume, report=on_progress or (lambda p: None))
+        run = start(recipe, overrides=overrides, resume=resume, report=on_progress or (lambda p: None),
+                    run_id=run_id)
         fit(run)
         return finish(run, register=register)
 
 
 def start(
     recipe: Recipe | str | Path | dict | None, *, overrides: Sequence[str] = (), resume: str | None = None,
-    report: ProgressFn,
+    report: ProgressFn, run_id: str | None = None,
 ) -> Run:
     """Everything before the first step: run, data, model, objective, optimizer, run row."""
     # 1. the run (a resumed one brings its frozen recipe), its family and objective
@@ -181,7 +193,7 @@ def start(
         run_id = row.id
     else:
         recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, list(overrides))
-        run_id = uuid.uuid4().hex[:12]
+        run_id = run_id or uuid.uuid4().hex[:12]
         run_dir = settings().runs_dir / run_id
     cfg = recipe.train
     if cfg.threads:
@@ -194,7 +206,7 @@ def start(
         raise RecipeError(f"{family.name} takes its own optimizer steps: use train.grad_accum=1 "
                           "and a single process (no torchrun)")
     objective_name = cfg.objective or default_objective(kind)
-    objective = get_objective(objective_name, family, kind)
+    objective = get_objective(objective_name, family, kind, getattr(recipe.data, "form", None), cfg)
     if objective.needs_reference and not recipe.parent:
         raise RecipeError(f"train.objective {objective_name!r} compares the model with a frozen copy "
                           "of the model it starts from: set parent (name@N)")
@@ -336,18 +348,23 @@ def fit(run: Run) -> None:
                         extra = {f"train/{k}": v for k, v in stats.items() if k != "loss"}
                         run.metrics.log(state.step, {"train/loss": loss_sum, **extra, "lr": lr,
                                                      f"{unit}_per_s": tok_s, "elapsed_s": state.elapsed_s})
-                    run.report(Progress("train", state.step, cfg.steps, loss_sum, lr, tok_s, eta, unit=unit))
+                    run.report(Progress("train", state.step, cfg.steps, loss_sum, lr, tok_s, eta, unit=unit,
+                                        metrics=stats))
                 if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-                    val_loss = _estimate_val(run)
+                    val_loss, val_stats = _estimate_val(run)
                     if run.metrics:
-                        run.metrics.log(state.step, {"val/loss": val_loss, "elapsed_s": state.elapsed_s})
+                        run.metrics.log(state.step, {"val/loss": val_loss,
+                                                     **{f"val/{k}": v for k, v in val_stats.items()},
+                                                     "elapsed_s": state.elapsed_s})
                     if family.selects_best and val_loss < state.best_val_loss:
                         state.best_val_loss, state.best_step = val_loss, state.step
                         _checkpoint(run, "best")
                     run.report(Progress("eval", state.step, cfg.steps, loss_sum, lr, tok_s,
-                                        val_loss=val_loss, unit=unit))
+                                        val_loss=val_loss, unit=unit, metrics=val_stats))
                 if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
                     _checkpoint(run, "last")
+                    run.report(Progress("checkpoint", state.step, cfg.steps, loss_sum,
+                                        message=str(run.ckpt_dir / "last"), unit=unit))
                 if cfg.time_limit_s and state.elapsed_s >= cfg.time_limit_s:
                     run.stopped_early = True
                     _checkpoint(run, "last")
@@ -364,6 +381,12 @@ def fit(run: Run) -> None:
                 f"last good checkpoint: {where} "
                 f"(lower train.lr, raise train.warmup_steps or set train.grad_clip)"
             ) from None
+        except StopTraining:
+            if ddp.main:
+                run.store.update_run(run.id, status="stopped", step=state.step)
+            if run.metrics:
+                run.metrics.close()
+            raise
         except BaseException as e:
             if ddp.main:
                 run.store.update_run(run.id, status="failed", step=state.step, error=str(e)[:500])
@@ -387,14 +410,18 @@ def _step(run: Run, objective: Callable[[Any], dict[str, torch.Tensor]],
             optimizer.zero_grad(set_to_none=True)
             raise _Diverged(step, stats["loss"])
         return stats["loss"], stats
-    loss_sum = 0.0
+    loss_sum, figures = 0.0, {}
     for micro in range(cfg.grad_accum):
         batch = run.batches.train_batch(config, step, micro, seed=cfg.seed, rank=rank, batch=per_rank,
                                         device=device)
         with autocast(cfg, device.type):
-            loss = objective(batch)["loss"] / cfg.grad_accum
+            out = objective(batch)
+            loss = out["loss"] / cfg.grad_accum
         loss.backward()
         loss_sum += float(loss.detach())
+        for k, v in out.items():  # the objective's metrics, averaged over the micro-batches
+            if k != "loss":
+                figures[k] = figures.get(k, 0.0) + float(v) / cfg.grad_accum
     # the gradient norm is checked too: a finite loss with non-finite gradients would otherwise
     # turn the weights into NaN, and the next checkpoint would keep them
     # (max_norm=inf when clipping is off scales by exactly 1.0: the update is unchanged)
@@ -406,20 +433,27 @@ def _step(run: Run, objective: Callable[[Any], dict[str, torch.Tensor]],
         raise _Diverged(step, loss_sum)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss_sum, {}
+    return loss_sum, figures
 
 
-def _estimate_val(run: Run) -> float:
-    """The objective on the fixed validation batches, averaged over ranks."""
+def _estimate_val(run: Run) -> tuple[float, dict[str, float]]:
+    """The objective on the fixed validation batches, averaged over ranks: the loss, and the
+    objective's other figures (averaged over the batches, on this rank)."""
     cfg, judged = run.cfg, run.judged
     judged.eval()
-    losses = []
+    losses: list[float] = []
+    figures: dict[str, float] = {}
     with torch.no_grad(), autocast(cfg, run.device.type):
         for batch in run.batches.val_batches(run.model_config, cfg.eval_batches, cfg.batch_size,
                                              seed=cfg.seed, device=run.device):
-            losses.append(run.objective.loss(run.family, judged, batch, run.reference)["loss"].item())
+            out = run.objective.loss(run.family, judged, batch, run.reference)
+            losses.append(out["loss"].item())
+            for k, v in out.items():
+                if k != "loss":
+                    figures[k] = figures.get(k, 0.0) + float(v)
     run.model.train()
-    return run.ddp.mean(sum(losses) / len(losses))
+    return (run.ddp.mean(sum(losses) / len(losses)),
+            {k: v / len(losses) for k, v in figures.items()})
 
 
 def _checkpoint(run: Run, name: str) -> None:
