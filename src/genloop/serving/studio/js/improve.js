@@ -116,7 +116,7 @@ async function loadJobs(model) {
   if ($("#improve-model").value !== model) return jobs;
   $("#jobs-rows").replaceChildren(...jobs.map((job) => h("tr", { dataset: { id: job.id } },
     h("td", { class: "c-time", title: toDate(job.created_at).toString() }, fmtTime(job.created_at)),
-    h("td", { class: "c-model" }, job.id),
+    h("td", { class: "c-model c-job", title: job.id }, job.id),
     h("td", null, h("span", { class: "pill" }, objectiveOf(job))),
     h("td", null, h("span", { class: `pill status-${job.status}` }, job.status)),
     h("td", { class: "c-model" }, job.fine_tuned_model || ""),

@@ -5,9 +5,10 @@ import { $, h, fmtNum } from "./dom.js";
 
 // the metrics a node shows, in this order of preference (at most three, those it has)
 const HEADLINE = ["val_loss", "bits_per_char", "bits_per_token", "perplexity", "fid", "kid",
-  "pair_accuracy", "reward_accuracy", "sample_accuracy", "test_accuracy", "inception_score"];
+  "preference_accuracy", "preference_margin_nats", "reward_margin", "pair_accuracy", "reward_accuracy", "sample_accuracy",
+  "test_accuracy", "inception_score"];
 const LOWER_IS_BETTER = /loss|bits|perplexity|fid|kid|nll|nelbo|repetition/;
-const HIGHER_IS_BETTER = /accuracy|precision|recall|inception|distinct|win/;
+const HIGHER_IS_BETTER = /accuracy|margin|precision|recall|inception|distinct|win/;
 
 function headline(metrics) {
   const keys = HEADLINE.filter((k) => typeof metrics[k] === "number");
