@@ -70,8 +70,9 @@ def test_rate_tune_and_compare_blind_in_the_studio(workspace_with_story: tuple[P
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
         try:
+            viewport = {"width": 1360, "height": 1120 if SCREENSHOTS else 900}
             context = browser.new_context(http_credentials={"username": "studio", "password": key},
-                                          viewport={"width": 1360, "height": 1120 if SCREENSHOTS else 900}, color_scheme="light")
+                                          viewport=viewport, color_scheme="light")
             page = context.new_page()
             page_errors: list[str] = []
             page.on("pageerror", lambda e: page_errors.append(str(e)))
