@@ -99,9 +99,10 @@ class _Collected:
 
 
 def _prompt(g: GenerationRecord) -> str | None:
-    """The prompt of a text generation (a chat's is its rendered transcript); None for images."""
+    """The prompt of a text generation (a chat's is its rendered transcript); None for an image
+    (images live in files)."""
     prompt = g.request.get("prompt")
-    return prompt if g.kind == "text" and g.file is None and isinstance(prompt, str) else None
+    return prompt if g.file is None and g.output is not None and isinstance(prompt, str) else None
 
 
 def _collect(store: Store, model: str, threshold: int, visible_to: str | None) -> _Collected:
