@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Annotated
 
 import typer
@@ -37,6 +39,9 @@ def serve(
         "base URL clients reach the server at (image URLs start with it; default: the bind "
         "address, or relative URLs on 0.0.0.0)")),
     preload: Annotated[list[str], typer.Option(help="load these models before serving")] = [],
+    worker: Annotated[bool, typer.Option(
+        "--worker", help="start one `genloop worker` beside the server (it runs the fine-tuning "
+        "jobs; stopped with the server)")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
     """Serve every registered model over an OpenAI-compatible HTTP API, with the studio at /."""
@@ -60,4 +65,27 @@ def serve(
         err.print("[bold red]AUTH IS OFF:[/] every model and every generation is open to anyone "
                   f"who can reach {host}:{port}")
     out.print(f"genloop: serving on [bold]http://{host}:{port}[/] (studio at /, API at /v1)")
-    run(config, log_level=log_level)
+    beside = start_worker() if worker else None
+    try:
+        run(config, log_level=log_level)
+    finally:
+        if beside is not None:
+            stop_worker(beside)
+
+
+def start_worker() -> subprocess.Popen[bytes]:
+    """``genloop worker`` as a child process over the same workspace (its environment)."""
+    process = subprocess.Popen([sys.executable, "-m", "genloop.cli.main", "worker"])
+    err.print(f"genloop: fine-tuning worker started (pid {process.pid})")
+    return process
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: the worker puts its job back in the queue and exits; killed after 30 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

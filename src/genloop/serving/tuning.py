@@ -335,8 +335,11 @@ def create_job(store: Store, body: FineTuningJobBody, caller: Caller) -> JobReco
     # 3. the records: each file validated whole before anything is written
     events: list[str] = []
     if body.from_feedback is not None:
-        built = feedback_data(store, body.model, objective, threshold=body.from_feedback.threshold,
-                              visible_to=caller.visible_to)
+        try:
+            built = feedback_data(store, body.model, objective,
+                                  threshold=body.from_feedback.threshold, visible_to=caller.visible_to)
+        except InvalidInput as e:
+            raise BadField("from_feedback", str(e)) from None
         data = dict(built.data)
         events.append(f"Built {objective} records from the feedback on {version.ref}")
     else:

@@ -119,7 +119,7 @@ async def upload_file(request: Request, state: StateDep, caller: WriterDep) -> F
         raise BadField("file", "the form has no 'file' part")
     filename, data = parts["file"]
     if len(data) > config.max_file_bytes:
-        raise BadField("file", f"the file is {len(data)} bytes; the limit is "
+        raise BadField("file", f"the file is {len(data)} bytes, larger than the limit of "
                        f"{config.max_file_bytes} bytes")
     lines = count_jsonl(data, config.max_file_lines)
     name = (filename or "upload.jsonl").replace("/", "_").replace("\\", "_")[:255]
