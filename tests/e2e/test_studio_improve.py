@@ -98,12 +98,28 @@ def test_rate_tune_and_compare_blind_in_the_studio(workspace_with_story: tuple[P
             kinds = {g: sorted((f["kind"], f["value"]) for f in feedback(g)) for g in (liked, disliked)}
             assert kinds == {liked: [("rating", 5), ("thumbs", 1)], disliked: [("rating", 1)]}
 
-            # the rest of the feedback a tune needs, as other users would give it (A/B preferences)
             def summary() -> dict:
                 r = api.get("/v1/models/story@1/feedback")
                 assert r.status_code == 200, r.text
                 return r.json()
 
+            def stat(name: str) -> Locator:
+                return page.locator(f"#feedback-stats [data-stat='{name}'] .stat-value")
+
+            # 2. Improve: the feedback as the server counts it; too little for DPO says how much more
+            page.click("a[data-route='improve']")
+            page.select_option("#improve-model", "story@1")
+            page.click(".objective-choice label:has(input[value=dpo])")
+            dpo = page.locator("#feedback-usable .usable-row[data-objective='dpo']")
+            expect(dpo).to_have_class("usable-row current")
+            first = summary()
+            expect(stat("ratings")).to_have_text("2")
+            expect(stat("thumbs_up")).to_have_text("1")
+            expect(dpo.locator(".usable-count strong")).to_have_text(str(first["usable"]["dpo"]))
+            expect(dpo.locator(".usable-state")).to_have_text(f"{first['needed']['dpo']} more needed")
+            expect(page.locator("#tune-start")).to_be_disabled()
+
+            # the rest of the feedback a tune needs, as other users would give it (A/B preferences)
             seed = 100
             while summary()["usable"]["dpo"] < summary()["min_records"]["dpo"]:
                 pair = [api.post("/v1/completions", json={"model": "story@1", "prompt": f"Day {seed}",
@@ -113,20 +129,10 @@ def test_rate_tune_and_compare_blind_in_the_studio(workspace_with_story: tuple[P
                 assert r.status_code == 201, r.text
                 seed += 2
             before = summary()
-
-            # 2. Improve: the feedback summary as the server counts it, ready for DPO
-            page.click("a[data-route='improve']")
-            page.select_option("#improve-model", "story@1")
-            def stat(name: str) -> Locator:
-                return page.locator(f"#feedback-stats [data-stat='{name}'] .stat-value")
-
+            page.click("#improve-refresh")
             expect(stat("preferences")).to_have_text(str(before["feedback"]["preferences"]))
             expect(stat("ratings")).to_have_text(str(before["feedback"]["ratings"]))
-            expect(stat("thumbs_up")).to_have_text("1")
             expect(stat("generations")).to_have_text(str(before["generations"]))
-            page.click(".objective-choice label:has(input[value=dpo])")
-            dpo = page.locator("#feedback-usable .usable-row[data-objective='dpo']")
-            expect(dpo).to_have_class("usable-row current")
             expect(dpo.locator(".usable-count strong")).to_have_text(str(before["usable"]["dpo"]))
             expect(dpo.locator(".usable-state")).to_have_text("ready")
             expect(page.locator("#tune-start")).to_be_enabled()
