@@ -65,6 +65,8 @@ class Hyperparameters(_Body):
     learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=100)] = "auto"
     n_epochs: Auto | Annotated[int, Field(ge=1, le=100)] = "auto"
     beta: Auto | Annotated[float, Field(gt=0, le=100)] = Field("auto", description="dpo, kto")
+    sft_weight: float | None = Field(None, ge=0, le=100, description=(
+        "genloop extra, dpo: weight of the chosen completions' NLL added to the loss (RPO)"))
     steps: int | None = Field(None, ge=1, le=1_000_000, description="genloop extra: optimizer "
                               "steps (instead of n_epochs)")
     eval_every: int | None = Field(None, ge=1, le=1_000_000, description=(
@@ -328,6 +330,9 @@ def create_job(store: Store, body: FineTuningJobBody, caller: Caller) -> JobReco
     if params.beta != "auto" and method == "supervised":
         raise BadField("method.supervised.hyperparameters.beta", "beta is a preference "
                        "objective's (dpo, kto); supervised tuning has none")
+    if params.sft_weight is not None and method != "dpo":
+        raise BadField(f"method.{method}.hyperparameters.sft_weight", "sft_weight is dpo's "
+                       f"(the chosen completions' NLL added to its loss); {method} has none")
     # 2. the base model, its family, the name the tuned version gets
     version = _base(store, body.model)
     _check_family(version, method)

@@ -134,7 +134,8 @@ class Worker:
         base_name = job.model.partition("@")[0]
         recipe = tune_recipe(job.model, job.data, job.objective, steps=hp.get("steps"),
                              epochs=epochs, batch_size=auto("batch_size"), beta=auto("beta"),
-                             seed=job.seed, name=f"{base_name}-{job.suffix}" if job.suffix else None,
+                             sft_weight=hp.get("sft_weight"), seed=job.seed,
+                             name=f"{base_name}-{job.suffix}" if job.suffix else None,
                              store=self.store)
         tree = recipe.frozen()
         train_section = tree["train"]
