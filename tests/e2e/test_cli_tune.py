@@ -3,8 +3,10 @@ its next version (the card shows the tuning), and bad input as one error line, n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,79 @@ def test_tune_from_feedback_the_model_lacks(tuned_home) -> None:
     r = run_cli(["tune", "cli", "--from-feedback", "--objective", "dpo"], home)
     built = importlib.util.find_spec("genloop.feedback.datasets") is not None
     assert_clean_failure(r, home, before, *(("needed",) if built else ("--data FILE",)))
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _openai_rows(kind: str, n: int = 24) -> list[dict]:
+    """OpenAI's fine-tuning shapes: chat messages (supervised) or preference pairs (DPO)."""
+    rng = random.Random(1)
+    rows = []
+    for _ in range(n):
+        user = {"role": "user", "content": rng.choice(_SUBJECTS)}
+        reply = f"{rng.choice(_VERBS)} {rng.choice(_OBJECTS)}."
+        if kind == "sft":
+            rows.append({"messages": [user, {"role": "assistant", "content": reply}]})
+        else:
+            rows.append({"input": {"messages": [user]},
+                         "preferred_output": [{"role": "assistant", "content": reply}],
+                         "non_preferred_output": [{"role": "assistant", "content": reply[::-1]}]})
+    return rows
+
+
+def _newest(home: Path) -> str:
+    r = run_cli(["models", "list"], home)
+    assert r.returncode == 0, r.stderr
+    return max(re.findall(r"\bcli@(\d+)", r.stdout), key=int)
+
+
+@pytest.mark.parametrize("objective", ["sft", "dpo"])
+def test_tune_on_openai_format_files(tuned_home, objective: str) -> None:
+    """OpenAI's messages (sft) and preference (dpo) files tune the model into its next version;
+    the card names the file, its hash and its record count."""
+    home, root = tuned_home
+    data = _write_jsonl(root / f"openai_{objective}.jsonl", _openai_rows(objective))
+    before = int(_newest(home))
+    r = run_cli(["tune", "cli@1", "--data", str(data), "--objective", objective, "--steps", "4"],
+                home)
+    assert r.returncode == 0, r.stderr
+    assert int(_newest(home)) == before + 1
+    card = run_cli(["models", "show", f"cli@{before + 1}"], home)
+    assert card.returncode == 0, card.stderr
+    sha = hashlib.sha256(data.read_bytes()).hexdigest()
+    for shown in (data.name, sha, "cli@1"):
+        assert shown in card.stdout, (shown, card.stdout)
+    assert re.search(r"records\s+24\s", card.stdout), card.stdout  # the file's, as read
+    # the canonical records (the chat template's transcript) are what the tune read
+    records = [json.loads(line) for p in (home / "records").glob("*.jsonl")
+               for line in p.read_text(encoding="utf-8").splitlines()]
+    assert any(set(rec) == ({"prompt", "completion"} if objective == "sft" else
+                            {"prompt", "chosen", "rejected"}) and "USER" in rec["prompt"]
+               for rec in records)
+
+
+@pytest.mark.parametrize(("objective", "rows", "expected"), [
+    ("sft", [{"messages": [{"role": "user", "content": "The cat"},
+                           {"role": "assistant", "content": "sings."}]},
+             {"messages": [{"role": "user", "content": "A dog"},
+                           {"role": "robot", "content": "runs."}]}],
+     ("line 2", "messages.1.role", "'robot'")),
+    ("dpo", [{"input": {"messages": [{"role": "user", "content": "The cat"}]},
+              "preferred_output": [{"role": "assistant", "content": "sings."}]}],
+     ("line 1", "'non_preferred_output' is missing")),
+    ("sft", [{"messages": [{"role": "user", "content": "The cat " * 10},
+                           {"role": "assistant", "content": "sings."}]}],
+     ("line 1", "context is 32")),
+], ids=["bad-role", "missing-field", "prompt-too-long"])
+def test_a_bad_tuning_file_is_one_error_line_and_no_new_version(tuned_home, objective, rows,
+                                                                expected) -> None:
+    home, root = tuned_home
+    data = _write_jsonl(root / "bad.jsonl", rows)
+    newest = _newest(home)
+    before = snapshot(home)
+    r = run_cli(["tune", "cli", "--data", str(data), "--objective", objective], home)
+    assert_clean_failure(r, home, before, "bad.jsonl", *expected)
+    assert _newest(home) == newest

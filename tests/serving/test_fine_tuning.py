@@ -108,11 +108,55 @@ def test_a_bad_upload_is_a_400_naming_it_and_nothing_is_written(client, home, da
     refused(client, home, lambda: upload(client, data, purpose), param, *words)
 
 
+FILE_HEAD = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n'
+             b"Content-Type: application/jsonl\r\n\r\n")
+
+
 def test_an_oversized_upload_is_refused_while_it_streams(client, home):
-    chunks = iter([b"x" * 1024] * (LIMIT // 1024 + 80))  # no Content-Length: chunked
+    chunks = iter([FILE_HEAD] + [b"x" * 1024] * (LIMIT // 1024 + 80))  # no Content-Length: chunked
     refused(client, home, lambda: client.post(
         "/v1/files", content=chunks,
         headers={"content-type": "multipart/form-data; boundary=b"}), "file", "larger than the limit")
+
+
+def test_the_form_is_parsed_as_it_streams_and_refused_before_the_rest_arrives():
+    """The chunks are pulled one by one: the refusal comes at the chunk that passes the limit."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from genloop.serving.routers.files import _form_parts
+    from genloop.serving.tuning import BadField
+
+    chunks = [FILE_HEAD] + [b"x" * 1024] * 100
+    pulled = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": chunks[pulled - 1], "more_body": pulled < len(chunks)}
+
+    request = Request({"type": "http", "method": "POST", "path": "/v1/files", "headers": [
+        (b"content-type", b"multipart/form-data; boundary=b")]}, receive)
+    with pytest.raises(BadField, match="file: the file is larger than the limit of 4096 bytes"):
+        asyncio.run(_form_parts(request, LIMIT))
+    assert pulled == 1 + LIMIT // 1024 + 1  # the head, the limit's worth, and the one past it
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    (b"x" * 100, ("malformed",)),  # no boundary at all
+    (FILE_HEAD + b'{"a": 1}\n', ("malformed", "closing boundary")),  # cut short
+    (b"--b\r\nno headers\r\n", ("malformed",)),
+], ids=["no-boundary", "unterminated", "bad-headers"])
+def test_a_malformed_form_is_a_400_naming_the_file(client, home, body, words):
+    refused(client, home, lambda: client.post(
+        "/v1/files", content=body,
+        headers={"content-type": "multipart/form-data; boundary=b"}), "file", *words)
+
+
+def test_a_form_that_is_not_multipart_is_a_400(client, home):
+    refused(client, home, lambda: client.post("/v1/files", json={"file": "x", "purpose": "fine-tune"}),
+            "file", "multipart/form-data")
 
 
 def test_a_good_upload_is_listed_read_and_deleted(client, home):

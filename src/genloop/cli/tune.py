@@ -10,7 +10,7 @@ import typer
 
 from genloop.cli.console import command_app, err, faced, out
 from genloop.cli.views import TrainView, show_result
-from genloop.errors import GenloopError
+from genloop.errors import GenloopError, InvalidInput
 
 app = command_app()
 
@@ -21,9 +21,12 @@ app = command_app()
              "    genloop tune poems --data liked.jsonl --objective sft --epochs 2\n\n"
              "    genloop tune poems --data prefs.jsonl --objective dpo --beta 0.2 --steps 300\n\n"
              "    genloop tune poems --data prefs.jsonl --objective dpo --print-recipe\n\n"
-             "--data files, one JSON object per line: sft `{\"prompt\", \"completion\"}`; "
-             "dpo `{\"prompt\", \"chosen\", \"rejected\"}`; kto `{\"prompt\", \"completion\", "
-             "\"label\": true|false}`.")
+             "--data files, one JSON object per line: sft `{\"prompt\", \"completion\"}` or "
+             "OpenAI's `{\"messages\": [...]}`; dpo `{\"prompt\", \"chosen\", \"rejected\"}` or "
+             "OpenAI's `{\"input\": {\"messages\"}, \"preferred_output\", "
+             "\"non_preferred_output\"}`; kto `{\"prompt\", \"completion\", \"label\": "
+             "true|false}`. TRL's message lists are taken too, rendered with the model's chat "
+             "template.")
 @faced
 def tune(
     model: Annotated[str, typer.Argument(help="the model to tune: name (its newest version) or name@N")],
@@ -56,20 +59,33 @@ def tune(
     """Tune a model on feedback or a file (sft, dpo or kto) and register it as **name@N+1**."""
     from genloop.store import Store
     from genloop.training.loop import train
-    from genloop.training.tune import data_section, tune_recipe
+    from genloop.training.tune import check_settings, tune_recipe
 
     if (data is None) == (not from_feedback):
         raise GenloopError("give --data FILE or --from-feedback (one of them)")
+    check_settings(objective, steps=steps, epochs=epochs, beta=beta,
+                   desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
+                   sft_weight=sft_weight)
     store = Store()
+    written: list[Path] = []  # what to take back if the recipe is refused
     if from_feedback:
         section = _feedback_section(store, model, objective, threshold)
     else:
         assert data is not None
-        section = data_section(objective, data)
-    recipe = tune_recipe(model, section, objective, steps=steps, epochs=epochs, lr=lr,
-                         batch_size=batch_size, beta=beta, seed=seed, name=name, store=store,
-                         desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
-                         sft_weight=sft_weight)
+        section = _file_section(store, model, objective, data, written)
+    try:
+        recipe = tune_recipe(model, section, objective, steps=steps, epochs=epochs, lr=lr,
+                             batch_size=batch_size, beta=beta, seed=seed, name=name, store=store,
+                             desirable_weight=desirable_weight,
+                             undesirable_weight=undesirable_weight,
+                             sft_weight=sft_weight)
+    except BaseException:
+        for path in written:  # the records file, then the records dir if this call made it
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+        raise
     if print_recipe:
         out.print(recipe.to_yaml(), end="", highlight=False, markup=False)
         return
@@ -79,6 +95,44 @@ def tune(
     finally:
         view.stop()
     show_result(result)
+
+
+def _file_section(store: Any, model: str, objective: str, data: Path,
+                  written: list[Path]) -> dict[str, Any]:
+    """The data section of ``data``, a JSON Lines file in genloop's, TRL's or OpenAI's shape:
+    read for the model (its chat template, its context) into canonical records, written
+    content-hashed into the workspace's records (beside the jobs' and the feedback's). The paths
+    this call created are appended to ``written``."""
+    import hashlib
+    import re
+
+    from genloop.config import settings
+    from genloop.data.formats import write_records
+    from genloop.generation.records import tuning_records
+    from genloop.models.modeldir import ModelDir
+    from genloop.training.tune import data_section
+
+    shape = data_section(objective, data)  # refuses an objective that cannot tune
+    form = "pairs" if shape["kind"] == "pairs" else shape["form"]
+    version = store.resolve(model)
+    try:
+        records = tuning_records(data, form, ModelDir(Path(version.path)))
+    except InvalidInput as e:  # "line 3: ...", named with the file unless it already is
+        raise InvalidInput(str(e) if str(data) in str(e) else f"{data}: {e}") from None
+    directory = settings().home / "records"
+    before = set(directory.iterdir()) if directory.is_dir() else None
+    path = write_records(records, directory)
+    if before is None:
+        written[:0] = [path, directory]
+    elif path not in before:
+        written.insert(0, path)
+    section = {**shape, "source": str(path.absolute()), "origin": {
+        "file": data.name, "sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
+        "records": len(records)}}
+    stem = re.sub(r"[^\w.-]+", "-", data.stem).strip("-.")[:100]
+    if stem:
+        section["name"] = stem  # the dataset's name: the file's, not the records' hash
+    return section
 
 
 def _feedback_section(store: Any, model: str, objective: str, threshold: int) -> dict[str, Any]:

@@ -18,13 +18,13 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from genloop.config import settings
-from genloop.data.formats import read_tuning_records, write_records
-from genloop.errors import InvalidInput, NotFound, validation_message
+from genloop.data.formats import write_records
+from genloop.errors import InvalidInput, NotFound
 from genloop.feedback.datasets import feedback_data
-from genloop.generation.chat import ChatMessage, load_chat_template
+from genloop.generation.records import tuning_records
 from genloop.models.modeldir import ModelDir
 from genloop.models.registry import get_family
 from genloop.serving.auth import Caller
@@ -285,20 +285,8 @@ def _records(store: Store, caller: Caller, version: ModelVersion, file_id: str, 
     if f.purpose != "fine-tune":
         raise BadField(param, f"file {file_id} has purpose {f.purpose!r}; tuning takes files "
                        "uploaded with purpose 'fine-tune'")
-    directory = ModelDir(Path(version.path))
-    _, config = directory.family_config()
-    template = load_chat_template(directory)
-
-    def render(messages: list[dict[str, Any]]) -> str:
-        try:
-            return template.render([ChatMessage.model_validate(m) for m in messages])
-        except ValidationError as e:
-            raise InvalidInput(validation_message(e, prefix="messages.")) from None
-
     try:
-        return read_tuning_records(Path(f.path), form, render=render,
-                                   max_prompt_tokens=getattr(config, "block_size", None),
-                                   tokenizer=directory.tokenizer())
+        return tuning_records(Path(f.path), form, ModelDir(Path(version.path)))
     except InvalidInput as e:
         raise BadField(param, f"file {file_id}: {e}") from None
 

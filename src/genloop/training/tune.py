@@ -61,6 +61,19 @@ def _shape(objective: str) -> dict[str, str]:
     return DATA_SHAPES[objective]
 
 
+def check_settings(objective: str, *, steps: int | None = None, epochs: float | None = None,
+                   **given: float | None) -> None:
+    """Refuse settings ``objective`` has none of (``beta`` for sft, ...) and steps with epochs:
+    what ``tune_recipe`` checks before it reads any data, for callers that read data first."""
+    _shape(objective)
+    for key, value in given.items():
+        if value is not None and key not in OBJECTIVES[objective].params:
+            users = " and ".join(k for k, o in OBJECTIVES.items() if key in o.params)
+            raise RecipeError(f"{key} is a setting of {users}; objective {objective!r} has none")
+    if steps is not None and epochs is not None:
+        raise RecipeError("give steps or epochs, not both")
+
+
 def tune_recipe(
     base: str, data: dict[str, Any], objective: str, *, steps: int | None = None,
     epochs: float | None = None, lr: float | None = None, batch_size: int | None = None,
@@ -74,12 +87,7 @@ def tune_recipe(
     shape = _shape(objective)
     given = {"beta": beta, "sft_weight": sft_weight, "desirable_weight": desirable_weight,
              "undesirable_weight": undesirable_weight}
-    for key, value in given.items():
-        if value is not None and key not in OBJECTIVES[objective].params:
-            users = " and ".join(k for k, o in OBJECTIVES.items() if key in o.params)
-            raise RecipeError(f"{key} is a setting of {users}; objective {objective!r} has none")
-    if steps is not None and epochs is not None:
-        raise RecipeError("give steps or epochs, not both")
+    check_settings(objective, steps=steps, epochs=epochs, **given)
     for key, want in shape.items():
         got = data.get(key, "paired" if key == "form" else None)
         if got != want:

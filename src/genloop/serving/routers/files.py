@@ -1,24 +1,25 @@
 """``/v1/files``: JSON Lines uploads for tuning (OpenAI's ``files.create``), listed, read, deleted.
 
 An upload is ``multipart/form-data`` with a ``file`` part and a ``purpose`` field, as OpenAI's
-clients send it. The body is counted as it streams in and refused past the limit (``ServeConfig.
-max_file_bytes``, plus room for the form around the file), so an oversized upload is never held
-whole nor written; the file must then be JSON Lines (one JSON object per line), not empty, and at
-most ``max_file_lines`` lines. Only then is it written, atomically, and its row added. Every
-refusal is a 400 naming the field (and the line), with nothing written.
+clients send it. The body is fed chunk by chunk, as it streams in, to python-multipart's
+streaming parser and refused past the limit (``ServeConfig.max_file_bytes`` for the file, plus
+room for the form around it), so an oversized upload is never held whole nor written; the file
+must then be JSON Lines (one JSON object per line), not empty, and at most ``max_file_lines``
+lines. Only then is it written, atomically, and its row added. Every refusal is a 400 naming the
+field (and the line), with nothing written.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from email.message import Message
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from genloop.atomic import atomic_write_bytes
@@ -33,48 +34,94 @@ router = APIRouter(prefix="/v1", tags=["files"], responses=errors(400, 401, 403,
 
 FileId = Annotated[str, PathParam(pattern=r"^file-[0-9a-f]{1,64}$", description="a file's id")]
 FORM_ROOM = 64 * 1024  # the multipart form around the file: boundaries, headers, the purpose
-_BOUNDARY = re.compile(r'boundary="?([^";]{1,200})"?')
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused as soon as more than ``limit`` bytes have arrived."""
+class _Form:
+    """python-multipart's streaming parser fed chunk by chunk: each part's name, file name and
+    bytes, a part over ``max_part`` bytes refused as it arrives (so none is held past the limit)."""
+
+    def __init__(self, boundary: bytes, max_part: int) -> None:
+        self.max_part, self.ended = max_part, False
+        self.parts: dict[str, tuple[str | None, bytes]] = {}
+        self._field, self._value = bytearray(), bytearray()
+        self._name: str | None = None
+        self._filename: str | None = None
+        self._data = bytearray()
+        try:
+            self.parser = MultipartParser(boundary, {
+                "on_part_begin": self._part_begin, "on_header_field": self._header_field,
+                "on_header_value": self._header_value, "on_header_end": self._header_end,
+                "on_part_data": self._part_data, "on_part_end": self._part_end,
+                "on_end": self._end})
+        except FormParserError as e:
+            raise BadField("file", f"the multipart boundary is not usable ({e})") from None
+
+    def write(self, chunk: bytes) -> None:
+        try:
+            self.parser.write(chunk)
+        except FormParserError as e:
+            raise BadField("file", f"the multipart body is malformed ({e})") from None
+
+    def finish(self) -> dict[str, tuple[str | None, bytes]]:
+        if not self.ended:
+            raise BadField("file", "the multipart body is malformed (it ends before its closing "
+                           "boundary)")
+        return self.parts
+
+    def _part_begin(self) -> None:
+        self._name = self._filename = None
+        self._data = bytearray()
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        if bytes(self._field).strip().lower() == b"content-disposition":
+            _, params = parse_options_header(bytes(self._value))  # read as latin-1, bytes kept
+            name, filename = params.get(b"name"), params.get(b"filename")
+            self._name = None if name is None else name.decode("utf-8", "replace")
+            self._filename = None if filename is None else filename.decode("utf-8", "replace")
+        self._field, self._value = bytearray(), bytearray()
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        self._data += data[start:end]
+        if len(self._data) > self.max_part:
+            raise BadField("file" if self._name in (None, "file") else self._name,
+                           f"the {'file' if self._filename is not None else 'field'} is larger "
+                           f"than the limit of {self.max_part} bytes")
+
+    def _part_end(self) -> None:
+        if self._name is not None:
+            self.parts[self._name] = (self._filename, bytes(self._data))
+
+    def _end(self) -> None:
+        self.ended = True
+
+
+async def _form_parts(request: Request, max_file: int) -> dict[str, tuple[str | None, bytes]]:
+    """A multipart/form-data body as {field name: (file name or None, bytes)}, parsed as it
+    streams in: refused as soon as the body passes ``max_file`` plus the room for the form, or a
+    part passes ``max_file``, so an oversized upload is never held whole."""
+    kind, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if kind != b"multipart/form-data" or not boundary:
+        raise BadField("file", "send the file as multipart/form-data with fields 'file' and "
+                       "'purpose' (as OpenAI's files.create does)")
+    limit = max_file + FORM_ROOM
     declared = request.headers.get("content-length")
-    too_big = BadField("file", f"the upload is larger than the limit of {limit - FORM_ROOM} bytes")
+    too_big = BadField("file", f"the upload is larger than the limit of {max_file} bytes")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_big
-    chunks, seen = [], 0
+    form, seen = _Form(boundary, max_file), 0
     async for chunk in request.stream():
         seen += len(chunk)
         if seen > limit:
             raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _form_parts(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
-    """A multipart/form-data body as {field name: (file name or None, bytes)}."""
-    m = _BOUNDARY.search(content_type)
-    if not content_type.lower().startswith("multipart/form-data") or m is None:
-        raise BadField("file", "send the file as multipart/form-data with fields 'file' and "
-                       "'purpose' (as OpenAI's files.create does)")
-    delimiter = b"--" + m.group(1).encode("latin-1")
-    parts: dict[str, tuple[str | None, bytes]] = {}
-    for raw in body.split(delimiter)[1:]:
-        if raw.startswith(b"--"):
-            break  # the closing delimiter
-        head, sep, content = raw.removeprefix(b"\r\n").partition(b"\r\n\r\n")
-        if not sep:
-            raise BadField("file", "the multipart body is malformed (a part without headers)")
-        disposition = Message()  # email's parser reads the header's quoted parameters
-        for line in head.decode("utf-8", "replace").split("\r\n"):
-            key, _, value = line.partition(":")
-            if key.strip().lower() == "content-disposition":
-                disposition["content-type"] = value.strip().replace("form-data", "x/form-data", 1)
-        name, filename = disposition.get_param("name"), disposition.get_param("filename")
-        if isinstance(name, str):
-            parts[name] = (filename if isinstance(filename, str) else None,
-                           content.removesuffix(b"\r\n"))
-    return parts
+        form.write(chunk)
+    return form.finish()
 
 
 def count_jsonl(data: bytes, max_lines: int) -> int:
@@ -116,8 +163,7 @@ UPLOAD = {"requestBody": {"required": True, "content": {"multipart/form-data": {
              openapi_extra=UPLOAD)
 async def upload_file(request: Request, state: StateDep, caller: WriterDep) -> FileObject:
     config = state.config
-    body = await _read_body(request, config.max_file_bytes + FORM_ROOM)
-    parts = _form_parts(request.headers.get("content-type", ""), body)
+    parts = await _form_parts(request, config.max_file_bytes)
     purpose = parts.get("purpose", (None, b""))[1].decode("utf-8", "replace").strip()
     if purpose not in FILE_PURPOSES:
         raise BadField("purpose", f"{purpose!r} is not a purpose genloop takes: use "
@@ -125,9 +171,6 @@ async def upload_file(request: Request, state: StateDep, caller: WriterDep) -> F
     if "file" not in parts:
         raise BadField("file", "the form has no 'file' part")
     filename, data = parts["file"]
-    if len(data) > config.max_file_bytes:
-        raise BadField("file", f"the file is {len(data)} bytes, larger than the limit of "
-                       f"{config.max_file_bytes} bytes")
     lines = count_jsonl(data, config.max_file_lines)
     name = (filename or "upload.jsonl").replace("/", "_").replace("\\", "_")[:255]
 
