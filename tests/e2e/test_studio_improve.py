@@ -161,6 +161,9 @@ def test_rate_tune_and_compare_blind_in_the_studio(workspace_with_story: tuple[P
             expect(page.locator("#page-compare")).to_be_visible()
             expect(page.locator("#compare-child")).to_have_value("story@2")
             expect(page.locator("#compare-parent")).to_have_value("story@1")
+            # the page starts from the parent's recent prompts (loaded after it shows): wait for
+            # them, then ask our own, so the two writers of the box never race
+            expect(page.locator("#compare-prompts")).not_to_have_value("", timeout=30_000)
             page.fill("#compare-prompts", "The cat\nA dog")
             page.fill("#compare-seed", "7")
             page.click("#compare-start")
