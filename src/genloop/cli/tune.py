@@ -113,7 +113,7 @@ def _file_section(store: Any, model: str, objective: str, data: Path,
     from genloop.training.tune import data_section
 
     shape = data_section(objective, data)  # refuses an objective that cannot tune
-    form = "pairs" if shape["kind"] == "pairs" else shape["form"]
+    form = shape.get("form", "pairs")  # read_tuning_records' name for supervised pairs
     version = store.resolve(model)
     try:
         records = tuning_records(data, form, ModelDir(Path(version.path)))

@@ -429,7 +429,8 @@ def _step(run: Run, objective: Callable[[Any], dict[str, torch.Tensor]],
         loss_sum += float(loss.detach())
         for k, v in out.items():  # the objective's metrics, averaged over the micro-batches
             if k != "loss":
-                figures[k] = figures.get(k, 0.0) + float(v) / cfg.grad_accum
+                value = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+                figures[k] = figures.get(k, 0.0) + value / cfg.grad_accum
     # the gradient norm is checked too: a finite loss with non-finite gradients would otherwise
     # turn the weights into NaN, and the next checkpoint would keep them
     # (max_norm=inf when clipping is off scales by exactly 1.0: the update is unchanged)
