@@ -166,12 +166,13 @@ def title_split(folder: str | Path, feedback: int, held_out: int = 200, seed: in
                 ) -> tuple[list[str], list[str]]:
     """``feedback`` titles drawn from the training split and ``held_out`` evaluation titles
     from the validation split that never occur in training (so never used for feedback), each
-    drawn with ``seed``; a title is prompted as ``title + "\\n"``."""
+    drawn with its own generator seeded by ``seed`` (so the held-out titles do not depend on how
+    many feedback titles are drawn); a title is prompted as ``title + "\\n"``."""
     folder = Path(folder)
     train = _titles(folder / "train.jsonl")
     known = set(train)
     unseen = [t for t in _titles(folder / "valid.jsonl") if t not in known]
-    rng = random.Random(seed)
     if feedback > len(train) or held_out > len(unseen):
         raise ValueError(f"asked for {feedback} + {held_out} titles; there are {len(train)} + {len(unseen)}")
-    return rng.sample(train, feedback), rng.sample(unseen, held_out)
+    return (random.Random(f"feedback-{seed}").sample(train, feedback),
+            random.Random(f"held-out-{seed}").sample(unseen, held_out))

@@ -106,3 +106,10 @@ def test_held_out_titles_never_occur_in_the_training_split(tmp_path):
     assert title_split(tmp_path, feedback=20, held_out=30, seed=1) == (feedback, held)
     with pytest.raises(ValueError, match="there are 50 \\+ 30"):
         title_split(tmp_path, feedback=20, held_out=31)
+
+
+def test_held_out_titles_do_not_depend_on_the_feedback_count(tmp_path):
+    lines = [json.dumps({"title": f"t{i}", "paragraphs": [FIVE]}) + "\n" for i in range(300)]
+    (tmp_path / "train.jsonl").write_text("".join(lines[:200]), encoding="utf-8")
+    (tmp_path / "valid.jsonl").write_text("".join(lines[200:]), encoding="utf-8")
+    assert title_split(tmp_path, 10, 50)[1] == title_split(tmp_path, 150, 50)[1]
