@@ -16,8 +16,9 @@ import yaml
 
 from ..conftest import run_cli, tiny_recipe_dict, write_corpus  # noqa: TID252
 
-COMMANDS = [[], ["train"], ["generate"], ["eval"], ["quickstart"], ["data"], ["data", "prepare"],
-            ["data", "list"], ["models"], ["models", "list"], ["models", "show"]]
+COMMANDS = [[], ["train"], ["tune"], ["generate"], ["eval"], ["quickstart"], ["data"],
+            ["data", "prepare"], ["data", "from-feedback"], ["data", "list"], ["models"],
+            ["models", "list"], ["models", "show"]]
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,16 @@ import math
 import pytest
 import torch
 
-from genloop.models.family import ImageBatch, ImageRequest, SequenceBatch, TokenRequest
+from genloop.models.family import ImageBatch, ImageRequest, SequenceBatch, TextModelConfig, TokenRequest
 from genloop.models.io import load_weights, save_weights
 from genloop.models.registry import FAMILIES
+from genloop.training.preference_batches import PreferenceBatch
 
 VOCAB = 32
 # text families are the token samplers (``streaming``: their sample yields token ids); the rest
 # draw images
 CHECKS = ("config_roundtrip", "save_load", "loss_falls", "seeded_sample", "kv_cache", "slot_decoding",
-          "log_probs")
+          "log_probs", "score")
 # image families are checked on 8×8 single-channel images with 3 classes, class-conditional
 IMAGE_FILL = {"image_size": 8, "channels": 1, "num_classes": 3, "conditional": True}
 
@@ -27,8 +28,13 @@ IMAGE_FILL = {"image_size": 8, "channels": 1, "num_classes": 3, "conditional": T
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only fight
 
 
+def _text(family) -> bool:
+    """Whether the family reads tokens (a text config): the samplers and the scorers."""
+    return issubclass(family.config, TextModelConfig)
+
+
 def _config(family):
-    fill = {"vocab_size": VOCAB} if family.streaming else IMAGE_FILL
+    fill = {"vocab_size": VOCAB} if _text(family) else IMAGE_FILL
     return family.make_config("tiny", **fill)
 
 
@@ -59,8 +65,18 @@ def _image_batch(seed: int = 1234) -> ImageBatch:
     return ImageBatch(images, labels, torch.Generator().manual_seed(seed + 1))
 
 
+def _preference_batch(config) -> PreferenceBatch:
+    """Four fixed pairs: random chosen and rejected rows, the second half of each masked."""
+    (x, y), (x2, y2) = _batch(config, seed=1234), _batch(config, seed=4321)
+    mask = torch.zeros_like(x, dtype=torch.bool)
+    mask[:, x.size(1) // 2:] = True
+    return PreferenceBatch(SequenceBatch(x, y, mask), SequenceBatch(x2, y2, mask))
+
+
 def _any_batch(family, config):
-    return _batch(config) if family.streaming else _image_batch()
+    if family.score is not None:  # a scorer learns from preferences
+        return _preference_batch(config)
+    return _batch(config) if _text(family) else _image_batch()
 
 
 def _draw(family, model, prompt: torch.Tensor, n: int, seed: int | None, **kw) -> torch.Tensor:
@@ -76,6 +92,8 @@ def _draw_images(family, model, seed: int) -> torch.Tensor:
 
 def _outputs(family, model, config) -> torch.Tensor:
     """What the network computes, deterministically: logits of a batch, or a seeded sample."""
+    if family.score is not None:  # a scorer: the scores of the chosen rows
+        return family.score(model, _preference_batch(config).chosen)
     if family.streaming:
         return _logits(model, _batch(config)[0])
     if not family.generative:  # the feature classifier: its logits
@@ -220,6 +238,30 @@ def check_log_probs(family) -> None:
         assert got[0] == 0 and (got[1:] < 0).all()
         every = family.log_probs(model, SequenceBatch(x, y, torch.ones_like(mask)))
         torch.testing.assert_close(-every.sum() / y.numel(), family.loss(model, (x, y))["loss"])
+
+
+def check_score(family) -> None:
+    """``score`` gives one float per sequence, read where its last completion token is
+    predicted: what follows (padding) changes nothing, and a row scores the same alone or in a
+    batch; a completion token before that point does change it."""
+    if family.score is None:
+        pytest.skip(f"{family.name} scores no sequences")
+    config, model = _build(family, seed=0)
+    model.eval()
+    x, y = _batch(config)
+    mask = torch.zeros_like(x, dtype=torch.bool)
+    mask[:, 3:10] = True  # completion targets 3..9: read at position 9
+    with torch.no_grad():
+        got = family.score(model, SequenceBatch(x, y, mask))
+        assert got.shape == (x.size(0),) and got.dtype == torch.float32
+        after = x.clone()
+        after[:, 10:] = 0  # what follows the last completion token: padding
+        torch.testing.assert_close(family.score(model, SequenceBatch(after, y, mask)), got)
+        alone = family.score(model, SequenceBatch(x[1:2, :10], y[1:2, :10], mask[1:2, :10]))
+        torch.testing.assert_close(alone, got[1:2])
+        before = x.clone()
+        before[:, 5] = (before[:, 5] + 1) % VOCAB
+        assert not torch.allclose(family.score(model, SequenceBatch(before, y, mask)), got)
 
 
 def test_exemptions_name_known_checks():

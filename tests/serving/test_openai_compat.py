@@ -240,7 +240,6 @@ UNSUPPORTED = [
     ("chat/completions", "function_call", {"function_call": {"name": "f"}}),
     ("chat/completions", "response_format", {"response_format": {"type": "json_object"}}),
     ("completions", "suffix", {"suffix": "end"}),
-    ("completions", "best_of", {"best_of": 3, "n": 2}),
     ("chat/completions", "messages.1.role", {"messages": [
         {"role": "user", "content": "Hi"}, {"role": "tool", "content": "42", "tool_call_id": "x"}]}),
     ("chat/completions", "messages.0.tool_calls", {"messages": [

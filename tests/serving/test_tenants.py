@@ -181,6 +181,24 @@ def check_preference(t: Tenants) -> None:
         assert r.status_code == (201 if scope == "admin" else 404), (owner, scope, r.text)
 
 
+def check_feedback_summary(t: Tenants) -> None:
+    for owner in OWNERS:  # each owner rates its own two outputs
+        for gid in t.ids(owner):
+            r = t.call(owner, "generate", "POST", f"/v1/generations/{gid}/feedback",
+                       json={"rating": 5})
+            assert r.status_code == 201, r.text
+    for owner, scope in t.callers():
+        r = t.call(owner, scope, "GET", "/v1/models/m/feedback")
+        assert r.status_code == 200, (owner, scope, r.text)
+        summary = r.json()
+        if scope == "admin":
+            assert (summary["generations"], summary["feedback"]["ratings"]) == (6, 4), summary
+        else:
+            assert (summary["generations"], summary["feedback"]["ratings"]) == (2, 2), summary
+            assert summary["owner"] == owner and summary["usable"]["sft"] == 2
+        assert t.call(owner, scope, "GET", "/v1/models/nope/feedback").status_code == 404
+
+
 def check_generate(path: str, body: dict[str, Any]) -> Callable[[Tenants], None]:
     """Read keys may not generate (403 before the model is even looked up); the others reach
     the model (here: one that does not exist, 404 naming it). Stamping: test_generated_*."""
@@ -202,6 +220,7 @@ CHECKS: dict[tuple[str, str], Callable[[Tenants], None]] = {
     ("GET", "/v1/generations/{generation_id}/content"): check_content,
     ("POST", "/v1/generations/{generation_id}/feedback"): check_feedback,
     ("POST", "/v1/preferences"): check_preference,
+    ("GET", "/v1/models/{model}/feedback"): check_feedback_summary,
     ("POST", "/v1/completions"): check_generate("/v1/completions", {"prompt": "x"}),
     ("POST", "/v1/chat/completions"): check_generate(
         "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}),

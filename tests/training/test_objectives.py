@@ -162,7 +162,7 @@ def test_dpo_on_hand_computed_values():
     """Policy = the bigram above; reference = a uniform bigram (every token p = 1/2).
     Chosen row 0: targets p 3/4, 3/4 → log π = 2 ln 3/4; rejected row 0: 1/4, 1/4 → 2 ln 1/4;
     the reference gives 2 ln 1/2 to both, so the margin is β·2(ln 3/4 − ln 1/4) = β·2 ln 3."""
-    from genloop.training.objectives import DPO_BETA, dpo
+    from genloop.training.objectives import dpo
     from genloop.training.preference_batches import PreferenceBatch
 
     policy, reference = Bigram(), Bigram()
@@ -171,8 +171,9 @@ def test_dpo_on_hand_computed_values():
     inputs = torch.tensor([[0, 1]])
     chosen = SequenceBatch(inputs, torch.tensor([[1, 0]]), torch.tensor([[True, True]]))
     rejected = SequenceBatch(inputs, torch.tensor([[0, 1]]), torch.tensor([[True, True]]))
+    beta = 0.1  # the recipe's default (train.beta)
     out = dpo(BIGRAM, policy, PreferenceBatch(chosen, rejected), reference)
-    margin = DPO_BETA * 2 * math.log(3.0)
+    margin = beta * 2 * math.log(3.0)
     assert out["reward_margin"].item() == pytest.approx(margin, rel=1e-6)
     assert out["loss"].item() == pytest.approx(-math.log(1 / (1 + math.exp(-margin))), rel=1e-6)
     assert out["reward_accuracy"].item() == 1.0
@@ -181,3 +182,116 @@ def test_dpo_on_hand_computed_values():
     swapped = dpo(BIGRAM, policy, PreferenceBatch(rejected, chosen), reference)
     assert swapped["reward_accuracy"].item() == 0.0 and swapped["loss"] > out["loss"]
     assert OBJECTIVES["dpo"].needs_reference and default_objective("preferences") == "dpo"
+
+
+def _rows(*targets: list[int]) -> SequenceBatch:
+    """Rows after the prompt-free inputs [0, 1], every target a completion token."""
+    t = torch.tensor(targets)
+    return SequenceBatch(torch.tensor([[0, 1]] * len(targets)), t, torch.ones_like(t, dtype=torch.bool))
+
+
+def _uniform() -> Bigram:
+    reference = Bigram()
+    with torch.no_grad():
+        reference.table.zero_()  # every token p = 1/2
+    return reference
+
+
+def test_dpo_takes_beta_from_the_recipe():
+    """β scales the implicit rewards β(log π − log π_ref): chosen 2 ln(3/2), rejected 2 ln(1/2)."""
+    from genloop.training.preference_batches import PreferenceBatch
+    from genloop.training.recipe import TrainConfig
+
+    batch = PreferenceBatch(_rows([1, 0]), _rows([0, 1]))
+    bound = get_objective("dpo", BIGRAM, "preferences", "paired", TrainConfig(beta=0.5))
+    out = bound.loss(BIGRAM, Bigram(), batch, _uniform())
+    assert out["chosen_reward"].item() == pytest.approx(0.5 * 2 * math.log(1.5), rel=1e-6)
+    assert out["rejected_reward"].item() == pytest.approx(0.5 * 2 * math.log(0.5), rel=1e-6)
+    assert out["reward_margin"].item() == pytest.approx(0.5 * 2 * math.log(3.0), rel=1e-6)
+    assert out["loss"].item() == pytest.approx(math.log1p(math.exp(-math.log(3.0))), rel=1e-6)  # ln 4/3
+    assert TrainConfig().beta == 0.1
+    assert load_recipe({"data": {"source": "x.txt"}, "train": {"beta": 0.5}}).frozen()["train"]["beta"] == 0.5
+    assert "beta" not in load_recipe({"data": {"source": "x.txt"}}).frozen()["train"]  # hash as before
+    with pytest.raises(RecipeError, match="train.beta"):
+        load_recipe({"data": {"source": "x.txt"}, "train": {"beta": 0}})
+
+
+def test_kto_on_hand_computed_values():
+    """Policy = the bigram, reference uniform. Completions: row 0 (desirable) p 3/4, 3/4 →
+    r0 = 2 ln(3/2); row 1 (undesirable) p 1/4, 1/4 → r1 = 2 ln(1/2). Mismatched pairs: 2 ln(3/2)
+    and p 3/4, 1/4 → ln(3/4); their mean is the reference point z0 = ln(3/2) + ln(3/4)/2 > 0."""
+    from genloop.training.objectives import kto
+    from genloop.training.preference_batches import LabelledBatch
+
+    def sigmoid(x: float) -> float:
+        return 1 / (1 + math.exp(-x))
+
+    beta, lam_d, lam_u = 0.5, 1.0, 2.0
+    r0, r1 = 2 * math.log(1.5), 2 * math.log(0.5)
+    z0 = math.log(1.5) + math.log(0.75) / 2
+    policy, reference = Bigram(), _uniform()
+    batch = LabelledBatch(_rows([1, 0], [0, 1]), torch.tensor([True, False]), _rows([1, 0], [1, 1]))
+    out = kto(BIGRAM, policy, batch, reference, beta=beta, desirable_weight=lam_d,
+              undesirable_weight=lam_u)
+    want = (lam_d * (1 - sigmoid(beta * (r0 - z0))) + lam_u * (1 - sigmoid(beta * (z0 - r1)))) / 2
+    assert out["loss"].item() == pytest.approx(want, rel=1e-6)
+    assert out["kl"].item() == pytest.approx(z0, rel=1e-6) and not out["kl"].requires_grad
+    assert out["desirable_reward"].item() == pytest.approx(beta * r0, rel=1e-6)
+    assert out["undesirable_reward"].item() == pytest.approx(beta * r1, rel=1e-6)
+    assert out["reward_margin"].item() == pytest.approx(beta * (r0 - r1), rel=1e-6)
+    assert out["reward_accuracy"].item() == 1.0  # r0 above z0, r1 below
+    out["loss"].backward()  # gradients reach the policy only, through r (z0 is detached)
+    assert policy.table.grad is not None and reference.table.grad is None
+    # mismatched pairs the policy finds less likely than the reference: z0 is clamped at 0
+    clamped = kto(BIGRAM, Bigram(), LabelledBatch(batch.completions, batch.desirable,
+                                                  _rows([0, 0], [1, 1])), reference, beta=beta)
+    assert clamped["kl"].item() == 0.0
+    assert clamped["loss"].item() == pytest.approx(
+        ((1 - sigmoid(beta * r0)) + (1 - sigmoid(-beta * r1))) / 2, rel=1e-6)
+    # the policy equal to its reference: r = z0 = 0, every example costs λ(1 − σ(0)) = λ/2
+    same = kto(BIGRAM, reference, batch, reference, beta=beta, desirable_weight=lam_d,
+               undesirable_weight=lam_u)
+    assert same["loss"].item() == pytest.approx((lam_d + lam_u) / 4, rel=1e-6)
+    assert OBJECTIVES["kto"].needs_reference and OBJECTIVES["kto"].params == (
+        "beta", "desirable_weight", "undesirable_weight")
+
+
+def test_sft_is_pairs_and_the_preference_objectives_check_the_form():
+    assert OBJECTIVES["sft"] is OBJECTIVES["pairs"]
+    assert load_recipe({"data": {"kind": "pairs", "source": "x.jsonl"},
+                        "train": {"objective": "sft"}}).train.objective == "sft"
+    gpt = get_family("gpt")
+    assert get_objective("sft", gpt, "pairs").loss is pairs
+    with pytest.raises(RecipeError, match="'sft' trains on pairs data; data.kind is 'text'"):
+        get_objective("sft", gpt, "text")
+    with pytest.raises(RecipeError, match="'kto' trains on unpaired preferences; data.form is 'paired'"):
+        get_objective("kto", gpt, "preferences", "paired")
+    with pytest.raises(RecipeError, match="'dpo' trains on paired preferences; data.form is 'unpaired'"):
+        get_objective("dpo", gpt, "preferences", "unpaired")
+    with pytest.raises(RecipeError, match="'kto' needs a family with log_probs"):
+        get_objective("kto", get_family("vae"), "preferences")
+
+
+def test_labelled_batches_hold_the_mismatched_pairs(tmp_path):
+    """Row i of ``mismatched``: prompt i with the completion of row i+1 (the last with the first);
+    a training batch is a pure function of (seed, step, micro, rank)."""
+    import json
+
+    from genloop.data.preferences import PreferencesDataConfig
+    from genloop.models.family import sequence_batch
+    from genloop.training.preference_batches import PreferenceBatches
+
+    rows = [{"prompt": f"q{i}", "completion": f" answer {i}", "label": i % 2 == 0} for i in range(12)]
+    src = tmp_path / "kto.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    data = PreferencesDataConfig(source=str(src), form="unpaired").prepare()
+    batches, f = PreferenceBatches(data), data.train.fields
+    got = batches._batch(data.train, [0, 1, 2], 32, torch.device("cpu"))
+    want = sequence_batch([f["prompt"][i] for i in (0, 1, 2)], [f["completion"][i] for i in (1, 2, 0)],
+                          32, batches.pad)
+    assert torch.equal(got.mismatched.inputs, want.inputs) and torch.equal(got.mismatched.mask, want.mask)
+    assert got.desirable.tolist() == [bool(x) for x in data.train.labels[:3]]
+    config = type("C", (), {"block_size": 32})()
+    a, b = (batches.train_batch(config, 3, 0, seed=1, rank=0, batch=4, device=torch.device("cpu"))
+            for _ in range(2))
+    assert torch.equal(a.mismatched.targets, b.mismatched.targets) and torch.equal(a.desirable, b.desirable)

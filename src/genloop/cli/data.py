@@ -14,6 +14,7 @@ from genloop.data.text import TextDataConfig
 
 app = command_app(help="Prepare and inspect datasets.", no_args_is_help=True,
                   epilog="Examples:\n\n    genloop data prepare tinyshakespeare\n\n"
+                  "    genloop data from-feedback tang-poems --objective dpo\n\n"
                   "    genloop data list")
 
 IMAGE_BUILTINS = ("digits", "shapes", "mnist", "fashion-mnist")
@@ -65,6 +66,69 @@ def data_prepare(
     table = Table(title=f"{ds.name} ({ds.hash[:16]})", show_header=False)
     for k, v in ds.meta.get("counts", {}).items():
         table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
+    table.add_row("path", str(ds.path))
+    out.print(table)
+
+
+@app.command("from-feedback", epilog="Examples:\n\n"
+             "    genloop data from-feedback tang-poems --objective dpo\n\n"
+             "    genloop data from-feedback tang-poems@2 --objective kto --threshold 3\n\n"
+             "    genloop data from-feedback tang-poems --objective sft --out liked.jsonl")
+@faced
+def data_from_feedback(
+    model: Annotated[str, typer.Argument(
+        help="the model whose outputs were rated: 'name' (all its versions) or 'name@N'")],
+    objective: Annotated[str, typer.Option(
+        help="sft: the liked outputs as prompt → completion pairs; dpo or reward: preference "
+        "pairs (A/B preferences, and two ratings of one prompt); kto: each rated output, "
+        "desirable or not")],
+    threshold: Annotated[int | None, typer.Option(
+        help="ratings at or above it are liked [default: 4]")] = None,
+    min_records: Annotated[int | None, typer.Option(
+        help="refuse fewer records than this [default: the objective's minimum, 8]")] = None,
+    records_file: Annotated[Path | None, typer.Option(
+        "--out", help="also write the records (JSONL, each with its generation and feedback ids) "
+        "to this file")] = None,
+) -> None:
+    """Build a dataset from the feedback on a model's outputs, tokenized as the model is, and
+    register it; the counts, threshold and what was skipped are kept with it."""
+    from genloop.atomic import atomic_write_bytes
+    from genloop.data.kinds import KINDS
+    from genloop.errors import InvalidInput
+    from genloop.feedback.datasets import DEFAULT_THRESHOLD, feedback_data
+    from genloop.models.modeldir import ModelDir
+    from genloop.store import Store
+
+    store = Store()
+    version = store.resolve(model)
+    tokenizer = ModelDir(Path(version.path)).tokenizer()
+    if tokenizer is None:
+        raise InvalidInput(f"model {version.ref} has no tokenizer: datasets from feedback are "
+                           "for text models")
+    fd = feedback_data(store, model, objective, min_records=min_records,
+                       threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
+    kind = fd.data["kind"]
+    # every kind's data section has a prepare(), which DataKind.config (type[BaseModel]) cannot say
+    section: Any = KINDS[kind].config.model_validate(fd.data)
+    ds = section.prepare(
+        progress=lambda m: err.print(f"[dim]{m}[/]", highlight=False), tokenizer=tokenizer)
+    store.add_dataset(ds.name, ds.hash, kind, str(ds.path), ds.meta)
+    if records_file is not None:
+        atomic_write_bytes(records_file, fd.path.read_bytes())
+    s = fd.summary
+    table = Table(title=f"{ds.name} ({ds.hash[:16]})", show_header=False)
+    table.add_row("objective", f"{objective} ({kind}{', ' + s['form'] if s['form'] else ''})")
+    split = ds.meta["counts"]["records"]
+    table.add_row("records", f"{s['records']:,} (train {split['train']:,}, val {split['val']:,})")
+    table.add_row("from", ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in s["sources"].items()))
+    table.add_row("feedback", ", ".join(f"{k.replace('_', ' ')} {v:,}"
+                                        for k, v in s["feedback"].items()))
+    table.add_row("threshold", str(s["threshold"]))
+    skipped = {k: v for k, v in s["skipped"].items() if v}
+    table.add_row("skipped", ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in skipped.items())
+                  or "none")
+    table.add_row("hash", ds.hash)
+    table.add_row("records file", str(records_file or fd.path))
     table.add_row("path", str(ds.path))
     out.print(table)
 

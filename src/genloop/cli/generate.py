@@ -24,6 +24,7 @@ IMAGE_SAMPLES = default(ImageGenRequest, "num_samples")
              "    genloop generate shakespeare-char --prompt 'ROMEO:' --seed 1\n\n"
              "    genloop generate python-docs@1 --prompt 'The ' -n 3 --temperature 0.7 --top-k 20\n\n"
              "    genloop generate tang-poems --prompt $'春望\\n' --stop $'\\n\\n' --no-stream --json\n\n"
+             "    genloop generate tang-poems --prompt $'春望\\n' --best-of 4 --reward-model tang-rm\n\n"
              "    genloop generate mnist-diffusion -n 64 --class 3 --steps 50 --out threes.png\n\n"
              "    genloop generate mnist-vae -n 16 --interpolate --seed 4 --out walk.png\n\n"
              "    genloop generate --replay 3f2a9c0d1e2b4c5d   # run a recorded generation again")
@@ -49,6 +50,12 @@ def generate(
     num_samples: Annotated[int | None, typer.Option(
         "--num-samples", "-n", help=f"samples per prompt (text, default {TEXT_SAMPLES}) or images "
         f"(default {IMAGE_SAMPLES})")] = None,
+    best_of: int | None = option(TextRequest, "best_of",
+                                 help="text: draw this many candidates per prompt and keep the "
+                                      "-n best (by --reward-model, else mean token log-prob)"),
+    reward_model: str | None = option(TextRequest, "reward_model",
+                                      help="text: the reward model (name or name@N) that ranks "
+                                           "the --best-of candidates"),
     stream: Annotated[bool, typer.Option(help="print tokens as they come (one prompt, one sample)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON records")] = False,
     class_label: str | None = option(ImageGenRequest, "class_label",
@@ -96,8 +103,10 @@ def generate(
     request = m.request(prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                         top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                         frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-                        logit_bias=_logit_bias(logit_bias), stop=stop, seed=seed, **count)
-    if stream and not as_json and len(request.prompts) == 1 and request.num_samples == 1:
+                        logit_bias=_logit_bias(logit_bias), stop=stop, seed=seed,
+                        best_of=best_of, reward_model=reward_model, **count)
+    if (stream and not as_json and len(request.prompts) == 1 and request.num_samples == 1
+            and request.best_of is None):
         sys.stdout.write(request.prompts[0])
         for piece in m.stream(request=request):
             sys.stdout.write(piece)
@@ -109,10 +118,13 @@ def generate(
         for o in outputs:
             print(json.dumps({"model": m.ref, "prompt": o.prompt, "text": o.text, "seed": o.seed,
                               "tokens": o.tokens, "finish_reason": o.finish_reason,
-                              "content_hash": o.content_hash}, ensure_ascii=False))
+                              "content_hash": o.content_hash,
+                              **({} if o.score is None else {"score": o.score})},
+                             ensure_ascii=False))
         return
     for o in outputs:
-        out.print(f"[dim]---- {m.ref} seed {o.seed} ----[/]")
+        scored = "" if o.score is None else f" score {o.score:.4f}"
+        out.print(f"[dim]---- {m.ref} seed {o.seed}{scored} ----[/]")
         out.print(o.prompt + o.text, markup=False, highlight=False)
 
 

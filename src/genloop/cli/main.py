@@ -17,7 +17,7 @@ import typer.main
 from typer.core import TyperGroup
 
 # command → its module in genloop.cli, in the order `genloop --help` lists them
-COMMANDS = {"train": "train", "generate": "generate", "eval": "eval", "serve": "serve",
+COMMANDS = {"train": "train", "tune": "tune", "generate": "generate", "eval": "eval", "serve": "serve",
             "quickstart": "quickstart", "data": "data", "models": "models", "keys": "keys"}
 
 

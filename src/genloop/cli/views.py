@@ -10,6 +10,9 @@ from rich.table import Table
 
 from genloop.cli.console import out
 
+# the objective figures an evaluation line shows beside the validation loss (preference tuning)
+FIGURES = {"reward_accuracy": "reward acc", "reward_margin": "margin", "kl": "kl"}
+
 
 class TrainView:
     """A progress bar with loss, tokens/s and ETA, plus a line per evaluation."""
@@ -43,7 +46,8 @@ class TrainView:
             self.bar.update(self.task, completed=p.step, loss=f"{p.loss:.4f}",
                             speed=f"{p.tokens_per_s:,.0f}", eta=eta)
         elif p.phase == "eval" and p.val_loss is not None:
-            self.bar.console.print(f"step {p.step:>6}  val loss {p.val_loss:.4f}")
+            figures = "".join(f"  {FIGURES[k]} {v:.4f}" for k, v in p.metrics.items() if k in FIGURES)
+            self.bar.console.print(f"step {p.step:>6}  val loss {p.val_loss:.4f}{figures}")
         elif p.phase == "eval":
             self.stop()
             self.console.print(f"[dim]eval:[/] {p.message}")
@@ -56,7 +60,8 @@ class TrainView:
             self.task = None
 
 
-RESULT_KEYS = ("val_loss", "bits_per_char", "perplexity", "distinct_2", "fid", "kid", "precision",
+RESULT_KEYS = ("val_loss", "bits_per_char", "perplexity", "distinct_2", "preference_accuracy",
+               "preference_margin_nats", "desirability_gap_nats", "fid", "kid", "precision",
                "recall", "sample_accuracy", "test_nelbo_nats", "test_iw_nll_nats", "test_accuracy",
                "train_tokens_per_s", "train_images_per_s", "train_time_s")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from genloop.data.folder import Folder, stored, write_folder
 from genloop.data.text import jsonl_objects
@@ -44,6 +44,18 @@ class RecordsDataConfig(BaseModel):
     normalize: Literal["NFC", "NFKC", "none"] = "NFC"
     name: str | None = Field(None, pattern=r"^\w[\w.-]{0,99}$",
                              description="dataset name; defaults to the file's stem")
+    origin: dict[str, Any] | None = Field(
+        None, description="where the records came from (from feedback: the model, the counts, "
+        "filters and threshold); kept in the dataset's meta and part of its hash")
+
+    @model_serializer(mode="wrap")
+    def _without_unset_origin(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """No ``origin`` key when there is none: the datasets and recipes from before it keep
+        their dumps, so their hashes."""
+        dumped = handler(self)
+        if dumped.get("origin", ...) is None:
+            del dumped["origin"]
+        return dumped
 
 
 @dataclass
@@ -186,6 +198,8 @@ def prepare_records(
             "source": config.source, "config": config.model_dump() | {"name": name},
             "fields": list(fields), "label": label, "counts": counts,
             "vocab_size": tokenizer.vocab_size}
+    if config.origin is not None:
+        meta["origin"] = config.origin
     say(f"writing {name}/{digest[:16]}")
     return write_folder(meta, arrays, tokenizer)
 

@@ -169,6 +169,8 @@ class Batcher:
         """
         if request.seed is None:
             raise InvalidInput("seed: the batcher needs a resolved seed")
+        if request.best_of is not None:
+            raise InvalidInput("best_of: submit the request's candidates(); the service ranks them")
         check_request(self.tokenizer, request)
         prompts = [p for p in request.prompts for _ in range(request.num_samples)]
         encoded = {p: encode_prompt(self.tokenizer, p, self.block) for p in set(prompts)}

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,6 +32,8 @@ from genloop.generation.image import (
 )
 from genloop.generation.image import content_hash as pixels_hash
 from genloop.generation.kinds import generates
+from genloop.generation.reward import check_reward, mean_logprobs, ranked
+from genloop.generation.reward import score as reward_scores
 from genloop.generation.text import (
     TextOutput,
     TextRequest,
@@ -92,14 +94,42 @@ class TextModel(_Loaded):
         return _validated(TextRequest, {"prompt": prompt, **params})
 
     def generate(self, prompt: str | list[str] = "", **params: Any) -> list[TextOutput]:
-        """Generate and record every output; returns them in prompt order."""
+        """Generate and record every output; returns them in prompt order. With ``best_of``,
+        each prompt's ``num_samples`` best of ``best_of`` candidates, best first (``rank``)."""
         request = params.pop("request", None) or self.request(prompt, **params)
-        choices = len(request.prompts) * request.num_samples
-        request = request.model_copy(update={"seed": resolve_seed(request.seed, choices)})
+        request = request.model_copy(update={"seed": resolve_seed(request.seed, request.choices)})
+        if request.best_of is not None:
+            reward = load_reward(request.reward_model, self.store) if request.reward_model else None
+            candidates = generate_texts(self.family, self.network, self.tokenizer,
+                                        request.candidates())
+            picked = self.rank(request, candidates, reward)
+            for out, ranking in picked:
+                self._record(request, out.prompt, out.text, out.seed, out.timings, ranking=ranking)
+            return [out for out, _ in picked]
         outputs = generate_texts(self.family, self.network, self.tokenizer, request)
         for out in outputs:
             self._record(request, out.prompt, out.text, out.seed, out.timings)
         return outputs
+
+    def rank(self, request: TextRequest, candidates: list[TextOutput],
+             reward: TextModel | None = None) -> list[tuple[TextOutput, dict[str, Any]]]:
+        """The ``best_of`` candidates of ``request`` (those of ``request.candidates()``, in order)
+        ranked by ``reward``'s score, or by their mean token log-prob under this model: per
+        prompt its ``num_samples`` best, highest first, each with its score and a ``ranking``
+        (best_of, rank, score, what scored it) for its record."""
+        assert request.best_of is not None
+        prompts, texts = [c.prompt for c in candidates], [c.text for c in candidates]
+        if reward is None:
+            scores, by = mean_logprobs(self.family, self.network, self.tokenizer, prompts, texts), \
+                "mean_logprob"
+        else:
+            scores, by = reward_scores(reward, prompts, texts), reward.ref
+        picked = []
+        for group in ranked(scores, len(request.prompts), request.best_of, request.num_samples):
+            for rank, i in enumerate(group):
+                ranking = {"best_of": request.best_of, "rank": rank, "score": scores[i], "by": by}
+                picked.append((replace(candidates[i], score=scores[i]), ranking))
+        return picked
 
     def stream(self, prompt: str = "", **params: Any) -> Iterator[str]:
         """Yield text pieces as they are decoded; the whole output is recorded at the end."""
@@ -117,10 +147,16 @@ class TextModel(_Loaded):
         self._record(request, request.prompts[0], "".join(pieces), seed, timings)
 
     def _record(self, request: TextRequest, prompt: str, text: str, seed: int, timings: dict,
-                extra: dict[str, Any] | None = None, owner: str | None = None) -> GenerationRecord:
+                extra: dict[str, Any] | None = None, owner: str | None = None,
+                ranking: dict[str, Any] | None = None) -> GenerationRecord:
+        # a choice is recorded as the request of one that draws it again (a best_of candidate
+        # too: its seed is its own); how it was ranked is its own part of the record
         one = request.model_copy(update={"prompt": prompt, "seed": seed, "num_samples": 1})
-        shared = {**json.loads(one.model_dump_json()), **(extra or {})}
+        shared = {**json.loads(one.model_dump_json(exclude={"best_of", "reward_model"})),
+                  **(extra or {})}
         own = {k: shared.pop(k) for k in ("prompt", "seed")}  # the rest is stored once
+        if ranking is not None:
+            own["ranking"] = ranking
         return self.store.record_generation(
             model=self.version, kind="text", request=own, shared=shared,
             seed=seed, output=text, file=None, content_hash=content_hash(text), timings=timings,
@@ -128,11 +164,13 @@ class TextModel(_Loaded):
         )
 
     def record(self, request: TextRequest, output: TextOutput,
-               extra: dict[str, Any] | None = None, owner: str | None = None) -> GenerationRecord:
+               extra: dict[str, Any] | None = None, owner: str | None = None,
+               ranking: dict[str, Any] | None = None) -> GenerationRecord:
         """Record one finished choice of a batched request (``extra``: the face's own settings,
-        e.g. the chat messages, so a history can restore them; ``owner``: the API key owner's)."""
+        e.g. the chat messages, so a history can restore them; ``owner``: the API key owner's;
+        ``ranking``: a best_of choice's, from ``rank``)."""
         return self._record(request, output.prompt, output.text, output.seed,
-                            {**output.timings, "tokens": output.tokens}, extra, owner)
+                            {**output.timings, "tokens": output.tokens}, extra, owner, ranking)
 
     def batcher(self, max_batch: int = 16, max_queue: int = 32) -> Batcher:
         """This model's continuous-batching loop (created on first use; later limits are ignored)."""
@@ -252,6 +290,19 @@ def load(ref: str, store: Store | None = None, cache_size: int | None = None) ->
             _LOADING.pop(key, None)
             while len(_CACHE) > CACHE_SIZE:
                 _CACHE.popitem(last=False)
+    return model
+
+
+def load_reward(ref: str, store: Store | None = None, cache_size: int | None = None) -> TextModel:
+    """Reward model ``ref``, loaded (cached as any version); a one-line InvalidInput when there
+    is no such model or it is not a reward model."""
+    try:
+        model = load(ref, store, cache_size)
+    except NotFound as e:
+        raise InvalidInput(f"reward_model: {e}") from None
+    if not isinstance(model, TextModel):
+        raise InvalidInput(f"reward_model: {model.ref} generates images, it is not a reward model")
+    check_reward(model)
     return model
 
 

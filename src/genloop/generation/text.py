@@ -51,6 +51,13 @@ class TextRequest(BaseModel):
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS,
                                  description="return each token's log-probability and this many "
                                              "most likely alternatives (the batcher's faces)")
+    best_of: int | None = Field(None, ge=1, le=64,
+                                description="candidates per prompt, of which the num_samples best "
+                                            "are returned (ranked by reward_model, else by mean "
+                                            "token log-prob)")
+    reward_model: str | None = Field(None, min_length=1, max_length=80,
+                                     description="the reward model (name or name@N) that ranks "
+                                                 "the best_of candidates")
 
     @field_validator("stop")
     @classmethod
@@ -61,8 +68,26 @@ class TextRequest(BaseModel):
 
     @model_validator(mode="after")
     def _choice_seeds_fit(self) -> TextRequest:
-        check_choice_seeds(self.seed, len(self.prompts) * self.num_samples)
+        if self.best_of is not None and self.best_of < self.num_samples:
+            raise ValueError(f"best_of ({self.best_of}) must be at least num_samples "
+                             f"({self.num_samples}): it is how many candidates they are chosen from")
+        if self.reward_model is not None and self.best_of is None:
+            raise ValueError("reward_model ranks best_of candidates: give best_of too")
+        check_choice_seeds(self.seed, self.choices)
         return self
+
+    @property
+    def choices(self) -> int:
+        """How many choices are drawn: per prompt num_samples, or best_of candidates."""
+        return len(self.prompts) * (self.best_of or self.num_samples)
+
+    def candidates(self) -> TextRequest:
+        """The request that draws the best_of candidates: num_samples = best_of, so candidate k
+        of prompt j is choice j·best_of + k, seeded ``choice_seed(seed, j·best_of + k)``, and
+        replays as that choice alone."""
+        assert self.best_of is not None
+        return self.model_copy(update={"num_samples": self.best_of, "best_of": None,
+                                       "reward_model": None})
 
     @property
     def prompts(self) -> list[str]:
@@ -89,6 +114,7 @@ class TextOutput:
     content_hash: str
     timings: dict[str, float] = field(default_factory=dict)
     logprobs: list[TokenLogprob] | None = None  # one per token of ``tokens`` when requested
+    score: float | None = None  # best_of: what it was ranked by (reward, or mean token log-prob)
 
 
 def check_request(tokenizer: Tokenizer, request: TextRequest) -> None:
@@ -247,6 +273,8 @@ def generate_texts(
     family: Family, model: torch.nn.Module, tokenizer: Tokenizer, request: TextRequest
 ) -> list[TextOutput]:
     """All outputs of ``request`` at once, in prompt order (each prompt's samples together)."""
+    if request.best_of is not None:
+        raise InvalidInput("best_of: candidates are ranked by the model service (TextModel.generate)")
     seed = resolve_seed(request.seed, len(request.prompts) * request.num_samples)
     t0 = time.perf_counter()
     rows: dict[int, TextRow] = {}
@@ -269,6 +297,9 @@ def stream_text(
     """Text pieces of a single-prompt, single-sample request as they are decoded."""
     if len(request.prompts) != 1 or request.num_samples != 1:
         raise InvalidInput("streaming takes one prompt and num_samples=1")
+    if request.best_of is not None:
+        raise InvalidInput("best_of: cannot stream (the best candidate is known only once every "
+                           "candidate has finished)")
     seed = resolve_seed(request.seed)
     for _r, piece, _row in stream_tokens(family, model, tokenizer, request, seed):
         if piece:

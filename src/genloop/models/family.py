@@ -243,6 +243,15 @@ class Family:
     # log_probs(model, batch) -> (B,) float: per sequence, the sum of log p(target_t | inputs_<=t)
     # over the masked positions (text families; preference and pairs objectives build on it)
     log_probs: Callable[[Any, SequenceBatch], torch.Tensor] | None = None
+    # score(model, batch) -> (B,) float: one scalar per sequence, read where its last completion
+    # token is predicted (reward models; the ``reward`` objective and best-of-n build on it)
+    score: Callable[[Any, SequenceBatch], torch.Tensor] | None = None
+    # init_from(model, parent_family, parent_config, parent_network): start a new network from a
+    # parent of another family (reward: a gpt's weights under its score head); RecipeError when
+    # the parent does not fit. None: only a parent of this family, with the same config
+    init_from: Callable[[Any, Family, Any, torch.nn.Module], None] | None = None
+    # the objective a recipe trains it with when it names none (None: its data kind's own)
+    objective: str | None = None
     kv_cache: bool = False
     streaming: bool = False
     # slot_decoder(model, slots) -> SlotDecoder: decoding state for up to ``slots`` sequences

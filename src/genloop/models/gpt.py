@@ -174,6 +174,18 @@ class GPT(nn.Module):
         self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False
     ) -> torch.Tensor:
         """Logits (B, T, V) for token ids (B, T); with ``last_only``, (B, 1, V)."""
+        x = self._trunk(idx, cache)
+        if last_only:
+            x = x[:, -1:, :]
+        return self.head(self.ln_f(x))
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final hidden states (B, T, C), normalised, of token ids (B, T): what the output
+        head reads (a reward model's score head reads them too)."""
+        return self.ln_f(self._trunk(idx, None))
+
+    def _trunk(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        """Embeddings and blocks: (B, T, C) before the final norm."""
         B, T = idx.shape
         start = cache.length if cache is not None else 0
         if start + T > self.config.block_size:
@@ -184,9 +196,7 @@ class GPT(nn.Module):
             x = block(x, cache)
         if cache is not None:
             cache.length += T
-        if last_only:
-            x = x[:, -1:, :]
-        return self.head(self.ln_f(x))
+        return x
 
 
 def build(config: GPTConfig) -> GPT:

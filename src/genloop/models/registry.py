@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from genloop.errors import RecipeError
-from genloop.models import classifier, diffusion, gan, gpt, lstm, vae
+from genloop.models import classifier, diffusion, gan, gpt, lstm, reward, vae
 from genloop.models.family import Family
 
 FAMILIES: dict[str, Family] = {
@@ -13,6 +13,7 @@ FAMILIES: dict[str, Family] = {
     "vae": vae.FAMILY,
     "diffusion": diffusion.FAMILY,
     "classifier": classifier.FAMILY,
+    "reward": reward.FAMILY,
 }
 
 

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from genloop.errors import GenloopError, readable_errors
 from genloop.serving.auth import challenge
 from genloop.serving.deps import ServerState
-from genloop.serving.routers import generations, images, models, system, text
+from genloop.serving.routers import feedback, generations, images, models, system, text
 from genloop.serving.settings import ServeConfig
 from genloop.store import Store
 from genloop.version import __version__
@@ -200,7 +200,8 @@ def create_app(config: ServeConfig | None = None, store: Store | None = None) ->
     app.state.genloop = state
     _install_error_handlers(app)
     app.include_router(system.public)
-    for router in (models.router, text.router, images.router, generations.router, system.router):
+    for router in (models.router, text.router, images.router, generations.router, feedback.router,
+                   system.router):
         app.include_router(router)
     # added innermost first: the metrics count every answer (the body limit's 413s and the
     # catch-all's 500s too); the body limit reads the raw request before anything else does

@@ -113,7 +113,8 @@ class _TextBody(_Body):
     @model_validator(mode="after")
     def _choice_seeds(self) -> _TextBody:
         prompts = getattr(self, "prompt", None)  # chat: one transcript
-        check_choice_seeds(self.seed, self.n * (len(prompts) if isinstance(prompts, list) else 1))
+        per_prompt = max(self.n, getattr(self, "best_of", None) or 0)  # best_of: its candidates
+        check_choice_seeds(self.seed, per_prompt * (len(prompts) if isinstance(prompts, list) else 1))
         return self
 
 
@@ -128,7 +129,12 @@ class CompletionBody(_TextBody):
     echo: bool = Field(False, description="the prompt comes back before each completion")
     suffix: Text | None = Field(None, description=NOT_SUPPORTED + " ('' is accepted)")
     best_of: Int | None = Field(None, ge=1, le=64,
-                                description="only n (no choice is selected among more)")
+                                description="candidates per prompt, of which the n best are "
+                                            "returned (by reward_model, else by mean token "
+                                            "log-prob); above n, not with stream")
+    reward_model: str | None = Field(None, min_length=1, max_length=80,
+                                     description="genloop extra: the reward model (name or "
+                                                 "name@N) that ranks the best_of candidates")
 
     @field_validator("suffix")
     @classmethod
@@ -139,12 +145,22 @@ class CompletionBody(_TextBody):
 
     @field_validator("best_of")
     @classmethod
-    def _best_of_is_n(cls, v: int | None, info: ValidationInfo) -> int | None:
+    def _best_of_at_least_n(cls, v: int | None, info: ValidationInfo) -> int | None:
         n = info.data.get("n", 1)
         if v is not None and v < n:
             raise ValueError(f"must be at least n ({n})")
-        if v is not None and v > n:
-            raise unsupported("best_of above n (every choice generated is returned)")
+        if v is not None and v > n and info.data.get("stream"):
+            raise ValueError("cannot be used with stream (the best are known only once every "
+                             "candidate has finished)")
+        return v
+
+    @field_validator("reward_model")
+    @classmethod
+    def _ranks_best_of(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("stream"):
+            raise ValueError("cannot be used with stream (it ranks finished candidates)")
+        if v is not None and info.data.get("best_of") is None:
+            raise ValueError("ranks best_of candidates: give best_of too")
         return v
 
 
@@ -417,6 +433,32 @@ class GenerationList(_Reply):
     object: Literal["list"] = "list"
     data: list[GenerationObject]
     has_more: bool
+
+
+class FeedbackCounts(_Reply):
+    ratings: int
+    thumbs_up: int
+    thumbs_down: int
+    preferences: int
+
+
+class FeedbackSummary(_Reply):
+    """How much feedback a model has and what each tuning objective gets from it
+    (``genloop.feedback.datasets.feedback_summary``)."""
+
+    object: Literal["feedback.summary"] = "feedback.summary"
+    model: str
+    generations: int = Field(description="outputs of the model the caller sees")
+    threshold: int = Field(description="ratings at or above it are liked")
+    owner: str | None = Field(description="whose feedback is counted (null: everyone's)")
+    feedback: FeedbackCounts
+    usable: dict[str, int] = Field(description="records each objective (sft, dpo, reward, kto) "
+                                               "would get")
+    min_records: dict[str, int]
+    needed: dict[str, int] = Field(description="how many more records each objective needs")
+    sources: dict[str, int] = Field(description="preferences and rating pairs (dpo), desirable "
+                                                "and undesirable outputs (kto)")
+    skipped: dict[str, int] = Field(description="feedback left out, by reason")
 
 
 # --- the OpenAPI of responses that FastAPI cannot infer -----------------------------------------

@@ -16,11 +16,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, func, select, text
+from sqlalchemy import Select, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from genloop.atomic import atomic_write_json, fsync_dir
 from genloop.config import settings
@@ -32,6 +32,8 @@ from genloop.store.db import (
     Database,
     DatasetRecord,
     DatasetRow,
+    FeedbackRecord,
+    FeedbackRow,
     GenerationRecord,
     GenerationRow,
     ModelVersion,
@@ -442,3 +444,42 @@ class Store(AccessRecords, Database):
                                & (GenerationRow.id > anchor.id)))
             q = q.order_by(GenerationRow.created_at.desc(), GenerationRow.id).limit(limit)
             return [GenerationRecord.model_validate(r) for r in s.scalars(q)]
+
+    def count_generations(self, model: str, visible_to: str | None = None) -> int:
+        """How many generations ``model`` ('name': all its versions, 'name@N': that one) made;
+        ``visible_to``: of that owner's."""
+        q = select(func.count()).select_from(GenerationRow).where(
+            GenerationRow.model_version_id.in_(_version_ids(model)))
+        if visible_to is not None:
+            q = q.where(GenerationRow.owner == visible_to)
+        with self.read() as s:
+            return int(s.scalar(q) or 0)
+
+    def model_feedback(
+        self, model: str, visible_to: str | None = None
+    ) -> list[tuple[FeedbackRecord, GenerationRecord, GenerationRecord | None]]:
+        """Every feedback on an output of ``model`` ('name': all its versions, 'name@N': that
+        one), oldest first, in one query: each with its generation and, for a preference, the
+        rejected one (a preference counts when either side is the model's). ``visible_to``:
+        only that owner's feedback, on that owner's generations."""
+        rated, other = aliased(GenerationRow), aliased(GenerationRow)
+        versions = _version_ids(model)
+        q = (select(FeedbackRow, rated, other)
+             .join(rated, FeedbackRow.generation_id == rated.id)
+             .outerjoin(other, FeedbackRow.other_generation_id == other.id)
+             .where(or_(rated.model_version_id.in_(versions), other.model_version_id.in_(versions)))
+             .order_by(FeedbackRow.created_at, FeedbackRow.id))
+        if visible_to is not None:
+            q = q.where(FeedbackRow.owner == visible_to, rated.owner == visible_to,
+                        or_(other.id.is_(None), other.owner == visible_to))
+        with self.read() as s:
+            return [(FeedbackRecord.model_validate(f), GenerationRecord.model_validate(g),
+                     None if o is None else GenerationRecord.model_validate(o))
+                    for f, g, o in s.execute(q)]
+
+
+def _version_ids(model: str) -> Select[Any]:
+    """The ids of the versions 'name' (all) or 'name@N' (that one) stands for."""
+    name, version = parse_model_ref(model)
+    q = select(ModelVersionRow.id).where(ModelVersionRow.name == name)
+    return q if version is None else q.where(ModelVersionRow.version == version)

@@ -5,6 +5,7 @@ Markdown, written beside the weights (``card.md``), shown by ``genloop models sh
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from genloop.data.kinds import get_kind
@@ -37,6 +38,8 @@ METRIC_NAMES = {
     "sample_images_per_s": "sampling images/s",
     "train_images": "training images seen",
     "train_images_per_s": "training images/s",
+    "preference_accuracy": "held-out pair accuracy (chosen preferred)",
+    "reward_margin": "mean reward margin, chosen − rejected",
 }
 
 
@@ -44,6 +47,35 @@ def fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:,.4f}" if abs(v) < 1000 else f"{v:,.0f}"
     return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def tuning_lines(recipe: Recipe, data_meta: dict[str, Any], lineage: dict[str, Any]) -> list[str]:
+    """A tuned version's section: what it was tuned from, with what, on which records, and
+    where those came from (the dataset's ``origin``: counts, filters, thresholds)."""
+    t = recipe.train
+    objective = t.objective or "the data kind's own"
+    settings = {"dpo": {"beta": t.beta},
+                "kto": {"beta": t.beta, "desirable_weight": t.desirable_weight,
+                        "undesirable_weight": t.undesirable_weight}}.get(str(t.objective), {})
+    records = (data_meta.get("counts") or {}).get("records") or {}
+    lines = ["", "## Tuning", "", "| | |", "| --- | --- |",
+             f"| parent | `{lineage.get('parent') or recipe.parent}` |",
+             f"| objective | `{objective}`"
+             + "".join(f", {k} {v:g}" for k, v in settings.items()) + " |",
+             f"| dataset hash | `{lineage.get('dataset_hash')}` |",
+             f"| records | {fmt(records.get('train', '?'))} train, "
+             f"{fmt(records.get('val', '?'))} validation |",
+             f"| steps, lr | {fmt(t.steps)}, {t.lr:g} |"]
+    origin = data_meta.get("origin")
+    if origin is None:
+        origin = (data_meta.get("config") or {}).get("origin")
+    if isinstance(origin, dict):
+        for key, value in origin.items():
+            shown = value if isinstance(value, (str, int, float)) else json.dumps(value, ensure_ascii=False)
+            lines.append(f"| {str(key).replace('_', ' ')} | {fmt(shown)} |")
+    elif origin is not None:
+        lines.append(f"| origin | {origin} |")
+    return lines
 
 
 def model_card(
@@ -59,6 +91,10 @@ def model_card(
     n_params = metrics.get("parameters")
     image = generates(family) is IMAGES  # what it makes decides what the card says
     use = (
+        "A reward model: it scores a prompt and a completion, higher for what the preferences in "
+        f"`{data_meta.get('name', '?')}` favour (best-of-n generation ranks candidates by it). It "
+        "generates nothing, and knows only the taste of those preferences."
+        if family.score is not None else
         "Research, teaching and experimentation with small image models trained on the dataset "
         f"below. It draws images in the style of `{data_meta.get('name', '?')}` and nothing else."
         if image else
@@ -95,6 +131,8 @@ def model_card(
     for key in ("train_tokens", "val_tokens", "docs", "duplicates_removed"):
         if key in counts:
             lines.append(f"| {key.replace('_', ' ')} | {fmt(counts[key])} |")
+    if recipe.parent:
+        lines += tuning_lines(recipe, data_meta, lineage)
     lines += ["", "## Metrics", "", "| metric | value |", "| --- | --- |"]
     for key, value in metrics.items():
         lines.append(f"| {METRIC_NAMES.get(key, key)} | {fmt(value)} |")

@@ -67,6 +67,9 @@ class Progress:
     val_loss: float | None = None
     message: str = ""
     unit: str = "tokens"
+    # the objective's other figures: the step's (train) or the validation batches' (eval), e.g.
+    # reward_accuracy, reward_margin, kl for the preference objectives
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -193,8 +196,8 @@ def start(
     if family.train_step is not None and (cfg.grad_accum > 1 or ddp.world > 1):
         raise RecipeError(f"{family.name} takes its own optimizer steps: use train.grad_accum=1 "
                           "and a single process (no torchrun)")
-    objective_name = cfg.objective or default_objective(kind)
-    objective = get_objective(objective_name, family, kind)
+    objective_name = cfg.objective or family.objective or default_objective(kind)
+    objective = get_objective(objective_name, family, kind, getattr(recipe.data, "form", None), cfg)
     if objective.needs_reference and not recipe.parent:
         raise RecipeError(f"train.objective {objective_name!r} compares the model with a frozen copy "
                           "of the model it starts from: set parent (name@N)")
@@ -216,9 +219,14 @@ def start(
         model = family.build(model_config)
     parent_ref, reference = None, None
     if recipe.parent and (resume is None or objective.needs_reference):
-        ref, parent_model = _load_parent(store, recipe.parent, family, model_config, dataset)
+        ref, parent_family, parent_config, parent_model = _load_parent(
+            store, recipe.parent, family, model_config, dataset)
         if resume is None:
-            model.load_state_dict(parent_model.state_dict())
+            if parent_family.name == family.name:
+                model.load_state_dict(parent_model.state_dict())
+            else:  # a family that starts from another's network (reward: from a gpt)
+                assert family.init_from is not None  # ``_load_parent`` refuses it otherwise
+                family.init_from(model, parent_family, parent_config, parent_model)
             parent_ref = ref
         if objective.needs_reference:
             reference = parent_model.requires_grad_(False).eval()
@@ -256,12 +264,14 @@ def start(
 
 def _load_parent(
     store: Store, name: str, family: Family, model_config: ModelConfig, dataset: Any
-) -> tuple[str, torch.nn.Module]:
-    """The parent version's reference and network, if this recipe can fine-tune it."""
+) -> tuple[str, Family, ModelConfig, torch.nn.Module]:
+    """The parent version's reference, family, config and network, if this recipe can fine-tune
+    it: one of its own family with the same config, or any a family with ``init_from`` checks."""
     parent = store.resolve(name)
     parent_dir = ModelDir(Path(parent.path))
     parent_family, parent_config, parent_model = parent_dir.load()
-    if parent_family.name != family.name or parent_config != model_config:
+    same = parent_family.name == family.name
+    if (same and parent_config != model_config) or (not same and family.init_from is None):
         raise RecipeError(
             f"parent {parent.ref} is a {parent_family.name} with config "
             f"{parent_config.model_dump()}; this recipe builds {family.name} "
@@ -275,7 +285,7 @@ def _load_parent(
             f"parent {parent.ref} was trained with a different tokenizer than this dataset's: "
             "fine-tune on data prepared with the parent's tokenizer"
         )
-    return parent.ref, parent_model
+    return parent.ref, parent_family, parent_config, parent_model
 
 
 def fit(run: Run) -> None:
@@ -336,16 +346,19 @@ def fit(run: Run) -> None:
                         extra = {f"train/{k}": v for k, v in stats.items() if k != "loss"}
                         run.metrics.log(state.step, {"train/loss": loss_sum, **extra, "lr": lr,
                                                      f"{unit}_per_s": tok_s, "elapsed_s": state.elapsed_s})
-                    run.report(Progress("train", state.step, cfg.steps, loss_sum, lr, tok_s, eta, unit=unit))
+                    run.report(Progress("train", state.step, cfg.steps, loss_sum, lr, tok_s, eta, unit=unit,
+                                        metrics=stats))
                 if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-                    val_loss = _estimate_val(run)
+                    val_loss, val_stats = _estimate_val(run)
                     if run.metrics:
-                        run.metrics.log(state.step, {"val/loss": val_loss, "elapsed_s": state.elapsed_s})
+                        run.metrics.log(state.step, {"val/loss": val_loss,
+                                                     **{f"val/{k}": v for k, v in val_stats.items()},
+                                                     "elapsed_s": state.elapsed_s})
                     if family.selects_best and val_loss < state.best_val_loss:
                         state.best_val_loss, state.best_step = val_loss, state.step
                         _checkpoint(run, "best")
                     run.report(Progress("eval", state.step, cfg.steps, loss_sum, lr, tok_s,
-                                        val_loss=val_loss, unit=unit))
+                                        val_loss=val_loss, unit=unit, metrics=val_stats))
                 if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
                     _checkpoint(run, "last")
                 if cfg.time_limit_s and state.elapsed_s >= cfg.time_limit_s:
@@ -388,13 +401,18 @@ def _step(run: Run, objective: Callable[[Any], dict[str, torch.Tensor]],
             raise _Diverged(step, stats["loss"])
         return stats["loss"], stats
     loss_sum = 0.0
+    figures: dict[str, float] = {}
     for micro in range(cfg.grad_accum):
         batch = run.batches.train_batch(config, step, micro, seed=cfg.seed, rank=rank, batch=per_rank,
                                         device=device)
         with autocast(cfg, device.type):
-            loss = objective(batch)["loss"] / cfg.grad_accum
+            out = objective(batch)
+            loss = out["loss"] / cfg.grad_accum
         loss.backward()
         loss_sum += float(loss.detach())
+        for k, v in out.items():  # the objective's metrics, averaged over the micro-batches
+            if k != "loss":
+                figures[k] = figures.get(k, 0.0) + float(v) / cfg.grad_accum
     # the gradient norm is checked too: a finite loss with non-finite gradients would otherwise
     # turn the weights into NaN, and the next checkpoint would keep them
     # (max_norm=inf when clipping is off scales by exactly 1.0: the update is unchanged)
@@ -406,20 +424,27 @@ def _step(run: Run, objective: Callable[[Any], dict[str, torch.Tensor]],
         raise _Diverged(step, loss_sum)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss_sum, {}
+    return loss_sum, figures
 
 
-def _estimate_val(run: Run) -> float:
-    """The objective on the fixed validation batches, averaged over ranks."""
+def _estimate_val(run: Run) -> tuple[float, dict[str, float]]:
+    """The objective on the fixed validation batches, averaged over ranks: the loss, and the
+    objective's other figures (averaged over the batches, on this rank)."""
     cfg, judged = run.cfg, run.judged
     judged.eval()
-    losses = []
+    losses: list[float] = []
+    figures: dict[str, float] = {}
     with torch.no_grad(), autocast(cfg, run.device.type):
         for batch in run.batches.val_batches(run.model_config, cfg.eval_batches, cfg.batch_size,
                                              seed=cfg.seed, device=run.device):
-            losses.append(run.objective.loss(run.family, judged, batch, run.reference)["loss"].item())
+            out = run.objective.loss(run.family, judged, batch, run.reference)
+            losses.append(out["loss"].item())
+            for k, v in out.items():
+                if k != "loss":
+                    figures[k] = figures.get(k, 0.0) + float(v)
     run.model.train()
-    return run.ddp.mean(sum(losses) / len(losses))
+    return (run.ddp.mean(sum(losses) / len(losses)),
+            {k: v / len(losses) for k, v in figures.items()})
 
 
 def _checkpoint(run: Run, name: str) -> None:

@@ -4,7 +4,10 @@ Paired records (prompt, chosen, rejected) become a ``PreferenceBatch``: the same
 each completion, as two masked ``SequenceBatch``es (``models.family.sequence_batch``), so an
 objective compares log p(chosen | prompt) with log p(rejected | prompt) row by row (DPO, a
 reward model's Bradley–Terry loss). Unpaired records (prompt, completion, desirable) become a
-``LabelledBatch`` (KTO). Training batches are pure functions of (seed, step, micro-batch, rank).
+``LabelledBatch`` (KTO), which also holds the batch's mismatched pairs — prompt i with the
+completion of record i+1 (the last with the first) — from which KTO estimates the KL divergence
+of the model from its parent. Training batches are pure functions of (seed, step, micro-batch,
+rank).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ class PreferenceBatch:
 
 @dataclass
 class LabelledBatch:
-    completions: SequenceBatch
+    completions: SequenceBatch  # row i: prompt i + its completion
     desirable: torch.Tensor  # (B,) bool
+    mismatched: SequenceBatch  # row i: prompt i + the completion of row i+1 (mod B)
 
 
 def _to(b: SequenceBatch, device: torch.device) -> SequenceBatch:
@@ -54,9 +58,12 @@ class PreferenceBatches(RecordBatches):
             return PreferenceBatch(
                 _to(sequence_batch(prompts, [f["chosen"][i] for i in idx], block, self.pad), device),
                 _to(sequence_batch(prompts, [f["rejected"][i] for i in idx], block, self.pad), device))
+        completions = [f["completion"][i] for i in idx]
+        shifted = completions[1:] + completions[:1]
         return LabelledBatch(
-            _to(sequence_batch(prompts, [f["completion"][i] for i in idx], block, self.pad), device),
-            torch.from_numpy(split.labels[list(idx)].astype(bool)).to(device))
+            _to(sequence_batch(prompts, completions, block, self.pad), device),
+            torch.from_numpy(split.labels[list(idx)].astype(bool)).to(device),
+            _to(sequence_batch(prompts, shifted, block, self.pad), device))
 
     def train_batch(self, config: Any, step: int, micro: int, *, seed: int, rank: int, batch: int,
                     device: torch.device) -> PreferenceBatch | LabelledBatch:

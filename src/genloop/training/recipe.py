@@ -88,9 +88,16 @@ class TrainConfig(Strict):
     )
     objective: str | None = Field(
         None, description="what training minimises (training/objectives.py): likelihood = the "
-        "family's own objective; pairs = the completion tokens only; dpo = preferences against the "
-        "frozen parent; default: the data kind's own"
+        "family's own objective; pairs (or sft) = the completion tokens only; dpo = paired "
+        "preferences against the frozen parent; kto = desirable/undesirable completions against "
+        "the frozen parent; default: the data kind's own"
     )
+    beta: float = Field(0.1, gt=0, le=100, description="dpo, kto: how far the tuned model may move "
+                        "from its parent (the β of the implicit reward β·log π/π_ref)")
+    desirable_weight: float = Field(1.0, ge=0, le=100, description="kto: λ_D, the weight of the "
+                                    "desirable completions' loss")
+    undesirable_weight: float = Field(1.0, ge=0, le=100, description="kto: λ_U, the weight of the "
+                                      "undesirable completions' loss")
 
     @field_validator("objective")
     @classmethod
@@ -102,6 +109,10 @@ class TrainConfig(Strict):
     @property
     def floor_lr(self) -> float:
         return self.lr / 10 if self.min_lr is None else self.min_lr
+
+
+OBJECTIVE_DEFAULTS = {key: TrainConfig.model_fields[key].default
+                      for key in ("objective", "beta", "desirable_weight", "undesirable_weight")}
 
 
 class Recipe(Strict):
@@ -138,9 +149,11 @@ class Recipe(Strict):
 
     def frozen(self) -> dict[str, Any]:
         tree = self.model_dump(mode="json")
-        if tree["train"]["objective"] is None:
-            # the data kind's own: recipes from before objectives keep their frozen form and hash
-            del tree["train"]["objective"]
+        # fields added with the objectives are frozen only when set otherwise than their default:
+        # recipes from before them keep their frozen form and hash
+        for key, default in OBJECTIVE_DEFAULTS.items():
+            if tree["train"][key] == default:
+                del tree["train"][key]
         return tree
 
     def hash(self) -> str:

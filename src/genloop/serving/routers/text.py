@@ -21,8 +21,8 @@ from starlette.concurrency import run_in_threadpool
 
 from genloop.errors import InvalidInput, validation_message
 from genloop.generation.batching import Event, Failed, Finished, Piece, Ticket
-from genloop.generation.service import TextModel, load
-from genloop.generation.text import TextRequest, resolve_seed
+from genloop.generation.service import TextModel, load, load_reward
+from genloop.generation.text import TextOutput, TextRequest, resolve_seed
 from genloop.serving import compat
 from genloop.serving.deps import CallerDep, ServerState, StateDep, WriterDep, run_idempotent
 from genloop.serving.schemas import (
@@ -48,6 +48,9 @@ async def load_text_model(state: ServerState, ref: str) -> TextModel:
     model = await run_in_threadpool(load, ref, state.store, state.config.models_loaded)
     if not isinstance(model, TextModel):
         raise InvalidInput(f"model {ref!r} generates images: use /v1/images/generations")
+    if not model.family.generative:
+        raise InvalidInput(f"model {model.ref} is a {model.family.name} model: it scores text, it "
+                           "does not generate it (name it as a completion's reward_model)")
     return model
 
 
@@ -57,8 +60,12 @@ def _check_limits(state: ServerState, body: CompletionBody | ChatBody, prompts: 
         raise InvalidInput(f"max_tokens: at most {c.max_tokens} on this server")
     if body.n > c.max_n:
         raise InvalidInput(f"n: at most {c.max_n} on this server")
-    if len(prompts) * body.n > c.max_batch + c.max_queue:
-        raise InvalidInput(f"prompt × n: at most {c.max_batch + c.max_queue} choices per request")
+    best_of = getattr(body, "best_of", None) or 0  # chat has none
+    if best_of > c.max_n:
+        raise InvalidInput(f"best_of: at most {c.max_n} on this server")
+    if len(prompts) * max(body.n, best_of) > c.max_batch + c.max_queue:
+        what = "best_of" if best_of > body.n else "n"
+        raise InvalidInput(f"prompt × {what}: at most {c.max_batch + c.max_queue} choices per request")
     if not isinstance(body, ChatBody) and sum(len(p) for p in prompts) > c.max_prompt_chars:
         raise InvalidInput(f"prompt: at most {c.max_prompt_chars} characters on this server")
 
@@ -124,15 +131,19 @@ def _gauges(state: ServerState, ref: str) -> Callable[[int, int], None]:
 def _text_request(state: ServerState, body: CompletionBody | ChatBody, prompt: str | list[str],
                   stops: list[str]) -> TextRequest:
     """OpenAI's names onto genloop's, in this one place (max_tokens → max_new_tokens, n →
-    num_samples); whatever the core refuses is the client's 400, never a 500."""
+    num_samples); whatever the core refuses is the client's 400, never a 500. ``best_of`` equal
+    to n with no reward model is n (every choice is returned, in order, as before)."""
+    best_of, reward_model = getattr(body, "best_of", None), getattr(body, "reward_model", None)
+    if best_of is not None and best_of <= body.n and reward_model is None:
+        best_of = None
     try:
         return TextRequest(prompt=prompt, max_new_tokens=body.max_tokens,
                            temperature=body.temperature,
                            top_p=body.top_p if body.top_p < 1.0 else None, top_k=body.top_k,
                            repetition_penalty=body.repetition_penalty, stop=stops,
-                           seed=resolve_seed(body.seed, body.n * (len(prompt) if isinstance(prompt, list)
-                                                                  else 1)),
-                           num_samples=body.n,
+                           seed=resolve_seed(body.seed, max(body.n, best_of or 0)
+                                             * (len(prompt) if isinstance(prompt, list) else 1)),
+                           num_samples=body.n, best_of=best_of, reward_model=reward_model,
                            **compat.sampling_fields(body))
     except ValueError as e:  # pydantic's ValidationError
         raise InvalidInput(validation_message(e)) from None
@@ -186,6 +197,8 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
         )
 
     async def work() -> tuple[int, dict[str, Any]]:
+        if treq.best_of is not None:
+            return await _best_of(state, caller, model, treq, extra, rid, created, echo)
         run = _Run(state, model, treq, extra, caller.owner)
         choices: dict[int, CompletionChoice | ChatCompletionChoice] = {}
         completion = 0
@@ -208,6 +221,42 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
         return 200, reply.model_dump(mode="json")
 
     return await run_idempotent(state, caller, request, body, work)
+
+
+async def _best_of(state: ServerState, caller: Any, model: TextModel, treq: TextRequest,
+                   extra: dict[str, Any], rid: str, created: int,
+                   echo: bool) -> tuple[int, dict[str, Any]]:
+    """``best_of`` candidates per prompt on the batcher (the choices of ``treq.candidates()``,
+    each seeded as such), ranked by the reward model or by mean token log-prob
+    (``TextModel.rank``); the ``n`` best of each prompt are recorded, with their ranking, and
+    returned best first. Usage counts every candidate's tokens (they were all generated)."""
+    reward = None
+    if treq.reward_model is not None:  # before generating: an unknown one is a 400 at once
+        reward = await run_in_threadpool(load_reward, treq.reward_model, state.store,
+                                         state.config.models_loaded)
+    run = _Run(state, model, treq.candidates(), extra, caller.owner)
+    outputs: dict[int, TextOutput] = {}
+    try:
+        while len(outputs) < run.ticket.choices:
+            event = await run.events.get()
+            if isinstance(event, Failed):
+                raise event.error
+            if isinstance(event, Finished):
+                state.metrics.tokens.labels(model.ref).inc(event.output.tokens)
+                outputs[event.index] = event.output
+    finally:
+        run.ticket.cancel()
+    candidates = [outputs[i] for i in sorted(outputs)]
+    picked = await run_in_threadpool(model.rank, treq, candidates, reward)
+    choices = []
+    for index, (out, ranking) in enumerate(picked):
+        record = await run_in_threadpool(model.record, treq, out, extra, caller.owner, ranking)
+        choices.append(_choice(model, Finished(index, out), record.id, False, echo))
+    completion = sum(c.tokens for c in candidates)
+    usage = CompletionUsage(prompt_tokens=run.ticket.prompt_tokens, completion_tokens=completion,
+                            total_tokens=run.ticket.prompt_tokens + completion)
+    reply = Completion(id=rid, created=created, model=model.ref, usage=usage, choices=choices)
+    return 200, reply.model_dump(mode="json")
 
 
 def _choice(model: TextModel, event: Finished, gid: str, chat: bool,
