@@ -92,6 +92,9 @@ class Output:
     generation_id: str | None = None  # HTTP: the record the feedback routes rate
 
 
+CHUNK = 50  # prompts per request
+
+
 class PythonLoop:
     """Generates and tunes in this process, the rater's feedback made into records directly:
     the calibration path (the same records ``feedback_data`` makes from the same feedback)."""
@@ -107,11 +110,16 @@ class PythonLoop:
     def close(self) -> None:
         pass
 
-    def generate(self, ref: str, prompts: list[str], samples: int, seed: int) -> list[list[Output]]:
+    def generate(self, ref: str, prompts: list[str], samples: int, seed: int, best_of: int | None = None,
+                 reward_model: str | None = None) -> list[list[Output]]:
         model = self.genloop.load(ref)
-        outs = model.generate(prompts, max_new_tokens=self.taste.max_tokens, num_samples=samples,
-                              temperature=self.args.temperature, top_k=self.args.top_k or None,
-                              stop=self.taste.stop, seed=seed)
+        extra = {} if best_of is None else {"best_of": best_of, "reward_model": reward_model}
+        outs = []
+        for start in range(0, len(prompts), CHUNK):  # choice i of all: seeded seed + i, as HTTP's
+            outs += model.generate(prompts[start:start + CHUNK], max_new_tokens=self.taste.max_tokens,
+                                   num_samples=samples, temperature=self.args.temperature,
+                                   top_k=self.args.top_k or None, stop=self.taste.stop,
+                                   seed=seed + start * samples, **extra)
         return [[Output(o.text) for o in outs[i * samples:(i + 1) * samples]] for i in range(len(prompts))]
 
     def feedback(self, rater: Any, prompts: list[str], outputs: list[list[Output]]) -> dict[str, int]:
@@ -179,11 +187,11 @@ class HttpLoop:
             raise RuntimeError(f"POST {path}: {r.status_code} {r.text[:500]}")
         return r.json()
 
-    def generate(self, ref: str, prompts: list[str], samples: int, seed: int) -> list[list[Output]]:
+    def generate(self, ref: str, prompts: list[str], samples: int, seed: int, best_of: int | None = None,
+                 reward_model: str | None = None) -> list[list[Output]]:
         out: list[list[Output]] = []
-        chunk = 16  # prompts per request: choice i of a request is seeded seed + i
-        for start in range(0, len(prompts), chunk):
-            part = prompts[start:start + chunk]
+        for start in range(0, len(prompts), CHUNK):  # choice i of a request: seeded seed + i
+            part = prompts[start:start + CHUNK]
             body: dict[str, Any] = {
                 "model": ref, "prompt": part, "n": samples, "max_tokens": self.taste.max_tokens,
                 "temperature": self.args.temperature, "seed": seed + start * samples}
@@ -191,6 +199,8 @@ class HttpLoop:
                 body["top_k"] = self.args.top_k
             if self.taste.stop:
                 body["stop"] = self.taste.stop
+            if best_of is not None:
+                body.update(best_of=best_of, reward_model=reward_model)
             choices = sorted(self._post("/v1/completions", body)["choices"], key=lambda c: c["index"])
             out += [[Output(c["text"], c["generation_id"]) for c in choices[i * samples:(i + 1) * samples]]
                     for i in range(len(part))]
@@ -238,14 +248,13 @@ class HttpLoop:
         return str(job["fine_tuned_model"]), took
 
     def parent_lr(self, parent: str) -> float:
-        """The learning rate the parent was trained with: OpenAI's learning_rate_multiplier
-        scales it (the jobs' lr = multiplier × the parent's)."""
-        card = self.http.get(f"/v1/models/{parent}").json()
-        recipe = card.get("recipe") or {}
-        return float((recipe.get("train") or {}).get("lr") or TUNE_LR_BASE)
+        """A job's lr is learning_rate_multiplier × the tune's default, the parent's pretraining
+        lr / LR_DIVISOR (training/tune.py): the parent's lr is its recipe's."""
+        import genloop
+        from genloop.training.tune import LR_DIVISOR
 
+        return genloop.load_recipe(self.taste.recipe).train.lr / LR_DIVISOR
 
-TUNE_LR_BASE = 2e-3  # the tang-poems recipe's lr, when the card does not say
 
 
 def hyperparameters(args: argparse.Namespace, objective: str) -> dict[str, Any]:
@@ -263,6 +272,7 @@ CALIBRATED: dict[str, dict[str, Any]] = {
     "sft": {"steps": 300, "batch_size": 16, "lr": 3e-4},
     "dpo": {"steps": 200, "batch_size": 16, "lr": 1e-5, "beta": 0.1},
     "kto": {"steps": 200, "batch_size": 16, "lr": 1e-5, "beta": 0.1},
+    "reward": {"steps": 300, "batch_size": 16, "lr": 2e-4},
 }
 
 
@@ -372,7 +382,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for objective in args.objectives:
             if objective.startswith("best-of-"):
                 rows[objective] = best_of(loop, rater, parent, held_prompts, parent_held, held_seed,
-                                          int(objective.rsplit("-", 1)[1]))
+                                          int(objective.rsplit("-", 1)[1]), made, args)
                 continue
             child, tune_s = loop.tune(parent, objective)
             t3 = time.perf_counter()
@@ -400,9 +410,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "parent_held_samples": parent_held[:3]}
 
 
+def train_reward_model(parent: str, made: dict[str, list[dict]], args: argparse.Namespace
+                       ) -> tuple[str, float]:
+    """A reward model (family ``reward``: the parent's body and a score head, Bradley–Terry on
+    the same preference pairs DPO tunes on), trained in this process: fine-tuning jobs take
+    sft, dpo and kto, not reward models."""
+    import genloop
+    from genloop.generation.service import load
+
+    out = ROOT / "bench" / "out" / "loop"
+    out.mkdir(parents=True, exist_ok=True)
+    src = out / "reward.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in made["dpo"]), encoding="utf-8")
+    base = load(parent)
+    hp = hyperparameters(args, "reward")
+    section = _model_section(base)
+    recipe = {"name": f"{base.version.name}-rm", "parent": parent,
+              "data": {"kind": "preferences", "source": str(src), "name": "loop-reward"},
+              "model": {**section, "family": "reward"},
+              "train": {"steps": hp["steps"], "batch_size": hp["batch_size"], "lr": hp["lr"],
+                        "warmup_steps": min(20, hp["steps"] // 10), "eval_every": hp["steps"],
+                        "checkpoint_every": hp["steps"], "tensorboard": False, "compile": False},
+              "eval": {}}
+    t0 = time.perf_counter()
+    result = genloop.train(recipe)
+    assert result.model_ref is not None
+    return result.model_ref, time.perf_counter() - t0
+
+
 def best_of(loop: Any, rater: Any, parent: str, prompts: list[str], parent_held: list[str],
-            seed: int, n: int) -> dict[str, Any]:
-    raise NotImplementedError("best-of-n lands with the reward model (part C)")
+            seed: int, n: int, made: dict[str, list[dict]], args: argparse.Namespace) -> dict[str, Any]:
+    """The parent, each completion the best of ``n`` candidates by a reward model trained on the
+    feedback: no tuning of the generator, ``n`` times the generation cost."""
+    rm, tune_s = train_reward_model(parent, made, args)
+    t0 = time.perf_counter()
+    held = [t[0].text for t in loop.generate(parent, prompts, 1, seed=seed, best_of=n, reward_model=rm)]
+    c = compare(rater, held, parent_held)
+    return {"model": parent, "reward_model": rm, "well_formed": share_liked(rater, held),
+            "tune_s": tune_s, "generate_s": time.perf_counter() - t0, "records": len(made["dpo"]),
+            **c.figures(), "samples": held[:3], "hyperparameters": hyperparameters(args, "reward")}
 
 
 def markdown(fig: dict[str, Any]) -> str:
