@@ -17,7 +17,8 @@ from genloop.serving.app import create_app
 from genloop.serving.settings import ServeConfig
 from genloop.store import Store
 
-NOT_JSON = {"text/event-stream", "text/plain", "image/png"}  # documented with their own schema
+# documented with their own schema
+NOT_JSON = {"text/event-stream", "text/plain", "image/png", "application/jsonl"}
 
 
 @pytest.fixture(scope="module")

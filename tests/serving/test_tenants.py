@@ -11,6 +11,7 @@ real ``genloop serve`` to show that what a key makes is stamped with its owner."
 from __future__ import annotations
 
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,7 +215,125 @@ def check_generate(path: str, body: dict[str, Any]) -> Callable[[Tenants], None]
     return check
 
 
+# --- files and fine-tuning jobs: an owner's file and job, and the workspace's -----------------
+
+MISSING_FILE, MISSING_JOB = "file-0123456789abcdef01234567", "ftjob-0123456789abcdef01234567"
+
+
+def tuning(t: Tenants) -> dict[str | None, tuple[str, str]]:
+    """A file and a job (on that file) of alice, bob and the workspace: owner -> (file, job)."""
+    store = t.client.app.state.genloop.store
+    made = {}
+    for owner in (*OWNERS, None):
+        path = Path(store.url.removeprefix("sqlite:///")).parent / f"{owner}.jsonl"
+        path.write_text('{"prompt": "a", "completion": "b"}\n')
+        f = store.add_file(file_id=f"file-{uuid.uuid4().hex[:24]}", purpose="fine-tune",
+                           filename=path.name, size=34, lines=1, path=str(path), owner=owner)
+        job = store.create_job(model="m@1", objective="sft", method={"type": "supervised"},
+                               hyperparameters={}, data={}, seed=0, training_file=f.id, owner=owner)
+        made[owner] = (f.id, job.id)
+    return made
+
+
+def seen(t: Tenants, owner: str, scope: str, made: dict[str | None, tuple[str, str]]) -> set[str | None]:
+    """Whose records a caller sees."""
+    return {*OWNERS, None} if scope == "admin" else {owner}
+
+
+def check_tuning_list(path: str, index: int) -> Callable[[Tenants], None]:
+    def check(t: Tenants) -> None:
+        made = tuning(t)
+        for owner, scope in t.callers():
+            listed = {x["id"] for x in t.call(owner, scope, "GET", path).json()["data"]}
+            assert listed == {made[o][index] for o in seen(t, owner, scope, made)}, (owner, scope)
+
+    return check
+
+
+def check_tuning_one(template: str, index: int, missing_id: str) -> Callable[[Tenants], None]:
+    def check(t: Tenants) -> None:
+        made = tuning(t)
+        for owner, scope in t.callers():
+            missing = t.call(owner, scope, "GET", template.format(missing_id))
+            assert missing.status_code == 404, missing.text
+            for o, ids in made.items():
+                r = t.call(owner, scope, "GET", template.format(ids[index]))
+                if o in seen(t, owner, scope, made):
+                    assert r.status_code == 200, (owner, scope, r.text)
+                else:
+                    assert r.status_code == 404, (owner, scope, r.text)
+                    assert r.json()["error"]["message"] == missing.json()["error"]["message"].replace(
+                        missing_id, ids[index])
+
+    return check
+
+
+def check_tuning_write(method: str, template: str, index: int) -> Callable[[Tenants], None]:
+    """Delete a file, cancel a job: read keys 403, another owner's 404 as a missing one, one's
+    own (or, for an admin, anyone's) done."""
+
+    def check(t: Tenants) -> None:
+        for owner, scope in t.callers():
+            made = tuning(t)  # fresh records for each caller
+            for o in (other(owner), None, owner):
+                target = template.format(made[o][index])
+                r = t.call(owner, scope, method, target)
+                if scope == "read":
+                    forbidden(r)
+                elif o == owner or scope == "admin":
+                    assert r.status_code == 200, (owner, scope, r.text)
+                    after = t.call(owner, "admin", "GET", target.removesuffix("/cancel"))
+                    assert after.status_code == 404 if method == "DELETE" else \
+                        after.json()["status"] == "cancelled"
+                else:
+                    assert r.status_code == 404 and made[o][index] in r.text, (owner, scope, r.text)
+
+    return check
+
+
+def check_upload(t: Tenants) -> None:
+    for owner, scope in t.callers():
+        r = t.call(owner, scope, "POST", "/v1/files", data={"purpose": "fine-tune"},
+                   files={"file": ("f.jsonl", b'{"prompt": "a", "completion": "b"}\n')})
+        if scope == "read":
+            forbidden(r)
+            continue
+        assert r.status_code == 200, r.text
+        fid = r.json()["id"]
+        assert t.call(owner, "read", "GET", f"/v1/files/{fid}").status_code == 200
+        assert t.call(other(owner), "generate", "GET", f"/v1/files/{fid}").status_code == 404
+
+
+def check_job_create(t: Tenants) -> None:
+    made = tuning(t)
+    for owner, scope in t.callers():
+        for o in (owner, other(owner), None):
+            r = t.call(owner, scope, "POST", "/v1/fine_tuning/jobs",
+                       json={"model": "m", "training_file": made[o][0]})
+            if scope == "read":
+                forbidden(r)
+            elif o == owner or scope == "admin":  # the file is found: `m` is no model to tune
+                assert "no file with id" not in r.text, (owner, scope, r.text)
+            else:  # another's file is unknown, as a missing one is
+                assert r.status_code == 400 and f"no file with id '{made[o][0]}'" in r.text, r.text
+
+
 CHECKS: dict[tuple[str, str], Callable[[Tenants], None]] = {
+    ("POST", "/v1/files"): check_upload,
+    ("GET", "/v1/files"): check_tuning_list("/v1/files", 0),
+    ("GET", "/v1/files/{file_id}"): check_tuning_one("/v1/files/{}", 0, MISSING_FILE),
+    ("GET", "/v1/files/{file_id}/content"): check_tuning_one("/v1/files/{}/content", 0, MISSING_FILE),
+    ("DELETE", "/v1/files/{file_id}"): check_tuning_write("DELETE", "/v1/files/{}", 0),
+    ("POST", "/v1/fine_tuning/jobs"): check_job_create,
+    ("GET", "/v1/fine_tuning/jobs"): check_tuning_list("/v1/fine_tuning/jobs", 1),
+    ("GET", "/v1/fine_tuning/jobs/{job_id}"): check_tuning_one("/v1/fine_tuning/jobs/{}", 1, MISSING_JOB),
+    ("GET", "/v1/fine_tuning/jobs/{job_id}/events"): check_tuning_one(
+        "/v1/fine_tuning/jobs/{}/events", 1, MISSING_JOB),
+    ("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints"): check_tuning_one(
+        "/v1/fine_tuning/jobs/{}/checkpoints", 1, MISSING_JOB),
+    ("POST", "/v1/fine_tuning/jobs/{job_id}/cancel"): check_tuning_write(
+        "POST", "/v1/fine_tuning/jobs/{}/cancel", 1),
+
     ("GET", "/v1/generations"): check_list,
     ("GET", "/v1/generations/{generation_id}"): check_one,
     ("GET", "/v1/generations/{generation_id}/content"): check_content,

@@ -210,6 +210,11 @@ def test_dpo_takes_beta_from_the_recipe():
     assert out["reward_margin"].item() == pytest.approx(0.5 * 2 * math.log(3.0), rel=1e-6)
     assert out["loss"].item() == pytest.approx(math.log1p(math.exp(-math.log(3.0))), rel=1e-6)  # ln 4/3
     assert TrainConfig().beta == 0.1
+    # RPO: + w × the chosen completion's NLL per token (each chosen target has p = 3/4)
+    rpo = get_objective("dpo", BIGRAM, "preferences", "paired", TrainConfig(beta=0.5, sft_weight=2.0))
+    out_rpo = rpo.loss(BIGRAM, Bigram(), batch, _uniform())
+    assert out_rpo["chosen_nll"].item() == pytest.approx(-math.log(0.75), rel=1e-6)
+    assert out_rpo["loss"].item() == pytest.approx(math.log(4 / 3) - 2.0 * math.log(0.75), rel=1e-6)
     assert load_recipe({"data": {"source": "x.txt"}, "train": {"beta": 0.5}}).frozen()["train"]["beta"] == 0.5
     assert "beta" not in load_recipe({"data": {"source": "x.txt"}}).frozen()["train"]  # hash as before
     with pytest.raises(RecipeError, match="train.beta"):

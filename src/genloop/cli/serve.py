@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Annotated
 
 import typer
@@ -30,6 +33,8 @@ def serve(
     rate_limit: int = option(ServeConfig, "rate_limit", help="requests per key per minute (0: no limit)"),
     max_tokens: int = option(ServeConfig, "max_tokens", help="largest max_tokens a request may ask"),
     max_chat_chars: int = option(ServeConfig, "max_chat_chars"),
+    max_file_bytes: int = option(ServeConfig, "max_file_bytes"),
+    max_file_lines: int = option(ServeConfig, "max_file_lines"),
     models_loaded: int = option(ServeConfig, "models_loaded"),
     threads: int = option(ServeConfig, "threads", help="torch threads per forward pass (1 suits small "
                           "models: the rest serve HTTP)"),
@@ -37,6 +42,9 @@ def serve(
         "base URL clients reach the server at (image URLs start with it; default: the bind "
         "address, or relative URLs on 0.0.0.0)")),
     preload: Annotated[list[str], typer.Option(help="load these models before serving")] = [],
+    worker: Annotated[bool, typer.Option(
+        "--worker", help="start one `genloop worker` beside the server (it runs the fine-tuning "
+        "jobs; stopped with the server)")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
     """Serve every registered model over an OpenAI-compatible HTTP API, with the studio at /."""
@@ -48,6 +56,7 @@ def serve(
     try:
         config = ServeConfig(host=host, port=port, auth=auth, max_batch=max_batch, max_queue=max_queue,
                              rate_limit=rate_limit, max_tokens=max_tokens, max_chat_chars=max_chat_chars,
+                             max_file_bytes=max_file_bytes, max_file_lines=max_file_lines,
                              models_loaded=models_loaded, threads=threads, public_url=public_url)
     except ValueError as e:
         raise InvalidInput(validation_message(e)) from None
@@ -60,4 +69,30 @@ def serve(
         err.print("[bold red]AUTH IS OFF:[/] every model and every generation is open to anyone "
                   f"who can reach {host}:{port}")
     out.print(f"genloop: serving on [bold]http://{host}:{port}[/] (studio at /, API at /v1)")
-    run(config, log_level=log_level)
+    beside = start_worker() if worker else None
+    try:
+        run(config, log_level=log_level)
+    finally:
+        if beside is not None:
+            stop_worker(beside)
+
+
+def start_worker() -> subprocess.Popen[bytes]:
+    """``genloop worker`` as a child process over the same workspace (its environment); it
+    stops when this process ends, however it ends (uvicorn re-raises SIGTERM after its shutdown,
+    which kills this process before any cleanup here)."""
+    process = subprocess.Popen([sys.executable, "-m", "genloop.cli.main", "worker",
+                                "--parent", str(os.getpid())])
+    err.print(f"genloop: fine-tuning worker started (pid {process.pid})")
+    return process
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: the worker puts its job back in the queue and exits; killed after 30 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

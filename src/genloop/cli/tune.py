@@ -41,6 +41,8 @@ def tune(
     lr: Annotated[float | None, typer.Option(help="learning rate (default: the parent's / 10)")] = None,
     beta: Annotated[float | None, typer.Option(
         help="dpo, kto: how far the model may move from its parent (default 0.1)")] = None,
+    sft_weight: Annotated[float | None, typer.Option(
+        help="dpo: add this weight times the chosen completions' NLL (RPO; default 0)")] = None,
     desirable_weight: Annotated[float | None, typer.Option(
         help="kto: weight of the liked (default 1)")] = None,
     undesirable_weight: Annotated[float | None, typer.Option(
@@ -66,7 +68,8 @@ def tune(
         section = data_section(objective, data)
     recipe = tune_recipe(model, section, objective, steps=steps, epochs=epochs, lr=lr,
                          batch_size=batch_size, beta=beta, seed=seed, name=name, store=store,
-                         desirable_weight=desirable_weight, undesirable_weight=undesirable_weight)
+                         desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
+                         sft_weight=sft_weight)
     if print_recipe:
         out.print(recipe.to_yaml(), end="", highlight=False, markup=False)
         return

@@ -24,7 +24,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from genloop.errors import GenloopError, readable_errors
 from genloop.serving.auth import challenge
 from genloop.serving.deps import ServerState
-from genloop.serving.routers import feedback, generations, images, models, system, text
+from genloop.serving.routers import (
+    feedback,
+    files,
+    fine_tuning,
+    generations,
+    images,
+    models,
+    system,
+    text,
+)
 from genloop.serving.settings import ServeConfig
 from genloop.store import Store
 from genloop.version import __version__
@@ -74,7 +83,8 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers["WWW-Authenticate"] = challenge(request.headers.get("authorization"))
         if exc.http_status >= 500 and retry_after is None:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        return error_response(exc.http_status, str(exc), headers=headers)
+        return error_response(exc.http_status, str(exc), param=getattr(exc, "param", None),
+                              headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -129,13 +139,15 @@ class BodyLimit:
 
     The body is read here, before the app (a chunked body has no length to check): an error
     raised while the app reads it would become FastAPI's 400 "error parsing the body". The app
-    then receives it in one message, and what follows (the client's disconnect) as it comes."""
+    then receives it in one message, and what follows (the client's disconnect) as it comes.
+    Uploads (``streamed``: method and path) are left to their route, which counts them against
+    their own limit as they stream in (``routers/files.py``)."""
 
-    def __init__(self, app: ASGIApp, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, streamed: tuple[tuple[str, str], ...] = ()):
+        self.app, self.limit, self.streamed = app, limit, streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (scope["method"], scope["path"]) in self.streamed:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         too_big = f"request body is larger than the limit of {self.limit} bytes"
@@ -201,12 +213,12 @@ def create_app(config: ServeConfig | None = None, store: Store | None = None) ->
     _install_error_handlers(app)
     app.include_router(system.public)
     for router in (models.router, text.router, images.router, generations.router, feedback.router,
-                   system.router):
+                   files.router, fine_tuning.router, system.router):
         app.include_router(router)
     # added innermost first: the metrics count every answer (the body limit's 413s and the
     # catch-all's 500s too); the body limit reads the raw request before anything else does
     app.add_middleware(Crashes)
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes, streamed=(("POST", "/v1/files"),))
     app.add_middleware(RequestMetrics, state=state)
     return app
 

@@ -391,6 +391,7 @@ class ModelObject(_Reply):
     modality: Literal["text", "image"]
     generative: bool = True  # False: a feature classifier behind FID, not a generator
     latest: bool
+    parent: str | None = Field(None, description="genloop extra: the version this one was tuned from")
     metrics: dict[str, Any]
     classes: list[str] | None = None
     image_size: int | None = None

@@ -30,6 +30,9 @@ class ServeConfig(BaseModel):
         "characters of a chat request's messages, all of them as received (before old turns "
         "are dropped to fit the model's context)"))
     max_tokens: int = Field(2048, ge=1)
+    max_file_bytes: int = Field(16 << 20, ge=1024, description=(
+        "bytes of one uploaded file (POST /v1/files), counted as it arrives"))
+    max_file_lines: int = Field(100_000, ge=1, description="records of one uploaded file")
     max_n: int = Field(8, ge=1, le=64)
     max_images: int = Field(16, ge=1, le=64)
     max_image_steps: int = Field(1000, ge=1, le=1000)

@@ -16,6 +16,13 @@ from genloop.store.db import (
     ModelVersion,
     RunRecord,
 )
+from genloop.store.jobs import (
+    JOB_STATUSES,
+    CheckpointRecord,
+    EventRecord,
+    FileRecord,
+    JobRecord,
+)
 from genloop.store.registry import (
     MODEL_NAME_RULE,
     Store,
@@ -25,16 +32,21 @@ from genloop.store.registry import (
 
 __all__ = [
     "FEEDBACK_KINDS",
+    "JOB_STATUSES",
     "KEY_NAME_RULE",
     "MODEL_NAME_RULE",
     "RUN_STATUSES",
     "AccessRecords",
     "ApiKeyRecord",
+    "CheckpointRecord",
     "Database",
     "DatasetRecord",
+    "EventRecord",
     "FeedbackRecord",
+    "FileRecord",
     "GenerationRecord",
     "IdempotencyRecord",
+    "JobRecord",
     "ModelVersion",
     "RunRecord",
     "Store",

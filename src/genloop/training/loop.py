@@ -50,14 +50,14 @@ from genloop.training.recipe import Recipe, TrainConfig, load_recipe
 from genloop.training.register import register_model
 from genloop.training.runtime import Distributed, autocast, pick_device, seeded_rng, use_compile, uses_bf16
 
-__all__ = ["Progress", "TrainResult", "batch_at", "lr_at", "train"]
+__all__ = ["Progress", "StopTraining", "TrainResult", "batch_at", "lr_at", "train"]
 
 
 @dataclass
 class Progress:
     """What a face shows while training runs."""
 
-    phase: str  # "data" | "build" | "train" | "eval" | "register" | "done"
+    phase: str  # "data" | "build" | "train" | "eval" | "checkpoint" | "register" | "done"
     step: int = 0
     steps: int = 0
     loss: float | None = None
@@ -83,6 +83,12 @@ class TrainResult:
 
 ProgressFn = Callable[[Progress], None]
 WARMUP_STEPS_UNTIMED = 20
+
+
+class StopTraining(Exception):  # noqa: N818 - a request, not an error
+    """Raised by an ``on_progress`` callback to stop the run cleanly (a cancelled tuning job):
+    the last checkpoint is kept, the run is marked stopped, nothing is registered; ``train``
+    raises it on to its caller."""
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -161,17 +167,20 @@ def train(
     resume: str | None = None,
     on_progress: ProgressFn | None = None,
     register: bool = True,
+    run_id: str | None = None,
 ) -> TrainResult:
-    """Train a recipe (or resume run ``resume``) to the end; register the model version."""
+    """Train a recipe (or resume run ``resume``) to the end; register the model version.
+    ``run_id`` names a new run (a tuning job's worker records it first, to resume it later)."""
     with seeded_rng(None):  # what the run does to torch's global RNG stays inside it
-        run = start(recipe, overrides=overrides, resume=resume, report=on_progress or (lambda p: None))
+        run = start(recipe, overrides=overrides, resume=resume, report=on_progress or (lambda p: None),
+                    run_id=run_id)
         fit(run)
         return finish(run, register=register)
 
 
 def start(
     recipe: Recipe | str | Path | dict | None, *, overrides: Sequence[str] = (), resume: str | None = None,
-    report: ProgressFn,
+    report: ProgressFn, run_id: str | None = None,
 ) -> Run:
     """Everything before the first step: run, data, model, objective, optimizer, run row."""
     # 1. the run (a resumed one brings its frozen recipe), its family and objective
@@ -184,7 +193,7 @@ def start(
         run_id = row.id
     else:
         recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, list(overrides))
-        run_id = uuid.uuid4().hex[:12]
+        run_id = run_id or uuid.uuid4().hex[:12]
         run_dir = settings().runs_dir / run_id
     cfg = recipe.train
     if cfg.threads:
@@ -361,6 +370,8 @@ def fit(run: Run) -> None:
                                         val_loss=val_loss, unit=unit, metrics=val_stats))
                 if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
                     _checkpoint(run, "last")
+                    run.report(Progress("checkpoint", state.step, cfg.steps, loss_sum,
+                                        message=str(run.ckpt_dir / "last"), unit=unit))
                 if cfg.time_limit_s and state.elapsed_s >= cfg.time_limit_s:
                     run.stopped_early = True
                     _checkpoint(run, "last")
@@ -377,6 +388,12 @@ def fit(run: Run) -> None:
                 f"last good checkpoint: {where} "
                 f"(lower train.lr, raise train.warmup_steps or set train.grad_clip)"
             ) from None
+        except StopTraining:
+            if ddp.main:
+                run.store.update_run(run.id, status="stopped", step=state.step)
+            if run.metrics:
+                run.metrics.close()
+            raise
         except BaseException as e:
             if ddp.main:
                 run.store.update_run(run.id, status="failed", step=state.step, error=str(e)[:500])

@@ -89,18 +89,32 @@ def _log_ratios(family: Family, model: torch.nn.Module, reference: torch.nn.Modu
 
 
 def dpo(family: Family, model: torch.nn.Module, batch: Any,
-        reference: torch.nn.Module | None = None, *, beta: float = 0.1) -> Losses:
+        reference: torch.nn.Module | None = None, *, beta: float = 0.1,
+        sft_weight: float = 0.0) -> Losses:
     """Direct preference optimisation (Rafailov et al. 2023, eq. 7), sigmoid loss:
     −log σ(β[(log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r))]) averaged over pairs, where c
     and r are the chosen and rejected completions of one prompt and π_ref the frozen parent (its
     log-probabilities computed once per batch, without gradients). Also returns the implicit
     rewards β(log π − log π_ref) of the chosen and the rejected completions, their margin, and
-    how often the chosen one's is the higher (accuracy)."""
+    how often the chosen one's is the higher (accuracy).
+
+    ``sft_weight`` > 0 adds that weight times the chosen completions' negative log-likelihood per
+    token (RPO, Pang et al. 2024, TRL's ``rpo_alpha``): DPO alone can lower the likelihood of the
+    chosen completions too, as long as the rejected ones fall faster; the term keeps them likely."""
     assert family.log_probs is not None and reference is not None  # ``needs``, ``needs_reference``
-    chosen = beta * _log_ratios(family, model, reference, batch.chosen)
+    policy_chosen = family.log_probs(model, batch.chosen)
+    with torch.no_grad():
+        ref_chosen = family.log_probs(reference, batch.chosen)
+    chosen = beta * (policy_chosen - ref_chosen)
     rejected = beta * _log_ratios(family, model, reference, batch.rejected)
     margin = chosen - rejected
-    return {"loss": -torch.nn.functional.logsigmoid(margin).mean(),
+    loss = -torch.nn.functional.logsigmoid(margin).mean()
+    extra: Losses = {}
+    if sft_weight > 0:
+        nll = -policy_chosen.sum() / batch.chosen.mask.sum().clamp(min=1)
+        loss = loss + sft_weight * nll
+        extra["chosen_nll"] = nll.detach()
+    return {"loss": loss, **extra,
             "chosen_reward": chosen.detach().mean(),
             "rejected_reward": rejected.detach().mean(),
             "reward_margin": margin.detach().mean(),
@@ -157,7 +171,7 @@ OBJECTIVES: dict[str, Objective] = {
                        needs=("log_probs",), kinds=frozenset({"pairs"})),
     "dpo": Objective(dpo, "direct preference optimisation against the frozen parent (paired preferences)",
                      needs=("log_probs",), kinds=frozenset({"preferences"}), needs_reference=True,
-                     form="paired", params=("beta",)),
+                     form="paired", params=("beta", "sft_weight")),
     "kto": Objective(kto, "Kahneman–Tversky optimisation against the frozen parent (desirable or "
                      "undesirable completions)", needs=("log_probs",), kinds=frozenset({"preferences"}),
                      needs_reference=True, form="unpaired",

@@ -94,6 +94,9 @@ class TrainConfig(Strict):
     )
     beta: float = Field(0.1, gt=0, le=100, description="dpo, kto: how far the tuned model may move "
                         "from its parent (the β of the implicit reward β·log π/π_ref)")
+    sft_weight: float = Field(0.0, ge=0, le=100, description="dpo: weight of the chosen "
+                              "completions' negative log-likelihood per token added to the loss "
+                              "(RPO, Pang et al. 2024; TRL's rpo_alpha); 0 = plain DPO")
     desirable_weight: float = Field(1.0, ge=0, le=100, description="kto: λ_D, the weight of the "
                                     "desirable completions' loss")
     undesirable_weight: float = Field(1.0, ge=0, le=100, description="kto: λ_U, the weight of the "
@@ -112,7 +115,8 @@ class TrainConfig(Strict):
 
 
 OBJECTIVE_DEFAULTS = {key: TrainConfig.model_fields[key].default
-                      for key in ("objective", "beta", "desirable_weight", "undesirable_weight")}
+                      for key in ("objective", "beta", "sft_weight", "desirable_weight",
+                                  "undesirable_weight")}
 
 
 class Recipe(Strict):

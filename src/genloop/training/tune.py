@@ -66,13 +66,13 @@ def tune_recipe(
     epochs: float | None = None, lr: float | None = None, batch_size: int | None = None,
     beta: float | None = None, seed: int | None = None, name: str | None = None,
     store: Store | None = None, desirable_weight: float | None = None,
-    undesirable_weight: float | None = None,
+    undesirable_weight: float | None = None, sft_weight: float | None = None,
 ) -> Recipe:
     """The recipe that tunes ``base`` ("name": its newest version, or "name@N") on ``data`` (a
     recipe data section of the objective's kind) with ``objective`` (sft, dpo or kto). Settings
     left None take the tuning defaults above."""
     shape = _shape(objective)
-    given = {"beta": beta, "desirable_weight": desirable_weight,
+    given = {"beta": beta, "sft_weight": sft_weight, "desirable_weight": desirable_weight,
              "undesirable_weight": undesirable_weight}
     for key, value in given.items():
         if value is not None and key not in OBJECTIVES[objective].params:

@@ -26,7 +26,8 @@ export async function loadModels() {
   listeners.forEach((fn) => fn());
 }
 
-function fillModelSelect(select, modality) {
+/** Fill a model select with the generative models of `modality`, keeping its choice if listed. */
+export function fillModelSelect(select, modality) {
   const keep = select.value;
   const models = catalog.models.filter((m) => m.modality === modality && m.generative !== false);
   if (!models.length) {

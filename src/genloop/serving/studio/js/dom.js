@@ -49,6 +49,14 @@ export function icon(name) {
   return svg;
 }
 
+/** A bar's filled part, `share` (0–1) of its width. Set through the CSSOM: the page's CSP
+ * (style-src 'self') refuses style attributes. */
+export function fill(cls, share) {
+  const el = h("span", { class: cls });
+  el.style.width = `${(Math.max(0, Math.min(1, share)) * 100).toFixed(1)}%`;
+  return el;
+}
+
 export const enc = encodeURIComponent;
 export const truncate = (s, n) => (s.length > n ? s.slice(0, n - 1) + "…" : s);
 

@@ -1,12 +1,13 @@
 /* The History page: every recorded generation, newest first and paged, filtered by kind and model;
- * a preview, the seed and the feedback of each; Restore (fill the Text or Images form with every
- * setting); and an A/B preference between two ticked rows. */
+ * a preview, the seed and the feedback of each (with stars and thumbs to rate it); Restore (fill
+ * the Text or Images form with every setting); and an A/B preference between two ticked rows. */
 
 import { $, $$, h, icon, enc, truncate, toDate, fmtTime, reportError } from "./dom.js";
 import { api, request } from "./api.js";
 import { catalog } from "./catalog.js";
 import { fillTextForm } from "./text.js";
 import { fillImageForm } from "./images.js";
+import { feedbackWidget } from "./widgets.js";
 
 /** The rows shown, the paging cursor, the A/B picks and the object URLs of image previews. */
 const view = { before: null, picked: [], rows: new Map(), blobUrls: [] };
@@ -59,7 +60,7 @@ function historyRow(gen) {
     h("td", null, h("span", { class: "pill" }, gen.kind)),
     h("td", { class: "c-preview" }, historyPreview(gen)),
     h("td", { class: "c-seed", title: String(gen.seed) }, String(gen.seed)),
-    h("td", { class: "c-feedback" }, feedbackChips(gen.feedback)),
+    h("td", { class: "c-feedback" }, feedbackChips(gen.feedback), feedbackWidget(gen.id, { compact: true })),
     h("td", { class: "c-act" }, h("button", {
       type: "button", class: "btn btn-sm restore", title: "Fill the form with every setting of this generation",
       onclick: () => restore(gen).catch(reportError),
@@ -137,7 +138,7 @@ async function prefer(which) {
   for (const id of [chosen, rejected]) {
     const gen = await api(`v1/generations/${enc(id)}`);
     const tr = $$("#history-rows tr").find((r) => r.dataset.id === id);
-    if (tr) $(".c-feedback", tr).replaceChildren(feedbackChips(gen.feedback));
+    if (tr) $(".c-feedback .fb-list", tr).replaceWith(feedbackChips(gen.feedback));
   }
   renderPicks();
   $("#ab-label").replaceChildren(h("span", { class: "confirm" }, "✓ Preference recorded: "),

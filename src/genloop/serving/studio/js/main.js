@@ -1,6 +1,6 @@
 /* genloop studio: a single page over the HTTP API (docs/api.md), vanilla JS in ES modules, no build
- * step. This module routes between the pages (#/text, #/images, #/history, #/models), watches the
- * server's health and starts everything; each page is its own module.
+ * step. This module routes between the pages (#/text, #/images, #/history, #/improve, #/compare,
+ * #/models), watches the server's health and starts everything; each page is its own module.
  *
  * Two rules hold in every module:
  * - Server data (model output, prompts, cards, error messages) only ever reaches the page as
@@ -16,11 +16,15 @@ import { wireTextPage } from "./text.js";
 import { wireImagesPage } from "./images.js";
 import { loadHistory, wireHistoryPage } from "./history.js";
 import { renderModels } from "./models.js";
+import { showImprove, wireImprovePage } from "./improve.js";
+import { showCompare, wireComparePage } from "./compare.js";
 
 const PAGES = {
   text: () => {},
   images: () => {},
   history: () => loadHistory(true),
+  improve: () => showImprove(),
+  compare: () => showCompare(),
   models: () => renderModels(false),
 };
 
@@ -51,6 +55,8 @@ function start() {
   wireTextPage();
   wireImagesPage();
   wireHistoryPage();
+  wireImprovePage();
+  wireComparePage();
   $("#models-refresh").addEventListener("click", () => renderModels(true).catch(reportError));
   catalog.ready = loadModels().catch(reportError);
   checkHealth();

@@ -1,10 +1,13 @@
-/* The Models page: a card per served model version (family, modality, classes, metrics, model
- * card) with "Use", which opens the Text or Images page with it selected. */
+/* The Models page: the lineage of tuned versions (lineage.js), and a card per served model
+ * version (family, modality, classes, parent and children, metrics, model card) with "Use",
+ * which opens the Text or Images page with it selected, and "Improve" for text models. */
 
 import { $, h, enc, fmtNum, toDate } from "./dom.js";
 import { api } from "./api.js";
 import { catalog, loadModels, selectModel } from "./catalog.js";
 import { fillClasses } from "./images.js";
+import { improveModel } from "./improve.js";
+import { lineageTree } from "./lineage.js";
 
 function metricsTable(metrics) {
   const entries = Object.entries(metrics || {});
@@ -28,6 +31,9 @@ function modelCard(m) {
   const cardText = h("pre", { class: "model-card-text" }, "loading…");
   const facts = [["id", m.id], ["created", m.created != null ? toDate(m.created).toLocaleString() : null]];
   if (m.classes && m.classes.length) facts.push(["classes", m.classes.join(", ")]);
+  if (m.parent) facts.push(["parent", m.parent]);
+  const children = catalog.models.filter((c) => c.parent === m.id).map((c) => c.id);
+  if (children.length) facts.push(["children", children.join(", ")]);
   const card = h("article", { class: "card model", dataset: { model: m.id } },
     h("div", { class: "model-head" },
       h("div", null,
@@ -37,9 +43,12 @@ function modelCard(m) {
           h("span", { class: "pill" }, m.family ?? "?"),
           h("span", { class: "pill" }, m.modality ?? "?"),
           m.latest ? h("span", { class: "pill pill-ok" }, "latest") : null)),
-      m.generative === false ? null : useButton(m)),
+      h("div", { class: "model-actions" },
+        m.modality === "text" && m.generative !== false
+          ? h("button", { type: "button", class: "btn btn-sm improve", onclick: () => improveModel(m.id) }, "Improve") : null,
+        m.generative === false ? null : useButton(m))),
     h("dl", { class: "kv" }, ...facts.filter(([, v]) => v != null).flatMap(([k, v]) =>
-      [h("dt", null, k), h("dd", null, String(v))])),
+      [h("dt", null, k), h("dd", { dataset: { fact: k } }, String(v))])),
     metricsTable(m.metrics),
     h("details", { open: true }, h("summary", null, "Model card"), cardText));
   api(`v1/models/${enc(m.id)}`)
@@ -51,6 +60,9 @@ function modelCard(m) {
 export async function renderModels(reload) {
   if (reload) await (catalog.ready = loadModels());
   else await catalog.ready;
+  const tree = lineageTree(catalog.models);
+  $("#lineage").replaceChildren(...(tree ? [tree] : []));
+  $("#lineage-card").hidden = !tree;
   const box = $("#model-cards");
   box.replaceChildren(...catalog.models.map(modelCard));
   if (!catalog.models.length) {
