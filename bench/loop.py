@@ -147,8 +147,7 @@ class PythonLoop:
             "checkpoint_every": min(50, steps), "tensorboard": False, "compile": False,
             "objective": objective,
         }
-        if "beta" in hp:
-            train["beta"] = hp["beta"]
+        train.update({k: hp[k] for k in ("beta", "sft_weight") if k in hp})
         recipe = {"name": f"{base.version.name}-{objective}", "parent": parent, "data": data,
                   "model": _model_section(base), "train": train, "eval": {}}
         t0 = time.perf_counter()
@@ -172,9 +171,15 @@ class HttpLoop:
 
         self.taste, self.args = taste, args
         home = Path(os.environ["GENLOOP_HOME"])
+        from genloop.store import Store
+
+        with Store() as store:  # the run's own key: its owner sees only this run's feedback
+            _, key = store.create_key(f"bench-loop-{int(time.time())}")
         self.server = Server(home, args.parent_ref, "loop", "--worker")
-        self.http = httpx.Client(base_url=self.server.url, timeout=600)
+        self.http = httpx.Client(base_url=self.server.url, timeout=600,
+                                 headers={"Authorization": f"Bearer {key}"})
         self.requests = 0
+        self.jobs: dict[str, dict[str, Any]] = {}
 
     def close(self) -> None:
         self.http.close()
@@ -231,8 +236,7 @@ class HttpLoop:
         parent_lr = self.parent_lr(parent)
         params: dict[str, Any] = {"steps": hp["steps"], "batch_size": hp["batch_size"],
                                   "learning_rate_multiplier": hp["lr"] / parent_lr}
-        if "beta" in hp:
-            params["beta"] = hp["beta"]
+        params.update({k: hp[k] for k in ("beta", "sft_weight") if k in hp})
         method = {"sft": "supervised"}.get(objective, objective)
         t0 = time.perf_counter()
         job = self._post("/v1/fine_tuning/jobs", {
@@ -245,6 +249,7 @@ class HttpLoop:
         took = time.perf_counter() - t0
         if job["status"] != "succeeded":
             raise RuntimeError(f"job {job['id']} {job['status']}: {job.get('error')}")
+        self.jobs[objective] = {"id": job["id"], "origin": (job.get("data") or {}).get("origin")}
         return str(job["fine_tuned_model"]), took
 
     def parent_lr(self, parent: str) -> float:
@@ -260,9 +265,10 @@ class HttpLoop:
 def hyperparameters(args: argparse.Namespace, objective: str) -> dict[str, Any]:
     """The tuning settings of ``objective``: ``--steps/--lr/--beta`` or its calibrated defaults."""
     base = dict(CALIBRATED[objective])
-    for key in ("steps", "lr", "beta", "batch_size"):
-        value = getattr(args, key)
-        if value is not None and (key != "beta" or objective in ("dpo", "kto")):
+    takes = {"beta": objective in ("dpo", "kto"), "sft_weight": objective == "dpo"}
+    for key in ("steps", "lr", "beta", "batch_size", "sft_weight"):
+        value = getattr(args, key, None)
+        if value is not None and takes.get(key, True):
             base[key] = value
     return base
 
@@ -404,6 +410,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r["verdict"] = verdict(parent_share, r["well_formed"], r["win_rate"],
                                    r["bits_per_char"] - rows["parent"]["bits_per_char"])
     return {"taste": taste.name, "via": args.via, "parent": parent, "rows": rows,
+            "jobs": getattr(loop, "jobs", {}),
             "settings": {k: v for k, v in vars(args).items() if k not in ("func", "parent_ref")},
             "feedback": {"completions": len(flat), "liked_share": share_liked(rater, flat),
                          **{k: len(v) for k, v in made.items()}, "sent": sent},
@@ -505,6 +512,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--beta", type=float, default=None, help="dpo, kto")
+    ap.add_argument("--sft-weight", type=float, default=None, help="dpo: + this × the chosen NLL (RPO)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--name", default=None, help="result name (default loop, or loop_<taste>)")
     ap.add_argument("--no-save", action="store_true", help="print only (calibration runs)")
