@@ -62,7 +62,7 @@ def _shakespeare_prompts(feedback: int, held_out: int, seed: int) -> tuple[list[
     text = (DATA_MIRROR / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
     cut = int(len(text) * 0.9)
 
-    def cues(part: str, offset: int) -> list[str]:
+    def cues(part: str) -> list[str]:
         out = []
         blocks = part.split("\n\n")
         for prev, block in zip(blocks, blocks[1:], strict=False):
@@ -72,7 +72,7 @@ def _shakespeare_prompts(feedback: int, held_out: int, seed: int) -> tuple[list[
         return out
 
     rng = random.Random(seed)
-    train, val = cues(text[:cut], 0), cues(text[cut:], cut)
+    train, val = cues(text[:cut]), cues(text[cut:])
     return rng.sample(train, feedback), rng.sample(val, held_out)
 
 
@@ -409,7 +409,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if name != "parent":
             r["verdict"] = verdict(parent_share, r["well_formed"], r["win_rate"],
                                    r["bits_per_char"] - rows["parent"]["bits_per_char"])
-    return {"taste": taste.name, "via": args.via, "parent": parent, "rows": rows,
+    first = next(o for o in args.objectives if o in rows)
+    head = rows[first]
+    headline = {"objective": first, "parent_well_formed": parent_share, "well_formed": head["well_formed"],
+                "win_rate": head["win_rate"], "win_rate_ties_half": head["win_rate_ties_half"],
+                "bits_per_char_delta": head["bits_per_char"] - rows["parent"]["bits_per_char"],
+                "verdict": head["verdict"]}
+    return {"taste": taste.name, "via": args.via, "parent": parent, "rows": rows, "headline": headline,
             "jobs": getattr(loop, "jobs", {}),
             "settings": {k: v for k, v in vars(args).items() if k not in ("func", "parent_ref")},
             "feedback": {"completions": len(flat), "liked_share": share_liked(rater, flat),
@@ -488,12 +494,28 @@ def markdown(fig: dict[str, Any]) -> str:
         table(["", "model", "records", "tuning settings", "liked (well-formed)", "win rate",
                "wins/losses/ties", "ties as ½", "val bits/char", "Δ bits/char", "tuning (s)"], body),
         "",
+        headline_line(fig),
+        "",
         "Win rate = wins / (wins + losses) of the child's completion over the parent's on the same "
         "prompt and seed, judged by the same rater; ties (both liked, or graded alike) are counted "
         "apart, and as half a win in the next column. Bits per character: the parent's whole "
         "validation split, the card's measure.",
         "",
     ])
+
+
+def headline_line(fig: dict[str, Any]) -> str:
+    h = fig["headline"]
+    v = h["verdict"]
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    return (f"**{h['objective']}** (the tuning job of this run) against the issue's targets: well-formed "
+            f"{h['parent_well_formed']:.1%} → {h['well_formed']:.1%} (≥ 90%: {mark(v['well_formed'])}; "
+            f"at least double or +40 points: {mark(v['gain'])}), win rate {h['win_rate']:.1%} "
+            f"(≥ 80%: {mark(v['win_rate'])}; ties as half {h['win_rate_ties_half']:.1%}), validation "
+            f"bits/char {h['bits_per_char_delta']:+.3f} (worse by at most 0.10: {mark(v['bits_per_char'])}).")
 
 
 def main() -> None:
