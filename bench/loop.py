@@ -473,7 +473,8 @@ def markdown(fig: dict[str, Any]) -> str:
         return "—" if not hp else ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                                             for k, v in hp.items())
 
-    body = [[name, f"`{r['model']}`", r.get("records", "—"), settings_of(r), r["well_formed"],
+    body = [[name, f"`{r['model']}`" + (f" ranked by `{r['reward_model']}`" if "reward_model" in r else ""),
+             r.get("records", "—"), settings_of(r), r["well_formed"],
              r.get("win_rate", "—"), f"{r['wins']}/{r['losses']}/{r['ties']}" if "wins" in r else "—",
              r.get("win_rate_ties_half", "—"), r["bits_per_char"],
              r["bits_per_char"] - parent_bpc if name != "parent" else "—",

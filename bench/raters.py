@@ -152,12 +152,15 @@ def compare(rater: _Graded, child: list[str], parent: list[str]) -> Comparison:
 # --- titles -----------------------------------------------------------------------------------
 
 
+MAX_TITLE = 20  # characters: a title, its newline and four lines of seven fit a context of 96
+
+
 def _titles(path: Path) -> list[str]:
     seen: dict[str, None] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if line:
             title = json.loads(line)["title"].strip()
-            if title and "\n" not in title:
+            if title and "\n" not in title and len(title) <= MAX_TITLE:
                 seen.setdefault(title, None)
     return list(seen)
 
@@ -165,7 +168,8 @@ def _titles(path: Path) -> list[str]:
 def title_split(folder: str | Path, feedback: int, held_out: int = 200, seed: int = 0
                 ) -> tuple[list[str], list[str]]:
     """``feedback`` titles drawn from the training split and ``held_out`` evaluation titles
-    from the validation split that never occur in training (so never used for feedback), each
+    from the validation split that never occur in training (so never used for feedback), of at
+    most ``MAX_TITLE`` characters, each
     drawn with its own generator seeded by ``seed`` (so the held-out titles do not depend on how
     many feedback titles are drawn); a title is prompted as ``title + "\\n"``."""
     folder = Path(folder)

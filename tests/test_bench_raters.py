@@ -113,3 +113,12 @@ def test_held_out_titles_do_not_depend_on_the_feedback_count(tmp_path):
     (tmp_path / "train.jsonl").write_text("".join(lines[:200]), encoding="utf-8")
     (tmp_path / "valid.jsonl").write_text("".join(lines[200:]), encoding="utf-8")
     assert title_split(tmp_path, 10, 50)[1] == title_split(tmp_path, 150, 50)[1]
+
+
+def test_titles_longer_than_a_prompt_can_be_are_left_out(tmp_path):
+    long = "長" * 21
+    for name in ("train.jsonl", "valid.jsonl"):
+        (tmp_path / name).write_text("".join(json.dumps({"title": t, "paragraphs": [FIVE]}) + "\n"
+                                             for t in [long, f"{name}-a", f"{name}-b"]), encoding="utf-8")
+    feedback, held = title_split(tmp_path, 2, 2)
+    assert long not in feedback + held
