@@ -282,6 +282,7 @@ def hyperparameters(args: argparse.Namespace, objective: str) -> dict[str, Any]:
 #   dpo β 1.0, lr 1e-4, 200 steps (200 titles)       59.5%  win 62.0%  Δbits +0.074
 #   dpo β 1.0 + sft_weight 1, lr 1e-4, 300 steps     79.5%  win 83.5%  Δbits +0.051
 #   dpo β 1.0 + sft_weight 1, lr 2e-4, 300 steps     84.0%  win 90.0%  Δbits +0.118
+#   dpo β 1.0 + sft_weight 1, lr 1e-4, 600 steps     80.0%  win 90.0%  Δbits +0.068
 #   kto β 0.5, lr 1e-4, 300 steps                    84.5%  win 86.7%  Δbits +0.084
 #   sft lr 3e-4, 300 steps                           63.0%  win 74.0%  Δbits +0.086
 #   sft lr 1e-4, 200 steps (200 titles)              62.0%  win 67.4%  Δbits +0.102
