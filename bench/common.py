@@ -20,8 +20,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-ORDER = ["train_speed", "train_step", "time_to_quality", "kv_cache", "quickstart", "tang_poems", "images",
-         "serving", "soak"]
+ORDER = ["train_speed", "train_step", "time_to_quality", "kv_cache", "quickstart", "tang_poems", "loop",
+         "loop_shakespeare_brevity", "images", "serving", "soak"]
 
 
 # the CPU flags that decide genloop's precision and kernel paths, named with every figure
@@ -72,6 +72,14 @@ TARGETS = [  # (result, label, path into its JSON, target, higher is better)
     ("kv_cache", "cost of 1,000th cached token / 10th", ("cached_growth",), 1.5, False),
     ("kv_cache", "1,000 tokens: KV cache speed-up over recomputing", ("speedup",), 5.0, True),
     ("tang_poems", "Tang poems: validation bits per character", ("metrics", "bits_per_char"), None, False),
+    ("loop", "loop over HTTP, 200 held-out titles: well-formed share after tuning",
+     ("headline", "well_formed"), 0.90, True),
+    ("loop", "loop: well-formed share before tuning (the parent)", ("headline", "parent_well_formed"),
+     None, True),
+    ("loop", "loop: win rate of the tuned child over its parent (ties apart)", ("headline", "win_rate"),
+     0.80, True),
+    ("loop", "loop: validation bits per character, child − parent", ("headline", "bits_per_char_delta"),
+     0.10, False),
     ("images", "MNIST conditional diffusion (guidance 2): samples of the requested digit",
      ("diffusion", "metrics", "sample_accuracy"), 0.97, True),
     ("images", "MNIST conditional diffusion (guidance 3): samples of the requested digit",
