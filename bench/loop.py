@@ -93,6 +93,7 @@ class Output:
     generation_id: str | None = None  # HTTP: the record the feedback routes rate
 
 
+MAX_CHOICES = 48  # serving's default max_batch + max_queue: choices per request
 CHUNK = 50  # prompts per request
 
 
@@ -176,7 +177,9 @@ class HttpLoop:
 
         with Store() as store:  # the run's own key: its owner sees only this run's feedback
             _, key = store.create_key(f"bench-loop-{int(time.time())}")
-        self.server = Server(home, args.parent_ref, "loop", "--worker")
+        # the scripted rater is one client posting thousands of ratings: no per-key rate limit
+        # (it would pace the run, not measure it); a 429 is still honoured below
+        self.server = Server(home, args.parent_ref, "loop", "--worker", "--rate-limit", "0")
         self.http = httpx.Client(base_url=self.server.url, timeout=600,
                                  headers={"Authorization": f"Bearer {key}"})
         self.requests = 0
@@ -188,6 +191,9 @@ class HttpLoop:
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         r = self.http.post(path, json=body)
+        while r.status_code == 429:  # as a well-behaved client: wait as long as the server says
+            time.sleep(float(r.headers.get("retry-after", "1")))
+            r = self.http.post(path, json=body)
         self.requests += 1
         if r.status_code >= 300:
             raise RuntimeError(f"POST {path}: {r.status_code} {r.text[:500]}")
@@ -196,8 +202,10 @@ class HttpLoop:
     def generate(self, ref: str, prompts: list[str], samples: int, seed: int, best_of: int | None = None,
                  reward_model: str | None = None) -> list[list[Output]]:
         out: list[list[Output]] = []
-        for start in range(0, len(prompts), CHUNK):  # choice i of a request: seeded seed + i
-            part = prompts[start:start + CHUNK]
+        # the server's bound on choices per request (prompts × n, × best_of candidates)
+        chunk = max(1, min(CHUNK, MAX_CHOICES // (samples * (best_of or 1))))
+        for start in range(0, len(prompts), chunk):  # choice i of a request: seeded seed + i
+            part = prompts[start:start + chunk]
             body: dict[str, Any] = {
                 "model": ref, "prompt": part, "n": samples, "max_tokens": self.taste.max_tokens,
                 "temperature": self.args.temperature, "seed": seed + start * samples}
