@@ -56,8 +56,9 @@ def _tang_prompts(feedback: int, held_out: int, seed: int) -> tuple[list[str], l
 
 
 def _shakespeare_prompts(feedback: int, held_out: int, seed: int) -> tuple[list[str], list[str]]:
-    """Speaker cues ("NAME:\\n") with the speech before them as context: from the first 90% of
-    the text (the training split) for feedback, from the last 10% (validation) held out."""
+    """Speaker cues ("NAME:\\n") with the last line of the speech before them as context, at
+    most 60 characters (shakespeare-char's context is 64): from the first 90% of the text (the
+    training split) for feedback, from the last 10% (validation) held out."""
     import random
 
     text = (DATA_MIRROR / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
@@ -68,8 +69,9 @@ def _shakespeare_prompts(feedback: int, held_out: int, seed: int) -> tuple[list[
         blocks = part.split("\n\n")
         for prev, block in zip(blocks, blocks[1:], strict=False):
             speaker = block.split("\n", 1)[0]
-            if speaker.endswith(":") and len(prev) < 200:
-                out.append(prev + "\n\n" + speaker + "\n")
+            cue = prev.rsplit("\n", 1)[-1] + "\n\n" + speaker + "\n"
+            if speaker.endswith(":") and len(cue) <= 60:
+                out.append(cue)
         return out
 
     rng = random.Random(seed)
@@ -522,7 +524,11 @@ def markdown(fig: dict[str, Any]) -> str:
         "Win rate = wins / (wins + losses) of the child's completion over the parent's on the same "
         "prompt and seed, judged by the same rater; ties (both liked, or graded alike) are counted "
         "apart, and as half a win in the next column. Bits per character: the parent's whole "
-        "validation split, the card's measure.",
+        "validation split, the card's measure, computed in-process (no HTTP route scores a text)."
+        + (" Over HTTP, the best-of-4 row's reward model is trained in-process on the same "
+           "preference pairs (tuning jobs take sft, dpo and kto, not a reward model); its "
+           "candidates are drawn and ranked by the server (`best_of` 4, `reward_model`), at 4× "
+           "the generation cost." if any(k.startswith("best-of") for k in rows) else ""),
         "",
     ])
 
@@ -534,6 +540,13 @@ def headline_line(fig: dict[str, Any]) -> str:
     def mark(ok: bool) -> str:
         return "met" if ok else "**missed**"
 
+    if fig["taste"] != "tang-verse":  # the issue's targets are the Tang loop's
+        return (f"**{h['objective']}** (the tuning job of this run): liked "
+                f"{h['parent_well_formed']:.1%} → {h['well_formed']:.1%}, win rate {h['win_rate']:.1%} "
+                f"(ties as half {h['win_rate_ties_half']:.1%}), validation bits/char "
+                f"{h['bits_per_char_delta']:+.3f}. The issue's targets are set for the Tang-poems "
+                "loop; this second taste shows the same loop with another rater and model, "
+                "untuned for it.")
     return (f"**{h['objective']}** (the tuning job of this run) against the issue's targets: well-formed "
             f"{h['parent_well_formed']:.1%} → {h['well_formed']:.1%} (≥ 90%: {mark(v['well_formed'])}; "
             f"at least double or +40 points: {mark(v['gain'])}), win rate {h['win_rate']:.1%} "
