@@ -275,6 +275,18 @@ def serving(home: Path, *flags: str, log: Path | None = None) -> Iterator[Server
         server.stop()
 
 
+# the studio's browser tests: GENLOOP_SCREENSHOTS=1 writes the README's pictures
+SCREENSHOTS = os.environ.get("GENLOOP_SCREENSHOTS") == "1"
+DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
+
+
+def shot(page: Any, name: str) -> None:
+    """docs/img/studio-NAME.png of a Playwright ``page``, when SCREENSHOTS."""
+    if SCREENSHOTS:
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS_IMG / f"studio-{name}.png"))
+
+
 def wait_until(condition: Callable[[], Any], timeout: float, what: Callable[[], Any] = lambda: "") -> None:
     """Poll ``condition`` until it holds; fail after ``timeout`` seconds, showing ``what()``."""
     import time

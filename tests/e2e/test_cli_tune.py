@@ -77,15 +77,11 @@ def test_tune_an_unknown_model(tuned_home) -> None:
 
 
 def test_tune_from_feedback_the_model_lacks(tuned_home) -> None:
-    """cli@1 has no feedback: too few records, said in one line (before feedback/datasets.py is
-    merged: that it is missing)."""
-    import importlib.util
-
+    """cli@1 has no feedback: too few records, said in one line, nothing written."""
     home, _ = tuned_home
     before = snapshot(home)
     r = run_cli(["tune", "cli", "--from-feedback", "--objective", "dpo"], home)
-    built = importlib.util.find_spec("genloop.feedback.datasets") is not None
-    assert_clean_failure(r, home, before, *(("needed",) if built else ("--data FILE",)))
+    assert_clean_failure(r, home, before, "needed")
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:

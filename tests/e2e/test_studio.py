@@ -18,16 +18,16 @@ import pytest
 import yaml
 
 from ..conftest import (  # noqa: TID252
+    SCREENSHOTS,
     run_cli,
     serving,
+    shot,
     tiny_image_recipe_dict,
     tiny_recipe_dict,
     write_corpus,
 )
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = os.environ.get("GENLOOP_SCREENSHOTS") == "1"
-DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 XSS = '<img src=x onerror=__xss=1>'  # short: the tiny model's context is 32 tokens
 
 if not Path(CHROMIUM).exists() and not os.environ.get("CI"):  # in CI a missing browser fails
@@ -56,12 +56,6 @@ def workspace_with_models(tmp_path: Path) -> tuple[Path, str]:
     r = run_cli(["keys", "create", "studio"], home)
     assert r.returncode == 0, r.stderr
     return home, r.stdout.strip()
-
-
-def shot(page: Page, name: str) -> None:
-    if SCREENSHOTS:
-        DOCS_IMG.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(DOCS_IMG / f"studio-{name}.png"))
 
 
 # Records, in the page, whether the output area held generated text while the stream was

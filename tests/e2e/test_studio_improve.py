@@ -16,11 +16,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..conftest import run_cli, serving, tiny_recipe_dict, wait_until, write_corpus  # noqa: TID252
+from ..conftest import (  # noqa: TID252
+    SCREENSHOTS,
+    run_cli,
+    serving,
+    shot,
+    tiny_recipe_dict,
+    wait_until,
+    write_corpus,
+)
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = os.environ.get("GENLOOP_SCREENSHOTS") == "1"
-DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 STEPS = 4  # tune steps: enough to register a child, quick on two shared cores
 
 if not Path(CHROMIUM).exists() and not os.environ.get("CI"):  # in CI a missing browser fails
@@ -42,12 +48,6 @@ def workspace_with_story(tmp_path: Path) -> tuple[Path, str]:
     r = run_cli(["keys", "create", "studio"], home)
     assert r.returncode == 0, r.stderr
     return home, r.stdout.strip()
-
-
-def shot(page: Page, name: str) -> None:
-    if SCREENSHOTS:
-        DOCS_IMG.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(DOCS_IMG / f"studio-{name}.png"))
 
 
 def generate_text(page: Page, prompt: str, *, seed: int) -> str:

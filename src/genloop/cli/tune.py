@@ -137,14 +137,9 @@ def _file_section(store: Any, model: str, objective: str, data: Path,
 
 def _feedback_section(store: Any, model: str, objective: str, threshold: int) -> dict[str, Any]:
     """The data section of the model's feedback for ``objective`` (feedback/datasets.py)."""
-    import importlib
+    from genloop.feedback.datasets import feedback_data
 
-    try:  # by name: feedback/datasets.py is built beside this command (issue 11, part A)
-        datasets = importlib.import_module("genloop.feedback.datasets")
-    except ImportError:
-        raise GenloopError("--from-feedback needs genloop.feedback.datasets, which this build "
-                           "lacks: tune with --data FILE") from None
-    built = datasets.feedback_data(store, model, objective, threshold=threshold)
+    built = feedback_data(store, model, objective, threshold=threshold)
     counts = ", ".join(f"{k} {v}" for k, v in built.summary.items() if isinstance(v, int | float))
     err.print(f"[dim]feedback:[/] {counts} → {built.path}", highlight=False)
     return dict(built.data)

@@ -127,10 +127,7 @@ def reward(family: Family, model: torch.nn.Module, batch: Any,
     over pairs, r the model's score (``family.score``) of the prompt with its chosen (c) or
     rejected (r) completion. Also returns the mean margin r(c) − r(r) and how often it is
     positive (accuracy)."""
-    assert family.score is not None  # guaranteed by ``needs``
-    if not hasattr(batch, "chosen"):
-        raise RecipeError("train.objective 'reward' trains on paired preferences (prompt, chosen, "
-                          "rejected); this dataset is unpaired (data.form: paired)")
+    assert family.score is not None  # guaranteed by ``needs``; paired batches by ``form``
     margin = family.score(model, batch.chosen) - family.score(model, batch.rejected)
     return {"loss": -torch.nn.functional.logsigmoid(margin).mean(),
             "reward_margin": margin.detach().mean(),
