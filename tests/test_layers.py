@@ -1,7 +1,7 @@
 """The layers of DESIGN.md hold: imports point downward only, and siblings don't import each other.
 
     faces    cli → serving                  (serving never imports cli)
-    loop     federated → training → evaluation → generation → knowledge | safety
+    loop     federated → training → evaluation → generation → hub | knowledge | safety
                                             feedback (beside generation: store and below only)
     core     store → models | data → tokenizers → config | atomic → errors
 
@@ -21,7 +21,7 @@ TOP = "__init__"  # the top-level package: genloop/__init__.py
 
 RANK = {
     "errors": 0, "version": 0, "config": 1, "atomic": 1, "tokenizers": 2, "data": 3, "models": 3,
-    "store": 4, "knowledge": 5, "safety": 5, "generation": 6, "feedback": 6, "evaluation": 7,
+    "store": 4, "hub": 5, "knowledge": 5, "safety": 5, "generation": 6, "feedback": 6, "evaluation": 7,
     "training": 8, "federated": 9, TOP: 10, "serving": 10,
     "cli": 11,  # the CLI starts the server and the worker: `genloop serve`
 }
