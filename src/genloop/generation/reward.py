@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from genloop.errors import CorruptArtifact, InvalidInput
+from genloop.hub.adapters import load_network
 from genloop.models.family import Family, SequenceBatch, TextModelConfig, sequence_batch
 from genloop.models.modeldir import ModelDir
 from genloop.store import Store
@@ -51,9 +52,10 @@ class LoadedReward:
 
 def load_reward(ref: str, store: Store | None = None) -> LoadedReward:
     """Reward model ``name`` or ``name@N``, loaded (uncached: pass a loaded model to score often)."""
-    version = (store or Store()).resolve(ref)
+    store = store or Store()
+    version = store.resolve(ref)
     directory = ModelDir(Path(version.path))
-    family, _config, network = directory.load()
+    family, _config, network = load_network(version, store)
     tokenizer = directory.tokenizer()
     if tokenizer is None:
         raise CorruptArtifact(f"{directory.path}: a text model without its tokenizer")

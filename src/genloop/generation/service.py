@@ -42,6 +42,7 @@ from genloop.generation.text import (
     resolve_seed,
     stream_text,
 )
+from genloop.hub.adapters import load_network
 from genloop.models.family import Family, ImageModelConfig, ModelConfig
 from genloop.models.modeldir import ModelDir
 from genloop.store import GenerationRecord, ModelVersion, Store
@@ -314,7 +315,7 @@ def loaded() -> list[str]:
 
 def _load_version(version: ModelVersion, store: Store) -> TextModel | ImageModel:
     directory = ModelDir(Path(version.path))
-    family, config, network = directory.load()
+    family, config, network = load_network(version, store)  # an adapter: over its base
     if generates(family).request is ImageGenRequest:
         return ImageModel(version, family, cast(ImageModelConfig, config), network, store,
                           directory.labels() or [])

@@ -2,6 +2,9 @@
 
     models/<name>/<N>/
         weights.safetensors   the network (safetensors only, never pickle)
+        adapter.safetensors   an adapter version (LoRA) instead: the adapters' tensors only
+        adapter.json          its LoRA settings, the base version's ref and the sha256 of the
+                              base's weights file (``models/lora.py``)
         config.json           family name + typed config
         tokenizer.json        text kinds: the tokenizer the model was trained with
         labels.json           image kinds: class names, index = label
@@ -20,18 +23,22 @@ Nothing else in genloop spells these names: write and read through the methods h
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 
 from genloop.atomic import atomic_write_json, atomic_write_text
 from genloop.errors import CorruptArtifact
+from genloop.models import lora
 from genloop.models.family import Family, ModelConfig
-from genloop.models.io import config_json, load_weights, read_config, save_weights
+from genloop.models.io import config_json, load_weights, read_config, read_safetensors, save_weights
 from genloop.tokenizers import Tokenizer, load_tokenizer, save_tokenizer
 
 
@@ -46,6 +53,14 @@ class ModelDir:
     @property
     def weights_file(self) -> Path:
         return self.path / "weights.safetensors"
+
+    @property
+    def adapter_file(self) -> Path:
+        return self.path / "adapter.safetensors"
+
+    @property
+    def adapter_meta_file(self) -> Path:
+        return self.path / "adapter.json"
 
     @property
     def ema_file(self) -> Path:
@@ -99,6 +114,14 @@ class ModelDir:
             save_weights(ema, self.ema_file)
         atomic_write_text(self.config_file, config_json(family, config))
 
+    def write_adapter(self, family: Family, config: ModelConfig, model: torch.nn.Module,
+                      meta: dict[str, Any]) -> None:
+        """An adapter version: the adapters' tensors of the injected ``model``, ``meta`` (its
+        ``lora`` section with the resolved targets, ``base`` ref, ``base_sha256``), the config."""
+        save_file(lora.adapter_tensors(model), str(self.adapter_file))
+        atomic_write_json(self.adapter_meta_file, meta)
+        atomic_write_text(self.config_file, config_json(family, config))
+
     def write_tokenizer(self, tokenizer: Tokenizer) -> None:
         save_tokenizer(tokenizer, self.tokenizer_file)
 
@@ -128,12 +151,56 @@ class ModelDir:
     def family_config(self) -> tuple[Family, ModelConfig]:
         return read_config(self.config_file)
 
-    def load(self, *, ema: bool = False) -> tuple[Family, ModelConfig, torch.nn.Module]:
-        """Family, config and network (in eval mode); ``ema``: the averaged weights."""
+    @property
+    def is_adapter(self) -> bool:
+        return self.adapter_meta_file.is_file()
+
+    def adapter(self) -> dict[str, Any] | None:
+        """An adapter version's ``adapter.json`` (None for a version with full weights)."""
+        meta = self._json(self.adapter_meta_file)
+        if meta is not None and not (isinstance(meta, dict) and {"base", "base_sha256", "lora"} <= set(meta)):
+            raise CorruptArtifact(f"{self.adapter_meta_file}: not an adapter description")
+        return meta
+
+    def weights_sha256(self) -> str:
+        """The sha256 of the file that holds this version's own weights (an adapter's base
+        records it, so the adapter is never applied to other weights)."""
+        path = self.adapter_file if self.is_adapter else self.weights_file
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def load(self, *, ema: bool = False, base: Callable[[str], ModelDir] | None = None,
+             merged: bool = False) -> tuple[Family, ModelConfig, torch.nn.Module]:
+        """Family, config and network (in eval mode); ``ema``: the averaged weights. An adapter
+        version loads its base (``base`` maps the base's ref to its directory: the store's),
+        then its adapters; ``merged``: folded into the base's weights (a plain network)."""
         family, config = self.family_config()
-        model = family.build(config)
-        load_weights(model, self.ema_file if ema else self.weights_file)
-        return family, config, model.eval()
+        meta = self.adapter()
+        if meta is None:
+            model = family.build(config)
+            load_weights(model, self.ema_file if ema else self.weights_file)
+            return family, config, model.eval()
+        if base is None:
+            raise CorruptArtifact(f"{self.path}: an adapter of {meta['base']}; load it through "
+                                  "the store, which finds its base")
+        base_dir = base(str(meta["base"]))
+        if base_dir.weights_sha256() != meta["base_sha256"]:
+            raise CorruptArtifact(f"{self.path}: adapter of {meta['base']} applied to a different "
+                                  f"base ({base_dir.path}'s weights are not the ones it was "
+                                  "trained on)")
+        _family, _config, model = base_dir.load(base=base, merged=True)
+        try:
+            section = lora.LoraSection.model_validate(meta["lora"])
+        except ValueError as e:
+            raise CorruptArtifact(f"{self.adapter_meta_file}: unreadable lora section ({e})") from None
+        lora.inject(model, section, list(section.target_modules or []), family)
+        lora.load_adapter(model, read_safetensors(self.adapter_file), str(self.adapter_file))
+        if merged:
+            model = lora.merge(model)
+        return family, config, model.requires_grad_(False).eval()
 
     def load_weights_into(self, model: torch.nn.Module, *, ema: bool = False) -> None:
         load_weights(model, self.ema_file if ema else self.weights_file)

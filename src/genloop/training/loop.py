@@ -35,6 +35,8 @@ from genloop.atomic import atomic_write_text
 from genloop.config import settings
 from genloop.errors import NotFound, RecipeError, TrainingDiverged
 from genloop.evaluation.kinds import EvalContext, evaluation_for
+from genloop.hub.adapters import base_dirs
+from genloop.models import lora
 from genloop.models.family import Family, ModelConfig
 from genloop.models.modeldir import ModelDir
 from genloop.models.registry import get_family
@@ -140,6 +142,7 @@ class Run:
     resumed: bool
     parent_ref: str | None  # recorded as the registered version's parent
     metrics: MetricsLog | None = None
+    adapter: dict[str, Any] | None = None  # a LoRA run: what its adapter.json says
     stopped_early: bool = False
 
     @property
@@ -211,8 +214,10 @@ def start(
         raise RecipeError(f"train.objective {objective_name!r} compares the model with a frozen copy "
                           "of the model it starts from: set parent (name@N)")
 
-    # 2. data: a fine-tune's text is tokenized by its parent's tokenizer
     parent_dir = ModelDir(Path(store.resolve(recipe.parent).path)) if recipe.parent else None
+    targets = _lora_targets(recipe, family, parent_dir)  # before any data is read
+
+    # 2. data: a fine-tune's text is tokenized by its parent's tokenizer
     report(Progress("data", message=f"preparing {recipe.data.source}"))
     dataset = recipe.data.prepare(progress=lambda m: report(Progress("data", message=m)),
                                   tokenizer=parent_dir.tokenizer() if parent_dir else None)
@@ -239,6 +244,15 @@ def start(
             parent_ref = ref
         if objective.needs_reference:
             reference = parent_model.requires_grad_(False).eval()
+    adapter = None
+    if cfg.lora is not None:  # adapters on the parent's frozen weights: only they train
+        assert parent_dir is not None and targets is not None  # ``_lora_targets`` checked it
+        with seeded_rng(cfg.seed + 7):
+            lora.inject(model, cfg.lora, targets, family)
+        resolved = {"target_modules": targets, "alpha": cfg.lora.scale_alpha}
+        adapter = {"lora": cfg.lora.model_copy(update=resolved).model_dump(),
+                   "base": store.resolve(str(recipe.parent)).ref,
+                   "base_sha256": parent_dir.weights_sha256()}
     device = pick_device(cfg)
     model.to(device)
     if reference is not None:
@@ -268,7 +282,25 @@ def start(
         )
     return Run(run_id, run_dir, recipe, store, ddp, report, dataset, batches, family, model_config,
                model, device, optimizer, ema, state, objective, reference, resumed=resume is not None,
-               parent_ref=parent_ref)
+               parent_ref=parent_ref, adapter=adapter)
+
+
+def _lora_targets(recipe: Recipe, family: Family, parent_dir: ModelDir | None) -> list[str] | None:
+    """A LoRA run's target modules, checked on the parent's network (built on the meta device:
+    no memory, no weights) before any data is read; None for a run without ``train.lora``."""
+    section = recipe.train.lora
+    if section is None:
+        return None
+    if parent_dir is None:
+        raise RecipeError("train.lora tunes a registered version with adapters: set parent (name@N)")
+    parent_family, parent_config = parent_dir.family_config()
+    if parent_family.name != family.name:
+        raise RecipeError(f"train.lora: parent {recipe.parent} is a {parent_family.name}; LoRA "
+                          f"adapters tune a version of their own family ({family.name})")
+    targets = lora.targets_for(section, family, parent_config)
+    with torch.device("meta"):
+        lora.check_targets(family.build(parent_config), targets, family)
+    return targets
 
 
 def _load_parent(
@@ -278,7 +310,8 @@ def _load_parent(
     it: one of its own family with the same config, or any a family with ``init_from`` checks."""
     parent = store.resolve(name)
     parent_dir = ModelDir(Path(parent.path))
-    parent_family, parent_config, parent_model = parent_dir.load()
+    # an adapter version loads over its base, folded in: the parent as one plain network
+    parent_family, parent_config, parent_model = parent_dir.load(base=base_dirs(store), merged=True)
     same = parent_family.name == family.name
     if (same and parent_config != model_config) or (not same and family.init_from is None):
         raise RecipeError(
@@ -506,6 +539,8 @@ def finish(run: Run, *, register: bool = True) -> TrainResult:
         result.metrics, result.samples = evaluation_for(run.kind).evaluate(
             family, model, run.model_config, dataset, recipe.eval, seed=cfg.seed, context=context)
         result.metrics["parameters"] = sum(p.numel() for p in model.parameters())
+        if run.adapter is not None:
+            result.metrics["trainable_parameters"] = lora.trainable_parameters(model)
         result.metrics.update({
             "train_steps": state.step, f"train_{unit}": state.tokens_seen,
             "train_time_s": state.elapsed_s, "best_step": state.best_step,
@@ -522,7 +557,7 @@ def finish(run: Run, *, register: bool = True) -> TrainResult:
             result.model_ref = register_model(
                 run.store, recipe, family, run.model_config, model, dataset, run.id,
                 result.metrics, [] if context.grid else result.samples, run.parent_ref,
-                grid=context.grid,
+                grid=context.grid, adapter=run.adapter,
             )
         report(Progress("done", state.step, cfg.steps, message=result.model_ref or run.id))
     run.ddp.barrier()

@@ -28,6 +28,7 @@ from genloop.data.kinds import get_kind, kind_of
 from genloop.errors import RecipeError, validation_message
 from genloop.evaluation.kinds import eval_section
 from genloop.models.family import ModelConfig
+from genloop.models.lora import LoraSection
 from genloop.models.registry import get_family
 from genloop.training.objectives import OBJECTIVES
 
@@ -101,6 +102,9 @@ class TrainConfig(Strict):
                                     "desirable completions' loss")
     undesirable_weight: float = Field(1.0, ge=0, le=100, description="kto: λ_U, the weight of the "
                                       "undesirable completions' loss")
+    lora: LoraSection | None = Field(None, description="tune the parent with LoRA adapters "
+                                     "(rank, alpha, dropout, target_modules): only they train, "
+                                     "and the version holds only them (models/lora.py)")
 
     @field_validator("objective")
     @classmethod
@@ -117,6 +121,7 @@ class TrainConfig(Strict):
 OBJECTIVE_DEFAULTS = {key: TrainConfig.model_fields[key].default
                       for key in ("objective", "beta", "sft_weight", "desirable_weight",
                                   "undesirable_weight")}
+LATER_DEFAULTS = {**OBJECTIVE_DEFAULTS, "lora": None}  # fields frozen only when set
 
 
 class Recipe(Strict):
@@ -153,9 +158,9 @@ class Recipe(Strict):
 
     def frozen(self) -> dict[str, Any]:
         tree = self.model_dump(mode="json")
-        # fields added with the objectives are frozen only when set otherwise than their default:
-        # recipes from before them keep their frozen form and hash
-        for key, default in OBJECTIVE_DEFAULTS.items():
+        # fields added with the objectives (and LoRA) are frozen only when set otherwise than
+        # their default: recipes from before them keep their frozen form and hash
+        for key, default in LATER_DEFAULTS.items():
             if tree["train"][key] == default:
                 del tree["train"][key]
         return tree

@@ -26,13 +26,17 @@ from genloop.training.recipe import Recipe
 def register_model(
     store: Store, recipe: Recipe, family: Family, model_config: ModelConfig, model: torch.nn.Module,
     dataset: Any, run_id: str, metrics: dict[str, float], samples: list[str], parent: str | None,
-    grid: Path | None = None,
+    grid: Path | None = None, adapter: dict[str, Any] | None = None,
 ) -> str:
-    """Stage the model directory completely, then register it as ``name@N``."""
+    """Stage the model directory completely, then register it as ``name@N``; ``adapter`` (a
+    LoRA run's adapter.json): only the adapters' tensors are written, beside that description."""
     staging = ModelDir(settings().models_dir / f".staging-{uuid.uuid4().hex[:8]}")
     staging.path.mkdir(parents=True)
     try:
-        staging.write_network(family, model_config, model)
+        if adapter is None:
+            staging.write_network(family, model_config, model)
+        else:
+            staging.write_adapter(family, model_config, model, adapter)
         if (tokenizer := getattr(dataset, "tokenizer", None)) is not None:
             staging.write_tokenizer(tokenizer)
         if (class_names := getattr(dataset, "class_names", None)) is not None:
