@@ -158,3 +158,37 @@ def test_a_bad_tuning_file_is_one_error_line_and_no_new_version(tuned_home, obje
     r = run_cli(["tune", "cli", "--data", str(data), "--objective", objective], home)
     assert_clean_failure(r, home, before, "bad.jsonl", *expected)
     assert _newest(home) == newest
+
+
+def test_tune_with_lora_then_merge(tuned_home) -> None:
+    """`--lora-rank` tunes adapters only (an adapter version over cli@1); `genloop merge` folds
+    them into a full version that generates the same text for the same seed."""
+    home, root = tuned_home
+    r = run_cli(["tune", "cli@1", "--data", str(root / "prefs.jsonl"), "--objective", "dpo",
+                 "--steps", "6", "--lora-rank", "4", "--lora-targets", "qkv,fc"], home)
+    assert r.returncode == 0, r.stderr
+    adapter = f"cli@{_newest(home)}"
+    card = run_cli(["models", "show", adapter], home)
+    assert "LoRA" in card.stdout and "rank 4" in card.stdout and "qkv, fc" in card.stdout
+    merged = run_cli(["merge", adapter, "--name", "cli-merged"], home)
+    assert merged.returncode == 0, merged.stderr
+    assert f"merged {adapter} → cli-merged@1" in merged.stdout
+    gen = ["--prompt", "The cat", "--seed", "2", "--max-new-tokens", "16", "--no-stream", "--json"]
+    a, b = run_cli(["generate", adapter, *gen], home), run_cli(["generate", "cli-merged@1", *gen], home)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert json.loads(a.stdout)["text"] == json.loads(b.stdout)["text"]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["tune", "cli@1", "--data", "{prefs}", "--objective", "dpo", "--steps", "2", "--lora-rank", "4",
+      "--lora-targets", "q_proj"], ("no adaptable module 'q_proj'", "qkv, proj, fc")),
+    (["tune", "cli@1", "--data", "{prefs}", "--objective", "dpo", "--lora-alpha", "8"],
+     ("need --lora-rank",)),
+    (["merge", "cli@1"], ("cli@1 holds full weights, not an adapter",)),
+])
+def test_bad_lora_input(tuned_home, args: list[str], expected: tuple[str, ...]) -> None:
+    home, root = tuned_home
+    args = [a.replace("{prefs}", str(root / "prefs.jsonl")) for a in args]
+    before = snapshot(home)
+    r = run_cli(args, home)
+    assert_clean_failure(r, home, before, *expected)

@@ -21,6 +21,7 @@ app = command_app()
              "    genloop tune poems --data liked.jsonl --objective sft --epochs 2\n\n"
              "    genloop tune poems --data prefs.jsonl --objective dpo --beta 0.2 --steps 300\n\n"
              "    genloop tune poems --data prefs.jsonl --objective dpo --print-recipe\n\n"
+             "    genloop tune poems --data liked.jsonl --objective sft --lora-rank 8\n\n"
              "--data files, one JSON object per line: sft `{\"prompt\", \"completion\"}` or "
              "OpenAI's `{\"messages\": [...]}`; dpo `{\"prompt\", \"chosen\", \"rejected\"}` or "
              "OpenAI's `{\"input\": {\"messages\"}, \"preferred_output\", "
@@ -55,6 +56,14 @@ def tune(
     seed: Annotated[int | None, typer.Option(help="seed (default: the parent's)")] = None,
     print_recipe: Annotated[bool, typer.Option(
         "--print-recipe", help="print the tuning recipe and exit")] = False,
+    lora_rank: Annotated[int | None, typer.Option(
+        help="tune LoRA adapters of this rank instead of every weight (the version holds only "
+        "them; `genloop merge` folds them in)")] = None,
+    lora_alpha: Annotated[float | None, typer.Option(
+        help="--lora-rank: the update's scale is alpha / rank (default 2 × rank)")] = None,
+    lora_targets: Annotated[str | None, typer.Option(
+        help="--lora-rank: comma-separated modules to adapt (default: the family's, e.g. gpt "
+        "qkv,proj,fc)")] = None,
 ) -> None:
     """Tune a model on feedback or a file (sft, dpo or kto) and register it as **name@N+1**."""
     from genloop.store import Store
@@ -63,6 +72,7 @@ def tune(
 
     if (data is None) == (not from_feedback):
         raise GenloopError("give --data FILE or --from-feedback (one of them)")
+    lora = lora_section(lora_rank, lora_alpha, lora_targets)
     check_settings(objective, steps=steps, epochs=epochs, beta=beta,
                    desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
                    sft_weight=sft_weight)
@@ -78,7 +88,7 @@ def tune(
                              batch_size=batch_size, beta=beta, seed=seed, name=name, store=store,
                              desirable_weight=desirable_weight,
                              undesirable_weight=undesirable_weight,
-                             sft_weight=sft_weight)
+                             sft_weight=sft_weight, lora=lora)
     except BaseException:
         for path in written:  # the records file, then the records dir if this call made it
             if path.is_dir():
@@ -95,6 +105,20 @@ def tune(
     finally:
         view.stop()
     show_result(result)
+
+
+def lora_section(rank: int | None, alpha: float | None, targets: str | None) -> dict[str, Any] | None:
+    """The recipe's ``train.lora`` from the --lora-* options (None: a full tune)."""
+    if rank is None:
+        if alpha is not None or targets is not None:
+            raise GenloopError("--lora-alpha and --lora-targets need --lora-rank")
+        return None
+    section: dict[str, Any] = {"rank": rank}
+    if alpha is not None:
+        section["alpha"] = alpha
+    if targets is not None:
+        section["target_modules"] = [t.strip() for t in targets.split(",") if t.strip()]
+    return section
 
 
 def _file_section(store: Any, model: str, objective: str, data: Path,

@@ -66,6 +66,11 @@ def tuning_lines(recipe: Recipe, data_meta: dict[str, Any], lineage: dict[str, A
              f"| records | {fmt(records.get('train', '?'))} train, "
              f"{fmt(records.get('val', '?'))} validation |",
              f"| steps, lr | {fmt(t.steps)}, {t.lr:g} |"]
+    if t.lora is not None:  # an adapter version: what it adapts (adapter.json has the rest)
+        targets = ", ".join(t.lora.target_modules) if t.lora.target_modules else "the family's default"
+        lines.append(f"| LoRA | rank {t.lora.rank}, alpha {t.lora.scale_alpha:g}, "
+                     f"dropout {t.lora.dropout:g}, targets {targets}; adapter weights only "
+                     "(`genloop merge` folds them in) |")
     origin = data_meta.get("origin")
     if origin is None:
         origin = (data_meta.get("config") or {}).get("origin")

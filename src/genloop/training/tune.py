@@ -8,7 +8,8 @@ loop's family/config/tokenizer check passes) and registers under the base's name
     lr               the parent's pretraining lr / 10: a tune starts from trained weights and should
                      move them a little (the usual rule of thumb for fine-tuning; DPO and KTO on
                      top of that are held near the parent by β). A parent that was itself tuned
-                     keeps its lr: dividing at every generation would stall a chain of tunes.
+                     keeps its lr: dividing at every generation would stall a chain of tunes;
+                     a LoRA tune keeps it too (its low-rank updates start at zero).
     steps            epochs × training records / batch size (default 3 epochs, the common SFT/DPO
                      default, and OpenAI's for small files), or ``steps`` as given
     eval_every,      a tenth of the run, at most 50 steps: a fine-tuning job can be cancelled
@@ -80,10 +81,12 @@ def tune_recipe(
     beta: float | None = None, seed: int | None = None, name: str | None = None,
     store: Store | None = None, desirable_weight: float | None = None,
     undesirable_weight: float | None = None, sft_weight: float | None = None,
+    lora: dict[str, Any] | None = None,
 ) -> Recipe:
     """The recipe that tunes ``base`` ("name": its newest version, or "name@N") on ``data`` (a
     recipe data section of the objective's kind) with ``objective`` (sft, dpo or kto). Settings
-    left None take the tuning defaults above."""
+    left None take the tuning defaults above; ``lora`` (the recipe's ``train.lora``: rank, alpha,
+    dropout, target_modules) tunes adapters instead of every weight."""
     shape = _shape(objective)
     given = {"beta": beta, "sft_weight": sft_weight, "desirable_weight": desirable_weight,
              "undesirable_weight": undesirable_weight}
@@ -106,11 +109,16 @@ def tune_recipe(
                                "threads", "tensorboard") if k in before
     }
     parent_lr = float(before.get("lr", 1e-3))
+    # LoRA's updates start at zero and are low-rank: they are commonly trained at a larger lr
+    # than a full fine-tune, so a LoRA tune keeps the parent's (bench/lora.py measures it)
+    keep_lr = frozen.get("parent") or lora is not None
     t.update(objective=objective, seed=before.get("seed", 0) if seed is None else seed,
-             lr=lr if lr is not None else (parent_lr if frozen.get("parent") else parent_lr / LR_DIVISOR))
+             lr=lr if lr is not None else (parent_lr if keep_lr else parent_lr / LR_DIVISOR))
     if batch_size is not None:
         t["batch_size"] = batch_size
     t.update({k: v for k, v in given.items() if v is not None})
+    if lora is not None:
+        t["lora"] = lora
     if steps is None:
         records = _train_records(data, parent)
         per_step = int(t.get("batch_size", 12)) * int(t.get("grad_accum", 1))
