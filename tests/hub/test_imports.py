@@ -155,3 +155,17 @@ def test_the_cli_imports_and_generates(tmp_path: Path):
     assert a["text"] == b["text"] and a["model"] == "cli-llama@1" and a["seed"] == 3
     bad = run_cli(["import", str(tmp_path / "nowhere"), "--name", "x"], home)
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "no such model directory" in bad.stderr
+
+
+def test_an_imported_model_tunes_on_the_loop(tmp_path: Path):
+    """Its frozen recipe makes it a base like any trained version: sft gives name@2."""
+    from genloop.training.tune import data_section, tune
+
+    import_model(save_model(tmp_path / "base", "llama"), "base")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n"
+                             for p, c in [("ROMEO:", " soft"), ("JULIET:", " O Romeo")] * 8))
+    result = tune("base", data_section("sft", pairs), "sft", steps=3)
+    assert result.model_ref == "base@2"
+    assert Store().resolve("base@2").parent == "base@1"
+    assert service.load("base@2").generate("ROMEO:", seed=1, max_new_tokens=4)[0].tokens >= 0
