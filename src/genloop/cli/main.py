@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 COMMANDS = {"train": "train", "tune": "tune", "generate": "generate", "eval": "eval", "serve": "serve",
             "worker": "worker", "quickstart": "quickstart", "data": "data", "models": "models",
             "keys": "keys"}
+COMMANDS["export"] = "export"
 
 
 class Commands(TyperGroup):
