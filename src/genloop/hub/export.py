@@ -39,6 +39,7 @@ import torch
 
 from genloop.atomic import atomic_dir
 from genloop.errors import CorruptArtifact, InvalidInput
+from genloop.models.gpt import GPT, GPTConfig
 from genloop.models.modeldir import ModelDir
 from genloop.store import ModelVersion, Store
 from genloop.tokenizers import EOS, UNK, Tokenizer
@@ -66,6 +67,7 @@ def export_hf(ref: str, out_dir: str | os.PathLike[str], store: Store | None = N
                            f"{' or '.join(EXPORTABLE)} models")
     directory = ModelDir(Path(version.path))
     _, config, network = directory.load()
+    assert isinstance(network, GPT) and isinstance(config, GPTConfig)  # the family, checked above
     tokenizer = directory.tokenizer()
     if tokenizer is None:
         raise CorruptArtifact(f"{directory.tokenizer_file}: {version.ref} has no tokenizer")
@@ -83,7 +85,7 @@ def export_hf(ref: str, out_dir: str | os.PathLike[str], store: Store | None = N
 # --- the network --------------------------------------------------------------------------------
 
 
-def gpt2_config(config: Any, eos_id: int = 1) -> Any:
+def gpt2_config(config: GPTConfig, eos_id: int = 1) -> Any:
     """The GPT2Config of a gpt config; ``eos_id``: the end of text, also its bos and pad."""
     from transformers import GPT2Config
 
@@ -98,7 +100,7 @@ def gpt2_config(config: Any, eos_id: int = 1) -> Any:
     )
 
 
-def gpt2_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+def gpt2_state(network: GPT) -> dict[str, torch.Tensor]:
     """genloop gpt weights under GPT-2's names (Conv1D weights transposed, zero biases)."""
     own = {k: v.detach().float().cpu() for k, v in network.state_dict().items()}
     n_layer = network.config.n_layer
@@ -123,7 +125,7 @@ def gpt2_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def to_transformers(network: torch.nn.Module, eos_id: int = 1) -> Any:
+def to_transformers(network: GPT, eos_id: int = 1) -> Any:
     """A GPT2LMHeadModel (eval mode, fp32) computing what the gpt ``network`` computes."""
     from transformers import GPT2LMHeadModel
 
@@ -141,7 +143,7 @@ def to_transformers(network: torch.nn.Module, eos_id: int = 1) -> Any:
 
 
 @torch.no_grad()
-def check_logits(network: torch.nn.Module, hf_model: Any, tolerance: float = PROBE_TOLERANCE) -> float:
+def check_logits(network: GPT, hf_model: Any, tolerance: float = PROBE_TOLERANCE) -> float:
     """The largest |logit difference| on a probe batch (two rows, the whole context); refuses
     an export beyond ``tolerance`` (a mapping bug, never a user's mistake)."""
     cfg = network.config
