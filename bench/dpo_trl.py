@@ -42,7 +42,7 @@ os.environ.setdefault("GENLOOP_DATA_MIRROR", "/work/shared/data")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-TOLERANCE = {"loss": 1e-4, "reward_accuracy_window": 0.05}  # per step; over windows of 10 steps
+TOLERANCE = {"loss": 1e-3, "reward_accuracy_window": 0.05}  # per step; over windows of 10 steps
 WINDOW = 10
 
 
@@ -265,7 +265,7 @@ def markdown(fig: dict[str, Any]) -> str:
         f"{'yes' if fig['trl']['same_token_ids'] else 'no'}); β {s['beta']}, lr {s['lr']:g} constant, "
         f"batch {s['batch']}, {s['steps']} steps, AdamW (0.9, 0.99) without weight decay, clip 1.0, "
         f"fp32, {s['threads']} thread(s) each.\n\n"
-        + table(rows[0], rows[1:]) +
+        + table(rows[0], rows[1:]) + "\n" +
         f"\nThe curves {verdict} within the stated tolerance (loss within {TOLERANCE['loss']} at every "
         f"step; reward accuracy within {TOLERANCE['reward_accuracy_window']} averaged over windows of "
         f"{WINDOW} steps, since one batch's accuracy moves in steps of 1/{s['batch']}): largest loss "
