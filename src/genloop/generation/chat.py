@@ -10,6 +10,8 @@ use is stated in the model card and in ``GET /v1/models/{model}``.
 
 from __future__ import annotations
 
+import json
+import string
 from collections import deque
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -183,6 +185,25 @@ class ChatTemplate(BaseModel):
             if total <= budget:
                 return prompt
 
+    def as_jinja(self) -> str:
+        """This template as a jinja chat template (Hugging Face's ``chat_template``): rendered
+        with ``add_generation_prompt=True`` it gives ``render``'s text for the same messages
+        (the stop strings are not part of a jinja template: the model card names them). An
+        imported model's own jinja template is returned as it is."""
+        if self.jinja is not None:
+            return self.jinja
+        names = json.dumps({"user": self.names["user"], "assistant": self.names["assistant"]},
+                           ensure_ascii=False)
+        speaker = f"(message['name'] or {names}[message['role']])"
+        system = _jinja_format(self.system, {"content": "message['content']",
+                                             "name": "(message['name'] or '')"})
+        turn = _jinja_format(self.turn, {"content": "message['content']", "name": speaker})
+        reply = _jinja_format(self.reply, {"name": json.dumps(self.names["assistant"],
+                                                              ensure_ascii=False)})
+        return ("{% for message in messages %}{% if message['role'] in ['system', 'developer'] %}"
+                f"{system}{{% else %}}{turn}{{% endif %}}{{% endfor %}}"
+                f"{{% if add_generation_prompt %}}{reply}{{% endif %}}")
+
     def describe(self) -> str:
         """Markdown for the model card."""
         if self.jinja is not None:
@@ -192,6 +213,21 @@ class ChatTemplate(BaseModel):
         return (f"Messages are rendered as a transcript and the model continues it; the reply "
                 f"ends at {', '.join(repr(s) for s in self.stop)}. A user message `Hello` becomes:"
                 f"\n\n```\n{example}\n```\n")
+
+
+def _jinja_format(fmt: str, fields: dict[str, str]) -> str:
+    """A ``str.format`` template as jinja: literal text as jinja string literals (so no character
+    of it is read as jinja syntax), each ``{field}`` as the jinja expression ``fields`` gives."""
+    out = []
+    for literal, field, _, _ in string.Formatter().parse(fmt):
+        if literal:
+            out.append("{{ " + json.dumps(literal, ensure_ascii=False) + " }}")
+        if field is not None:
+            if field not in fields:
+                raise InvalidInput(f"chat template field {{{field}}} is not one of "
+                                   f"{', '.join('{' + f + '}' for f in fields)}")
+            out.append("{{ " + fields[field] + " }}")
+    return "".join(out)
 
 
 def load_chat_template(model_dir: ModelDir) -> ChatTemplate:
