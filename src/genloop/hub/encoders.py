@@ -30,7 +30,7 @@ import torch
 from genloop.atomic import atomic_write_json
 from genloop.config import settings
 from genloop.errors import GenloopError, InvalidInput, NotFound, validation_message
-from genloop.models.embedder import FAMILY, EmbedderConfig, Embedder
+from genloop.models.embedder import FAMILY, Embedder, EmbedderConfig
 from genloop.models.io import read_safetensors
 from genloop.models.modeldir import ModelDir
 from genloop.store import ModelVersion, Store, validate_model_name

@@ -26,10 +26,11 @@ class EncoderTokenizer:
         """``max_length``: tokens per text, special ones included (None: the truncation the
         file itself holds, as genloop saved it)."""
         self._tok = hf_tokenizer
-        saved = (hf_tokenizer.truncation or {}).get("max_length")
-        if max_length is None and saved is None:
+        if max_length is None:
+            max_length = (hf_tokenizer.truncation or {}).get("max_length")
+        if max_length is None:
             raise CorruptArtifact("an encoder tokenizer without its truncation length")
-        self.max_length = int(max_length if max_length is not None else saved)
+        self.max_length = int(max_length)
         self._tok.no_padding()
         self._tok.enable_truncation(max_length=self.max_length)
         self.pad_id = self._first_id("[PAD]", "<pad>")
