@@ -99,7 +99,12 @@ def test_a_plain_tiny_encoder_imports_with_its_declared_pooling(workspace, tmp_p
     from transformers import AutoModel
 
     src = _tiny_encoder(tmp_path / "tiny")
-    import_encoder(src, "tiny-enc")
+    given = {"config.json": "0" * 64}  # what hub/imports.py already hashed is taken as given
+    version = import_encoder(src, "tiny-enc", hashes=given, revision="abc123", origin="org/tiny")
+    lineage = json.loads((Path(version.path) / "lineage.json").read_text())
+    assert (lineage["imported_from"], lineage["revision"]) == ("org/tiny", "abc123")
+    assert lineage["files"]["config.json"] == "0" * 64
+    assert lineage["files"]["modules.json"] == sha256(src / "modules.json")
     model = load_embedder("tiny-enc")
     assert (model.config.pooling, model.config.normalize, model.config.block_size) == ("cls", False, 32)
     got = np.array(embed("tiny-enc", ["the cat sat on the mat", "the dog ran"]))

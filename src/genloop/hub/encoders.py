@@ -180,11 +180,13 @@ def _files_read(src: Path, files: list[Path]) -> dict[str, str]:
 
 
 def import_encoder(src: str | Path, name: str, store: Store | None = None,
-                   hashes: dict[str, str] | None = None) -> ModelVersion:
+                   hashes: dict[str, str] | None = None, *, revision: str | None = None,
+                   origin: str | None = None) -> ModelVersion:
     """Register the encoder directory ``src`` as the embedder ``name@N``.
 
-    ``hashes``: the sha256 of each file as the caller already took them (``hub/imports.py``);
-    None: taken here over every file read. One-line InvalidInput on bad input, nothing
+    ``hashes``: the sha256 of files the caller already took (``hub/imports.py``); every other
+    file read is hashed here. ``revision`` and ``origin`` (a Hub repository id ``src`` was
+    downloaded from) go into the lineage. One-line InvalidInput on bad input, nothing
     registered."""
     src = Path(src)
     validate_model_name(name)
@@ -222,8 +224,10 @@ def import_encoder(src: str | Path, name: str, store: Store | None = None,
                            f"matrix has {config.vocab_size} rows (config.json vocab_size)")
     network = Embedder(config)
     _load_weights(network, weights)
-    lineage = {"imported_from": str(src), "revision": None,
-               "files": hashes if hashes is not None else _files_read(src, files),
+    given = dict(hashes or {})
+    lineage = {"imported_from": origin or str(src), "revision": revision,
+               "files": {**_files_read(src, [f for f in files if str(f.relative_to(src)) not in given]),
+                         **given},
                "parent": None, "pooling": pooling, "normalize": normalize}
     return _register(name, store or Store(), config, network.eval(), tokenizer, lineage)
 
