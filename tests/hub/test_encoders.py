@@ -168,3 +168,14 @@ def test_is_encoder_tells_encoders_from_causal_lms():
     assert is_encoder({"model_type": "roberta"})
     assert not is_encoder({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
     assert not is_encoder({"model_type": "llama", "architectures": ["LlamaForCausalLM"]})
+
+
+def test_genloop_import_routes_an_encoder_here(workspace):
+    from genloop.hub.imports import import_model
+
+    version = import_model(minilm_dir(), "minilm")
+    assert version.family == "embedder"
+    lineage = json.loads((Path(version.path) / "lineage.json").read_text())
+    assert lineage["imported_from"] == str(minilm_dir())
+    assert lineage["files"]["modules.json"] == sha256(minilm_dir() / "modules.json")
+    assert len(embed("minilm", ["one text"])[0]) == 384

@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 # command → its module in genloop.cli, in the order `genloop --help` lists them
 COMMANDS = {"train": "train", "tune": "tune", "generate": "generate", "eval": "eval", "serve": "serve",
             "worker": "worker", "quickstart": "quickstart", "data": "data", "models": "models",
-            "keys": "keys"}
+            "keys": "keys", "import": "importer"}
 
 
 class Commands(TyperGroup):

@@ -97,9 +97,16 @@ def _speaker_names() -> dict[Role, str]:
 
 
 class ChatTemplate(BaseModel):
-    """``turn`` is filled with ``{name}`` and ``{content}``; the prompt ends with ``reply``."""
+    """``turn`` is filled with ``{name}`` and ``{content}``; the prompt ends with ``reply``.
+
+    An imported model's own template is ``jinja`` (Hugging Face's chat template language, rendered
+    by transformers' renderer with ``add_generation_prompt``; ``tokens`` are its variables, e.g.
+    ``bos_token``): then ``names``, ``turn``, ``system`` and ``reply`` are unused."""
 
     model_config = ConfigDict(extra="forbid")
+
+    jinja: str | None = Field(None, max_length=200_000, description="a Hugging Face chat template")
+    tokens: dict[str, str] = Field(default_factory=dict, description="the jinja template's variables")
 
     names: dict[Role, str] = Field(default_factory=_speaker_names)
     turn: str = "{name}:\n{content}\n\n"
@@ -111,7 +118,22 @@ class ChatTemplate(BaseModel):
         """The transcript of ``messages`` followed by the start of the assistant's turn."""
         if not messages:
             raise InvalidInput("messages: give at least one message")
+        if self.jinja is not None:
+            return self._render_jinja(messages)
         return "".join(self.render_message(m) for m in messages) + self._reply()
+
+    def _render_jinja(self, messages: list[ChatMessage]) -> str:
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        chat = [{"role": m.speaker, "content": m.content, **({"name": m.name} if m.name else {})}
+                for m in messages]
+        try:
+            rendered, _ = render_jinja_template([chat], chat_template=self.jinja,
+                                                add_generation_prompt=True, **self.tokens)
+        except Exception as e:  # the template's own raise_exception, or a jinja error
+            raise InvalidInput(f"messages: the model's chat template refused them "
+                               f"({str(e).splitlines()[0][:160]})") from None
+        return str(rendered[0])
 
     def render_message(self, m: ChatMessage) -> str:
         """One message's part of the transcript; a message's ``name`` is its speaker's name."""
@@ -135,6 +157,14 @@ class ChatTemplate(BaseModel):
             raise InvalidInput("messages: give at least one message")
         if budget is None:
             return self.render(messages)
+        if self.jinja is not None:  # whole renders: a template may depend on every message
+            kept = list(range(len(messages)))
+            oldest = [i for i in kept[:-1] if messages[i].speaker != "system"]
+            prompt = self.render(messages)
+            while count(prompt) > budget and oldest:
+                kept.remove(oldest.pop(0))
+                prompt = self.render([messages[i] for i in kept])
+            return prompt
         parts = [self.render_message(m) for m in messages]
         reply = self._reply()
         cost = [count(p) for p in parts]
@@ -155,6 +185,9 @@ class ChatTemplate(BaseModel):
 
     def describe(self) -> str:
         """Markdown for the model card."""
+        if self.jinja is not None:
+            return (f"Messages are rendered by the model's own jinja chat template:\n\n"
+                    f"```jinja\n{self.jinja}\n```\n")
         example = self.render([ChatMessage(role="user", content="Hello")])
         return (f"Messages are rendered as a transcript and the model continues it; the reply "
                 f"ends at {', '.join(repr(s) for s in self.stop)}. A user message `Hello` becomes:"
