@@ -64,7 +64,8 @@ def import_model(src: str | Path, name: str, store: Store | None = None, *,
     hashes = {p.name: sha256(p) for p in [directory / "config.json", *weights,
                                           *(directory / f for f in TOKENIZER_FILES)] if p.is_file()}
     if encoders.is_encoder(hf_config):
-        return encoders.import_encoder(directory, name, store, hashes)
+        return encoders.import_encoder(directory, name, store, hashes, revision=pinned,
+                                       origin=str(src))
     tokenizer = read_tokenizer(directory, hf_config)
     config = _config(directory, hf_config, tokenizer)
     network = load_pretrained(directory, config)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from genloop.errors import RecipeError
-from genloop.models import classifier, diffusion, gan, gpt, hf, lstm, reward, vae
+from genloop.models import classifier, diffusion, embedder, gan, gpt, hf, lstm, reward, vae
 from genloop.models.family import Family
 
 FAMILIES: dict[str, Family] = {
@@ -15,6 +15,7 @@ FAMILIES: dict[str, Family] = {
     "classifier": classifier.FAMILY,
     "reward": reward.FAMILY,
     "hf": hf.FAMILY,
+    "embedder": embedder.FAMILY,
 }
 
 
