@@ -141,6 +141,17 @@ def test_a_hub_id_offline_is_one_line_naming_the_repository(workspace, monkeypat
         import_model("./not/a/dir", "hub")
 
 
+def test_a_bare_hub_id_offline_names_it_and_the_directory_it_is_not(workspace, monkeypatch):
+    """``gpt2`` (a legacy id, no org) goes to the Hub too, as documented in ``import --help``."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InvalidInput) as e:
+        import_model("gpt2", "gpt2", revision="607a30d783dfa663caf39e06633721c8d4cfcd7e")
+    message = str(e.value)
+    assert message.startswith("gpt2: no such model directory; as a Hub id: cannot download 'gpt2'")
+    assert "\n" not in message
+    _nothing_registered(workspace)
+
+
 def test_the_cli_imports_and_generates(tmp_path: Path):
     directory = save_model(tmp_path / "cli-model", "llama")
     home = tmp_path / "cli-home"

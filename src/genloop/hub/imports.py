@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ from genloop.store import ModelVersion, Store, validate_model_name
 from genloop.tokenizers import HFTokenizer
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# org/name, or a bare legacy id the Hub still serves (``gpt2`` is ``openai-community/gpt2``)
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "chat_template.jinja", "generation_config.json")
 
@@ -57,7 +59,12 @@ def import_model(src: str | Path, name: str, store: Store | None = None, *,
             raise InvalidInput(f"{src}: no such model directory (nor a Hub repository id org/name)")
         from genloop.hub.download import download
 
-        path, pinned = download(str(src), revision)
+        try:
+            path, pinned = download(str(src), revision)
+        except InvalidInput as e:
+            if "/" in str(src):
+                raise
+            raise InvalidInput(f"{src}: no such model directory; as a Hub id: {e}") from None
     directory = check_directory(path)
     hf_config = read_json(directory / "config.json")
     weights = sorted(directory.glob("*.safetensors"))
@@ -70,6 +77,8 @@ def import_model(src: str | Path, name: str, store: Store | None = None, *,
     config = _config(directory, hf_config, tokenizer)
     network = load_pretrained(directory, config)
     lineage = {"imported_from": str(src), "revision": pinned, "files": hashes}
+    if defaults := sampling_defaults(directory):
+        lineage["sampling_defaults"] = defaults
     staging = ModelDir(settings().models_dir / f".staging-{uuid.uuid4().hex[:8]}")
     staging.path.mkdir(parents=True)
     try:
@@ -89,7 +98,7 @@ def import_model(src: str | Path, name: str, store: Store | None = None, *,
         shutil.rmtree(staging.path, ignore_errors=True)
         raise
     ModelDir(Path(version.path)).write_card(card(version.ref, hf_config, config, lineage,
-                                                 template is not None))
+                                                 template is not None, tokenizer.ends))
     return version
 
 
@@ -142,15 +151,47 @@ def read_tokenizer(directory: Path, hf_config: dict[str, Any]) -> HFTokenizer:
         raw = TokenizerFile.from_file(str(file))
     except Exception as e:  # the tokenizers library raises its own exception type
         raise InvalidInput(f"{file}: not a readable tokenizer ({str(e).splitlines()[0][:120]})") from None
-    eos = _token(specials.get("eos_token"))
-    if eos is None and isinstance(hf_config.get("eos_token_id"), int):
-        eos = raw.id_to_token(hf_config["eos_token_id"])
+    ends = end_tokens(directory, hf_config, raw)
+    eos = _token(specials.get("eos_token")) or (ends[0] if ends else None)
     if eos is None:
         raise InvalidInput(f"{directory}: the tokenizer names no end-of-text token (eos_token)")
     try:
-        return HFTokenizer(raw, eos, _token(specials.get("bos_token")), _token(specials.get("unk_token")))
+        return HFTokenizer(raw, eos, _token(specials.get("bos_token")),
+                           _token(specials.get("unk_token")), ends)
     except ValueError as e:
         raise InvalidInput(f"{directory}: {e}") from None
+
+
+def end_tokens(directory: Path, hf_config: dict[str, Any], raw: Any) -> list[str]:
+    """The tokens that end a generation: ``eos_token_id`` (an id or a list of ids: chat models
+    end a turn with their own token) of ``generation_config.json``, else of ``config.json``, as
+    transformers' ``generate`` reads them."""
+    ids = generation_config(directory).get("eos_token_id", hf_config.get("eos_token_id"))
+    ids = [ids] if isinstance(ids, int) else ids if isinstance(ids, list) else []
+    tokens = []
+    for i in ids:
+        token = raw.id_to_token(i) if isinstance(i, int) and i >= 0 else None
+        if token is None:
+            raise InvalidInput(f"{directory}: eos_token_id {i!r} is not a token of tokenizer.json")
+        tokens.append(token)
+    return tokens
+
+
+SAMPLING_KEYS = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty",
+                 "max_new_tokens")
+
+
+def generation_config(directory: Path) -> dict[str, Any]:
+    """``generation_config.json`` of ``directory`` ({} without one)."""
+    file = directory / "generation_config.json"
+    return read_json(file) if file.is_file() else {}
+
+
+def sampling_defaults(directory: Path) -> dict[str, Any]:
+    """The sampling settings the checkpoint suggests (recorded on the card and in the lineage;
+    genloop's requests keep their own defaults, so a request means the same on every model)."""
+    found = generation_config(directory)
+    return {k: found[k] for k in SAMPLING_KEYS if found.get(k) is not None}
 
 
 def _config(directory: Path, hf_config: dict[str, Any], tokenizer: HFTokenizer) -> HFConfig:
@@ -162,7 +203,9 @@ def _config(directory: Path, hf_config: dict[str, Any], tokenizer: HFTokenizer) 
         raise InvalidInput(f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the "
                            f"embedding only {embedding} rows: they do not belong together")
     try:
-        return HFConfig(hf_config=hf_config)
+        # ids the tokenizer lacks (a padded embedding) are never drawn: see HFNetwork.known
+        size = tokenizer.vocab_size if tokenizer.vocab_size < embedding else None
+        return HFConfig(hf_config=hf_config, tokenizer_size=size)
     except ValueError as e:
         raise InvalidInput(f"{directory}/config.json: {str(e).splitlines()[-1].strip()}") from None
 
@@ -201,13 +244,18 @@ def chat_template(directory: Path) -> str | None:
 
 
 def card(ref: str, hf_config: dict[str, Any], config: HFConfig, lineage: dict[str, Any],
-         chat: bool) -> str:
+         chat: bool, tokenizer_ends: Sequence[str] = ()) -> str:
     files = "\n".join(f"| `{n}` | `{h}` |" for n, h in sorted(lineage["files"].items()))
     revision = f" at revision `{lineage['revision']}`" if lineage.get("revision") else ""
     template = "the model's own jinja template" if chat else "genloop's transcript template"
+    ends = ", ".join(f"`{t}`" for t in tokenizer_ends) or "the tokenizer's eos"
+    suggested = ", ".join(f"{k} {v}" for k, v in lineage.get("sampling_defaults", {}).items())
+    suggested = (f"- suggested sampling (generation_config.json; not applied, genloop's "
+                 f"request defaults hold): {suggested}\n" if suggested else "")
     return (f"# {ref}\n\nImported from `{lineage['imported_from']}`{revision}: a Hugging Face "
             f"`{hf_config.get('model_type')}` causal language model "
             f"({', '.join(hf_config.get('architectures') or [])}), family `hf`.\n\n"
             f"- vocabulary {config.vocab_size}, context {config.block_size} tokens\n"
-            f"- chat: {template}\n\n"
+            f"- chat: {template}\n"
+            f"- generation ends at {ends}\n{suggested}\n"
             f"## Files (sha256)\n\n| file | sha256 |\n|---|---|\n{files}\n")

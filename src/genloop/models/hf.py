@@ -62,6 +62,9 @@ class HFConfig(TextModelConfig):
 
     hf_config: dict[str, Any] = Field(description="the transformers config.json content")
     block_size: int = Field(256, ge=8, le=1_048_576, description="context length in tokens")
+    tokenizer_size: int | None = Field(
+        None, ge=1, description="ids the tokenizer has, when fewer than the embedding's rows "
+        "(checkpoints pad it): decoding never draws the others")
 
     @model_validator(mode="before")
     @classmethod
@@ -149,9 +152,19 @@ class HFNetwork(nn.Module):
         return self.lm(input_ids=idx, use_cache=False).logits
 
     def step(self, ids: torch.Tensor, cache: Any, **kw: Any) -> torch.Tensor:
-        """Logits (B, V) of the last position of ``ids`` (B, T) appended to ``cache``."""
-        return self.lm(input_ids=ids, use_cache=True, logits_to_keep=1,
-                       **{self._cache_kw: cache}, **kw).logits[:, -1, :]
+        """Logits (B, V) of the last position of ``ids`` (B, T) appended to ``cache``, the ids
+        the tokenizer does not have masked out (``known``)."""
+        return self.known(self.lm(input_ids=ids, use_cache=True, logits_to_keep=1,
+                                  **{self._cache_kw: cache}, **kw).logits[:, -1, :])
+
+    def known(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` (…, V) with −inf at the ids past ``config.tokenizer_size``: a padded
+        embedding's extra rows are no tokens, and a drawn one would have no text."""
+        size = self.config.tokenizer_size
+        if size is None or size >= logits.size(-1):
+            return logits
+        return logits.index_fill(-1, torch.arange(size, logits.size(-1), device=logits.device),
+                                 float("-inf"))
 
 
 def build(config: HFConfig) -> HFNetwork:
@@ -188,7 +201,8 @@ def sample(model: HFNetwork, request: TokenRequest, generator: Generators) -> It
     ids = request.prompt_ids
     cache = _new_cache() if request.use_cache else None
     filled = min(ids.size(1), block)
-    logits = model.step(ids[:, -block:], cache) if cache is not None else model(ids[:, -block:])[:, -1]
+    logits = (model.step(ids[:, -block:], cache) if cache is not None
+              else model.known(model(ids[:, -block:])[:, -1]))
     for _ in range(request.max_new_tokens):
         nxt = sample_next(
             logits, generator, temperature=request.temperature, top_k=request.top_k,
@@ -199,7 +213,7 @@ def sample(model: HFNetwork, request: TokenRequest, generator: Generators) -> It
         yield nxt
         ids = torch.cat([ids, nxt[:, None]], dim=1)
         if cache is None:
-            logits = model(ids[:, -block:])[:, -1]
+            logits = model.known(model(ids[:, -block:])[:, -1])
         elif filled < block:
             logits = model.step(nxt[:, None], cache)
             filled += 1

@@ -201,15 +201,19 @@ class HFTokenizer:
     own vocabulary and special tokens, named by their text (``eos``, ``bos``, ``unk``: from
     ``tokenizer_config.json`` / ``special_tokens_map.json``). Text is encoded as it reads, the
     model's special tokens included (a chat template writes them), nothing added around it; ids
-    of special tokens decode to "". A model without an unknown token uses its end-of-text id."""
+    of special tokens decode to "". A model without an unknown token uses its end-of-text id.
+    ``ends``: every token that ends a text (chat models end a turn with their own token, e.g.
+    Llama 3's ``<|eot_id|>`` beside ``<|end_of_text|>``: ``generation_config.json``'s
+    ``eos_token_id`` list); ``eos`` is always one of them."""
 
     kind = "hf"
 
     def __init__(self, hf_tokenizer: hf.Tokenizer, eos: str, bos: str | None = None,
-                 unk: str | None = None):
+                 unk: str | None = None, ends: Sequence[str] = ()):
         self._tok = hf_tokenizer
         self.eos, self.bos, self.unk = eos, bos, unk
-        for role, token in (("eos", eos), ("bos", bos), ("unk", unk)):
+        self.ends = [eos, *(t for t in dict.fromkeys(ends) if t != eos)]
+        for role, token in (("eos", eos), ("bos", bos), ("unk", unk), *(("end", t) for t in ends)):
             if token is not None and hf_tokenizer.token_to_id(token) is None:
                 raise ValueError(f"the {role} token {token!r} is not in the vocabulary")
 
@@ -238,6 +242,10 @@ class HFTokenizer:
         return None if self.bos is None else self._id(self.bos)
 
     @property
+    def end_ids(self) -> frozenset[int]:
+        return frozenset(self._id(t) for t in self.ends)
+
+    @property
     def unk_id(self) -> int:
         return self.eos_id if self.unk is None else self._id(self.unk)
 
@@ -251,7 +259,7 @@ class HFTokenizer:
     def to_json(self) -> str:
         return json.dumps(
             {"kind": self.kind, "version": FORMAT_VERSION, "eos": self.eos, "bos": self.bos,
-             "unk": self.unk, "tokenizer": json.loads(self._tok.to_str())},
+             "unk": self.unk, "ends": self.ends, "tokenizer": json.loads(self._tok.to_str())},
             ensure_ascii=False,
         )
 
@@ -260,7 +268,13 @@ class HFTokenizer:
         from tokenizers import Tokenizer as HFTokenizerFile
 
         return cls(HFTokenizerFile.from_str(json.dumps(d["tokenizer"])), d["eos"], d.get("bos"),
-                   d.get("unk"))
+                   d.get("unk"), d.get("ends") or ())
+
+
+def end_ids(tokenizer: Tokenizer) -> frozenset[int]:
+    """The ids that end a generated text: the end-of-text id, and every other end token the
+    tokenizer declares (an imported chat model's end-of-turn token, ``HFTokenizer.ends``)."""
+    return getattr(tokenizer, "end_ids", None) or frozenset((tokenizer.eos_id,))
 
 
 _FROM_DICT: dict[str, Callable[[dict], Tokenizer]] = {
@@ -325,6 +339,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "Tokenizer",
     "UNK",
+    "end_ids",
     "load_tokenizer",
     "save_tokenizer",
     "tokenizer_from_json",
