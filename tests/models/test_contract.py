@@ -94,6 +94,9 @@ def _outputs(family, model, config) -> torch.Tensor:
     """What the network computes, deterministically: logits of a batch, or a seeded sample."""
     if family.score is not None:  # a scorer: the scores of the chosen rows
         return family.score(model, _preference_batch(config).chosen)
+    if family.embed is not None:  # an embedder: the vectors of a batch
+        x = _batch(config)[0]
+        return family.embed(model, x, torch.ones_like(x, dtype=torch.bool))
     if family.streaming:
         return _logits(model, _batch(config)[0])
     if not family.generative:  # the feature classifier: its logits

@@ -19,8 +19,8 @@ from typer.core import TyperGroup
 # command → its module in genloop.cli, in the order `genloop --help` lists them
 COMMANDS = {"train": "train", "tune": "tune", "generate": "generate", "eval": "eval", "serve": "serve",
             "worker": "worker", "quickstart": "quickstart", "data": "data", "models": "models",
-            "keys": "keys",
-            "merge": "merge"}
+            "keys": "keys", "import": "importer",
+            "export": "export", "merge": "merge"}
 
 
 class Commands(TyperGroup):

@@ -39,7 +39,7 @@ from genloop.generation.text import (
 )
 from genloop.models.family import Family, SlotDecoder
 from genloop.models.sampling import next_token_probs, sample_next, token_logprobs
-from genloop.tokenizers import Tokenizer
+from genloop.tokenizers import Tokenizer, end_ids
 
 
 class Busy(GenloopError):
@@ -313,8 +313,9 @@ class Batcher:
         """Keep each asking sequence's log-probability of its chosen token and its top
         alternatives: the model's own log-softmax at this step (``token_logprobs``). End-of-text
         ends the text and is not one of its tokens, so it gets none."""
+        ends = end_ids(self.tokenizer)
         rows = [j for j, s in enumerate(seqs)
-                if s.request.logprobs is not None and chosen[j] != self.tokenizer.eos_id]
+                if s.request.logprobs is not None and chosen[j] not in ends]
         if not rows:
             return
         top = max(int(seqs[j].request.logprobs or 0) for j in rows)

@@ -10,6 +10,8 @@ use is stated in the model card and in ``GET /v1/models/{model}``.
 
 from __future__ import annotations
 
+import json
+import string
 from collections import deque
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -97,9 +99,16 @@ def _speaker_names() -> dict[Role, str]:
 
 
 class ChatTemplate(BaseModel):
-    """``turn`` is filled with ``{name}`` and ``{content}``; the prompt ends with ``reply``."""
+    """``turn`` is filled with ``{name}`` and ``{content}``; the prompt ends with ``reply``.
+
+    An imported model's own template is ``jinja`` (Hugging Face's chat template language, rendered
+    by transformers' renderer with ``add_generation_prompt``; ``tokens`` are its variables, e.g.
+    ``bos_token``): then ``names``, ``turn``, ``system`` and ``reply`` are unused."""
 
     model_config = ConfigDict(extra="forbid")
+
+    jinja: str | None = Field(None, max_length=200_000, description="a Hugging Face chat template")
+    tokens: dict[str, str] = Field(default_factory=dict, description="the jinja template's variables")
 
     names: dict[Role, str] = Field(default_factory=_speaker_names)
     turn: str = "{name}:\n{content}\n\n"
@@ -111,7 +120,22 @@ class ChatTemplate(BaseModel):
         """The transcript of ``messages`` followed by the start of the assistant's turn."""
         if not messages:
             raise InvalidInput("messages: give at least one message")
+        if self.jinja is not None:
+            return self._render_jinja(messages)
         return "".join(self.render_message(m) for m in messages) + self._reply()
+
+    def _render_jinja(self, messages: list[ChatMessage]) -> str:
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        chat = [{"role": m.speaker, "content": m.content, **({"name": m.name} if m.name else {})}
+                for m in messages]
+        try:
+            rendered, _ = render_jinja_template([chat], chat_template=self.jinja,
+                                                add_generation_prompt=True, **self.tokens)
+        except Exception as e:  # the template's own raise_exception, or a jinja error
+            raise InvalidInput(f"messages: the model's chat template refused them "
+                               f"({str(e).splitlines()[0][:160]})") from None
+        return str(rendered[0])
 
     def render_message(self, m: ChatMessage) -> str:
         """One message's part of the transcript; a message's ``name`` is its speaker's name."""
@@ -135,6 +159,14 @@ class ChatTemplate(BaseModel):
             raise InvalidInput("messages: give at least one message")
         if budget is None:
             return self.render(messages)
+        if self.jinja is not None:  # whole renders: a template may depend on every message
+            kept = list(range(len(messages)))
+            oldest = [i for i in kept[:-1] if messages[i].speaker != "system"]
+            prompt = self.render(messages)
+            while count(prompt) > budget and oldest:
+                kept.remove(oldest.pop(0))
+                prompt = self.render([messages[i] for i in kept])
+            return prompt
         parts = [self.render_message(m) for m in messages]
         reply = self._reply()
         cost = [count(p) for p in parts]
@@ -153,12 +185,49 @@ class ChatTemplate(BaseModel):
             if total <= budget:
                 return prompt
 
+    def as_jinja(self) -> str:
+        """This template as a jinja chat template (Hugging Face's ``chat_template``): rendered
+        with ``add_generation_prompt=True`` it gives ``render``'s text for the same messages
+        (the stop strings are not part of a jinja template: the model card names them). An
+        imported model's own jinja template is returned as it is."""
+        if self.jinja is not None:
+            return self.jinja
+        names = json.dumps({"user": self.names["user"], "assistant": self.names["assistant"]},
+                           ensure_ascii=False)
+        speaker = f"(message['name'] or {names}[message['role']])"
+        system = _jinja_format(self.system, {"content": "message['content']",
+                                             "name": "(message['name'] or '')"})
+        turn = _jinja_format(self.turn, {"content": "message['content']", "name": speaker})
+        reply = _jinja_format(self.reply, {"name": json.dumps(self.names["assistant"],
+                                                              ensure_ascii=False)})
+        return ("{% for message in messages %}{% if message['role'] in ['system', 'developer'] %}"
+                f"{system}{{% else %}}{turn}{{% endif %}}{{% endfor %}}"
+                f"{{% if add_generation_prompt %}}{reply}{{% endif %}}")
+
     def describe(self) -> str:
         """Markdown for the model card."""
+        if self.jinja is not None:
+            return (f"Messages are rendered by the model's own jinja chat template:\n\n"
+                    f"```jinja\n{self.jinja}\n```\n")
         example = self.render([ChatMessage(role="user", content="Hello")])
         return (f"Messages are rendered as a transcript and the model continues it; the reply "
                 f"ends at {', '.join(repr(s) for s in self.stop)}. A user message `Hello` becomes:"
                 f"\n\n```\n{example}\n```\n")
+
+
+def _jinja_format(fmt: str, fields: dict[str, str]) -> str:
+    """A ``str.format`` template as jinja: literal text as jinja string literals (so no character
+    of it is read as jinja syntax), each ``{field}`` as the jinja expression ``fields`` gives."""
+    out = []
+    for literal, field, _, _ in string.Formatter().parse(fmt):
+        if literal:
+            out.append("{{ " + json.dumps(literal, ensure_ascii=False) + " }}")
+        if field is not None:
+            if field not in fields:
+                raise InvalidInput(f"chat template field {{{field}}} is not one of "
+                                   f"{', '.join('{' + f + '}' for f in fields)}")
+            out.append("{{ " + fields[field] + " }}")
+    return "".join(out)
 
 
 def load_chat_template(model_dir: ModelDir) -> ChatTemplate:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from genloop.errors import InvalidInput, UnicodeText
 from genloop.models.family import Family, TokenRequest
-from genloop.tokenizers import Tokenizer
+from genloop.tokenizers import Tokenizer, end_ids
 
 MAX_PROMPTS = 256
 MAX_TOP_LOGPROBS = 20
@@ -191,8 +191,9 @@ class TextRow:
         return new
 
     def add(self, token: int, tokenizer: Tokenizer) -> str:
-        """Append a token; return the newly completed text (may be '' mid-UTF-8)."""
-        if token == tokenizer.eos_id:
+        """Append a token; return the newly completed text (may be '' mid-UTF-8). Any of the
+        tokenizer's end tokens (``end_ids``: end-of-text, a chat model's end-of-turn) ends it."""
+        if token == tokenizer.eos_id or token in end_ids(tokenizer):
             self.done = "stop"
             return self.flush()
         self.ids.append(token)

@@ -246,6 +246,9 @@ class Family:
     # score(model, batch) -> (B,) float: one scalar per sequence, read where its last completion
     # token is predicted (reward models; the ``reward`` objective and best-of-n build on it)
     score: Callable[[Any, SequenceBatch], torch.Tensor] | None = None
+    # embed(model, ids, mask) -> (B, D) float32: one vector per sequence of token ids (B, T) int64
+    # whose ``mask`` (B, T) bool marks the real tokens (embedders; ``/v1/embeddings`` builds on it)
+    embed: Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     # init_from(model, parent_family, parent_config, parent_network): start a new network from a
     # parent of another family (reward: a gpt's weights under its score head); RecipeError when
     # the parent does not fit. None: only a parent of this family, with the same config

@@ -7,6 +7,7 @@
                               base's weights file (``models/lora.py``)
         config.json           family name + typed config
         tokenizer.json        text kinds: the tokenizer the model was trained with
+        encoder_tokenizer.json  an imported encoder's own Hugging Face tokenizer.json (embedders)
         labels.json           image kinds: class names, index = label
         chat_template.json    optional: how chat messages become a prompt
         card.md               the model card (Markdown)
@@ -40,6 +41,7 @@ from genloop.models import lora
 from genloop.models.family import Family, ModelConfig
 from genloop.models.io import config_json, load_weights, read_config, read_safetensors, save_weights
 from genloop.tokenizers import Tokenizer, load_tokenizer, save_tokenizer
+from genloop.tokenizers.encoder import EncoderTokenizer
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,10 @@ class ModelDir:
     @property
     def tokenizer_file(self) -> Path:
         return self.path / "tokenizer.json"
+
+    @property
+    def encoder_tokenizer_file(self) -> Path:
+        return self.path / "encoder_tokenizer.json"
 
     @property
     def labels_file(self) -> Path:
@@ -124,6 +130,9 @@ class ModelDir:
 
     def write_tokenizer(self, tokenizer: Tokenizer) -> None:
         save_tokenizer(tokenizer, self.tokenizer_file)
+
+    def write_encoder_tokenizer(self, tokenizer: EncoderTokenizer) -> None:
+        atomic_write_text(self.encoder_tokenizer_file, tokenizer.to_json())
 
     def write_labels(self, class_names: list[str]) -> None:
         atomic_write_json(self.labels_file, list(class_names))
@@ -206,7 +215,11 @@ class ModelDir:
         load_weights(model, self.ema_file if ema else self.weights_file)
 
     def tokenizer(self) -> Tokenizer | None:
-        return load_tokenizer(self.tokenizer_file) if self.tokenizer_file.is_file() else None
+        if self.tokenizer_file.is_file():
+            return load_tokenizer(self.tokenizer_file)
+        if self.encoder_tokenizer_file.is_file():
+            return EncoderTokenizer.load(self.encoder_tokenizer_file)
+        return None
 
     def labels(self) -> list[str] | None:
         return self._json(self.labels_file)

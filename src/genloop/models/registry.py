@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from genloop.errors import RecipeError
-from genloop.models import classifier, diffusion, gan, gpt, lstm, reward, vae
+from genloop.models import classifier, diffusion, embedder, gan, gpt, hf, lstm, reward, vae
 from genloop.models.family import Family
 
 FAMILIES: dict[str, Family] = {
@@ -14,6 +14,8 @@ FAMILIES: dict[str, Family] = {
     "diffusion": diffusion.FAMILY,
     "classifier": classifier.FAMILY,
     "reward": reward.FAMILY,
+    "hf": hf.FAMILY,
+    "embedder": embedder.FAMILY,
 }
 
 

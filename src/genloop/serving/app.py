@@ -25,6 +25,7 @@ from genloop.errors import GenloopError, readable_errors
 from genloop.serving.auth import challenge
 from genloop.serving.deps import ServerState
 from genloop.serving.routers import (
+    embeddings,
     feedback,
     files,
     fine_tuning,
@@ -213,7 +214,7 @@ def create_app(config: ServeConfig | None = None, store: Store | None = None) ->
     _install_error_handlers(app)
     app.include_router(system.public)
     for router in (models.router, text.router, images.router, generations.router, feedback.router,
-                   files.router, fine_tuning.router, system.router):
+                   files.router, fine_tuning.router, embeddings.router, system.router):
         app.include_router(router)
     # added innermost first: the metrics count every answer (the body limit's 413s and the
     # catch-all's 500s too); the body limit reads the raw request before anything else does

@@ -1,4 +1,5 @@
-"""Text tokenizers: character level and byte-level BPE, both saved as JSON (never pickle).
+"""Text tokenizers: character level and byte-level BPE, both saved as JSON (never pickle); and
+``hf``, an imported model's own Hugging Face ``tokenizer.json`` with its special tokens.
 
 Why two: a character tokenizer is the classic baseline (nanoGPT's shakespeare_char) and treats
 every Unicode character, Chinese included, as one token, so a tiny model learns it in minutes;
@@ -195,9 +196,91 @@ class BPETokenizer:
         return cls(HFTokenizer.from_str(json.dumps(d["tokenizer"])))
 
 
+class HFTokenizer:
+    """A Hugging Face ``tokenizer.json`` as it came with an imported model (kind ``hf``): its
+    own vocabulary and special tokens, named by their text (``eos``, ``bos``, ``unk``: from
+    ``tokenizer_config.json`` / ``special_tokens_map.json``). Text is encoded as it reads, the
+    model's special tokens included (a chat template writes them), nothing added around it; ids
+    of special tokens decode to "". A model without an unknown token uses its end-of-text id.
+    ``ends``: every token that ends a text (chat models end a turn with their own token, e.g.
+    Llama 3's ``<|eot_id|>`` beside ``<|end_of_text|>``: ``generation_config.json``'s
+    ``eos_token_id`` list); ``eos`` is always one of them."""
+
+    kind = "hf"
+
+    def __init__(self, hf_tokenizer: hf.Tokenizer, eos: str, bos: str | None = None,
+                 unk: str | None = None, ends: Sequence[str] = ()):
+        self._tok = hf_tokenizer
+        self.eos, self.bos, self.unk = eos, bos, unk
+        self.ends = [eos, *(t for t in dict.fromkeys(ends) if t != eos)]
+        for role, token in (("eos", eos), ("bos", bos), ("unk", unk), *(("end", t) for t in ends)):
+            if token is not None and hf_tokenizer.token_to_id(token) is None:
+                raise ValueError(f"the {role} token {token!r} is not in the vocabulary")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], eos: str, bos: str | None = None,
+                  unk: str | None = None) -> HFTokenizer:
+        from tokenizers import Tokenizer as HFTokenizerFile
+
+        return cls(HFTokenizerFile.from_file(str(path)), eos, bos, unk)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def _id(self, token: str) -> int:
+        found = self._tok.token_to_id(token)
+        assert found is not None, "checked when the tokenizer was made"
+        return int(found)
+
+    @property
+    def eos_id(self) -> int:
+        return self._id(self.eos)
+
+    @property
+    def bos_id(self) -> int | None:
+        return None if self.bos is None else self._id(self.bos)
+
+    @property
+    def end_ids(self) -> frozenset[int]:
+        return frozenset(self._id(t) for t in self.ends)
+
+    @property
+    def unk_id(self) -> int:
+        return self.eos_id if self.unk is None else self._id(self.unk)
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        _check_ids(ids, self.vocab_size)
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"kind": self.kind, "version": FORMAT_VERSION, "eos": self.eos, "bos": self.bos,
+             "unk": self.unk, "ends": self.ends, "tokenizer": json.loads(self._tok.to_str())},
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HFTokenizer:
+        from tokenizers import Tokenizer as HFTokenizerFile
+
+        return cls(HFTokenizerFile.from_str(json.dumps(d["tokenizer"])), d["eos"], d.get("bos"),
+                   d.get("unk"), d.get("ends") or ())
+
+
+def end_ids(tokenizer: Tokenizer) -> frozenset[int]:
+    """The ids that end a generated text: the end-of-text id, and every other end token the
+    tokenizer declares (an imported chat model's end-of-turn token, ``HFTokenizer.ends``)."""
+    return getattr(tokenizer, "end_ids", None) or frozenset((tokenizer.eos_id,))
+
+
 _FROM_DICT: dict[str, Callable[[dict], Tokenizer]] = {
     CharTokenizer.kind: CharTokenizer.from_dict,
     BPETokenizer.kind: BPETokenizer.from_dict,
+    HFTokenizer.kind: HFTokenizer.from_dict,
 }
 
 
@@ -252,9 +335,11 @@ __all__ = [
     "BPETokenizer",
     "CharTokenizer",
     "EOS",
+    "HFTokenizer",
     "SPECIAL_TOKENS",
     "Tokenizer",
     "UNK",
+    "end_ids",
     "load_tokenizer",
     "save_tokenizer",
     "tokenizer_from_json",

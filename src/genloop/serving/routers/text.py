@@ -48,6 +48,9 @@ async def load_text_model(state: ServerState, ref: str) -> TextModel:
     model = await run_in_threadpool(load, ref, state.store, state.config.models_loaded)
     if not isinstance(model, TextModel):
         raise InvalidInput(f"model {ref!r} generates images: use /v1/images/generations")
+    if model.family.embed is not None:
+        raise InvalidInput(f"model {model.ref} is an embedder: it maps text to vectors, it does "
+                           "not generate text (use /v1/embeddings)")
     if not model.family.generative:
         raise InvalidInput(f"model {model.ref} is a {model.family.name} model: it scores text, it "
                            "does not generate it (name it as a completion's reward_model)")
