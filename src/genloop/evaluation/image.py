@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from genloop.errors import InvalidInput, RecipeError
 from genloop.generation.image import save_grid
+from genloop.hub.adapters import load_network
 from genloop.models.family import Family, ImageBatch, ImageModelConfig, ImageRequest, fast_bf16
-from genloop.models.modeldir import ModelDir
 from genloop.store import Store
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -336,7 +336,7 @@ def load_feature_extractor(store: Store, dataset: Any, ref: str | None = None) -
             return None
         ref = max(mine, key=lambda v: v.version).ref
     version = store.resolve(ref)
-    family, loaded, model = ModelDir(Path(version.path)).load()
+    family, loaded, model = load_network(version, store)  # full weights, or an adapter over its base
     config = cast(ImageModelConfig, loaded)  # an extractor is the (image) classifier family
     if family.generative or (config.channels, config.image_size) != (dataset.channels, dataset.image_size):
         raise RecipeError(
