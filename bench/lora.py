@@ -10,9 +10,10 @@ tokenizer encodes it: the loop does so for every fine-tune), by
     lora-r    LoRA adapters of rank r on qkv, proj, fc (``train.lora``), the base frozen
     scratch   the same network from a fresh initialisation on tinyshakespeare
 
-first at equal optimizer steps, then at equal wall time: each LoRA run and the scratch run get
-the steps that fit in the wall time of the full fine-tune's run (from their measured tokens/s
-against full's; the schedule is completed, and the full run's time is also a hard limit).
+first at equal optimizer steps, then at equal wall time: each LoRA run gets the steps that fit
+in the time of the full fine-tune's steps, from step times measured in one process with the
+methods alternating (so the load of other processes falls on each alike); its schedule is
+completed.
 Figures per run: validation loss on the whole tinyshakespeare validation split (nats per
 character), trainable parameters (and their share of the network's own), peak resident memory
 of the run's own process (each run is a subprocess; VmHWM), the training state (weights +
@@ -78,18 +79,69 @@ def one(tree: dict[str, Any], time_limit: float | None) -> dict[str, Any]:
             "train_state_mb": (total + 3 * trainable) * 4 / 2**20}
 
 
+def step_times(ref: str, ranks: tuple[int, ...], rounds: int = 5, steps: int = 8) -> dict[str, float]:
+    """Seconds per optimizer step of a full fine-tune and of each LoRA rank on the base, timed
+    in one process, alternating (round-robin, ``rounds`` times ``steps`` steps each) so the load
+    of other processes falls on every method alike; the median round of each."""
+    import statistics
+    import time
+
+    import torch
+
+    import genloop
+    from genloop.models import lora
+    from genloop.training.loop import param_groups
+
+    torch.set_num_threads(2)
+    base = genloop.load(ref)
+    family = base.family
+    nets: dict[str, torch.nn.Module] = {}
+    for label in ["full", *[f"lora-{r}" for r in ranks]]:
+        _, _, net = base.directory.load()
+        if label != "full":
+            section = lora.LoraSection(rank=int(label.split("-")[1]))
+            lora.inject(net, section, lora.targets_for(section, family, base.config), family)
+        nets[label] = net.train()
+    opts = {k: torch.optim.AdamW(param_groups(n, 0.1), lr=1e-4, fused=True) for k, n in nets.items()}
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, base.config.vocab_size, (16, base.config.block_size + 1), generator=gen)
+    batch = (ids[:, :-1], ids[:, 1:])
+    times: dict[str, list[float]] = {k: [] for k in nets}
+    for r in range(rounds + 1):  # the first round warms up
+        for label, net in nets.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                family.loss(net, batch)["loss"].backward()
+                opts[label].step()
+                opts[label].zero_grad(set_to_none=True)
+            if r:
+                times[label].append((time.perf_counter() - t0) / steps)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def run(tree: dict[str, Any], time_limit: float | None = None) -> dict[str, Any]:
     env = {**os.environ, "GENLOOP_HOME": str(HOME), "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "bench.lora", "--one", json.dumps(tree)]
     if time_limit:
         cmd += ["--time-limit", str(time_limit)]
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{tree['name']} failed:\n{proc.stderr[-3000:]}")
-    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    figures = _child(cmd, env, tree["name"])
     print(f"  {tree['name']}: {json.dumps(figures)}", flush=True)
     return figures
+
+
+def timed(ref: str) -> dict[str, float]:
+    env = {**os.environ, "GENLOOP_HOME": str(HOME), "HF_HUB_OFFLINE": "1"}
+    times = _child([sys.executable, "-m", "bench.lora", "--times", ref], env, "timing")
+    print(f"  seconds per step: {json.dumps(times)}", flush=True)
+    return times
+
+
+def _child(cmd: list[str], env: dict[str, str], what: str) -> Any:
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -100,19 +152,29 @@ def main() -> None:
     ap.add_argument("--lr-full", type=float, default=1e-3)
     ap.add_argument("--lr-lora", type=float, default=4e-3)
     ap.add_argument("--quick", action="store_true", help="tiny run to check the script")
+    ap.add_argument("--reuse", action="store_true", help="keep the pretrained base of a former run")
     ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--times", help=argparse.SUPPRESS)
     ap.add_argument("--time-limit", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(json.loads(args.one), args.time_limit)))
         return
+    if args.times:
+        print(json.dumps(step_times(args.times, RANKS)))
+        return
     if args.quick:
         args.base_steps, args.steps = 30, 20
-    shutil.rmtree(HOME, ignore_errors=True)
+    saved = HOME / "base.json"
+    if args.reuse and saved.is_file() and json.loads(saved.read_text())["steps"] == args.base_steps:
+        base = json.loads(saved.read_text())
+        print(f"reusing the base {base['model']}", flush=True)
+    else:
+        shutil.rmtree(HOME, ignore_errors=True)
+        print("pretraining the base on python-docs", flush=True)
+        base = run(recipe("docs", "python-docs", args.base_steps, args.lr_base))
+        saved.write_text(json.dumps(base))
     os.environ["GENLOOP_HOME"] = str(HOME)
-
-    print("pretraining the base on python-docs", flush=True)
-    base = run(recipe("docs", "python-docs", args.base_steps, args.lr_base))
     ref = base["model"]
 
     def tuned(label: str, steps: int, limit: float | None = None) -> dict[str, Any]:
@@ -130,13 +192,18 @@ def main() -> None:
     print(f"equal steps ({args.steps})", flush=True)
     steps_rows = [tuned(m, args.steps) for m in methods]
     full = steps_rows[0]
-    budget = full["wall_s"]
-    print(f"equal wall time ({budget:.1f} s, the full fine-tune's)", flush=True)
-    wall_rows = [full]
+    print("timing a step of each method, alternating", flush=True)
+    times = timed(ref)
+    times["scratch"] = times["full"]  # the same network, every weight trained
+    budget = args.steps * times["full"]
+    print(f"equal wall time ({budget:.1f} s of steps: the full fine-tune's {args.steps})", flush=True)
+    wall_rows = [{**full, "step_s": times["full"]}]
     for row in steps_rows[1:]:
-        # its steps per second against full's, both measured after the first 20 steps
-        fit = max(1, round(args.steps * row["tokens_per_s"] / max(full["tokens_per_s"], 1e-9)))
-        wall_rows.append({**tuned(row["method"], fit, budget), "budget_s": budget})
+        fit = max(1, round(args.steps * times["full"] / times[row["method"]]))
+        if fit == row["steps"]:
+            wall_rows.append({**row, "step_s": times[row["method"]]})
+        else:
+            wall_rows.append({**tuned(row["method"], fit), "step_s": times[row["method"]]})
 
     def gap(row: dict[str, Any], ref_row: dict[str, Any]) -> float:
         return row["val_loss"] - ref_row["val_loss"]
@@ -148,7 +215,7 @@ def main() -> None:
                  r["train_state_mb"], r["tokens_per_s"], r["wall_s"]] for r in data]
 
     headers = ["method", "steps", "val loss (nats/char)", "vs full", "trainable params", "share",
-               "peak RSS (MB)", "train state (MB)", "tokens/s", "wall (s)"]
+               "peak RSS (MB)", "train state (MB)", "tokens/s", "run wall (s)"]
     verdicts = []
     for label, data in (("equal steps", steps_rows), ("equal wall time", wall_rows)):
         for r in data:
@@ -158,7 +225,7 @@ def main() -> None:
                                  "share": r["trainable_share"], "met": met})
     met_any = [v for v in verdicts if v["met"]]
     figures = {"base": base, "equal_steps": steps_rows, "equal_wall": wall_rows,
-               "verdicts": verdicts, "target_met": bool(met_any),
+               "verdicts": verdicts, "target_met": bool(met_any), "step_s": times,
                "settings": {"base_steps": args.base_steps, "steps": args.steps,
                             "lr_base": args.lr_base, "lr_full": args.lr_full,
                             "lr_lora": args.lr_lora, "model": MODEL, "batch": 16}}
@@ -177,16 +244,20 @@ def main() -> None:
         "characters, fp32, 2 threads, validation loss over the whole tinyshakespeare validation "
         "split. Each run is its own process: peak RSS is its VmHWM (the runtime, data and "
         "evaluation included); train state = weights + gradients + AdamW's two moments of what "
-        "trains. Other processes shared the two cores, so tokens/s and wall times are noisy.",
+        "trains. Other processes shared the two cores: tokens/s and run wall times are noisy.",
         "",
         f"### Equal steps ({args.steps})",
         "",
         table(headers, rows(steps_rows)),
         "",
-        f"### Equal wall time ({budget:.1f} s: the full fine-tune's)",
+        f"### Equal wall time ({budget:.1f} s of optimizer steps: the full fine-tune's {args.steps})",
         "",
-        "Each run gets the steps its measured tokens/s (at equal steps) against full's fit into "
-        "that time (schedule completed; the time is also a hard limit).",
+        "Each run gets the steps its own step time fits into that time (its schedule completed). "
+        "Step times were measured in one process, the methods alternating round-robin (median "
+        "of 5 rounds of 8 steps, batch 16 × 128), so other processes' load fell on each alike: "
+        + ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in times.items() if k != "scratch")
+        + "; scratch trains the full network, so its step is full's. The runs' own tokens/s and "
+        "wall times in the tables were taken while other processes shared the cores.",
         "",
         table(headers, rows(wall_rows)),
         "",
