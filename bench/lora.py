@@ -244,7 +244,10 @@ def main() -> None:
         "characters, fp32, 2 threads, validation loss over the whole tinyshakespeare validation "
         "split. Each run is its own process: peak RSS is its VmHWM (the runtime, data and "
         "evaluation included); train state = weights + gradients + AdamW's two moments of what "
-        "trains. Other processes shared the two cores: tokens/s and run wall times are noisy.",
+        "trains. A LoRA run's peak RSS is higher although its train state is a third of full's: "
+        "importing peft (and transformers with it) alone raises a process's peak by about 160 MB "
+        "(224 → 389 MB for `import torch` → `import torch, peft`). Other processes shared the two "
+        "cores: tokens/s and run wall times are noisy.",
         "",
         f"### Equal steps ({args.steps})",
         "",
