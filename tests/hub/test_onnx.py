@@ -188,3 +188,18 @@ def test_quantized_graph_runs_close_to_fp32(graph, tmp_path: Path):
     a, b = prefill_logits(network.session, model.config, x), prefill_logits(int8, model.config, x)
     assert np.abs(a - b).max() < 0.5 and not np.array_equal(a, b)  # quantized, and close
     assert (tmp_path / "int8.onnx").stat().st_size < src.stat().st_size
+
+
+def test_the_cli_quantizes_and_generates_from_the_variant(trained: Store, workspace: Path, cli):
+    made = cli(["models", "quantize", "tiny@1"], workspace, timeout=300)
+    assert made.returncode == 0, made.stderr
+    assert "tiny@1:int8 ready: validation bits/char" in made.stdout
+    gen = ["generate", "tiny@1:int8", "--prompt", "the", "--seed", "1", "--max-new-tokens", "12",
+           "--no-stream", "--json"]
+    first, second = cli(gen, workspace), cli(gen, workspace)
+    assert first.returncode == 0, first.stderr
+    a = json.loads(first.stdout)
+    assert a["model"] == "tiny@1:int8" and a["text"] == json.loads(second.stdout)["text"]
+    bad = cli(["generate", "tiny@1:fp16", "--prompt", "the"], workspace)
+    assert bad.returncode == 3 and "tiny@1 has variants: tiny@1:int8" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

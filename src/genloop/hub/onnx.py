@@ -230,8 +230,9 @@ def bits_per_char(logits_fn: Any, ids: np.ndarray, block: int, tokenizer: Tokeni
     return total / max(_characters(tokenizer, ids), 1) / math.log(2)
 
 
-def validation_ids(version: ModelVersion, store: Store) -> np.ndarray | None:
-    """The first ``EVAL_TOKENS`` + 1 validation tokens of the dataset ``version`` was trained on
+def validation_ids(version: ModelVersion, store: Store, tokens: int = EVAL_TOKENS
+                   ) -> np.ndarray | None:
+    """The first ``tokens`` + 1 validation tokens of the dataset ``version`` was trained on
     (None: no such dataset in this workspace, or one without a text validation split)."""
     if not version.dataset_hash:
         return None
@@ -240,7 +241,7 @@ def validation_ids(version: ModelVersion, store: Store) -> np.ndarray | None:
     except (NotFound, CorruptArtifact, OSError):
         return None
     ids = folder.arrays.get("val_ids")
-    return None if ids is None or len(ids) < 2 else np.asarray(ids[: EVAL_TOKENS + 1])
+    return None if ids is None or len(ids) < 2 else np.asarray(ids[: tokens + 1])
 
 
 @torch.no_grad()
@@ -275,7 +276,8 @@ def _base(ref: str, store: Store) -> tuple[ModelVersion, ModelDir, GPT, GPTConfi
     return version, directory, network, config, tokenizer
 
 
-def make_variant(ref: str, variant: str = "int8", store: Store | None = None) -> dict[str, Any]:
+def make_variant(ref: str, variant: str = "int8", store: Store | None = None, *,
+                 eval_tokens: int = EVAL_TOKENS) -> dict[str, Any]:
     """Build servable variant ``variant`` (``onnx``: fp32, ``int8``) of version ``ref`` into its
     directory, with its quality on the card; its ``variant.json`` content. A variant already
     built is returned as it is (a version and its variants are immutable)."""
@@ -294,7 +296,7 @@ def make_variant(ref: str, variant: str = "int8", store: Store | None = None) ->
         else:
             shutil.copyfile(fp32, tmp / DECODER_FILE)
         quality = measure_quality(network, session(tmp / DECODER_FILE), tokenizer,
-                                  validation_ids(version, store))
+                                  validation_ids(version, store, eval_tokens))
         meta = {"variant": variant, "of": version.ref, "format": "onnx", "opset": OPSET,
                 "precision": VARIANTS[variant],
                 "quantization": ("onnxruntime quantize_dynamic: MatMul weights int8 per channel, "
