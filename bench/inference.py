@@ -133,7 +133,8 @@ def main() -> None:
     load = os.getloadavg()
     md += (f"\nLoad average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min) "
            f"on {os.cpu_count()} cores: figures taken beside other work are not speed figures.\n")
-    save("inference", {"load_average": list(load), "model": ref, "parameters": params, "train_steps": args.steps,
+    save("inference", {"load_average": list(load), "model": ref, "parameters": params,
+                       "train_steps": args.steps,
                        "train_s": train_s, "tokens": args.tokens, "threads": args.threads,
                        "eval_tokens": len(ids) - 1, "results": results,
                        "variants": {v: m["quality"] for v, m in metas.items()},
