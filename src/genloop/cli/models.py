@@ -44,3 +44,22 @@ def models_show(model: Annotated[str, typer.Argument(help="name or name@N")]) ->
 
 def fmt(v: Any) -> str:
     return "" if v is None else f"{v:.4f}"
+
+
+@app.command("quantize", epilog="Examples:\n\n    genloop models quantize shakespeare-char@1\n\n"
+             "    genloop models quantize shakespeare-char@1 --variant onnx\n\n"
+             "    genloop generate shakespeare-char@1:int8 --prompt 'ROMEO:'")
+@faced
+def models_quantize(
+    model: Annotated[str, typer.Argument(help="name or name@N (a gpt version)")],
+    variant: Annotated[str, typer.Option(help="int8 (onnxruntime, int8 weights) or onnx (fp32)")] = "int8",
+) -> None:
+    """Build a servable variant of a version (NAME@N:int8), its quality measured onto the card."""
+    from genloop.hub.onnx import make_variant
+
+    meta = make_variant(model, variant)
+    q = meta["quality"]
+    quality = (f"validation bits/char {q['bits_per_char']:.4f} vs fp32 {q['fp32_bits_per_char']:.4f} "
+               f"({q['bits_per_char_delta']:+.4f}, {q['tokens']:,} tokens)") if q.get("measured") \
+        else f"quality not measured: {q.get('why', '')}"
+    out.print(f"{meta['of']}:{variant} ready: {quality}")

@@ -314,7 +314,12 @@ def loaded() -> list[str]:
 
 def _load_version(version: ModelVersion, store: Store) -> TextModel | ImageModel:
     directory = ModelDir(Path(version.path))
-    family, config, network = directory.load()
+    if version.variant is not None:  # a servable variant: the ONNX graph, run by onnxruntime
+        from genloop.hub.ort import load_variant
+
+        family, config, network = load_variant(directory, version.variant)
+    else:
+        family, config, network = directory.load()
     if generates(family).request is ImageGenRequest:
         return ImageModel(version, family, cast(ImageModelConfig, config), network, store,
                           directory.labels() or [])
