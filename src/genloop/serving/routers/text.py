@@ -144,6 +144,7 @@ def _text_request(state: ServerState, body: CompletionBody | ChatBody, prompt: s
                            seed=resolve_seed(body.seed, max(body.n, best_of or 0)
                                              * (len(prompt) if isinstance(prompt, list) else 1)),
                            num_samples=body.n, best_of=best_of, reward_model=reward_model,
+                           few_shot=getattr(body, "few_shot", None),  # chat has none
                            **compat.sampling_fields(body))
     except ValueError as e:  # pydantic's ValidationError
         raise InvalidInput(validation_message(e)) from None
@@ -180,6 +181,8 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
         extra["user"] = body.user
     _check_limits(state, body, prompts)
     treq = _text_request(state, body, prompt, stops)
+    if treq.few_shot is not None:  # drawn from the store, checked against the context
+        treq = await run_in_threadpool(model.with_examples, treq, from_client=True)
     echo = isinstance(body, CompletionBody) and body.echo
     kind = "chat.completion" if chat else "text_completion"
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex  # per response (seed: records)
