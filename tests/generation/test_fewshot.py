@@ -217,6 +217,26 @@ def test_bad_few_shot_on_http_is_a_400(ws, http, few_shot, message):
     assert message in r.json()["error"]["message"], r.text
 
 
+def test_few_shot_on_http_takes_an_admin_key(ws):
+    """The datasets are the workspace's, not a key owner's: a generate key would read their
+    records through its own generations' records."""
+    from genloop.serving.app import create_app
+    from genloop.serving.settings import ServeConfig
+
+    _, generate = ws["store"].create_key("tenant")
+    _, admin = ws["store"].create_key("boss", scope="admin")
+    body = {"model": ws["ref"], "prompt": "Q1: ", "max_tokens": 2,
+            "few_shot": {"source": "qa", "k": 1}}
+    with TestClient(create_app(ServeConfig(), store=ws["store"])) as client:
+        r = client.post("/v1/completions", json=body, headers={"Authorization": f"Bearer {generate}"})
+        assert r.status_code == 403 and "takes an admin key" in r.json()["error"]["message"], r.text
+        plain = client.post("/v1/completions", json={**body, "few_shot": None},
+                            headers={"Authorization": f"Bearer {generate}"})
+        assert plain.status_code == 200, plain.text
+        r = client.post("/v1/completions", json=body, headers={"Authorization": f"Bearer {admin}"})
+        assert r.status_code == 200, r.text
+
+
 # --- the CLI -------------------------------------------------------------------------------------
 
 
