@@ -23,6 +23,10 @@ A variant lives in the version directory (``ModelDir.variant_dir``: ``model.onnx
 ``variant.json``), is served as ``name@N:onnx`` / ``name@N:int8``, and its quality — validation
 bits per character against the fp32 network on the dataset the version was trained on — is
 written into ``variant.json`` and onto the version's card.
+
+``hf`` versions (imported checkpoints) export through ``hub/onnx_hf.py``: the same interface,
+transformers' own forward inside, so ``hub/ort.py`` serves both. An imported version has no
+dataset of its own: ``make_variant(..., text=FILE)`` measures the quality on a .txt / .jsonl.
 """
 
 from __future__ import annotations
@@ -41,8 +45,12 @@ import torch.nn.functional as F
 
 from genloop.atomic import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from genloop.data.folder import read_folder
+from genloop.data.text import jsonl_texts, read_text_file
 from genloop.errors import CorruptArtifact, InvalidInput, NotFound
+from genloop.hub.onnx_hf import CacheDims, HFDecoder
+from genloop.hub.onnx_hf import cache_dims as hf_cache_dims
 from genloop.models.gpt import GPT, Block, GPTConfig
+from genloop.models.hf import HFNetwork
 from genloop.models.modeldir import ModelDir
 from genloop.store import ModelVersion, Store, split_variant
 from genloop.tokenizers import Tokenizer
@@ -95,12 +103,29 @@ class Decoder(nn.Module):
         return m.head(m.ln_f(x)), torch.stack(keys), torch.stack(values)
 
 
-def cache_shape(config: GPTConfig, batch: int, length: int) -> tuple[int, int, int, int, int]:
-    """(L, B, nh, P, hs): the shape of ``past_keys`` / ``new_keys``."""
-    return (config.n_layer, batch, config.n_head, length, config.n_embd // config.n_head)
+Exportable = GPT | HFNetwork
 
 
-def export_decoder(model: GPT, path: Path) -> float:
+def gpt_dims(config: GPTConfig) -> CacheDims:
+    return (config.n_layer, config.n_head, config.n_embd // config.n_head)
+
+
+def cache_shape(config: GPTConfig | CacheDims, batch: int, length: int
+                ) -> tuple[int, int, int, int, int]:
+    """(L, B, nh, P, hs): the shape of ``past_keys`` / ``new_keys`` (``config``: a gpt config,
+    or the (layers, heads, head size) of any exported decoder)."""
+    layers, heads, size = gpt_dims(config) if isinstance(config, GPTConfig) else config
+    return (layers, batch, heads, length, size)
+
+
+def decoder_of(model: Exportable) -> tuple[nn.Module, CacheDims]:
+    """The module the graph is traced from, and the dimensions of its cache."""
+    if isinstance(model, HFNetwork):
+        return HFDecoder(model), hf_cache_dims(model)
+    return Decoder(model), gpt_dims(model.config)
+
+
+def export_decoder(model: Exportable, path: Path) -> float:
     """Write ``model``'s decoder graph to ``path``; check it against PyTorch's logits (a prefill
     of two rows, then one cached step for rows at different lengths) and return the largest
     |Δ logit|; CorruptArtifact when it exceeds ``CHECK_TOLERANCE``."""
@@ -110,17 +135,18 @@ def export_decoder(model: GPT, path: Path) -> float:
 
     model = model.float().eval()
     config = model.config
+    decoder, cache = decoder_of(model)
     dims = {"batch": torch.export.Dim("batch", min=1, max=4096),
             "seq": torch.export.Dim("seq", min=1, max=config.block_size),
             "past": torch.export.Dim("past", min=0, max=config.block_size)}
     T = min(3, config.block_size - 1)
     example = (torch.zeros(2, T, dtype=torch.long), torch.tensor([2, 1]),
-               torch.zeros(cache_shape(config, 2, 2)), torch.zeros(cache_shape(config, 2, 2)))
+               torch.zeros(cache_shape(cache, 2, 2)), torch.zeros(cache_shape(cache, 2, 2)))
     with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="genloop-onnx-") as scratch:
         warnings.simplefilter("ignore")
         raw = Path(scratch) / DECODER_FILE  # the exporter puts the weights in a file beside it
         torch.onnx.export(
-            Decoder(model), example, str(raw), dynamo=True, optimize=True, opset_version=OPSET,
+            decoder, example, str(raw), dynamo=True, optimize=True, opset_version=OPSET,
             input_names=["input_ids", "past_lengths", "past_keys", "past_values"],
             output_names=["logits", "new_keys", "new_values"],
             dynamic_shapes={"input_ids": {0: dims["batch"], 1: dims["seq"]},
@@ -158,23 +184,24 @@ def run_decoder(sess: Any, ids: np.ndarray, past_lengths: np.ndarray, past_keys:
     return logits, keys, values
 
 
-def prefill_logits(sess: Any, config: GPTConfig, ids: np.ndarray) -> np.ndarray:
+def prefill_logits(sess: Any, config: GPTConfig | CacheDims, ids: np.ndarray) -> np.ndarray:
     """Logits (B, T, V) of whole windows ``ids`` (B, T), no past."""
     empty = np.zeros(cache_shape(config, ids.shape[0], 0), np.float32)
     return run_decoder(sess, ids, np.zeros(ids.shape[0], np.int64), empty, empty)[0]
 
 
 @torch.no_grad()
-def check_decoder(model: GPT, sess: Any) -> float:
+def check_decoder(model: Exportable, sess: Any) -> float:
     """Largest |Δ logit| between the graph and PyTorch: a prefill of two prompts of 5 tokens,
     then one step of both with the second row's past cut to 3 positions (rows at different
     lengths in one step, the padding masked)."""
     config = model.config
+    dims = decoder_of(model)[1]
     n = min(5, config.block_size - 1)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, config.vocab_size, (2, n + 1), generator=gen)
     logits, keys, values = run_decoder(sess, ids[:, :n].numpy(), np.zeros(2, np.int64),
-                                       *(np.zeros(cache_shape(config, 2, 0), np.float32),) * 2)
+                                       *(np.zeros(cache_shape(dims, 2, 0), np.float32),) * 2)
     diff = float(np.abs(logits - model(ids[:, :n]).numpy()).max())
     short = max(1, n - 2)
     lengths = np.array([n, short])
@@ -185,13 +212,14 @@ def check_decoder(model: GPT, sess: Any) -> float:
     return max(diff, float(np.abs(step[:, -1] - expected).max()))
 
 
-def quantize(src: Path, dst: Path) -> None:
+def quantize(src: Path, dst: Path, op_types: tuple[str, ...] = ("MatMul",)) -> None:
     """``src``'s MatMul weights int8 (per output channel), activations dynamic: onnxruntime's
-    ``quantize_dynamic``."""
+    ``quantize_dynamic``. ``op_types``: hf graphs add ``Gemm`` (GPT-2's ``Conv1D`` is an
+    ``addmm``)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul"])
+                     op_types_to_quantize=list(op_types))
 
 
 # --- quality ------------------------------------------------------------------------------------
@@ -244,63 +272,93 @@ def validation_ids(version: ModelVersion, store: Store, tokens: int = EVAL_TOKEN
     return None if ids is None or len(ids) < 2 else np.asarray(ids[: tokens + 1])
 
 
+def text_ids(tokenizer: Tokenizer, path: Path, field: str = "text", tokens: int = EVAL_TOKENS
+             ) -> np.ndarray:
+    """The first ``tokens`` + 1 tokens of a .txt (one document) or .jsonl (each row's
+    ``field``), each document preceded by the end-of-text token, as training reads a corpus."""
+    path = Path(path)
+    if path.suffix.lower() not in (".txt", ".jsonl"):
+        raise InvalidInput(f"{path}: give a .txt or .jsonl file")
+    docs = [read_text_file(path)] if path.suffix.lower() == ".txt" else jsonl_texts(path, field)
+    ids = [i for d in docs if d for i in (tokenizer.eos_id, *tokenizer.encode(d))]
+    if len(ids) < 3:
+        raise InvalidInput(f"{path} holds too little text to measure a variant on")
+    return np.asarray(ids[: tokens + 1], dtype=np.int64)
+
+
 @torch.no_grad()
-def measure_quality(model: GPT, sess: Any, tokenizer: Tokenizer, ids: np.ndarray | None
-                    ) -> dict[str, Any]:
-    """Validation bits/char of the fp32 network and of the graph on the same tokens."""
+def measure_quality(model: Exportable, sess: Any, tokenizer: Tokenizer, ids: np.ndarray | None,
+                    on: str | None = None) -> dict[str, Any]:
+    """Bits/char of the fp32 network and of the graph on the same tokens (``on``: the text
+    file they came from, when not the version's validation split)."""
     if ids is None:
         return {"measured": False, "why": "the version's dataset (a text validation split) is not "
-                                          "in this workspace"}
+                                          "in this workspace: pass a text (--text FILE)"}
     block = model.config.block_size
+    dims = decoder_of(model)[1]
     fp32 = bits_per_char(lambda x: model(x), ids, block, tokenizer)
-    graph = bits_per_char(lambda x: prefill_logits(sess, model.config, x.numpy()), ids, block,
-                          tokenizer)
+    graph = bits_per_char(lambda x: prefill_logits(sess, dims, x.numpy()), ids, block, tokenizer)
     return {"measured": True, "tokens": int(len(ids) - 1), "fp32_bits_per_char": fp32,
-            "bits_per_char": graph, "bits_per_char_delta": graph - fp32}
+            "bits_per_char": graph, "bits_per_char_delta": graph - fp32,
+            **({"text": on} if on else {})}
 
 
 # --- variants -----------------------------------------------------------------------------------
 
 
-def _base(ref: str, store: Store) -> tuple[ModelVersion, ModelDir, GPT, GPTConfig, Tokenizer]:
+def _base(ref: str, store: Store) -> tuple[ModelVersion, ModelDir, Exportable, Tokenizer]:
     version = store.resolve(split_variant(ref)[0])
     directory = ModelDir(Path(version.path))
-    family, config, network = directory.load()
-    if not isinstance(network, GPT) or type(network) is not GPT:
+    family, _config, network = directory.load()
+    if not (type(network) is GPT or isinstance(network, HFNetwork)):
         raise InvalidInput(f"{version.ref} is a {family.name} model: ONNX export and int8 "
-                           "variants are built for the gpt family")
+                           "variants are built for the gpt and hf families")
     tokenizer = directory.tokenizer()
     if tokenizer is None:
         raise CorruptArtifact(f"{directory.path}: a text model without its tokenizer")
-    assert isinstance(config, GPTConfig)
-    return version, directory, network, config, tokenizer
+    return version, directory, network, tokenizer
 
 
 def make_variant(ref: str, variant: str = "int8", store: Store | None = None, *,
-                 eval_tokens: int = EVAL_TOKENS) -> dict[str, Any]:
+                 eval_tokens: int = EVAL_TOKENS, text: Path | None = None,
+                 field: str = "text") -> dict[str, Any]:
     """Build servable variant ``variant`` (``onnx``: fp32, ``int8``) of version ``ref`` into its
-    directory, with its quality on the card; its ``variant.json`` content. A variant already
-    built is returned as it is (a version and its variants are immutable)."""
+    directory, with its quality on the card; its ``variant.json`` content. The quality is read
+    on the version's validation split, or on ``text`` (a .txt / .jsonl, its ``field``) when
+    given: an imported version has no dataset of its own. A variant already built is returned
+    as it is (a version and its variants are immutable), except that ``text`` measures its
+    quality again on that text (the measurement, not the graph, is what changes)."""
     if variant not in VARIANTS:
         raise InvalidInput(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
     store = store or Store()
-    version, directory, network, config, tokenizer = _base(ref, store)
+    version, directory, network, tokenizer = _base(ref, store)
+    ids = (text_ids(tokenizer, text, field, eval_tokens) if text is not None
+           else validation_ids(version, store, eval_tokens))
+    on = str(text) if text is not None else None
     final = directory.variant_dir(variant)
     if (final / META_FILE).is_file():
-        return read_meta(final)
+        meta = read_meta(final)
+        if text is not None:
+            meta["quality"] = measure_quality(network, session(final / DECODER_FILE), tokenizer,
+                                              ids, on)
+            atomic_write_json(final / META_FILE, meta)
+            _write_card(directory)
+        return meta
+    hf = isinstance(network, HFNetwork)
     with tempfile.TemporaryDirectory(prefix="genloop-onnx-") as scratch, atomic_dir(final) as tmp:
         fp32 = Path(scratch) / DECODER_FILE
         check = export_decoder(network, fp32)
         if variant == "int8":
-            quantize(fp32, tmp / DECODER_FILE)
+            quantize(fp32, tmp / DECODER_FILE, ("MatMul", "Gemm") if hf else ("MatMul",))
         else:
             shutil.copyfile(fp32, tmp / DECODER_FILE)
-        quality = measure_quality(network, session(tmp / DECODER_FILE), tokenizer,
-                                  validation_ids(version, store, eval_tokens))
+        quality = measure_quality(network, session(tmp / DECODER_FILE), tokenizer, ids, on)
         meta = {"variant": variant, "of": version.ref, "format": "onnx", "opset": OPSET,
+                "family": "hf" if hf else "gpt", "cache": list(decoder_of(network)[1]),
                 "precision": VARIANTS[variant],
-                "quantization": ("onnxruntime quantize_dynamic: MatMul weights int8 per channel, "
-                                 "activations dynamic") if variant == "int8" else None,
+                "quantization": (f"onnxruntime quantize_dynamic: {'MatMul/Gemm' if hf else 'MatMul'} "
+                                 "weights int8 per channel, activations dynamic")
+                if variant == "int8" else None,
                 "weights_sha256": sha256_file(directory.weights_file),
                 "check_max_abs_logit_diff": check, "quality": quality,
                 "inputs": ["input_ids", "past_lengths", "past_keys", "past_values"],
@@ -330,7 +388,7 @@ def card_section(directory: ModelDir) -> str:
         if q.get("measured"):
             lines.append(f"| `{meta['of']}:{name}` | {meta['precision']} | {q['bits_per_char']:.4f} "
                          f"| {q['fp32_bits_per_char']:.4f} | {q['bits_per_char_delta']:+.4f} | "
-                         f"{q['tokens']:,} |")
+                         f"{q['tokens']:,}{' of ' + Path(q['text']).name if q.get('text') else ''} |")
         else:
             lines.append(f"| `{meta['of']}:{name}` | {meta['precision']} | not measured: "
                          f"{q.get('why', '')} | | | |")

@@ -11,6 +11,12 @@ are gathered up to the longest one (the rest masked by ``past_lengths``) and the
 values written back at each row's own position. Context overflow is handled as gpt's ``sample``
 does (the last half of the tokens prefilled again), and ``sample`` itself decodes through the
 slots, so the CLI, the Python API and the HTTP batcher draw the same tokens.
+
+The same runtime serves ``hf`` variants (``hub/onnx_hf.py``: the graph's interface is gpt's):
+the network carries its cache's dimensions (``dims``, from ``variant.json``), and the decoding
+paths mask the ids past an imported tokenizer's size as ``HFNetwork.known`` does. The cache
+grows (doubling, up to the context) instead of being allocated for the whole context at once:
+imported models have long contexts.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -26,7 +32,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genloop.errors import CorruptArtifact, NotFound
-from genloop.hub.onnx import DECODER_FILE, cache_shape, prefill_logits, read_meta, run_decoder, session
+from genloop.hub.onnx import (
+    DECODER_FILE,
+    cache_shape,
+    gpt_dims,
+    prefill_logits,
+    read_meta,
+    run_decoder,
+    session,
+)
+from genloop.hub.onnx_hf import CacheDims
 from genloop.models.family import (
     Family,
     Generators,
@@ -47,13 +62,23 @@ class OrtNetwork(nn.Module):
     logits (B, T, V). Holds no weights; one empty parameter says which device it runs on
     (the CPU), as the generation layer asks every network."""
 
-    def __init__(self, sess: Any, config: GPTConfig, variant: str):
+    def __init__(self, sess: Any, config: Any, variant: str, dims: CacheDims | None = None):
         super().__init__()
         self.session, self.config, self.variant = sess, config, variant
+        self.dims: CacheDims = dims if dims is not None else gpt_dims(config)
         self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(prefill_logits(self.session, self.config, idx.cpu().numpy()))
+        return torch.from_numpy(prefill_logits(self.session, self.dims, idx.cpu().numpy()))
+
+    def known(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` with −inf past the tokenizer's size (``HFConfig.tokenizer_size``), as
+        ``HFNetwork.known``; gpt configs have none, so their logits pass unchanged."""
+        size = getattr(self.config, "tokenizer_size", None)
+        if size is None or size >= logits.size(-1):
+            return logits
+        logits[..., size:] = float("-inf")
+        return logits
 
 
 class OrtSlots:
@@ -63,20 +88,33 @@ class OrtSlots:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
         self.network, self.slots = network, slots
-        self.config = network.config
-        self.k = np.zeros(cache_shape(self.config, slots, self.config.block_size), np.float32)
+        self.config, self.dims = network.config, network.dims
+        self.k = np.zeros(cache_shape(self.dims, slots, min(64, self.config.block_size)), np.float32)
         self.v = np.zeros_like(self.k)
         self.lengths = [0] * slots
         self.history: list[list[int] | None] = [None] * slots
 
+    def _room(self, need: int) -> None:
+        """Grow the cache to hold ``need`` positions (doubling, at most the context)."""
+        have = self.k.shape[3]
+        if need <= have:
+            return
+        cap = min(max(need, 2 * have), self.config.block_size)
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            grown = np.zeros((*old.shape[:3], cap, old.shape[4]), np.float32)
+            grown[:, :, :, :have] = old
+            setattr(self, name, grown)
+
     def _fill(self, slot: int, ids: list[int]) -> torch.Tensor:
-        empty = np.zeros(cache_shape(self.config, 1, 0), np.float32)
+        empty = np.zeros(cache_shape(self.dims, 1, 0), np.float32)
         logits, keys, values = run_decoder(self.network.session, np.array([ids]),
                                            np.zeros(1, np.int64), empty, empty)
         n = len(ids)
+        self._room(n)
         self.k[:, slot, :, :n], self.v[:, slot, :, :n] = keys[:, 0], values[:, 0]
         self.lengths[slot] = n
-        return torch.from_numpy(logits[0, -1].copy())
+        return self.network.known(torch.from_numpy(logits[0, -1].copy()))
 
     def prefill(self, slot: int, ids: torch.Tensor) -> torch.Tensor:
         check_slot(slot, self.slots)
@@ -112,6 +150,7 @@ class OrtSlots:
     def _advance(self, slots: list[int], tokens: torch.Tensor) -> torch.Tensor:
         lengths = np.array([self.lengths[s] for s in slots], np.int64)
         P = int(lengths.max())
+        self._room(P + 1)
         if slots == list(range(slots[0], slots[0] + len(slots))):  # a run of slots: one slice
             k = self.k[:, slots[0] : slots[0] + len(slots), :, :P]
             v = self.v[:, slots[0] : slots[0] + len(slots), :, :P]
@@ -123,7 +162,7 @@ class OrtSlots:
             n = self.lengths[s]
             self.k[:, s, :, n], self.v[:, s, :, n] = keys[:, i, :, 0], values[:, i, :, 0]
             self.lengths[s] = n + 1
-        return torch.from_numpy(logits[:, -1])
+        return self.network.known(torch.from_numpy(logits[:, -1].copy()))
 
 
 def slot_decoder(network: OrtNetwork, slots: int) -> SlotDecoder:
@@ -167,7 +206,7 @@ def _not_trainable(config: Any) -> nn.Module:
 
 
 def family_of(base: Family) -> Family:
-    """``base`` (gpt) with its decoding run by onnxruntime."""
+    """``base`` (gpt or hf) with its decoding run by onnxruntime."""
     return replace(base, build=_not_trainable, loss=loss, sample=sample, log_probs=log_probs,
                    slot_decoder=slot_decoder, compiles=False, train_step=None,
                    description=base.description + " (onnxruntime)")
@@ -178,7 +217,10 @@ def load_variant(directory: ModelDir, variant: str) -> tuple[Family, ModelConfig
     path = directory.variant_dir(variant)
     if not (path / DECODER_FILE).is_file():
         raise CorruptArtifact(f"{path}: variant {variant!r} has no {DECODER_FILE}")
-    read_meta(path)
+    meta = read_meta(path)
     family, config = directory.family_config()
-    assert isinstance(config, GPTConfig)
-    return family_of(family), config, OrtNetwork(session(Path(path) / DECODER_FILE), config, variant)
+    cache = meta.get("cache")  # variants written before hf ones: gpt's, from its config
+    dims = (cast(CacheDims, tuple(int(d) for d in cache))
+            if isinstance(cache, list) and len(cache) == 3 else gpt_dims(cast(GPTConfig, config)))
+    return family_of(family), config, OrtNetwork(session(Path(path) / DECODER_FILE), config,
+                                                 variant, dims)
