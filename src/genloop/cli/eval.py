@@ -22,6 +22,7 @@ app = command_app()
              "    genloop eval python-docs --samples 8\n\n"
              "    genloop eval mnist-diffusion --samples 1000 --steps 50 --guidance 2\n\n"
              "    genloop eval shakespeare-char --data hamlet.txt\n\n"
+             "    genloop eval imported-gpt2 --text hamlet.txt\n\n"
              "    genloop eval python-docs --data notes.jsonl --field body --json")
 @faced
 def eval_(
@@ -40,7 +41,9 @@ def eval_(
         ImageEvalConfig, "feature_extractor",
         help="images: classifier name@N for the features (default: the dataset's own)"),
     data: Annotated[Path | None, typer.Option(
-        help="text models: score this .txt or .jsonl instead of the model's own dataset")] = None,
+        "--data", "--text",
+        help="text models: score this .txt or .jsonl instead of the model's own dataset "
+             "(imported models have none)")] = None,
     field: Annotated[str, typer.Option(help="with --data: the .jsonl field holding the text")] = "text",
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics as one JSON object")] = False,
 ) -> None:

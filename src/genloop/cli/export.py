@@ -3,8 +3,6 @@ an ONNX decoder run by onnxruntime (``onnx``, fp32; ``int8``, its weights quanti
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +10,6 @@ from typing import Annotated, Any
 import typer
 
 from genloop.cli.console import command_app, faced, out
-from genloop.errors import InvalidInput
 
 app = command_app()
 
@@ -49,11 +46,9 @@ def export(
     if format is Format.hf:
         written = _export_hf(model, out_dir)
     else:
-        # genloop.hub.onnx (the [onnx] extra) is loaded only when asked for
-        if importlib.util.find_spec("genloop.hub.onnx") is None:
-            raise InvalidInput(f"--format {format.value}: this genloop has no ONNX export")
-        onnx = importlib.import_module("genloop.hub.onnx")
-        written = onnx.export_onnx(model, out_dir, None, int8=format is Format.int8)
+        from genloop.hub.onnx import export_onnx  # onnx and onnxruntime: loaded only when asked for
+
+        written = export_onnx(model, out_dir, None, int8=format is Format.int8)
     out.print(f"exported {model} ({format.value}) to {written}", highlight=False)
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from genloop.cli.console import command_app, err, faced, out
 from genloop.cli.options import default, option
+from genloop.generation.fewshot import FewShot
 from genloop.generation.image import ImageGenRequest
 from genloop.generation.text import TextRequest
 
@@ -25,6 +26,8 @@ IMAGE_SAMPLES = default(ImageGenRequest, "num_samples")
              "    genloop generate python-docs@1 --prompt 'The ' -n 3 --temperature 0.7 --top-k 20\n\n"
              "    genloop generate tang-poems --prompt $'春望\\n' --stop $'\\n\\n' --no-stream --json\n\n"
              "    genloop generate tang-poems --prompt $'春望\\n' --best-of 4 --reward-model tang-rm\n\n"
+             "    genloop generate tiny --prompt 'c>' --few-shot mapping.jsonl --shots 4 "
+             "--shot-separator $'\\n' --temperature 0\n\n"
              "    genloop generate mnist-diffusion -n 64 --class 3 --steps 50 --out threes.png\n\n"
              "    genloop generate mnist-vae -n 16 --interpolate --seed 4 --out walk.png\n\n"
              "    genloop generate --replay 3f2a9c0d1e2b4c5d   # run a recorded generation again")
@@ -56,6 +59,15 @@ def generate(
     reward_model: str | None = option(TextRequest, "reward_model",
                                       help="text: the reward model (name or name@N) that ranks "
                                            "the --best-of candidates"),
+    few_shot: Annotated[str | None, typer.Option(
+        "--few-shot", help="text: put --shots examples drawn (seeded by --seed) from this pairs "
+        "dataset (name or hash) or .jsonl file of prompt/completion records before the prompt")] = None,
+    shots: Annotated[int | None, typer.Option(
+        help=f"text: how many --few-shot examples (default {default(FewShot, 'k')})")] = None,
+    shot_template: str = typer.Option(default(FewShot, "template"),
+                                      help="text: one --few-shot example"),
+    shot_separator: str = typer.Option(default(FewShot, "separator"),
+                                       help="text: after each --few-shot example"),
     stream: Annotated[bool, typer.Option(help="print tokens as they come (one prompt, one sample)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON records")] = False,
     class_label: str | None = option(ImageGenRequest, "class_label",
@@ -104,7 +116,8 @@ def generate(
                         top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                         frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                         logit_bias=_logit_bias(logit_bias), stop=stop, seed=seed,
-                        best_of=best_of, reward_model=reward_model, **count)
+                        best_of=best_of, reward_model=reward_model,
+                        few_shot=_few_shot(few_shot, shots, shot_template, shot_separator), **count)
     if (stream and not as_json and len(request.prompts) == 1 and request.num_samples == 1
             and request.best_of is None):
         sys.stdout.write(request.prompts[0])
@@ -154,6 +167,19 @@ def _replay(generation_id: str, out_path: Path | None, as_json: bool) -> None:
     err.print(f"[bold red]replayed {r.id} differs from its record:[/] {again.content_hash} != "
               f"{r.content_hash} (another machine or precision path?) {shown}", highlight=False)
     raise typer.Exit(1)
+
+
+def _few_shot(source: str | None, shots: int | None, template: str,
+              separator: str) -> dict[str, Any] | None:
+    """``--few-shot SRC --shots K`` → the request's ``few_shot`` (None without --few-shot)."""
+    from genloop.errors import InvalidInput
+
+    if source is None:
+        if shots is not None:
+            raise InvalidInput("--shots: give --few-shot DATASET_OR_FILE to draw them from")
+        return None
+    return {"source": source, "template": template, "separator": separator,
+            **({} if shots is None else {"k": shots})}
 
 
 def _logit_bias(pairs: list[str]) -> dict[int, float] | None:

@@ -44,3 +44,28 @@ def models_show(model: Annotated[str, typer.Argument(help="name or name@N")]) ->
 
 def fmt(v: Any) -> str:
     return "" if v is None else f"{v:.4f}"
+
+
+@app.command("quantize", epilog="Examples:\n\n    genloop models quantize shakespeare-char@1\n\n"
+             "    genloop models quantize shakespeare-char@1 --variant onnx\n\n"
+             "    genloop models quantize imported-gpt2@1 --text held-out.txt\n\n"
+             "    genloop generate shakespeare-char@1:int8 --prompt 'ROMEO:'")
+@faced
+def models_quantize(
+    model: Annotated[str, typer.Argument(help="name or name@N (a gpt version)")],
+    variant: Annotated[str, typer.Option(help="int8 (onnxruntime, int8 weights) or onnx (fp32)")] = "int8",
+    text: Annotated[Path | None, typer.Option(
+        help="measure the quality on this .txt or .jsonl (imported models have no dataset)")] = None,
+    field: Annotated[str, typer.Option(help="with --text: the .jsonl field holding the text")] = "text",
+) -> None:
+    """Build a servable variant of a version (NAME@N:int8), its quality measured onto the card:
+    on the version's validation split, or on --text FILE (needed for imported models)."""
+    from genloop.hub.onnx import make_variant
+
+    meta = make_variant(model, variant, text=text, field=field)
+    q = meta["quality"]
+    on = f"bits/char on {Path(q['text']).name}" if q.get("text") else "validation bits/char"
+    quality = (f"{on} {q['bits_per_char']:.4f} vs fp32 {q['fp32_bits_per_char']:.4f} "
+               f"({q['bits_per_char_delta']:+.4f}, {q['tokens']:,} tokens)") if q.get("measured") \
+        else f"quality not measured: {q.get('why', '')}"
+    out.print(f"{meta['of']}:{variant} ready: {quality}")

@@ -13,7 +13,7 @@ import numpy as np
 
 from genloop.data.images import load_image_dataset
 from genloop.data.text import load_text_dataset
-from genloop.errors import NotFound
+from genloop.errors import InvalidInput, NotFound
 from genloop.evaluation.image import ImageEvalConfig, evaluate_images, load_feature_extractor
 from genloop.evaluation.text import EvalConfig, evaluate_text
 from genloop.generation.service import TextModel, load
@@ -26,6 +26,9 @@ def evaluate_version(ref: str, *, num_samples: int | None = None, seed: int = 0,
     store = Store()
     model = load(ref, store)
     lineage = model.directory.lineage()
+    if not lineage.get("dataset_hash"):
+        raise InvalidInput(f"{model.ref} has no dataset of its own (imported): score it on a text "
+                           f"with genloop eval {model.ref} --text FILE")
     try:
         record = store.get_dataset(lineage["dataset_hash"])
     except NotFound:

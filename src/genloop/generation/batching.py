@@ -173,7 +173,8 @@ class Batcher:
             raise InvalidInput("best_of: submit the request's candidates(); the service ranks them")
         check_request(self.tokenizer, request)
         prompts = [p for p in request.prompts for _ in range(request.num_samples)]
-        encoded = {p: encode_prompt(self.tokenizer, p, self.block) for p in set(prompts)}
+        encoded = {p: encode_prompt(self.tokenizer, request.model_prompt(p), self.block)
+                   for p in set(prompts)}
         ticket = Ticket(on_event, len(prompts), sum(len(ids) for ids in encoded.values()))
         seqs = []
         for i, prompt in enumerate(prompts):

@@ -19,6 +19,7 @@ import torch
 
 from genloop.config import settings
 from genloop.errors import CorruptArtifact, InvalidInput, NotFound, validation_message
+from genloop.generation import fewshot
 from genloop.generation.batching import Batcher
 from genloop.generation.chat import ChatTemplate, load_chat_template
 from genloop.generation.image import (
@@ -99,6 +100,7 @@ class TextModel(_Loaded):
         each prompt's ``num_samples`` best of ``best_of`` candidates, best first (``rank``)."""
         request = params.pop("request", None) or self.request(prompt, **params)
         request = request.model_copy(update={"seed": resolve_seed(request.seed, request.choices)})
+        request = self.with_examples(request)
         if request.best_of is not None:
             reward = load_reward(request.reward_model, self.store) if request.reward_model else None
             candidates = generate_texts(self.family, self.network, self.tokenizer,
@@ -120,8 +122,9 @@ class TextModel(_Loaded):
         (best_of, rank, score, what scored it) for its record."""
         assert request.best_of is not None
         prompts, texts = [c.prompt for c in candidates], [c.text for c in candidates]
-        if reward is None:
-            scores, by = mean_logprobs(self.family, self.network, self.tokenizer, prompts, texts), \
+        if reward is None:  # given what the model read: the few-shot examples too
+            read = [request.model_prompt(p) for p in prompts]
+            scores, by = mean_logprobs(self.family, self.network, self.tokenizer, read, texts), \
                 "mean_logprob"
         else:
             scores, by = reward_scores(reward, prompts, texts), reward.ref
@@ -136,7 +139,7 @@ class TextModel(_Loaded):
         """Yield text pieces as they are decoded; the whole output is recorded at the end."""
         request = params.pop("request", None) or self.request(prompt, **params)
         seed = resolve_seed(request.seed)
-        request = request.model_copy(update={"seed": seed})
+        request = self.with_examples(request.model_copy(update={"seed": seed}))
         t0 = time.perf_counter()
         first: float | None = None
         pieces: list[str] = []
@@ -146,6 +149,21 @@ class TextModel(_Loaded):
             yield piece
         timings = {"total_s": time.perf_counter() - t0, "first_token_s": first or 0.0}
         self._record(request, request.prompts[0], "".join(pieces), seed, timings)
+
+    def with_examples(self, request: TextRequest, *, from_client: bool = False) -> TextRequest:
+        """``request`` with its few-shot examples drawn (seeded by the request's seed unless the
+        few-shot spec has its own) and checked against this model's context; the request that
+        is then decoded and recorded holds them (``generation/fewshot.py``). ``from_client``:
+        the HTTP face's, which names a registered dataset and k, never a file or the examples."""
+        if request.few_shot is None:
+            return request
+        if from_client:
+            fewshot.check_from_client(request.few_shot)
+        assert request.seed is not None, "the seed is resolved first"
+        spec = fewshot.draw(request.few_shot, request.seed, self.store, files=not from_client)
+        block = getattr(self.network.config, "block_size", None) if self.family.kv_cache else None
+        fewshot.check_fits(spec, request.prompts, self.tokenizer, block)
+        return request.model_copy(update={"few_shot": spec})
 
     def _record(self, request: TextRequest, prompt: str, text: str, seed: int, timings: dict,
                 extra: dict[str, Any] | None = None, owner: str | None = None,
@@ -315,7 +333,12 @@ def loaded() -> list[str]:
 
 def _load_version(version: ModelVersion, store: Store) -> TextModel | ImageModel:
     directory = ModelDir(Path(version.path))
-    family, config, network = load_network(version, store)  # an adapter: over its base
+    if version.variant is not None:  # a servable variant: the ONNX graph, run by onnxruntime
+        from genloop.hub.ort import load_variant
+
+        family, config, network = load_variant(directory, version.variant)
+    else:
+        family, config, network = load_network(version, store)  # an adapter: over its base
     if generates(family).request is ImageGenRequest:
         return ImageModel(version, family, cast(ImageModelConfig, config), network, store,
                           directory.labels() or [])

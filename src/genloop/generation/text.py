@@ -13,12 +13,21 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from genloop.errors import InvalidInput, UnicodeText
+from genloop.generation.fewshot import FewShot
 from genloop.models.family import Family, TokenRequest
 from genloop.tokenizers import Tokenizer, end_ids
 
@@ -58,6 +67,8 @@ class TextRequest(BaseModel):
     reward_model: str | None = Field(None, min_length=1, max_length=80,
                                      description="the reward model (name or name@N) that ranks "
                                                  "the best_of candidates")
+    few_shot: FewShot | None = Field(None, description="k examples drawn from a pairs dataset or "
+                                                       "a .jsonl file, put before each prompt")
 
     @field_validator("stop")
     @classmethod
@@ -92,6 +103,19 @@ class TextRequest(BaseModel):
     @property
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    def model_prompt(self, prompt: str) -> str:
+        """``prompt`` as the model reads it: after the few-shot examples, if any."""
+        return prompt if self.few_shot is None else self.few_shot.prefix() + prompt
+
+    @model_serializer(mode="wrap")
+    def _without_unset_few_shot(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """No ``few_shot`` key when there is none: records of requests without one keep their
+        shape, and their shared settings their content hash."""
+        dumped = handler(self)
+        if dumped.get("few_shot", ...) is None:
+            del dumped["few_shot"]
+        return dumped
 
 
 @dataclass
@@ -238,7 +262,7 @@ def stream_tokens(
         raise InvalidInput("logprobs: returned by the HTTP face (continuous batching) only")
     check_request(tokenizer, request)
     block = getattr(model.config, "block_size", None) if family.kv_cache else None
-    encoded = [encode_prompt(tokenizer, p, block) for p in prompts]
+    encoded = [encode_prompt(tokenizer, request.model_prompt(p), block) for p in prompts]
     rows = [TextRow(p, request.stop) for p in prompts for _ in range(request.num_samples)]
     row_ids = [encoded[i] for i in range(len(prompts)) for _ in range(request.num_samples)]
     groups: dict[int, list[int]] = {}

@@ -16,6 +16,7 @@
         recipe.yaml           the frozen recipe
         samples.json          samples taken at the end of training (text, or file names)
         samples.png           image kinds: the sample grid
+        variants/<name>/      servable variants of the version (``hub/onnx.py``: ``onnx``, ``int8``)
 
 A training checkpoint directory is a ModelDir too (weights, config, and ``ema.safetensors`` when
 an average of the weights is kept); ``training/checkpoint.py`` adds the optimizer state beside it.
@@ -111,6 +112,14 @@ class ModelDir:
     @property
     def sample_grid_file(self) -> Path:
         return self.path / "samples.png"
+
+    @property
+    def variants_dir(self) -> Path:
+        return self.path / "variants"
+
+    def variant_dir(self, name: str) -> Path:
+        """Where servable variant ``name`` (``name@N:int8``) of this version lives."""
+        return self.variants_dir / name
 
     # --- writing (into a staging or temporary directory: the caller renames it into place) ---
     def write_network(self, family: Family, config: ModelConfig, model: torch.nn.Module,
@@ -226,6 +235,14 @@ class ModelDir:
 
     def chat_template(self) -> dict[str, Any] | None:
         return self._json(self.chat_template_file)
+
+    def variants(self) -> list[str]:
+        """Names of the servable variants this version holds, sorted (finished ones only: a
+        variant is staged in a hidden temp dir and renamed into place)."""
+        if not self.variants_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.variants_dir.iterdir()
+                      if p.is_dir() and not p.name.startswith("."))
 
     def card(self) -> str:
         return self.card_file.read_text(encoding="utf-8") if self.card_file.is_file() else ""

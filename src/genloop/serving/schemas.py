@@ -31,6 +31,7 @@ from pydantic_core import PydanticCustomError
 from genloop.errors import UnicodeText as Text
 from genloop.errors import check_unicode
 from genloop.generation.chat import ChatMessage, unsupported
+from genloop.generation.fewshot import FewShot
 from genloop.generation.text import MAX_TOP_LOGPROBS, SEED_MAX, Bias
 from genloop.generation.text import check_choice_seeds as core_check_choice_seeds
 
@@ -135,6 +136,9 @@ class CompletionBody(_TextBody):
     reward_model: str | None = Field(None, min_length=1, max_length=80,
                                      description="genloop extra: the reward model (name or "
                                                  "name@N) that ranks the best_of candidates")
+    few_shot: FewShot | None = Field(None, description="genloop extra: k examples drawn (seeded) "
+                                                       "from a registered pairs dataset, put "
+                                                       "before each prompt; recorded")
 
     @field_validator("suffix")
     @classmethod

@@ -27,6 +27,7 @@ from genloop.store.registry import (
     MODEL_NAME_RULE,
     Store,
     parse_model_ref,
+    split_variant,
     validate_model_name,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "RunRecord",
     "Store",
     "parse_model_ref",
+    "split_variant",
     "validate_key_name",
     "validate_model_name",
 ]

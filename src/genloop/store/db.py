@@ -310,11 +310,12 @@ class ModelVersion(_Record):
     run_id: str | None
     metrics: dict[str, Any]
     created_at: datetime
+    variant: str | None = None  # a servable variant of the version (``name@N:int8``), not a row
 
     @property
     def ref(self) -> str:
-        """The reference users type: ``name@N``."""
-        return f"{self.name}@{self.version}"
+        """The reference users type: ``name@N`` (``name@N:variant`` for a variant)."""
+        return f"{self.name}@{self.version}" + (f":{self.variant}" if self.variant else "")
 
 
 class GenerationRecord(_Record):

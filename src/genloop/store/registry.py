@@ -51,7 +51,9 @@ from genloop.store.paths import stored_path, workspace_path
 MODEL_NAME_RULE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _MODEL_NAME = re.compile(MODEL_NAME_RULE)
 MAX_VERSION = 2**31 - 1  # the largest INTEGER of PostgreSQL; SQLite's holds 2**63 - 1
-_MODEL_REF = re.compile(r"^(?P<name>[^@\s]+)(?:@(?P<version>[0-9]+))?$")
+_MODEL_REF = re.compile(r"^(?P<name>[^@\s:]+)(?:@(?P<version>[0-9]+))?(?::(?P<variant>[^:\s]*))?$")
+VARIANT_RULE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+_VARIANT = re.compile(VARIANT_RULE)
 
 
 def validate_model_name(name: str) -> str:
@@ -67,13 +69,17 @@ def validate_model_name(name: str) -> str:
 
 def parse_model_ref(ref: str) -> tuple[str, int | None]:
     """'name' -> (name, None); 'name@N' -> (name, N), N written one way (no leading zero) and
-    within what a version column holds on every database (a 32-bit integer on PostgreSQL)."""
+    within what a version column holds on every database (a 32-bit integer on PostgreSQL).
+    A servable variant's suffix (``name@N:int8``, ``split_variant``) is accepted and left out."""
     m = _MODEL_REF.match(ref) if isinstance(ref, str) else None
     if m is None or not _MODEL_NAME.match(m["name"]):
         raise InvalidInput(
             f"model reference {ref!r} is invalid: use 'name' (newest version) or 'name@N' "
-            f"with a name matching {MODEL_NAME_RULE}"
+            f"(optionally ':variant', e.g. 'name@N:int8') with a name matching {MODEL_NAME_RULE}"
         )
+    if m["variant"] is not None and not _VARIANT.match(m["variant"]):
+        raise InvalidInput(f"model reference {ref!r} is invalid: in 'name@N:variant', the "
+                           f"variant must match {VARIANT_RULE}")
     digits = m["version"]
     if digits is None:
         return m["name"], None
@@ -85,6 +91,13 @@ def parse_model_ref(ref: str) -> tuple[str, int | None]:
         raise InvalidInput(f"model reference {ref!r} is invalid: in 'name@N', N is at most "
                            f"{MAX_VERSION}")
     return m["name"], int(digits)
+
+
+def split_variant(ref: str) -> tuple[str, str | None]:
+    """'name@N:int8' -> ('name@N', 'int8'); a reference without a variant -> (ref, None)."""
+    parse_model_ref(ref)
+    base, _, variant = ref.partition(":")
+    return base, variant or None
 
 
 def _advisory_key(name: str) -> int:
@@ -301,12 +314,15 @@ class Store(AccessRecords, JobRecords, Database):
             raise
 
     def resolve(self, ref: str) -> ModelVersion:
-        """'name' -> its newest version; 'name@N' -> version N."""
+        """'name' -> its newest version; 'name@N' -> version N; 'name@N:int8' -> version N's
+        servable variant ``int8`` (``ModelDir.variants``), NotFound listing them if it has none."""
         name, version = parse_model_ref(ref)
+        variant = split_variant(ref)[1]
         with self.read() as s:
             row = s.scalar(_version_select(name, version))
             if row is not None:
-                return ModelVersion.model_validate(row)
+                found = ModelVersion.model_validate(row)
+                return found if variant is None else _with_variant(found, variant)
             versions = list(
                 s.scalars(
                     select(ModelVersionRow.version)
@@ -430,8 +446,10 @@ class Store(AccessRecords, JobRecords, Database):
             q = q.where(GenerationRow.model_version_id == model.id)
         elif model is not None:
             name, version = parse_model_ref(model)
-            if version is not None:
-                q = q.where(GenerationRow.model == f"{name}@{version}")
+            variant = split_variant(model)[1]
+            if version is not None:  # a variant's outputs are recorded under its own ref
+                q = q.where(GenerationRow.model == f"{name}@{version}"
+                            + (f":{variant}" if variant else ""))
             else:
                 q = q.join(ModelVersionRow).where(ModelVersionRow.name == name)
         if kind is not None:
@@ -478,6 +496,17 @@ class Store(AccessRecords, JobRecords, Database):
             return [(FeedbackRecord.model_validate(f), GenerationRecord.model_validate(g),
                      None if o is None else GenerationRecord.model_validate(o))
                     for f, g, o in s.execute(q)]
+
+
+def _with_variant(version: ModelVersion, variant: str) -> ModelVersion:
+    """``version`` as its servable ``variant``, which its directory must hold."""
+    have = ModelDir(Path(version.path)).variants()
+    if variant not in have:
+        listed = (f"{version.ref} has variants: {', '.join(f'{version.ref}:{v}' for v in have)}"
+                  if have else f"{version.ref} has none (make one: `genloop models quantize "
+                  f"{version.ref}`)")
+        raise NotFound(f"model {version.ref}:{variant} not found; {listed}")
+    return version.model_copy(update={"variant": variant})
 
 
 def _version_ids(model: str) -> Select[Any]:

@@ -24,6 +24,7 @@ from genloop.generation.batching import Event, Failed, Finished, Piece, Ticket
 from genloop.generation.service import TextModel, load, load_reward
 from genloop.generation.text import TextOutput, TextRequest, resolve_seed
 from genloop.serving import compat
+from genloop.serving.auth import Forbidden
 from genloop.serving.deps import CallerDep, ServerState, StateDep, WriterDep, run_idempotent
 from genloop.serving.schemas import (
     IDEMPOTENT_REPLAYED,
@@ -147,6 +148,7 @@ def _text_request(state: ServerState, body: CompletionBody | ChatBody, prompt: s
                            seed=resolve_seed(body.seed, max(body.n, best_of or 0)
                                              * (len(prompt) if isinstance(prompt, list) else 1)),
                            num_samples=body.n, best_of=best_of, reward_model=reward_model,
+                           few_shot=getattr(body, "few_shot", None),  # chat has none
                            **compat.sampling_fields(body))
     except ValueError as e:  # pydantic's ValidationError
         raise InvalidInput(validation_message(e)) from None
@@ -183,6 +185,11 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
         extra["user"] = body.user
     _check_limits(state, body, prompts)
     treq = _text_request(state, body, prompt, stops)
+    if treq.few_shot is not None:  # drawn from the store, checked against the context
+        if caller.access != "admin":  # datasets are the workspace's, not a key owner's
+            raise Forbidden(f"few_shot: API key {caller.name!r} has scope {caller.access!r}; "
+                            "drawing from the workspace's datasets takes an admin key")
+        treq = await run_in_threadpool(model.with_examples, treq, from_client=True)
     echo = isinstance(body, CompletionBody) and body.echo
     kind = "chat.completion" if chat else "text_completion"
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex  # per response (seed: records)
