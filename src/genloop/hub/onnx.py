@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genloop.atomic import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
+from genloop.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from genloop.data.folder import read_folder
 from genloop.data.text import jsonl_texts, read_text_file
 from genloop.errors import CorruptArtifact, InvalidInput, NotFound
@@ -361,7 +361,7 @@ def make_variant(ref: str, variant: str = "int8", store: Store | None = None, *,
                 "quantization": (f"onnxruntime quantize_dynamic: {'MatMul/Gemm' if hf else 'MatMul'} "
                                  "weights int8 per channel, activations dynamic")
                 if variant == "int8" else None,
-                "weights_sha256": sha256_file(directory.weights_file),
+                "weights_sha256": directory.weights_sha256(),  # an adapter: its own file
                 "check_max_abs_logit_diff": check, "quality": quality,
                 "inputs": ["input_ids", "past_lengths", "past_keys", "past_values"],
                 "outputs": ["logits", "new_keys", "new_values"]}
