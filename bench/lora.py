@@ -38,18 +38,30 @@ HOME = ROOT / "bench" / "out" / "lora-home"
 MODEL = {"family": "gpt", "preset": "small",
          "config": {"n_layer": 4, "n_head": 4, "n_embd": 256, "block_size": 128, "dropout": 0.0}}
 RANKS = (4, 8, 16)
+# LoRA with the embedding (tied to the head) and the norms trained whole beside the adapters
+# (``train.lora.modules_to_save``): a new corpus moves a character model's letter frequencies,
+# which adapters on the projections reach only indirectly
+SAVED = ["wte", "ln_1", "ln_2", "ln_f"]
+SAVED_RANKS = (4, 8)
+
+
+def lora_section(label: str) -> dict[str, Any]:
+    """``lora-8`` → rank 8; ``lora-8+e`` → rank 8 with the embedding and norms (``SAVED``)."""
+    rank, _, extra = label.removeprefix("lora-").partition("+")
+    return {"rank": int(rank), **({"modules_to_save": SAVED} if extra == "e" else {})}
 TARGET_NATS, TARGET_SHARE = 0.05, 0.05
+LORAS = [*[f"lora-{r}" for r in RANKS], *[f"lora-{r}+e" for r in SAVED_RANKS]]
 
 
 def recipe(name: str, source: str, steps: int, lr: float, *, parent: str | None = None,
-           lora: int | None = None, batch: int = 16, threads: int = 2) -> dict[str, Any]:
+           lora: dict[str, Any] | None = None, batch: int = 16, threads: int = 2) -> dict[str, Any]:
     train: dict[str, Any] = {"steps": steps, "batch_size": batch, "lr": lr,
                              "warmup_steps": min(50, steps // 10), "eval_every": steps,
                              "checkpoint_every": steps, "eval_batches": 4, "log_every": 25,
                              "tensorboard": False, "threads": threads, "compile": False,
                              "precision": "fp32", "seed": 0}
     if lora is not None:
-        train["lora"] = {"rank": lora}
+        train["lora"] = lora
     tree: dict[str, Any] = {"name": name, "data": {"source": source}, "model": MODEL, "train": train,
                             "eval": {"num_samples": 0, "full_validation": True}}
     if parent:
@@ -79,7 +91,7 @@ def one(tree: dict[str, Any], time_limit: float | None) -> dict[str, Any]:
             "train_state_mb": (total + 3 * trainable) * 4 / 2**20}
 
 
-def step_times(ref: str, ranks: tuple[int, ...], rounds: int = 5, steps: int = 8) -> dict[str, float]:
+def step_times(ref: str, labels: list[str], rounds: int = 5, steps: int = 8) -> dict[str, float]:
     """Seconds per optimizer step of a full fine-tune and of each LoRA rank on the base, timed
     in one process, alternating (round-robin, ``rounds`` times ``steps`` steps each) so the load
     of other processes falls on every method alike; the median round of each."""
@@ -96,10 +108,10 @@ def step_times(ref: str, ranks: tuple[int, ...], rounds: int = 5, steps: int = 8
     base = genloop.load(ref)
     family = base.family
     nets: dict[str, torch.nn.Module] = {}
-    for label in ["full", *[f"lora-{r}" for r in ranks]]:
+    for label in ["full", *labels]:
         _, _, net = base.directory.load()
         if label != "full":
-            section = lora.LoraSection(rank=int(label.split("-")[1]))
+            section = lora.LoraSection(**lora_section(label))
             lora.inject(net, section, lora.targets_for(section, family, base.config), family)
         nets[label] = net.train()
     opts = {k: torch.optim.AdamW(param_groups(n, 0.1), lr=1e-4, fused=True) for k, n in nets.items()}
@@ -161,7 +173,7 @@ def main() -> None:
         print(json.dumps(one(json.loads(args.one), args.time_limit)))
         return
     if args.times:
-        print(json.dumps(step_times(args.times, RANKS)))
+        print(json.dumps(step_times(args.times, LORAS)))
         return
     if args.quick:
         args.base_steps, args.steps = 30, 20
@@ -183,12 +195,12 @@ def main() -> None:
         elif label == "scratch":
             tree = recipe(f"scratch-{steps}", "tinyshakespeare", steps, args.lr_base)
         else:
-            rank = int(label.split("-")[1])
-            tree = recipe(f"lora{rank}-{steps}", "tinyshakespeare", steps, args.lr_lora,
-                          parent=ref, lora=rank)
+            tag = label.removeprefix("lora-").replace("+", "")
+            tree = recipe(f"lora{tag}-{steps}", "tinyshakespeare", steps, args.lr_lora,
+                          parent=ref, lora=lora_section(label))
         return {"method": label, **run(tree, limit)}
 
-    methods = ["full", *[f"lora-{r}" for r in RANKS], "scratch"]
+    methods = ["full", *LORAS, "scratch"]
     print(f"equal steps ({args.steps})", flush=True)
     steps_rows = [tuned(m, args.steps) for m in methods]
     full = steps_rows[0]
@@ -240,7 +252,9 @@ def main() -> None:
         f"(validation loss {base['val_loss']:.3f} nats/char there), then adapted to "
         f"`tinyshakespeare` with the base's tokenizer: every weight (`full`, lr {args.lr_full:g}), "
         f"LoRA adapters on qkv, proj and fc (`lora-r`, alpha 2r, lr {args.lr_lora:g}, the base "
-        f"frozen), or the same network from scratch (lr {args.lr_base:g}). Batch 16 × 128 "
+        f"frozen; `lora-r+e`: the same with the embedding, tied to the head, and the norms "
+        f"({', '.join(SAVED)}) trained whole beside them, `train.lora.modules_to_save`), or the "
+        f"same network from scratch (lr {args.lr_base:g}). Batch 16 × 128 "
         "characters, fp32, 2 threads, validation loss over the whole tinyshakespeare validation "
         "split. Each run is its own process: peak RSS is its VmHWM (the runtime, data and "
         "evaluation included); train state = weights + gradients + AdamW's two moments of what "

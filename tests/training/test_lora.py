@@ -77,6 +77,28 @@ def test_a_lora_run_trains_only_the_adapters_and_registers_them_alone(base, corp
     assert "| LoRA | rank 4, alpha 8" in directory.card()
 
 
+def test_modules_to_save_train_whole_beside_the_adapters_and_are_stored_with_them(base, corpus):
+    result = train(lora_recipe(corpus, base, modules_to_save=["wte", "ln_f"]))
+    directory = ModelDir(Store().resolve(result.model_ref).path)
+    adapter = load_file(str(directory.adapter_file))
+    base_net = genloop.load(base).network
+    # the embedding (tied to the head: stored once) and the final norm, trained and stored whole
+    assert not torch.equal(adapter["wte.weight"], base_net.wte.weight.detach())
+    assert "ln_f.weight" in adapter and "head.weight" not in adapter
+    lora_only = sum(t.numel() for k, t in adapter.items() if "lora_" in k)
+    assert result.metrics["trainable_parameters"] == (
+        lora_only + base_net.wte.weight.numel() + base_net.ln_f.weight.numel())
+    tuned = genloop.load(result.model_ref)
+    assert torch.equal(tuned.network.wte.weight, adapter["wte.weight"])
+    assert tuned.network.head.weight is tuned.network.wte.weight  # still tied after loading
+    merged = merge_version(result.model_ref, "poet-merged").ref
+    ids = torch.randint(0, tuned.config.vocab_size, (2, 16))
+    assert torch.allclose(logits(genloop.load(merged).network, ids), logits(tuned.network, ids),
+                          atol=1e-5)
+    with pytest.raises(RecipeError, match="modules_to_save: gpt has no module 'embedding'"):
+        train(lora_recipe(corpus, base, modules_to_save=["embedding"]))
+
+
 def test_an_adapter_version_generates_and_merges_into_a_full_version_with_equal_outputs(base, corpus):
     train(lora_recipe(corpus, base))
     adapter = genloop.load("poet@2")

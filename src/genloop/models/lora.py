@@ -6,7 +6,8 @@ low-rank update (α/r)·B·A (A: r×in, B: out×r, B initialised to zero, so ste
 own class, so a family's ``loss``, ``log_probs``, ``sample`` and slot decoder run unchanged on
 the adapted network.
 
-    LoraSection        the recipe's ``train.lora``: rank, alpha, dropout, target_modules
+    LoraSection        the recipe's ``train.lora``: rank, alpha, dropout, target_modules,
+                       modules_to_save (small modules trained whole beside the adapters)
     targets_for        the modules a run adapts: the section's, or the family's default
     check_targets      a target that names no adaptable module → one-line RecipeError
     inject             adapters into a network (only they train)
@@ -52,8 +53,12 @@ class LoraSection(BaseModel):
     target_modules: list[str] | None = Field(
         None, description="names (or dotted suffixes) of the modules to adapt; default: the "
         "family's (gpt: qkv, proj, fc; hf: by model_type, e.g. gpt2 c_attn, c_proj, c_fc)")
+    modules_to_save: list[str] | None = Field(
+        None, description="names (or dotted suffixes) of modules trained whole beside the "
+        "adapters and stored with them (peft's modules_to_save), e.g. a character model's "
+        "embedding `wte` and its norms `ln_1`, `ln_2`, `ln_f` when the new corpus shifts them")
 
-    @field_validator("target_modules")
+    @field_validator("target_modules", "modules_to_save")
     @classmethod
     def _named(cls, names: list[str] | None) -> list[str] | None:
         if names is not None and (not names or not all(n.strip() for n in names)):
@@ -113,6 +118,22 @@ def check_targets(model: torch.nn.Module, targets: list[str], family: Family) ->
                               f"{target!r} (its modules: {', '.join(adaptable_modules(model))})")
 
 
+def check_saved(model: torch.nn.Module, names: list[str], family: Family) -> None:
+    """A ``modules_to_save`` name that matches no module with parameters → one line."""
+    named = [n for n, m in model.named_modules() if n and any(True for _ in m.parameters())]
+    for target in names:
+        if not any(_matches(n, target) for n in named):
+            shorts = dict.fromkeys(n.rsplit(".", 1)[-1] for n in named)
+            raise RecipeError(f"train.lora.modules_to_save: {family.name} has no module {target!r} "
+                              f"(its modules: {', '.join(shorts)})")
+
+
+def _saved(key: str, names: list[str]) -> bool:
+    """Whether parameter ``key`` (``blocks.0.ln_1.weight``) belongs to a module of ``names``."""
+    module = key.rsplit(".", 1)[0]
+    return any(_matches(module, n) for n in names)
+
+
 def peft_config(section: LoraSection, targets: list[str], model: torch.nn.Module) -> Any:
     """peft's ``LoraConfig`` for ``section`` on ``model`` (GPT-2's Conv1D stores W transposed)."""
     from peft import LoraConfig
@@ -130,9 +151,11 @@ def inject(model: torch.nn.Module, section: LoraSection, targets: list[str],
     from peft import inject_adapter_in_model
 
     check_targets(model, targets, family)
+    saved = section.modules_to_save or []
+    check_saved(model, saved, family)
     inject_adapter_in_model(peft_config(section, targets, model), model)
     for name, p in model.named_parameters():
-        p.requires_grad_(is_adapter_key(name))
+        p.requires_grad_(is_adapter_key(name) or _saved(name, saved))
     return model
 
 
@@ -141,15 +164,28 @@ def is_adapter_key(name: str) -> bool:
     return any(part.startswith("lora_") for part in name.split("."))
 
 
-def adapter_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The adapters' tensors of an injected network, contiguous on the CPU."""
-    return {k: t.detach().contiguous().cpu() for k, t in model.state_dict().items()
-            if is_adapter_key(k)}
+def _stored(model: torch.nn.Module, saved: list[str]) -> dict[str, torch.Tensor]:
+    """The state-dict entries an adapter version stores: the adapters', and those of
+    ``saved`` modules (a tied tensor once, under its first name)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, t in model.state_dict().items():
+        if is_adapter_key(k) or (_saved(k, saved) and t.data_ptr() not in seen):
+            seen.add(t.data_ptr())
+            out[k] = t
+    return out
 
 
-def load_adapter(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+def adapter_tensors(model: torch.nn.Module, saved: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """The adapters' tensors of an injected network (and the ``saved`` modules' whole), contiguous
+    on the CPU."""
+    return {k: t.detach().contiguous().cpu() for k, t in _stored(model, saved or []).items()}
+
+
+def load_adapter(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str,
+                 saved: list[str] | None = None) -> None:
     """Load an adapter's tensors into an injected network; every adapter tensor must be there."""
-    own = {k: t for k, t in model.state_dict().items() if is_adapter_key(k)}
+    own = _stored(model, saved or [])
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
     if missing or unexpected:

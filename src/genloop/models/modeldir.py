@@ -133,7 +133,8 @@ class ModelDir:
                       meta: dict[str, Any]) -> None:
         """An adapter version: the adapters' tensors of the injected ``model``, ``meta`` (its
         ``lora`` section with the resolved targets, ``base`` ref, ``base_sha256``), the config."""
-        save_file(lora.adapter_tensors(model), str(self.adapter_file))
+        saved = (meta.get("lora") or {}).get("modules_to_save")
+        save_file(lora.adapter_tensors(model, saved), str(self.adapter_file))
         atomic_write_json(self.adapter_meta_file, meta)
         atomic_write_text(self.config_file, config_json(family, config))
 
@@ -215,7 +216,8 @@ class ModelDir:
         except ValueError as e:
             raise CorruptArtifact(f"{self.adapter_meta_file}: unreadable lora section ({e})") from None
         lora.inject(model, section, list(section.target_modules or []), family)
-        lora.load_adapter(model, read_safetensors(self.adapter_file), str(self.adapter_file))
+        lora.load_adapter(model, read_safetensors(self.adapter_file), str(self.adapter_file),
+                          section.modules_to_save)
         if merged:
             model = lora.merge(model)
         return family, config, model.requires_grad_(False).eval()

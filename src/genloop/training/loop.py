@@ -250,7 +250,7 @@ def start(
         with seeded_rng(cfg.seed + 7):
             lora.inject(model, cfg.lora, targets, family)
         resolved = {"target_modules": targets, "alpha": cfg.lora.scale_alpha}
-        adapter = {"lora": cfg.lora.model_copy(update=resolved).model_dump(),
+        adapter = {"lora": cfg.lora.model_copy(update=resolved).model_dump(exclude_none=True),
                    "base": store.resolve(str(recipe.parent)).ref,
                    "base_sha256": parent_dir.weights_sha256()}
     device = pick_device(cfg)
@@ -299,7 +299,9 @@ def _lora_targets(recipe: Recipe, family: Family, parent_dir: ModelDir | None) -
                           f"adapters tune a version of their own family ({family.name})")
     targets = lora.targets_for(section, family, parent_config)
     with torch.device("meta"):
-        lora.check_targets(family.build(parent_config), targets, family)
+        network = family.build(parent_config)
+        lora.check_targets(network, targets, family)
+        lora.check_saved(network, section.modules_to_save or [], family)
     return targets
 
 
