@@ -64,6 +64,9 @@ def tune(
     lora_targets: Annotated[str | None, typer.Option(
         help="--lora-rank: comma-separated modules to adapt (default: the family's, e.g. gpt "
         "qkv,proj,fc)")] = None,
+    lora_save: Annotated[str | None, typer.Option(
+        help="--lora-rank: comma-separated modules trained whole beside the adapters and stored "
+        "with them (e.g. wte,ln_f)")] = None,
 ) -> None:
     """Tune a model on feedback or a file (sft, dpo or kto) and register it as **name@N+1**."""
     from genloop.store import Store
@@ -72,7 +75,7 @@ def tune(
 
     if (data is None) == (not from_feedback):
         raise GenloopError("give --data FILE or --from-feedback (one of them)")
-    lora = lora_section(lora_rank, lora_alpha, lora_targets)
+    lora = lora_section(lora_rank, lora_alpha, lora_targets, lora_save)
     check_settings(objective, steps=steps, epochs=epochs, beta=beta,
                    desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
                    sft_weight=sft_weight)
@@ -107,17 +110,20 @@ def tune(
     show_result(result)
 
 
-def lora_section(rank: int | None, alpha: float | None, targets: str | None) -> dict[str, Any] | None:
+def lora_section(rank: int | None, alpha: float | None, targets: str | None,
+                 save: str | None = None) -> dict[str, Any] | None:
     """The recipe's ``train.lora`` from the --lora-* options (None: a full tune)."""
     if rank is None:
-        if alpha is not None or targets is not None:
-            raise GenloopError("--lora-alpha and --lora-targets need --lora-rank")
+        if alpha is not None or targets is not None or save is not None:
+            raise GenloopError("--lora-alpha, --lora-targets and --lora-save need --lora-rank")
         return None
     section: dict[str, Any] = {"rank": rank}
     if alpha is not None:
         section["alpha"] = alpha
     if targets is not None:
         section["target_modules"] = [t.strip() for t in targets.split(",") if t.strip()]
+    if save is not None:
+        section["modules_to_save"] = [t.strip() for t in save.split(",") if t.strip()]
     return section
 
 

@@ -149,11 +149,16 @@ class HFNetwork(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V) of token ids (B, T), no cache."""
-        return self.lm(input_ids=idx, use_cache=False).logits
+        # the mask says what the ids already say (no padding): transformers warns without one
+        return self.lm(input_ids=idx, attention_mask=torch.ones_like(idx), use_cache=False).logits
 
     def step(self, ids: torch.Tensor, cache: Any, **kw: Any) -> torch.Tensor:
         """Logits (B, V) of the last position of ``ids`` (B, T) appended to ``cache``, the ids
         the tokenizer does not have masked out (``known``)."""
+        if "attention_mask" not in kw:  # every past and new position is a real token
+            past = cache.get_seq_length() if cache is not None else 0
+            kw["attention_mask"] = torch.ones(ids.size(0), past + ids.size(1), dtype=torch.long,
+                                              device=ids.device)
         return self.known(self.lm(input_ids=ids, use_cache=True, logits_to_keep=1,
                                   **{self._cache_kw: cache}, **kw).logits[:, -1, :])
 
