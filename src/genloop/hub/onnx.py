@@ -31,7 +31,9 @@ dataset of its own: ``make_variant(..., text=FILE)`` measures the quality on a .
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import shutil
 import tempfile
@@ -143,7 +145,8 @@ def export_decoder(model: Exportable, path: Path) -> float:
     T = min(3, config.block_size - 1)
     example = (torch.zeros(2, T, dtype=torch.long), torch.tensor([2, 1]),
                torch.zeros(cache_shape(cache, 2, 2)), torch.zeros(cache_shape(cache, 2, 2)))
-    with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="genloop-onnx-") as scratch:
+    with warnings.catch_warnings(), _quiet("torch.onnx"), \
+            tempfile.TemporaryDirectory(prefix="genloop-onnx-") as scratch:
         warnings.simplefilter("ignore")
         raw = Path(scratch) / DECODER_FILE  # the exporter puts the weights in a file beside it
         torch.onnx.export(
@@ -219,8 +222,23 @@ def quantize(src: Path, dst: Path, op_types: tuple[str, ...] = ("MatMul",)) -> N
     ``addmm``)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=list(op_types))
+    with _quiet(""):  # its advice to pre-process goes to the root logger
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=list(op_types))
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Any:
+    """The library's warnings of ``logger`` (and below) held back while it runs: the exporter
+    lists the torchvision operators it skips, the quantizer advises pre-processing; neither is
+    news to a genloop user, and an export's check against PyTorch's logits says what matters."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 # --- quality ------------------------------------------------------------------------------------
