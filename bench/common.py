@@ -21,7 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 ORDER = ["train_speed", "train_step", "time_to_quality", "kv_cache", "quickstart", "tang_poems", "loop",
-         "loop_shakespeare_brevity", "images", "serving", "soak"]
+         "loop_shakespeare_brevity", "images", "serving", "soak", "inference", "lora", "dpo_trl",
+         "embeddings", "fewshot"]
 
 
 # the CPU flags that decide genloop's precision and kernel paths, named with every figure
@@ -98,6 +99,25 @@ TARGETS = [  # (result, label, path into its JSON, target, higher is better)
     ("soak", "soak, 64 clients × 2 min: failures (5xx, drops, stream errors)", ("failure_count",), 0, False),
     ("soak", "soak: /health p99 latency (ms)", ("health_p99_ms",), 500, False),
     ("soak", "soak: server memory growth after the first minute", ("rss_growth_after_60s",), 0.05, False),
+    ("inference", "long gpt, batch 1: int8 (onnxruntime) tokens/s vs fp32", ("results", "int8", "speedup_b1"),
+     1.5, True),
+    ("inference", "long gpt, batch 8: int8 (onnxruntime) tokens/s vs fp32", ("results", "int8", "speedup_b8"),
+     1.5, True),
+    ("inference", "long gpt: int8 bits/char − fp32", ("results", "int8", "bits_per_char_delta"), 0.02, False),
+    ("inference", "imported (hf) model, batch 1: int8 tokens/s vs fp32",
+     ("imported", "results", "int8", "speedup_b1"), 1.5, True),
+    ("inference", "imported (hf) model, batch 8: int8 tokens/s vs fp32",
+     ("imported", "results", "int8", "speedup_b8"), 1.5, True),
+    # verdicts[4]: equal steps, lora-8+e (bench/lora.py LORAS order)
+    ("lora", "LoRA r=8 + embedding: nats above full fine-tuning, equal steps", ("verdicts", 4, "gap"),
+     0.05, False),
+    ("lora", "LoRA r=8 + embedding: share of parameters trained", ("verdicts", 4, "share"), 0.05, False),
+    ("dpo_trl", "genloop dpo vs TRL DPOTrainer: largest per-step loss difference",
+     ("comparison", "max_abs_loss_diff"), 0.001, False),
+    ("embeddings", "imported MiniLM via /v1/embeddings vs sentence-transformers: min cosine", ("cosine_min",),
+     0.9999, True),
+    ("fewshot", "few-shot letter→digit task, tiny gpt: accuracy at k = 8 (chance 0.1)", ("accuracy", "8"),
+     None, True),
 ]
 
 

@@ -34,7 +34,8 @@ MISSING = "0123456789abcdef"  # a generation id nobody has
 
 # routes that neither read nor write records: models, the service, the studio's files
 NO_RECORDS = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/openapi.json"), ("GET", "/"),
-              ("GET", "/studio/{name:path}"), ("GET", "/v1/models"), ("GET", "/v1/models/{model}")}
+              ("GET", "/studio/{name:path}"), ("GET", "/v1/models"), ("GET", "/v1/models/{model}"),
+              ("POST", "/v1/embeddings")}  # embeddings are computed, never recorded
 
 
 @dataclass
