@@ -54,7 +54,7 @@ from genloop.models.family import (
 )
 from genloop.models.gpt import GPTConfig
 from genloop.models.modeldir import ModelDir
-from genloop.models.sampling import sample_next
+from genloop.models.sampling import next_token
 
 
 class OrtNetwork(nn.Module):
@@ -178,12 +178,7 @@ def sample(network: OrtNetwork, request: TokenRequest, generator: Generators) ->
     logits = torch.stack([slots.prefill(i, row) for i, row in enumerate(ids)])
     everyone = list(range(ids.size(0)))
     for _ in range(request.max_new_tokens):
-        nxt = sample_next(
-            logits, generator, temperature=request.temperature, top_k=request.top_k,
-            top_p=request.top_p, repetition_penalty=request.repetition_penalty, history=ids,
-            frequency_penalty=request.frequency_penalty, presence_penalty=request.presence_penalty,
-            generated=ids[:, request.prompt_ids.size(1):], logit_bias=request.logit_bias,
-        )
+        nxt = next_token(logits, generator, request, ids)
         yield nxt
         ids = torch.cat([ids, nxt[:, None]], dim=1)
         logits = slots.step(everyone, nxt)

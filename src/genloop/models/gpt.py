@@ -32,7 +32,7 @@ from genloop.models.family import (
     check_slot,
     check_step,
 )
-from genloop.models.sampling import sample_next
+from genloop.models.sampling import next_token
 
 
 class GPTConfig(TextModelConfig):
@@ -232,12 +232,7 @@ def sample(model: GPT, request: TokenRequest, generator: Generators) -> Iterator
     cache = KVCache(model.config, ids.size(0), dtype, ids.device) if request.use_cache else None
     logits = model(ids[:, -block:], cache, last_only=True)[:, -1, :]
     for _ in range(request.max_new_tokens):
-        nxt = sample_next(
-            logits, generator, temperature=request.temperature, top_k=request.top_k,
-            top_p=request.top_p, repetition_penalty=request.repetition_penalty, history=ids,
-            frequency_penalty=request.frequency_penalty, presence_penalty=request.presence_penalty,
-            generated=ids[:, request.prompt_ids.size(1):], logit_bias=request.logit_bias,
-        )
+        nxt = next_token(logits, generator, request, ids)
         yield nxt
         ids = torch.cat([ids, nxt[:, None]], dim=1)
         if cache is None:

@@ -39,7 +39,7 @@ from genloop.models.family import (
     check_slot,
     check_step,
 )
-from genloop.models.sampling import sample_next
+from genloop.models.sampling import next_token
 
 # where a config.json keeps the context length, by the names architectures use
 CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length")
@@ -209,12 +209,7 @@ def sample(model: HFNetwork, request: TokenRequest, generator: Generators) -> It
     logits = (model.step(ids[:, -block:], cache) if cache is not None
               else model.known(model(ids[:, -block:])[:, -1]))
     for _ in range(request.max_new_tokens):
-        nxt = sample_next(
-            logits, generator, temperature=request.temperature, top_k=request.top_k,
-            top_p=request.top_p, repetition_penalty=request.repetition_penalty, history=ids,
-            frequency_penalty=request.frequency_penalty, presence_penalty=request.presence_penalty,
-            generated=ids[:, request.prompt_ids.size(1):], logit_bias=request.logit_bias,
-        )
+        nxt = next_token(logits, generator, request, ids)
         yield nxt
         ids = torch.cat([ids, nxt[:, None]], dim=1)
         if cache is None:

@@ -14,7 +14,19 @@ from __future__ import annotations
 
 import torch
 
-from genloop.models.family import Generators
+from genloop.models.family import Generators, TokenRequest
+
+
+def next_token(logits: torch.Tensor, generator: Generators, request: TokenRequest,
+               ids: torch.Tensor) -> torch.Tensor:
+    """``sample_next`` with a text request's settings: the next ids (B,) after ``ids`` (B, T),
+    the prompt and what was generated so far (a family's ``sample`` calls this every step)."""
+    return sample_next(
+        logits, generator, temperature=request.temperature, top_k=request.top_k,
+        top_p=request.top_p, repetition_penalty=request.repetition_penalty, history=ids,
+        frequency_penalty=request.frequency_penalty, presence_penalty=request.presence_penalty,
+        generated=ids[:, request.prompt_ids.size(1):], logit_bias=request.logit_bias,
+    )
 
 
 def sample_next(
