@@ -110,10 +110,12 @@ def test_padded_embedding_ids_are_never_drawn(tmp_path: Path, corpus: Path):
 
 def test_cli_quantizes_and_evaluates_an_imported_model(tmp_path: Path, workspace: Path,
                                                        corpus: Path):
+    from genloop.hub.imports import import_model
+
     from .conftest import save_model
 
-    directory = save_model(tmp_path / "gpt2", "gpt2")
-    assert run_cli(["import", str(directory), "--name", "tiny"], workspace).returncode == 0
+    # imported in process (the import command's own CLI test is in test_imports.py)
+    import_model(save_model(tmp_path / "gpt2", "gpt2"), "tiny")
     made = run_cli(["models", "quantize", "tiny@1", "--text", str(corpus)], workspace, timeout=300)
     assert made.returncode == 0, made.stderr
     assert f"tiny@1:int8 ready: bits/char on {corpus.name}" in made.stdout
