@@ -21,10 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -61,28 +58,6 @@ def best_of(fns: dict[str, object], rounds: int = 3) -> dict[str, float]:
     return best
 
 
-def serve(home: Path, threads: int) -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import free_port  # type: ignore[import-not-found]
-
-    port = free_port()
-    env = {**os.environ, "GENLOOP_HOME": str(home)}
-    proc = subprocess.Popen([sys.executable, "-m", "genloop.cli.main", "serve", "--no-auth",
-                             "--port", str(port), "--threads", str(threads), "--log-level", "warning"],
-                            env=env)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("genloop serve did not start")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--texts", type=int, default=256)
@@ -106,7 +81,10 @@ def main() -> None:
     import_s = time.perf_counter() - t
     st = SentenceTransformer(str(minilm_dir()), device="cpu")
     sentences = [s for pair in PAIRS for s in pair]
-    proc, url = serve(home, args.threads)
+    from bench.serving import Server
+
+    server = Server(home, version.ref, "embeddings", "--no-auth", "--threads", str(args.threads))
+    url = server.url
     try:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
         served = np.array([d.embedding for d in client.embeddings.create(model=version.ref,
@@ -132,8 +110,7 @@ def main() -> None:
         st_s, ours_s, http_s = took["st"], took["ours"], took["http"]
         agree = float(np.abs(embed_texts(model, texts).vectors - st.encode(texts)).max())
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
     n = len(texts)
     figures = {
