@@ -51,6 +51,7 @@ from genloop.models.family import (
     TokenRequest,
     check_slot,
     check_step,
+    step_slots,
 )
 from genloop.models.gpt import GPTConfig
 from genloop.models.modeldir import ModelDir
@@ -130,22 +131,8 @@ class OrtSlots:
 
     def step(self, slots: list[int], tokens: torch.Tensor) -> torch.Tensor:
         check_step(slots, tokens, self.slots, lambda s: self.history[s] is not None)
-        V, block = self.config.vocab_size, self.config.block_size
-        out = torch.empty(len(slots), V)
-        rows = []
-        for i, (s, t) in enumerate(zip(slots, tokens.tolist(), strict=True)):
-            history = self.history[s]
-            assert history is not None
-            history.append(t)
-            if len(history) > block:
-                del history[0]
-            if self.lengths[s] == block:  # full context: refill with its last half, as gpt does
-                out[i] = self._fill(s, history[-(block // 2) :])
-            else:
-                rows.append(i)
-        if rows:
-            out[rows] = self._advance([slots[i] for i in rows], tokens[rows])
-        return out
+        return step_slots(slots, tokens, self.history, self.lengths, self.config.block_size,
+                          self.config.vocab_size, "cpu", self._fill, self._advance)
 
     def _advance(self, slots: list[int], tokens: torch.Tensor) -> torch.Tensor:
         lengths = np.array([self.lengths[s] for s in slots], np.int64)

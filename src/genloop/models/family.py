@@ -221,6 +221,37 @@ def check_step(slots: list[int], tokens: torch.Tensor, n_slots: int,
             raise ValueError(f"slot {s} is free: prefill it before stepping it")
 
 
+def step_slots(slots: list[int], tokens: torch.Tensor, history: list[list[int] | None],
+               lengths: list[int], block: int, vocab: int, device: torch.device | str,
+               fill: Callable[[int, list[int]], torch.Tensor],
+               advance: Callable[[list[int], torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The part of ``SlotDecoder.step`` every context-limited decoder shares (arguments already
+    checked by ``check_step``): each token is appended to its slot's ``history`` (its last
+    ``block`` tokens); a slot whose cache is full is restarted by ``fill(slot, ids)`` from the
+    last half of its history, as the families' ``sample`` do; every other row goes through
+    ``advance(slots, tokens)`` in one pass. Logits (B, V) in the order of ``slots``."""
+    if not slots:
+        return torch.empty(0, vocab, device=device)
+    refilled: dict[int, torch.Tensor] = {}  # row -> logits
+    for i, (s, t) in enumerate(zip(slots, tokens.tolist(), strict=True)):
+        ids = history[s]
+        assert ids is not None
+        ids.append(t)
+        if len(ids) > block:
+            del ids[0]
+        if lengths[s] == block:
+            refilled[i] = fill(s, ids[-(block // 2):])
+    if not refilled:
+        return advance(slots, tokens)
+    rows = [i for i in range(len(slots)) if i not in refilled]
+    out = torch.empty(len(slots), vocab, device=device)
+    for i, logits in refilled.items():
+        out[i] = logits
+    if rows:
+        out[rows] = advance([slots[i] for i in rows], tokens[rows])
+    return out
+
+
 @dataclass(frozen=True)
 class Family:
     name: str

@@ -31,6 +31,7 @@ from genloop.models.family import (
     TokenRequest,
     check_slot,
     check_step,
+    step_slots,
 )
 from genloop.models.sampling import next_token
 
@@ -294,30 +295,10 @@ class SlotKVCache:
 
     @torch.no_grad()
     def step(self, slots: list[int], tokens: torch.Tensor) -> torch.Tensor:
-        # 1. validate; append each token to its slot's history
         check_step(slots, tokens, self.slots, lambda s: self.history[s] is not None)
-        if not slots:
-            return torch.empty(0, self.model.config.vocab_size, device=self.device)
-        block = self.model.config.block_size
-        refilled: dict[int, torch.Tensor] = {}  # row -> logits
-        for i, (s, t) in enumerate(zip(slots, tokens.tolist(), strict=True)):
-            history = self.history[s]
-            assert history is not None
-            history.append(t)
-            if len(history) > block:
-                del history[0]
-            if self.lengths[s] == block:  # 2. full context: refill with its last half, as ``sample`` does
-                refilled[i] = self._fill(s, history[-(block // 2) :])
-        # 3. every other row: one position each, all in one pass
-        if not refilled:
-            return self._advance(slots, tokens)
-        rows = [i for i in range(len(slots)) if i not in refilled]
-        out = torch.empty(len(slots), self.model.config.vocab_size, device=self.device)
-        for i, logits in refilled.items():
-            out[i] = logits
-        if rows:
-            out[rows] = self._advance([slots[i] for i in rows], tokens[rows])
-        return out
+        cfg = self.model.config
+        return step_slots(slots, tokens, self.history, self.lengths, cfg.block_size, cfg.vocab_size,
+                          self.device, self._fill, self._advance)
 
     def _advance(self, slots: list[int], tokens: torch.Tensor) -> torch.Tensor:
         """Append ``tokens`` (B,) to ``slots`` (none full), each at its own position; logits (B, V).

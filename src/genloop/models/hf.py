@@ -38,6 +38,7 @@ from genloop.models.family import (
     TokenRequest,
     check_slot,
     check_step,
+    step_slots,
 )
 from genloop.models.sampling import next_token
 
@@ -284,25 +285,9 @@ class HFSlots:
     @torch.no_grad()
     def step(self, slots: list[int], tokens: torch.Tensor) -> torch.Tensor:
         check_step(slots, tokens, self.slots, lambda s: self.history[s] is not None)
-        vocab = self.model.config.vocab_size
-        if not slots:
-            return torch.empty(0, vocab, device=self.device)
-        block = self.model.config.block_size
-        out = torch.empty(len(slots), vocab, device=self.device)
-        rows = []
-        for i, (s, t) in enumerate(zip(slots, tokens.tolist(), strict=True)):
-            history = self.history[s]
-            assert history is not None
-            history.append(t)
-            if len(history) > block:
-                del history[0]
-            if self.lengths[s] == block:  # full context: refill with its last half, as ``sample``
-                out[i] = self._fill(s, history[-(block // 2):])
-            else:
-                rows.append(i)
-        if rows:
-            out[rows] = self._advance([slots[i] for i in rows], tokens[rows])
-        return out
+        cfg = self.model.config
+        return step_slots(slots, tokens, self.history, self.lengths, cfg.block_size, cfg.vocab_size,
+                          self.device, self._fill, self._advance)
 
     def _advance(self, slots: list[int], tokens: torch.Tensor) -> torch.Tensor:
         from transformers import DynamicCache
