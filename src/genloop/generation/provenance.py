@@ -28,6 +28,7 @@ from genloop.generation.image import content_hash as pixels_hash
 from genloop.generation.image import read_pixels
 from genloop.generation.text import content_hash as text_hash
 from genloop.safety.provenance import (
+    ProvenanceKeys,
     SignedRecord,
     canonical_json,
     read_manifest,
@@ -68,13 +69,14 @@ def claims(record: GenerationRecord, store: Store) -> dict[str, Any]:
             "created": record.created_at.isoformat()}
 
 
-def sign_image(png: bytes, said: dict[str, Any], title: str) -> bytes:
+def sign_image(png: bytes, said: dict[str, Any], title: str,
+               keys: ProvenanceKeys | None = None) -> bytes:
     """``png`` with a C2PA manifest: ``said`` as genloop's assertion, and the action that made it
-    (created by a trained model, by genloop)."""
+    (created by a trained model, by genloop); signed by ``keys`` (default: the workspace's)."""
     created = {"action": "c2pa.created", "digitalSourceType": TRAINED, "softwareAgent": GENERATOR}
     return sign_png(png, [{"label": ASSERTION, "data": said},
                           {"label": "c2pa.actions", "data": {"actions": [created]}}],
-                    title=title, generator=GENERATOR)
+                    title=title, generator=GENERATOR, keys=keys)
 
 
 def signed_image_png(record: GenerationRecord, png: bytes, store: Store | None = None,
@@ -190,7 +192,11 @@ def _verify_png(subject: str, data: bytes, anchors: str, store: Store) -> Verdic
     if not said:
         verdict.add("claims", [f"no {ASSERTION} assertion: not a genloop image"], "")
         return verdict
-    pixels = pixels_hash(read_pixels(io.BytesIO(data)))
+    try:
+        pixels = pixels_hash(read_pixels(io.BytesIO(data)))
+    except (OSError, ValueError) as e:  # PIL: a damaged image stream
+        verdict.add("pixels", [f"the pixels cannot be decoded ({e})"], "")
+        return verdict
     verdict.add("pixels", [] if pixels == said.get("content_hash") else
                 [f"the pixels hash to {pixels[:16]}…, the manifest says "
                  f"{str(said.get('content_hash'))[:16]}…"], "the pixels have the claimed hash")
