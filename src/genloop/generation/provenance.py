@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genloop.atomic import atomic_write_bytes
+from genloop.config import settings
 from genloop.errors import InvalidInput, NotFound
 from genloop.generation.image import content_hash as pixels_hash
 from genloop.generation.image import read_pixels
@@ -79,14 +81,27 @@ def sign_image(png: bytes, said: dict[str, Any], title: str,
                     title=title, generator=GENERATOR, keys=keys)
 
 
+def signed_path(record: GenerationRecord) -> Path:
+    """Where generation ``record``'s signed PNG is kept once made: ``generations/signed/ab/<id>.png``."""
+    return settings().generations_dir / "signed" / record.id[:2] / f"{record.id}.png"
+
+
 def signed_image_png(record: GenerationRecord, png: bytes, store: Store | None = None,
                      content: str | None = None) -> bytes:
     """Generation ``record``'s ``png`` signed with its claims (``content``: the content hash of
-    pixels that are not the recorded ones, e.g. a replay that differs)."""
+    pixels that are not the recorded ones, e.g. a replay that differs). A recorded generation's
+    is signed once and kept (a signature is randomised: kept, the PNG a generation hands out is
+    the same bytes every time, in a copied workspace too)."""
+    kept = signed_path(record) if content is None else None
+    if kept is not None and kept.is_file():
+        return kept.read_bytes()
     said = claims(record, store or Store())
     if content is not None:
         said["content_hash"] = content
-    return sign_image(png, said, f"{record.id}.png")
+    signed = sign_image(png, said, f"{record.id}.png")
+    if kept is not None:
+        atomic_write_bytes(kept, signed)
+    return signed
 
 
 def grid_signer(model: str, seed: int, request: dict[str, Any], records: list[GenerationRecord],
@@ -243,7 +258,7 @@ def _verify_signed(subject: str, record: SignedRecord, anchors: str, store: Stor
         return verdict
     now = claims(stored, store)
     changed = sorted(k for k in {*now, *record.payload} if now.get(k) != record.payload.get(k))
-    if stored.kind == "text" and text_hash(stored.output or "") != stored.content_hash:
+    if stored.file is None and text_hash(stored.output or "") != stored.content_hash:  # a text
         changed.append("output (its text no longer has its content hash)")
     verdict.add("store", [f"the store's record differs in: {', '.join(changed)}"] if changed else [],
                 "the store's record agrees")
