@@ -18,12 +18,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genloop.atomic import atomic_write_bytes
 from genloop.config import settings
 from genloop.errors import InvalidInput, NotFound
 from genloop.generation.image import content_hash as pixels_hash
@@ -47,6 +48,7 @@ ASSERTION = "org.genloop.generation"
 TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 GENERATOR = {"name": "genloop", "version": __version__}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: a whole PNG ends so
 
 
 def request_hash(request: dict[str, Any]) -> str:
@@ -94,14 +96,31 @@ def signed_image_png(record: GenerationRecord, png: bytes, store: Store | None =
     the same bytes every time, in a copied workspace too)."""
     kept = signed_path(record) if content is None else None
     if kept is not None and kept.is_file():
-        return kept.read_bytes()
+        data = kept.read_bytes()
+        if data.startswith(PNG_MAGIC) and data.endswith(PNG_END):  # else lost in a crash: again
+            return data
     said = claims(record, store or Store())
     if content is not None:
         said["content_hash"] = content
     signed = sign_image(png, said, f"{record.id}.png")
     if kept is not None:
-        atomic_write_bytes(kept, signed)
+        _keep(kept, signed)
     return signed
+
+
+def _keep(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` by a rename (readers see all or nothing) but without fsync: a
+    kept PNG lost to a crash is signed again, and an fsync costs more than the signing (~15 ms)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def grid_signer(model: str, seed: int, request: dict[str, Any], records: list[GenerationRecord],
