@@ -143,6 +143,7 @@ def generate(
 
 def _replay(generation_id: str, out_path: Path | None, as_json: bool) -> None:
     from genloop.generation.image import save_png
+    from genloop.generation.provenance import signed_image_png
     from genloop.generation.service import replay
 
     again = replay(generation_id)
@@ -150,7 +151,8 @@ def _replay(generation_id: str, out_path: Path | None, as_json: bool) -> None:
     if again.pixels is not None:
         path = out_path or Path(f"replay-{r.id}.png")
         save_png(path, again.pixels, {"model": r.model, "seed": r.seed, "request": r.request,
-                                      "content_hash": again.content_hash})
+                                      "content_hash": again.content_hash},
+                 sign=lambda png: signed_image_png(r, png, content=again.content_hash))
         shown = f"→ [bold]{path}[/]"
     else:
         shown = ""

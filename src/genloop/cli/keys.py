@@ -60,3 +60,29 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="the key's id or name")]
 
     k = Store().revoke_key(key)
     out.print(f"revoked API key {k.name} ({k.id})", highlight=False)
+
+
+@app.command("provenance", epilog="Examples:\n\n    genloop keys provenance\n\n"
+             "    genloop keys provenance --show\n\n"
+             "    genloop verify grid.png --trust ca.pem   # elsewhere, with the CA copied")
+@faced
+def keys_provenance(
+    show: Annotated[bool, typer.Option(
+        "--show", help="only print the CA's fingerprint and path (what a third party trusts)")] = False,
+    replace: Annotated[bool, typer.Option(
+        help="make a new CA and signing key (files signed before verify only with the old ca.pem)")]
+        = False,
+) -> None:
+    """Create the workspace's certificate authority and signing certificate for C2PA provenance
+    (made on first need otherwise); keys stay in the workspace, 0600."""
+    from genloop.safety.provenance import ProvenanceKeys, create_keys, keys_dir, workspace_keys
+
+    keys = ProvenanceKeys(keys_dir())
+    if show:
+        keys = workspace_keys(create=False)  # none yet: one line naming this command
+    elif keys.exists and not replace:
+        err.print("provenance keys exist already: kept (--replace makes new ones)", highlight=False)
+    else:
+        keys = create_keys(replace=replace)
+        err.print(f"created the provenance CA and signing key in {keys.directory}", highlight=False)
+    out.print(f"CA certificate  {keys.ca_cert}\nSHA-256         {keys.fingerprint()}", highlight=False)

@@ -17,6 +17,7 @@ import io
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -186,19 +187,21 @@ def png_bytes(pixels: np.ndarray, provenance: dict[str, Any] | None = None, scal
 
 
 def save_png(path: Path, pixels: np.ndarray, provenance: dict[str, Any] | None = None,
-             scale: int = 1) -> Path:
-    """Write a PNG atomically (temp + rename): a reader never sees half a file."""
-    atomic_write_bytes(Path(path), png_bytes(pixels, provenance, scale))
+             scale: int = 1, sign: Callable[[bytes], bytes] | None = None) -> Path:
+    """Write a PNG atomically (temp + rename): a reader never sees half a file. ``sign``: what
+    turns the PNG into a signed one (``generation/provenance.py``), after the text chunks."""
+    png = png_bytes(pixels, provenance, scale)
+    atomic_write_bytes(Path(path), sign(png) if sign else png)
     return Path(path)
 
 
 def save_grid(images: torch.Tensor | np.ndarray, path: Path, provenance: dict[str, Any] | None = None,
-              columns: int | None = None) -> Path:
+              columns: int | None = None, sign: Callable[[bytes], bytes] | None = None) -> Path:
     """A sample grid as PNG; small images (digits) are scaled up so people can see them."""
     pixels = to_uint8(images) if isinstance(images, torch.Tensor) else images
     mosaic = grid(pixels, columns)
     scale = max(1, 256 // max(mosaic.shape[:2]) + (1 if max(mosaic.shape[:2]) < 128 else 0))
-    return save_png(path, mosaic, provenance, scale=min(scale, 8))
+    return save_png(path, mosaic, provenance, scale=min(scale, 8), sign=sign)
 
 
 def save_pixels(folder: Path, pixels: np.ndarray) -> tuple[Path, str]:
@@ -212,7 +215,7 @@ def save_pixels(folder: Path, pixels: np.ndarray) -> tuple[Path, str]:
     return path, digest
 
 
-def read_pixels(path: Path) -> np.ndarray:
+def read_pixels(path: Path | io.BytesIO) -> np.ndarray:
     """A PNG's pixels as (H, W, C) uint8 (C = 1 for a grey image), as ``content_hash`` takes them."""
     with Image.open(path) as img:
         pixels = np.asarray(img)

@@ -33,6 +33,7 @@ from genloop.generation.image import (
 )
 from genloop.generation.image import content_hash as pixels_hash
 from genloop.generation.kinds import generates
+from genloop.generation.provenance import grid_signer, signed_image_png
 from genloop.generation.reward import check_reward, mean_logprobs, ranked
 from genloop.generation.reward import score as reward_scores
 from genloop.generation.text import (
@@ -208,14 +209,19 @@ class ImageResult:
     request: ImageGenRequest
     records: list[GenerationRecord]
     model: str
+    dataset_hash: str | None = None  # the model's (lineage), for the grid's signed provenance
 
     def save_grid(self, path: Path, columns: int | None = None) -> Path:
+        """The images as one PNG grid with their provenance: text chunks and a signed C2PA
+        manifest naming every generation (``generation/provenance.py``)."""
         provenance = {"model": self.model, "seed": self.output.seed,
                       "request": self.request.model_dump(mode="json"),
                       "seeds": [r.seed for r in self.records],
                       "content_hashes": [r.content_hash for r in self.records],
                       "generations": [r.id for r in self.records]}
-        return save_grid(self.output.images, Path(path), provenance, columns)
+        sign = grid_signer(self.model, self.output.seed, self.request.model_dump(mode="json"),
+                           self.records, self.dataset_hash)
+        return save_grid(self.output.images, Path(path), provenance, columns, sign=sign)
 
 
 @dataclass
@@ -252,7 +258,7 @@ class ImageModel(_Loaded):
                 output=name, file=str(path), content_hash=digest, timings=out.timings,
                 owner=owner,
             ))
-        return ImageResult(out, request, records, self.ref)
+        return ImageResult(out, request, records, self.ref, self.version.dataset_hash)
 
 
 def image_provenance(record: GenerationRecord) -> dict[str, Any]:
@@ -262,9 +268,10 @@ def image_provenance(record: GenerationRecord) -> dict[str, Any]:
             "content_hash": record.content_hash, "generation": record.id}
 
 
-def image_png(record: GenerationRecord) -> bytes:
-    """Generation ``record``'s PNG: its stored pixels with its own provenance chunks (many
-    generations may share the pixels; none shares another's provenance)."""
+def image_png(record: GenerationRecord, store: Store | None = None) -> bytes:
+    """Generation ``record``'s PNG: its stored pixels with its own provenance chunks and C2PA
+    manifest, signed now (many generations may share the pixels; none shares another's
+    provenance). ``store``: where its model's lineage is read (None: the workspace's)."""
     if record.file is None:
         raise InvalidInput(f"generation {record.id!r} is {record.kind}, not an image")
     path = Path(record.file)
@@ -273,7 +280,7 @@ def image_png(record: GenerationRecord) -> bytes:
     pixels = read_pixels(path)
     if pixels_hash(pixels) != record.content_hash:
         raise CorruptArtifact(f"{path}: its pixels do not match generation {record.id!r}'s content hash")
-    return png_bytes(pixels, image_provenance(record))
+    return signed_image_png(record, png_bytes(pixels, image_provenance(record)), store)
 
 
 _CACHE: OrderedDict[tuple[str, str], TextModel | ImageModel] = OrderedDict()

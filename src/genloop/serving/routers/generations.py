@@ -1,6 +1,6 @@
-"""Records and feedback: ``/v1/generations`` (list, one, its content), ratings and thumbs on a
-generation, and preferences between two. Feedback writes are idempotent in one transaction
-with their ``Idempotency-Key`` record (``genloop.feedback``)."""
+"""Records and feedback: ``/v1/generations`` (list, one, its content, its signed provenance),
+ratings and thumbs on a generation, and preferences between two. Feedback writes are idempotent
+in one transaction with their ``Idempotency-Key`` record (``genloop.feedback``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from fastapi.responses import PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from genloop.feedback.collect import PreferenceIn, RatingIn, record_feedback, record_preference
+from genloop.generation.provenance import signed_record
 from genloop.generation.service import image_png
+from genloop.safety.provenance import SignedRecord
 from genloop.serving.deps import CallerDep, StateDep, WriterDep, get_state, idempotency_key, request_hash
 from genloop.serving.schemas import (
     IDEMPOTENT_REPLAYED,
@@ -95,9 +97,22 @@ async def get_content(generation_id: GenerationId, state: StateDep, caller: Call
     if g.file is None:
         return PlainTextResponse(g.output or "")
     # the stored pixels (shared by every generation that drew them) with this one's provenance
-    png = await run_in_threadpool(image_png, g)
+    png = await run_in_threadpool(image_png, g, state.store)
     return Response(png, media_type="image/png",
                     headers={"Content-Disposition": f'attachment; filename="{g.id}.png"'})
+
+
+@router.get("/generations/{generation_id}/provenance",
+            summary="The generation's record signed by the workspace (ES256, with its CA chain)")
+async def get_provenance(generation_id: GenerationId, state: StateDep,
+                         caller: CallerDep) -> SignedRecord:
+    """Its model, seed, request hash, dataset hash, content hash, id and time, signed now; a
+    third party checks it with ``genloop verify FILE --trust CA.pem``."""
+    def signed() -> SignedRecord:
+        g = state.store.get_generation(generation_id, visible_to=caller.visible_to)
+        return signed_record(g, state.store)
+
+    return await run_in_threadpool(signed)
 
 
 async def _write_feedback(state: StateDep, caller: CallerDep, request: Request, response: Response,

@@ -2,8 +2,9 @@
 
 Each image is a generation record, its pixels stored and recorded before the response names it;
 its PNG (``b64_json``, or the ``url``: the configured ``public_url``, never the Host header) carries
-that generation's own provenance in its text chunks. The prompt may name a class ("7", "sneaker"); the
-genloop extras ``class``, ``guidance_scale``, ``steps`` and ``sampler`` set the rest.
+that generation's own provenance in its text chunks and a signed C2PA manifest. The prompt may
+name a class ("7", "sneaker"); the genloop extras ``class``, ``guidance_scale``, ``steps`` and
+``sampler`` set the rest.
 """
 
 from __future__ import annotations
@@ -69,9 +70,11 @@ async def generate_images(body: ImageBody, state: StateDep, caller: WriterDep,
         base = c.base_url()  # configured, never the request's Host header
         data = []
         for record in result.records:
-            file = ({"b64_json": base64.b64encode(await run_in_threadpool(image_png, record)).decode()}
-                    if body.response_format == "b64_json" else
-                    {"url": f"{base}/v1/generations/{record.id}/content"})
+            if body.response_format == "b64_json":  # signed now; a url's PNG when it is fetched
+                png = await run_in_threadpool(image_png, record, state.store)
+                file = {"b64_json": base64.b64encode(png).decode()}
+            else:
+                file = {"url": f"{base}/v1/generations/{record.id}/content"}
             data.append(Image(revised_prompt=record.output or "", generation_id=record.id,
                               class_=record.output, **file))
         reply = ImagesResponse(created=int(time.time()), model=model.ref, data=data)
