@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from genloop.data.triples import Triple
+from genloop.data.triples import ALIAS_RELATION, Triple, alias_map, read_lexicon, read_triples
 from genloop.errors import InvalidInput, NotFound
 from genloop.knowledge.linking import Embed, Link, NameIndex, link_text, normalise
 
-__all__ = ["ALIAS_RELATION", "Graph", "Link", "Triple", "default_phrasing", "retrieve"]
+__all__ = ["ALIAS_RELATION", "Graph", "Link", "Triple", "default_phrasing", "read_graph", "retrieve"]
 
-ALIAS_RELATION = "alias"
 KIND_RELATIONS = ("type", "kind", "is_a")
 MAX_HOPS = 5
 
@@ -44,22 +45,6 @@ def _check_phrasing(relation: str, phrasing: str) -> str:
         raise InvalidInput(f"lexicon: relation {relation!r}: phrasing {phrasing!r} must contain "
                            "{s} and {o} once each (e.g. \"{s} lives in {o}\")")
     return phrasing
-
-
-def resolve_aliases(aliases: Mapping[str, str]) -> dict[str, str]:
-    """Each alias → the entity at the end of its chain; a cycle is a one-line InvalidInput."""
-    out: dict[str, str] = {}
-    for start in aliases:
-        chain = [start]
-        node = start
-        while node in aliases:
-            node = aliases[node]
-            if node in chain:
-                cycle = " → ".join([*chain[chain.index(node):], node])
-                raise InvalidInput(f"alias cycle: {cycle} (an alias must end at an entity)")
-            chain.append(node)
-        out[start] = node
-    return out
 
 
 class Graph:
@@ -94,21 +79,9 @@ class Graph:
                      lexicon: dict[str, list[str]] | None = None) -> Graph:
         """A graph of ``triples``: ``alias`` triples and ``aliases`` (alias → entity) become names,
         the rest facts in canonical names (duplicates once, in the order first given)."""
-        facts: list[Triple] = []
-        pairs: list[tuple[str, str]] = list((aliases or {}).items())
-        for t in triples:
-            if t.relation == ALIAS_RELATION:
-                pairs.append((t.object, t.subject))
-            else:
-                facts.append(t)
-        direct: dict[str, str] = {}
-        for alias, entity in pairs:
-            if alias == entity:
-                continue
-            if direct.get(alias, entity) != entity:
-                raise InvalidInput(f"alias {alias!r} names both {direct[alias]!r} and {entity!r}")
-            direct[alias] = entity
-        resolved = resolve_aliases(direct)
+        triples = list(triples)
+        resolved = alias_map(triples, aliases)
+        facts = [t for t in triples if t.relation != ALIAS_RELATION]
 
         def canon(x: str) -> str:
             return resolved.get(x, x)
@@ -199,6 +172,20 @@ class Graph:
 
     def __repr__(self) -> str:
         return f"Graph({self.name!r}, {len(self.entities)} entities, {len(self.triples)} triples)"
+
+
+def read_graph(path: str | os.PathLike[str], name: str | None = None, format: str | None = None,
+               lexicon: str | os.PathLike[str] | None = None) -> Graph:
+    """The graph of a triples file (data/triples.py reads CSV, JSON Lines, N-Triples, Turtle),
+    named ``name`` (default: the file's stem), with the phrasings of a lexicon file. Every error
+    is one line naming the file."""
+    path = Path(path).expanduser()
+    data = read_triples(path, format)
+    lex = read_lexicon(lexicon) if lexicon is not None else None
+    try:
+        return Graph.from_triples(name or path.stem, data.triples, data.aliases, lex)
+    except InvalidInput as e:
+        raise InvalidInput(f"{lexicon if str(e).startswith('lexicon') else path}: {e}") from None
 
 
 def retrieve(graph: Graph, text: str, hops: int = 1, limit: int = 32,
