@@ -41,8 +41,9 @@ ex:Brinco%20Ltd ex:located_in ex:Tolmeria .
     assert set(got.triples) == {T("Alice Varn", "lives_in", "Tolmeria"), T("Alice Varn", "age", "42"),
                                 T("Brinco Ltd", "located_in", "Tolmeria")}
     assert got.aliases == {"alice": "Alice Varn", "Ali": "Alice Varn"}
-    nt = write(tmp_path / "g.nt", "<http://e.org/a/Alice> <http://e.org/p/lives_in> <http://e.org/a/Tolmeria> .\n"
-               "# a comment\n<http://e.org/a/Alice> <http://e.org/p/nick> \"Ali\" .\n")
+    nt = write(tmp_path / "g.nt", "<http://e.org/a/Alice> <http://e.org/p/lives_in> "
+               "<http://e.org/a/Tolmeria> .\n# a comment\n"
+               "<http://e.org/a/Alice> <http://e.org/p/nick> \"Ali\" .\n")
     assert set(read_triples(nt).triples) == {T("Alice", "lives_in", "Tolmeria"), T("Alice", "nick", "Ali")}
 
 
@@ -54,8 +55,10 @@ ex:Brinco%20Ltd ex:located_in ex:Tolmeria .
      ":2:", "no 'object'"),
     ("bad.jsonl", '{"subject": "A", "relation": "r", "object": "B"}\n\n{oops\n', ":3:", "not JSON"),
     ("bad.jsonl", '{"subject": "A", "relation": "r", "object": 7}\n', ":1:", "object must be a string"),
-    ("bad.nt", "<http://e/a> <http://e/r> <http://e/b> .\n<http://e/a> <http://e/r> \n", ":2:", "Invalid line"),
-    ("bad.ttl", "@prefix ex: <http://e/> .\nex:a ex:r ex:b .\nex:a ex:r\nex:c ex:d ex:e .\n", ":4:", "expected"),
+    ("bad.nt", "<http://e/a> <http://e/r> <http://e/b> .\n<http://e/a> <http://e/r> \n", ":2:",
+     "Invalid line"),
+    ("bad.ttl", "@prefix ex: <http://e/> .\nex:a ex:r ex:b .\nex:a ex:r\nex:c ex:d ex:e .\n", ":4:",
+     "expected"),
 ])
 def test_a_malformed_line_is_named_and_nothing_is_read(tmp_path: Path, name: str, text: str,
                                                       where: str, what: str) -> None:
@@ -88,7 +91,8 @@ def test_alias_map_follows_chains_and_refuses_cycles() -> None:
 def test_lexicon_files(tmp_path: Path) -> None:
     good = write(tmp_path / "lex.json", json.dumps({"lives_in": ["{s} lives in {o}"]}))
     assert read_lexicon(good) == {"lives_in": ["{s} lives in {o}"]}
-    assert read_lexicon(write(tmp_path / "lex.yaml", "lives_in:\n  - '{s} lives in {o}'\n")) == read_lexicon(good)
+    yaml = write(tmp_path / "lex.yaml", "lives_in:\n  - '{s} lives in {o}'\n")
+    assert read_lexicon(yaml) == read_lexicon(good)
     with pytest.raises(InvalidInput, match="maps each relation to a list of phrasings"):
         read_lexicon(write(tmp_path / "bad.json", json.dumps({"lives_in": "{s} lives in {o}"})))
     with pytest.raises(InvalidInput, match="not a valid lexicon"):
