@@ -103,6 +103,8 @@ def _checked(path: Path, line: int, values: list[Any]) -> Triple:
             raise InvalidInput(f"{path}:{line}: {name} must be a string, not {type(value).__name__}")
         if not value.strip():
             raise InvalidInput(f"{path}:{line}: {name} is empty")
+        if "\x00" in value:
+            raise InvalidInput(f"{path}:{line}: {name} contains a NUL character")
         if len(value) > MAX_NAME:
             raise InvalidInput(f"{path}:{line}: {name} is longer than {MAX_NAME} characters")
     return Triple(*(" ".join(v.split()) for v in values))

@@ -5,6 +5,6 @@ Rank 5 (beside hub and safety): imports the store, data and below; a loaded enco
 callable from the generation layer.
 """
 
-from genloop.knowledge.graph import Graph, Link, Triple, retrieve
+from genloop.knowledge.graph import Graph, Link, Triple, load_graph, read_graph, retrieve
 
-__all__ = ["Graph", "Link", "Triple", "retrieve"]
+__all__ = ["Graph", "Link", "Triple", "load_graph", "read_graph", "retrieve"]

@@ -22,13 +22,17 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genloop.data.triples import ALIAS_RELATION, Triple, alias_map, read_lexicon, read_triples
-from genloop.errors import InvalidInput, NotFound
+from genloop.errors import CorruptArtifact, InvalidInput, NotFound
 from genloop.knowledge.linking import Embed, Link, NameIndex, link_text, normalise
 
-__all__ = ["ALIAS_RELATION", "Graph", "Link", "Triple", "default_phrasing", "read_graph", "retrieve"]
+if TYPE_CHECKING:
+    from genloop.store import Store
+
+__all__ = ["ALIAS_RELATION", "Graph", "Link", "Triple", "default_phrasing", "load_graph", "read_graph",
+           "retrieve"]
 
 KIND_RELATIONS = ("type", "kind", "is_a")
 MAX_HOPS = 5
@@ -186,6 +190,17 @@ def read_graph(path: str | os.PathLike[str], name: str | None = None, format: st
         return Graph.from_triples(name or path.stem, data.triples, data.aliases, lex)
     except InvalidInput as e:
         raise InvalidInput(f"{lexicon if str(e).startswith('lexicon') else path}: {e}") from None
+
+
+def load_graph(store: Store, name: str) -> Graph:
+    """The graph stored as ``name`` in the workspace database (``Store.kg_save(graph)`` put it
+    there), checked against its hash."""
+    stored = store.kg_load(name)
+    graph = Graph.from_triples(stored.name, stored.triples, stored.aliases, stored.lexicon)
+    if graph.hash != stored.hash:
+        raise CorruptArtifact(f"knowledge graph {name!r}: its rows do not match its hash "
+                              f"{stored.hash[:19]}; load it again with --replace")
+    return graph
 
 
 def retrieve(graph: Graph, text: str, hops: int = 1, limit: int = 32,
