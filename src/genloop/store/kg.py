@@ -7,7 +7,8 @@
                  (graph, object), so an entity's facts and the facts naming it are index reads
 
 Saving a graph is one write transaction: all of its rows or none. A name that exists with the
-same hash is left as it is (saving is idempotent); with another hash it is refused unless
+same hash keeps its rows (saving is idempotent; only a changed lexicon is written); with another
+hash it is refused unless
 ``replace``, which deletes the old rows and writes the new ones in that same transaction, so a
 reader sees the old graph or the new one, never a mixture. Two processes saving one new name at
 once: the unique name decides, the loser gets a Conflict.
@@ -155,7 +156,9 @@ class KGRecords(Database):
                 row = s.scalars(select(KGGraphRow).where(KGGraphRow.name == graph.name)
                                 .with_for_update()).one_or_none()
                 if row is not None:
-                    if row.hash == graph.hash:
+                    if row.hash == graph.hash:  # the same facts: at most new phrasings
+                        if row.lexicon != dict(graph.lexicon):
+                            row.lexicon = dict(graph.lexicon)
                         return self._graph_record(s, row)
                     if not replace:
                         raise Conflict(f"graph {graph.name!r} exists with other facts "
