@@ -31,6 +31,9 @@ def test_save_and_load_round_trip(store: Store) -> None:
     assert back.lexicon == g.lexicon and back.kinds == {"Brinco Ltd": "organisation"}
     assert back.hash == g.hash
     assert store.kg_save(g) == record  # the same facts again: nothing changes
+    rephrased = Graph.from_triples("world", FACTS, lexicon={"lives_in": ["{s} dwells in {o}"]})
+    assert store.kg_save(rephrased) == record  # ... but new phrasings are kept
+    assert load_graph(store, "world").lexicon["lives_in"] == ["{s} dwells in {o}"]
     assert [r.name for r in store.kg_graphs()] == ["world"]
     with store.read() as s:  # the indexes queries use
         names = {ix["name"] for ix in inspect(s.connection()).get_indexes("kg_triples")}
