@@ -70,3 +70,11 @@ def test_sentences_keep_decimals_and_cjk_stops() -> None:
 def test_phrasings_compile(phrasing: str) -> None:
     p = compile_phrasing("r", phrasing)
     assert p.first == ("o" if phrasing.startswith("{o}") else "s") and p.words >= 2
+
+
+def test_chinese_phrasings_and_pronouns() -> None:
+    g = Graph.from_triples("zh", [T("张伟", "lives_in", "北京"), T("李娜", "works_for", "华星公司")],
+                           lexicon={"lives_in": ["{s}住在{o}"], "works_for": ["{s}在{o}工作"]})
+    assert verdicts("张伟住在北京。他住在上海。李娜在华星公司工作。", g) == [
+        ("张伟", "lives_in", "北京", "supported"), ("张伟", "lives_in", "上海", "contradicted"),
+        ("李娜", "works_for", "华星公司", "supported")]

@@ -50,3 +50,11 @@ def test_embedding_links_what_names_do_not_match() -> None:
     n = len(calls)
     G.link("the capital again", embed=embed)
     assert len(calls) == n + 1  # the names' vectors are computed once per encoder
+
+
+def test_chinese_names_are_found_inside_runs_of_characters() -> None:
+    g = Graph.from_triples("zh", [T("张伟", "lives_in", "北京"), T("张伟", "alias", "小张"),
+                                  T("北京大学", "located_in", "北京")])
+    links = g.link("小张在北京大学，不在北京。")
+    assert [(link.mention, link.entity, link.how, link.start) for link in links] == [
+        ("小张", "张伟", "alias", 0), ("北京大学", "北京大学", "exact", 3), ("北京", "北京", "exact", 10)]

@@ -8,8 +8,8 @@ the phrasings the built-in world's templates write with):
 2. a phrasing is its literal parts around ``{s}`` and ``{o}``; a claim is a place where the
    first slot's filler ends, the middle literal follows (case and runs of spaces ignored), the
    second slot's filler starts, and the literals before and after, if any, are there too;
-3. the subject must be a linked entity, or a pronoun (he, she, it, they) standing for the
-   subject of the last claim before it (or, before any claim, the last linked entity that has
+3. the subject must be a linked entity, or a pronoun (he, she, it, they; 他, 她, 它, 他们)
+   standing for the subject of the last claim before it (or, before any claim, the last linked entity that has
    facts of its own); the object is a linked entity, or else the words up to the next
    punctuation (so a value the graph never heard of is still a claim);
 4. the verdict: **supported** when the graph holds (subject, relation, object); **contradicted**
@@ -30,11 +30,12 @@ from genloop.knowledge.graph import Graph
 from genloop.knowledge.linking import Embed, Link, normalise
 
 VERDICTS = ("supported", "contradicted", "not_in_graph")
-PRONOUNS = ("he", "she", "it", "they")
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|[。！？]+|\n")  # "42.50" and "Ltd.X" do not end one
-_PRONOUN = re.compile(r"\b(he|she|it|they)\b", re.IGNORECASE)
+_PRONOUN = re.compile(r"\b(?:he|she|it|they)\b|他们|她们|它们|他|她|它", re.IGNORECASE)
 _ARTICLE = re.compile(r"(?:the|a|an)\s+", re.IGNORECASE)
-_VALUE_END = re.compile(r"\s*(?:[,;:!?()]|\.(?=\s|$)|$|\s(?:and|but|while|who|which|whose)\b)")
+_VALUE_END = re.compile(
+    r"\s*(?:[,;:!?()，。；：！？、]|\.(?=\s|$)|$|\s(?:and|but|while|who|which|whose)\b)")
+_ASCII_WORD = re.compile(r"[A-Za-z0-9_]")  # where \b is meant: Chinese has no word edges
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class Phrasing:
 def _literal(text: str) -> str:
     """A phrasing's words as a pattern: any run of spaces between them; word edges kept."""
     words = r"\s+".join(re.escape(w) for w in text.split())
-    return (r"\b" if re.match(r"\w", text.strip()[:1]) else "") + words
+    return (r"\b" if _ASCII_WORD.match(text.strip()[:1]) else "") + words
 
 
 def compile_phrasing(relation: str, phrasing: str) -> Phrasing:
@@ -72,7 +73,7 @@ def compile_phrasing(relation: str, phrasing: str) -> Phrasing:
     # the filler before ends on a word's end, so "\s*" cannot glue words ("{s}'s price is {o}":
     # the possessive sits on the name)
     mid = r"\s*" + _literal(middle) + r"\s*" if middle.strip() else r"\s+"
-    if re.match(r"\w", middle.strip()[-1:]):
+    if _ASCII_WORD.match(middle.strip()[-1:]):
         mid = mid.removesuffix(r"\s*") + r"\b\s*"  # "is" is not the start of "isolated"
     return Phrasing(
         relation, first,

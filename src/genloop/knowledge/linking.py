@@ -1,6 +1,8 @@
 """Entity linking: which spans of a text name which nodes of a graph.
 
-Four ways, each only on words no earlier one claimed. At each span length, longest first:
+Four ways, each only on words no earlier one claimed. First, names in Chinese or Japanese
+script, as substrings (those scripts put no spaces between words); then, at each span length,
+longest first:
 
 1. **exact** — a span of words whose normalised form (NFKC, casefold, words joined by one
    space; punctuation between words ignored) is an entity's name;
@@ -34,6 +36,7 @@ import numpy as np
 Embed = Callable[[list[str]], np.ndarray]
 
 WORD = re.compile(r"\w+")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 MAX_WORDS = 8  # the longest name (in words) that linking looks for
 STOPWORDS = frozenset(
     "a an the of in on at to for from by with and or is are was were be been it its he she they "
@@ -77,6 +80,9 @@ class NameIndex:
             if key and key not in self.names:
                 self.aliases.setdefault(key, entity)
         self.words: dict[str, int] = {k: k.count(" ") + 1 for k in (*self.names, *self.aliases)}
+        # names in a script written without spaces (Chinese, Japanese): found as substrings,
+        # longest first, since a run of such characters is one "word"
+        self.unspaced = sorted((k for k in self.words if _CJK.search(k)), key=lambda k: -len(k))
         self.max_words = min(MAX_WORDS, max(self.words.values(), default=1))
         self._grams: dict[str, list[str]] | None = None
         self._embedded: tuple[Embed, list[str], np.ndarray] | None = None
@@ -152,6 +158,24 @@ def link_text(index: NameIndex, text: str, embed: Embed | None = None, fuzzy: fl
 
     def free(i: int, j: int) -> bool:
         return not any(taken[i:j])
+
+    # 0. names without spaces, inside runs of Chinese or Japanese characters
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    if index.unspaced and len(folded) == len(text):  # offsets in the folded text are true
+        spans: list[tuple[int, int]] = []
+        for key in index.unspaced:
+            at = folded.find(key)
+            while at >= 0:
+                end = at + len(key)
+                if not any(a < end and at < b for a, b in spans):
+                    spans.append((at, end))
+                    hit = index.lookup(key)
+                    assert hit is not None
+                    links.append(Link(text[at:end], hit[0], at, end, 1.0, hit[1]))
+                    for k, w in enumerate(words):
+                        if w[0] < end and at < w[1]:
+                            taken[k] = True
+                at = folded.find(key, end)
 
     # 1-3. at each span length, longest first: exact names and aliases, then near misses (a
     # span that starts or ends with a stopword is not a near miss: "the Varn" is not "Theo Varn")
