@@ -149,13 +149,15 @@ def kg_stats(name: Name, as_json: AsJson = False) -> None:
 
 
 @app.command("link", epilog="Examples:\n\n    genloop kg link world 'Where does Ali live?'\n\n"
-             "    genloop kg link world 'the capital of Ostvale' --embedder minilm --json")
+             "    genloop kg link shop 'how much is the hoover?' --embedder minilm --similarity 0.6")
 @faced
 def kg_link(
     name: Name,
     text: Annotated[str, typer.Argument(help="the text to link")],
     fuzzy: Annotated[float, typer.Option(help="least name similarity of a fuzzy link (1: off)")] = 0.85,
     embedder: Embedder = None,
+    similarity: Annotated[float, typer.Option(
+        help="with --embedder: least cosine similarity of an embedding link")] = 0.8,
     as_json: AsJson = False,
 ) -> None:
     """The graph's entities a text mentions: exact names, aliases, near misses, and (with
@@ -165,7 +167,9 @@ def kg_link(
     if not 0.5 <= fuzzy <= 1.0:
         raise InvalidInput(f"--fuzzy must be between 0.5 and 1, not {fuzzy}")
     graph = _graph(name)
-    links = graph.link(text, embed=_embed(embedder), fuzzy=fuzzy)
+    if not -1.0 <= similarity <= 1.0:
+        raise InvalidInput(f"--similarity must be between -1 and 1, not {similarity}")
+    links = graph.link(text, embed=_embed(embedder), fuzzy=fuzzy, similarity=similarity)
     if as_json:
         _print_json([{"mention": k.mention, "entity": k.entity, "start": k.start, "end": k.end,
                       "score": k.score, "how": k.how} for k in links])

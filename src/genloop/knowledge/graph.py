@@ -203,13 +203,13 @@ def load_graph(store: Store, name: str) -> Graph:
     return graph
 
 
-def retrieve(graph: Graph, text: str, hops: int = 1, limit: int = 32,
-             embed: Embed | None = None) -> tuple[list[Link], list[Triple]]:
+def retrieve(graph: Graph, text: str, hops: int = 1, limit: int = 32, embed: Embed | None = None,
+             similarity: float = 0.8) -> tuple[list[Link], list[Triple]]:
     """The links of ``text`` and the triples around the entities it names: each linked entity's
     ``hops``-neighbourhood, entities with facts of their own first (a linked value such as a
     colour names many subjects and says little), in text order, without repeats, at most
     ``limit`` triples."""
-    links = graph.link(text, embed=embed)
+    links = graph.link(text, embed=embed, similarity=similarity)
     entities = list(dict.fromkeys(link.entity for link in links))
     entities.sort(key=lambda e: 0 if graph._out.get(e) else 1)
     out: dict[Triple, None] = {}
