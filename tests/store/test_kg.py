@@ -18,7 +18,8 @@ FACTS = [T("Alice Varn", "lives_in", "Tolmeria"), T("Alice Varn", "alias", "Ali"
 
 
 def graph(name: str = "world", facts: list[Triple] = FACTS) -> Graph:
-    return Graph.from_triples(name, facts, lexicon={"lives_in": ["{s} lives in {o}", "{s} is from {o}"]})
+    return Graph.from_triples(name, facts, lexicon={"lives_in": ["{s} lives in {o}", "{s} is from {o}"]},
+                              kinds={"Alice Varn": "person", "Ali": "person"})
 
 
 def test_save_and_load_round_trip(store: Store) -> None:
@@ -28,7 +29,8 @@ def test_save_and_load_round_trip(store: Store) -> None:
     assert record.entities == len(g.entities)
     back = load_graph(store, "world")
     assert back.triples == g.triples and back.aliases == g.aliases == {"Ali": "Alice Varn"}
-    assert back.lexicon == g.lexicon and back.kinds == {"Brinco Ltd": "organisation"}
+    assert back.lexicon == g.lexicon
+    assert back.kinds == g.kinds == {"Brinco Ltd": "organisation", "Alice Varn": "person"}
     assert back.hash == g.hash
     assert store.kg_save(g) == record  # the same facts again: nothing changes
     rephrased = Graph.from_triples("world", FACTS, lexicon={"lives_in": ["{s} dwells in {o}"]})

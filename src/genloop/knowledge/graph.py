@@ -80,9 +80,11 @@ class Graph:
 
     @classmethod
     def from_triples(cls, name: str, triples: Iterable[Triple], aliases: dict[str, str] | None = None,
-                     lexicon: dict[str, list[str]] | None = None) -> Graph:
+                     lexicon: dict[str, list[str]] | None = None,
+                     kinds: dict[str, str] | None = None) -> Graph:
         """A graph of ``triples``: ``alias`` triples and ``aliases`` (alias → entity) become names,
-        the rest facts in canonical names (duplicates once, in the order first given)."""
+        the rest facts in canonical names (duplicates once, in the order first given). ``kinds``
+        (entity → kind) adds to the kinds ``type`` triples give."""
         triples = list(triples)
         resolved = alias_map(triples, aliases)
         facts = [t for t in triples if t.relation != ALIAS_RELATION]
@@ -100,8 +102,9 @@ class Graph:
             lex[relation] = [_check_phrasing(relation, p) for p in phrasings]
         for relation in relations:
             lex.setdefault(relation, [default_phrasing(relation)])
-        kinds = {t.subject: t.object for t in facts if t.relation in KIND_RELATIONS}
-        return cls(name, facts, resolved, lex, kinds)
+        known = {canon(e): k for e, k in (kinds or {}).items()}
+        known.update({t.subject: t.object for t in facts if t.relation in KIND_RELATIONS})
+        return cls(name, facts, resolved, lex, known)
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -196,7 +199,8 @@ def load_graph(store: Store, name: str) -> Graph:
     """The graph stored as ``name`` in the workspace database (``Store.kg_save(graph)`` put it
     there), checked against its hash."""
     stored = store.kg_load(name)
-    graph = Graph.from_triples(stored.name, stored.triples, stored.aliases, stored.lexicon)
+    graph = Graph.from_triples(stored.name, stored.triples, stored.aliases, stored.lexicon,
+                               stored.kinds)
     if graph.hash != stored.hash:
         raise CorruptArtifact(f"knowledge graph {name!r}: its rows do not match its hash "
                               f"{stored.hash[:19]}; load it again with --replace")
