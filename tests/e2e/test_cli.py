@@ -20,7 +20,9 @@ COMMANDS = [[], ["train"], ["tune"], ["generate"], ["eval"], ["quickstart"], ["d
             ["data", "prepare"], ["data", "from-feedback"], ["data", "list"], ["models"],
             ["models", "list"], ["models", "show"], ["worker"], ["import"], ["export"],
             ["models", "quantize"], ["merge"],
-            ["keys", "provenance"], ["verify"]]
+            ["keys", "provenance"], ["verify"],
+            ["kg"], ["kg", "load"], ["kg", "list"], ["kg", "query"], ["kg", "stats"], ["kg", "link"],
+            ["kg", "check"]]
 
 
 @pytest.fixture(scope="module")
