@@ -288,7 +288,7 @@ class Seq2Seq(nn.Module):
         for block in self.encoder:
             x = block(x, mask)
         x = self.ln_enc(x)
-        return [blk.cross.memory(x) for blk in self.decoder]  # type: ignore[union-attr]
+        return [_cross(blk).memory(x) for blk in self.decoder]
 
     def decode(self, ids: torch.Tensor, cache: DecoderCache, last_only: bool = False) -> torch.Tensor:
         """Logits (B, T, V) of decoder ids (B, T) (``START`` first in a fresh decoder) after the
@@ -314,6 +314,11 @@ class Seq2Seq(nn.Module):
         mask = None if source_mask is None else source_mask[:, None, None, :]
         no_cache = torch.empty(0, device=source.device)
         return self.decode(inputs, DecoderCache(no_cache, no_cache, cross, mask))
+
+
+def _cross(block: nn.Module) -> CrossAttention:
+    assert isinstance(block, DecoderBlock)
+    return block.cross
 
 
 def build(config: Seq2SeqConfig) -> Seq2Seq:
@@ -434,7 +439,7 @@ def beam_search(model: Seq2Seq, prompt_ids: torch.Tensor, num_beams: int, max_ne
     running = [(s / max(len(b), 1) ** length_penalty, b) for s, b in zip(scores.tolist(), beams,
                                                                          strict=True)
                if s > -math.inf and b]
-    best = max(ended + running, key=lambda e: e[0], default=(0.0, []))
+    best: tuple[float, list[int]] = max(ended + running, key=lambda e: e[0], default=(0.0, []))
     return best[1]
 
 
