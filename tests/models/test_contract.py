@@ -73,9 +73,28 @@ def _preference_batch(config) -> PreferenceBatch:
     return PreferenceBatch(SequenceBatch(x, y, mask), SequenceBatch(x2, y2, mask))
 
 
+def _pairs_batch(config) -> SequenceBatch:
+    """Four fixed prompt → completion rows as every pairs batch is: prompts of 5..8 tokens, the
+    rest of the row the completion, the last row shorter (right-padded, masked out)."""
+    x, y = _batch(config, seed=99)
+    mask = torch.zeros_like(x, dtype=torch.bool)
+    for i, prompt in enumerate((5, 6, 7, 8)):
+        mask[i, prompt - 1:] = True
+    mask[3, -4:] = False
+    return SequenceBatch(x, y, mask)
+
+
+def _conditional(family) -> bool:
+    """A text family that reads prompt → completion pairs only (an encoder–decoder): it is
+    trained and scored on masked pairs batches, not on plain (x, y) windows."""
+    return _text(family) and "text" not in family.kinds and "preferences" not in family.kinds
+
+
 def _any_batch(family, config):
     if family.score is not None:  # a scorer learns from preferences
         return _preference_batch(config)
+    if _conditional(family):
+        return _pairs_batch(config)
     return _batch(config) if _text(family) else _image_batch()
 
 
@@ -97,6 +116,8 @@ def _outputs(family, model, config) -> torch.Tensor:
     if family.embed is not None:  # an embedder: the vectors of a batch
         x = _batch(config)[0]
         return family.embed(model, x, torch.ones_like(x, dtype=torch.bool))
+    if family.streaming and _conditional(family):  # completion log-likelihoods given sources
+        return family.log_probs(model, _pairs_batch(config))
     if family.streaming:
         return _logits(model, _batch(config)[0])
     if not family.generative:  # the feature classifier: its logits

@@ -75,7 +75,7 @@ def _prompts(lengths: list[int], seed: int = 3) -> list[torch.Tensor]:
     return [torch.randint(0, VOCAB, (n,), generator=g) for n in lengths]
 
 
-@pytest.mark.parametrize("name", ["gpt", "lstm"])
+@pytest.mark.parametrize("name", ["gpt", "lstm", "seq2seq"])
 def test_joining_and_leaving_gives_each_prompt_its_alone_tokens(name):
     model = _model(name)
     # prompt lengths 1 .. BLOCK-1; up to 45 new tokens: gpt refills its context several times,
@@ -90,7 +90,7 @@ def test_joining_and_leaving_gives_each_prompt_its_alone_tokens(name):
     assert len(set(got[0])) > 1
 
 
-@pytest.mark.parametrize("name", ["gpt", "lstm"])
+@pytest.mark.parametrize("name", ["gpt", "lstm", "seq2seq"])
 def test_freed_restarted_and_idle_slots(name):
     model = _model(name)
     a, b = _prompts([7, 4], seed=5)
@@ -117,7 +117,7 @@ def test_freed_restarted_and_idle_slots(name):
     assert got_a == ref_a
 
 
-@pytest.mark.parametrize("name", ["gpt", "lstm"])
+@pytest.mark.parametrize("name", ["gpt", "lstm", "seq2seq"])
 def test_misuse_is_refused(name):
     decoder = FAMILIES[name].slot_decoder(_model(name), 2)
     prompt = torch.tensor([1, 2, 3])

@@ -137,6 +137,8 @@ def test_builtin_recipe_loads(name: str) -> None:
     assert r.name and r.data.source
     if r.data.kind == "text":
         assert r.model_config_for({"vocab_size": 100}).block_size >= 1
+    elif r.data.kind == "pairs":  # text models on records: their eval section is the pairs one
+        assert r.model_config_for({"vocab_size": 100}).block_size >= 1 and r.eval.kind == "pairs"
     else:  # image recipes take their shapes from the data; their eval section is the image one
         config = r.model_config_for({"channels": 1, "image_size": 28, "num_classes": 10})
         assert config.image_size == 28 and r.eval.kind == "images"

@@ -26,6 +26,7 @@ IMAGE_SAMPLES = default(ImageGenRequest, "num_samples")
              "    genloop generate python-docs@1 --prompt 'The ' -n 3 --temperature 0.7 --top-k 20\n\n"
              "    genloop generate tang-poems --prompt $'春望\\n' --stop $'\\n\\n' --no-stream --json\n\n"
              "    genloop generate tang-poems --prompt $'春望\\n' --best-of 4 --reward-model tang-rm\n\n"
+             "    genloop generate tang-titles-seq2seq --prompt 春望 --num-beams 4\n\n"
              "    genloop generate tiny --prompt 'c>' --few-shot mapping.jsonl --shots 4 "
              "--shot-separator $'\\n' --temperature 0\n\n"
              "    genloop generate mnist-diffusion -n 64 --class 3 --steps 50 --out threes.png\n\n"
@@ -59,6 +60,9 @@ def generate(
     reward_model: str | None = option(TextRequest, "reward_model",
                                       help="text: the reward model (name or name@N) that ranks "
                                            "the --best-of candidates"),
+    num_beams: int = option(TextRequest, "num_beams",
+                            help="text: beam search over this many hypotheses (deterministic; "
+                                 "families with beam search, e.g. seq2seq)"),
     few_shot: Annotated[str | None, typer.Option(
         "--few-shot", help="text: put --shots examples drawn (seeded by --seed) from this pairs "
         "dataset (name or hash) or .jsonl file of prompt/completion records before the prompt")] = None,
@@ -116,7 +120,7 @@ def generate(
                         top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                         frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                         logit_bias=_logit_bias(logit_bias), stop=stop, seed=seed,
-                        best_of=best_of, reward_model=reward_model,
+                        best_of=best_of, reward_model=reward_model, num_beams=num_beams,
                         few_shot=_few_shot(few_shot, shots, shot_template, shot_separator), **count)
     if (stream and not as_json and len(request.prompts) == 1 and request.num_samples == 1
             and request.best_of is None):

@@ -4,10 +4,17 @@
 
 Stored through ``data/records.py`` (the folder every kind shares): each completion ends with
 the end-of-text token, so a model tuned on pairs learns where a completion stops.
+
+A source is a .jsonl file or a built-in name (``BUILTINS``): ``tang-poems`` gives every poem of
+the built-in corpus (its train file, then its valid file) as a record with its string fields
+(``title``, ``author``, ``form``, ``id``) and ``paragraphs`` joined by newlines (the poem), so
+``prompt_field: title`` and ``completion_field: paragraphs`` make title → poem pairs. The
+records are split by their text's hash as every records dataset is.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +23,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from genloop.atomic import atomic_write_text
+from genloop.config import settings
+from genloop.data.download import fetch_builtin
 from genloop.data.folder import Folder, read_folder
 from genloop.data.records import RecordsDataConfig, RecordSplit, prepare_records, record_split
 from genloop.tokenizers import Tokenizer
@@ -28,10 +38,34 @@ class PairsDataConfig(RecordsDataConfig):
 
     def prepare(self, progress: Callable[[str], None] | None = None,
                 tokenizer: Tokenizer | None = None) -> PairsDataset:
+        path = BUILTINS[self.source]() if self.source in BUILTINS else None
         folder = prepare_records("pairs", self, {"prompt": self.prompt_field,
                                                  "completion": self.completion_field},
-                                 eos_fields=("completion",), tokenizer=tokenizer, progress=progress)
+                                 eos_fields=("completion",), tokenizer=tokenizer, progress=progress,
+                                 path=path)
         return PairsDataset.from_folder(folder)
+
+
+def _tang_poems() -> Path:
+    """The built-in tang-poems as records (a pure function of its pinned files, written once
+    into the cache as ``pairs/tang-poems.jsonl``)."""
+    out = settings().cache_dir / "pairs" / "tang-poems.jsonl"
+    if out.is_file():
+        return out
+    lines = []
+    for split in ("train", "valid"):
+        for line in fetch_builtin("tang-poems", f"{split}.jsonl").read_text("utf-8").splitlines():
+            if line:
+                row = json.loads(line)
+                lines.append(json.dumps({k: "\n".join(v) if isinstance(v, list) else v
+                                         for k, v in row.items()}, ensure_ascii=False))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, "\n".join(lines) + "\n")
+    return out
+
+
+# built-in sources of records, by name: each returns the .jsonl file it stands for
+BUILTINS: dict[str, Callable[[], Path]] = {"tang-poems": _tang_poems}
 
 
 @dataclass

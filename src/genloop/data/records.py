@@ -135,14 +135,15 @@ def encode_ragged(tok: Tokenizer, texts: list[str], eos: bool = False) -> Ragged
 def prepare_records(
     kind: str, config: RecordsDataConfig, fields: dict[str, str], *, label: str | None = None,
     eos_fields: Sequence[str] = (), tokenizer: Tokenizer | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, path: Path | None = None,
 ) -> Folder:
-    """Read, split, tokenize and store the records of ``config.source``.
+    """Read, split, tokenize and store the records of ``config.source`` (or of ``path``, the
+    file a built-in source name stands for).
 
     ``fields`` maps the stored field name to the source's key (``{"prompt": "question"}``);
     ``eos_fields`` end with the end-of-text token (what a model generates ends there)."""
     say = progress or (lambda _msg: None)
-    path = Path(config.source).expanduser()
+    path = path or Path(config.source).expanduser()
     say(f"reading {path}")
     rows = read_records(path, list(fields.values()), label)
 

@@ -171,6 +171,9 @@ class Batcher:
             raise InvalidInput("seed: the batcher needs a resolved seed")
         if request.best_of is not None:
             raise InvalidInput("best_of: submit the request's candidates(); the service ranks them")
+        if request.num_beams > 1:
+            raise InvalidInput("num_beams: a beam search is one search, not independent "
+                               "sequences: the service runs it (TextModel.search)")
         check_request(self.tokenizer, request)
         prompts = [p for p in request.prompts for _ in range(request.num_samples)]
         encoded = {p: encode_prompt(self.tokenizer, request.model_prompt(p), self.block)

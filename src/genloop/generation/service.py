@@ -115,6 +115,12 @@ class TextModel(_Loaded):
             self._record(request, out.prompt, out.text, out.seed, out.timings)
         return outputs
 
+    def search(self, request: TextRequest) -> list[TextOutput]:
+        """The outputs of a beam-search request (``num_beams`` > 1; the seed resolved, the
+        examples drawn), not recorded: the HTTP face records each with its extras (``record``),
+        as it does the batcher's. ``generate`` decodes and records them in one call."""
+        return generate_texts(self.family, self.network, self.tokenizer, request)
+
     def rank(self, request: TextRequest, candidates: list[TextOutput],
              reward: TextModel | None = None) -> list[tuple[TextOutput, dict[str, Any]]]:
         """The ``best_of`` candidates of ``request`` (those of ``request.candidates()``, in order)

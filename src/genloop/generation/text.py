@@ -69,6 +69,10 @@ class TextRequest(BaseModel):
                                                  "the best_of candidates")
     few_shot: FewShot | None = Field(None, description="k examples drawn from a pairs dataset or "
                                                        "a .jsonl file, put before each prompt")
+    num_beams: int = Field(1, ge=1, le=16,
+                           description="beam search over this many hypotheses (deterministic: "
+                                       "temperature, top-k/p and the penalties are not used); 1 = "
+                                       "sampling")
 
     @field_validator("stop")
     @classmethod
@@ -84,6 +88,9 @@ class TextRequest(BaseModel):
                              f"({self.num_samples}): it is how many candidates they are chosen from")
         if self.reward_model is not None and self.best_of is None:
             raise ValueError("reward_model ranks best_of candidates: give best_of too")
+        if self.num_beams > 1 and (self.num_samples > 1 or self.best_of is not None):
+            raise ValueError("num_beams: beam search returns one text per prompt (its best "
+                             "hypothesis): use num_samples=1 and no best_of")
         check_choice_seeds(self.seed, self.choices)
         return self
 
@@ -115,6 +122,8 @@ class TextRequest(BaseModel):
         dumped = handler(self)
         if dumped.get("few_shot", ...) is None:
             del dumped["few_shot"]
+        if dumped.get("num_beams", ...) == 1:  # the same for sampling requests: no key
+            del dumped["num_beams"]
         return dumped
 
 
@@ -268,8 +277,11 @@ def stream_tokens(
     groups: dict[int, list[int]] = {}
     for r, ids in enumerate(row_ids):
         groups.setdefault(len(ids), []).append(r)
-    generators = [torch.Generator().manual_seed(choice_seed(seed, r)) for r in range(len(rows))]
     device = next(model.parameters()).device
+    if request.num_beams > 1:
+        yield from _beam_rows(family, model, tokenizer, request, row_ids, rows, device)
+        return
+    generators = [torch.Generator().manual_seed(choice_seed(seed, r)) for r in range(len(rows))]
     for members in groups.values():
         batch = torch.tensor([row_ids[r] for r in members], dtype=torch.long, device=device)
         token_request = TokenRequest(
@@ -292,6 +304,28 @@ def stream_tokens(
             if rows[r].done is None:
                 rows[r].done = "length"
                 yield r, rows[r].flush(), rows[r]
+
+
+def _beam_rows(family: Family, model: torch.nn.Module, tokenizer: Tokenizer, request: TextRequest,
+               row_ids: list[list[int]], rows: list[TextRow], device: torch.device
+               ) -> Iterator[tuple[int, str, TextRow]]:
+    """Each row's best beam (``Family.beam_search``), cut at stop strings and end tokens as a
+    sampled row is; its text appears once the search has finished."""
+    if family.beam_search is None:
+        raise InvalidInput(f"num_beams: model family {family.name!r} has no beam search "
+                           "(use num_beams=1)")
+    for r, (ids, row) in enumerate(zip(row_ids, rows, strict=True)):
+        tokens = family.beam_search(model, torch.tensor(ids, dtype=torch.long, device=device),
+                                    request.num_beams, request.max_new_tokens, end_ids(tokenizer))
+        for token in tokens:
+            piece = row.add(token, tokenizer)
+            if piece or row.done:
+                yield r, piece, row
+            if row.done:
+                break
+        if row.done is None:
+            row.done = "length"
+            yield r, row.flush(), row
 
 
 def generate_texts(

@@ -291,6 +291,9 @@ class Family:
     # slot_decoder(model, slots) -> SlotDecoder: decoding state for up to ``slots`` sequences
     # stepped together (text families; the HTTP face batches concurrent requests through it)
     slot_decoder: Callable[[Any, int], SlotDecoder] | None = None
+    # beam_search(model, prompt_ids (T,), num_beams, max_new_tokens, end_ids, length_penalty)
+    # -> the best hypothesis's token ids (text families that search; ``TextRequest.num_beams``)
+    beam_search: Callable[..., list[int]] | None = None
     description: str = ""
     # False: the network is not a generator (the feature classifier behind FID); evaluation
     # measures its accuracy instead of its samples

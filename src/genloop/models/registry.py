@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from genloop.errors import RecipeError
-from genloop.models import classifier, diffusion, embedder, gan, gpt, hf, lstm, reward, vae
+from genloop.models import classifier, diffusion, embedder, gan, gpt, hf, lstm, reward, seq2seq, vae
 from genloop.models.family import Family
 
 FAMILIES: dict[str, Family] = {
@@ -16,6 +16,7 @@ FAMILIES: dict[str, Family] = {
     "reward": reward.FAMILY,
     "hf": hf.FAMILY,
     "embedder": embedder.FAMILY,
+    "seq2seq": seq2seq.FAMILY,
 }
 
 

@@ -139,6 +139,18 @@ class CompletionBody(_TextBody):
     few_shot: FewShot | None = Field(None, description="genloop extra: k examples drawn (seeded) "
                                                        "from a registered pairs dataset, put "
                                                        "before each prompt; recorded")
+    num_beams: Int = Field(1, ge=1, le=16,
+                           description="genloop extra: beam search over this many hypotheses, "
+                                       "one (deterministic) text per prompt; above 1, n must be 1 "
+                                       "and not with stream")
+
+    @field_validator("num_beams")
+    @classmethod
+    def _beams_do_not_stream(cls, v: int, info: ValidationInfo) -> int:
+        if v > 1 and info.data.get("stream"):
+            raise ValueError("cannot be used with stream (the best beam is known only once the "
+                             "search has finished)")
+        return v
 
     @field_validator("suffix")
     @classmethod

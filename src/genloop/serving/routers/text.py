@@ -149,6 +149,7 @@ def _text_request(state: ServerState, body: CompletionBody | ChatBody, prompt: s
                                              * (len(prompt) if isinstance(prompt, list) else 1)),
                            num_samples=body.n, best_of=best_of, reward_model=reward_model,
                            few_shot=getattr(body, "few_shot", None),  # chat has none
+                           num_beams=getattr(body, "num_beams", 1),
                            **compat.sampling_fields(body))
     except ValueError as e:  # pydantic's ValidationError
         raise InvalidInput(validation_message(e)) from None
@@ -209,6 +210,8 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
     async def work() -> tuple[int, dict[str, Any]]:
         if treq.best_of is not None:
             return await _best_of(state, caller, model, treq, extra, rid, created, echo)
+        if treq.num_beams > 1:
+            return await _beams(state, caller, model, treq, extra, rid, created, echo)
         run = _Run(state, model, treq, extra, caller.owner)
         choices: dict[int, CompletionChoice | ChatCompletionChoice] = {}
         completion = 0
@@ -265,6 +268,26 @@ async def _best_of(state: ServerState, caller: Any, model: TextModel, treq: Text
     completion = sum(c.tokens for c in candidates)
     usage = CompletionUsage(prompt_tokens=run.ticket.prompt_tokens, completion_tokens=completion,
                             total_tokens=run.ticket.prompt_tokens + completion)
+    reply = Completion(id=rid, created=created, model=model.ref, usage=usage, choices=choices)
+    return 200, reply.model_dump(mode="json")
+
+
+async def _beams(state: ServerState, caller: Any, model: TextModel, treq: TextRequest,
+                 extra: dict[str, Any], rid: str, created: int,
+                 echo: bool) -> tuple[int, dict[str, Any]]:
+    """Beam search (``num_beams`` > 1): not stepped by the batcher (its beams are one search, not
+    independent sequences) but by the service, as the CLI and Python face run it; each prompt's
+    best beam is recorded and returned."""
+    outputs = await run_in_threadpool(model.search, treq)
+    choices = []
+    for index, out in enumerate(outputs):
+        state.metrics.tokens.labels(model.ref).inc(out.tokens)
+        record = await run_in_threadpool(model.record, treq, out, extra, caller.owner)
+        choices.append(_choice(model, Finished(index, out), record.id, False, echo))
+    prompt_tokens = sum(len(model.tokenizer.encode(treq.model_prompt(p))) for p in treq.prompts)
+    completion = sum(out.tokens for out in outputs)
+    usage = CompletionUsage(prompt_tokens=prompt_tokens, completion_tokens=completion,
+                            total_tokens=prompt_tokens + completion)
     reply = Completion(id=rid, created=created, model=model.ref, usage=usage, choices=choices)
     return 200, reply.model_dump(mode="json")
 
