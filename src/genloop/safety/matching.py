@@ -79,7 +79,8 @@ class TermMatcher:
         self.regex = re.compile("|".join(re.escape(t) for t in folded))
 
     def find(self, folded: str) -> list[tuple[int, int]]:
-        spans, pos = [], 0
+        spans: list[tuple[int, int]] = []
+        pos = 0
         while True:
             m = self.regex.search(folded, pos)
             if m is None:

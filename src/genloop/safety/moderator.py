@@ -65,7 +65,7 @@ class Verdict:
         return not self.blocked and any(h.action == "redact" for h in self.hits)
 
     @property
-    def action(self) -> str:
+    def action(self) -> Literal["allow", "flag", "redact", "block"]:
         return "block" if self.blocked else "redact" if self.redacted else (
             "flag" if self.hits else "allow")
 
@@ -119,9 +119,24 @@ class Moderator:
         c = self.policy.classifier
         return c is not None and c.action == "block" and "outputs" in self.policy.apply_to
 
-    def check(self, text: str, stage: StageName) -> Verdict:
-        """Every check of the policy on ``text``; ``ModerationFailed`` if one raises."""
-        if f"{stage}s" not in self.policy.apply_to:
+    @property
+    def categories(self) -> list[str]:
+        """Every category this policy can report."""
+        c = self.policy.classifier
+        return list(dict.fromkeys([*(b.category for b in self.policy.blocklists),
+                                   *(p.category for p in self.policy.patterns), *self.pii,
+                                   *(c.labels if c is not None else [])]))
+
+    def preload(self) -> None:
+        """Load the policy's classifier now (a server checks it before it starts)."""
+        if self.policy.classifier is not None and self._load_classify is not None:
+            with self._lock:
+                self._classify = self._classify or self._load_classify()
+
+    def check(self, text: str, stage: StageName, *, always: bool = False) -> Verdict:
+        """Every check of the policy on ``text``; ``ModerationFailed`` if one raises.
+        ``always``: even at a stage the policy does not apply to (``/v1/moderations``)."""
+        if not always and f"{stage}s" not in self.policy.apply_to:
             return Verdict(stage, text, checked=False, policy=self.policy.digest)
         hits: list[Hit] = []
         scores: dict[str, float] = {}

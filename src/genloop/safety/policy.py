@@ -37,6 +37,7 @@ Action = Literal["block", "redact", "flag"]
 PiiAction = Literal["block", "redact", "flag", "off"]
 Stage = Literal["prompts", "outputs"]
 POLICY_FILE = "moderation.yaml"
+STAGES: tuple[Stage, ...] = ("prompts", "outputs")
 
 CATEGORY_RULE = r"^[a-z0-9][a-z0-9_/-]{0,47}$"
 
@@ -103,7 +104,7 @@ class ClassifierCheck(_Strict):
 
 
 class Policy(_Strict):
-    apply_to: list[Stage] = Field(default_factory=lambda: ["prompts", "outputs"])
+    apply_to: list[Stage] = Field(default_factory=lambda: list(STAGES))
     blocklists: list[Blocklist] = Field(default_factory=list)
     patterns: list[Pattern] = Field(default_factory=list)
     pii: Pii = Field(default_factory=Pii)

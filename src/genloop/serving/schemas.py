@@ -431,6 +431,9 @@ class GenerationObject(_Reply):
     timings: dict[str, Any]
     created: int
     url: str | None = None
+    safety: dict[str, Any] | None = Field(None, description=(
+        "the moderation verdicts: prompt and output (action, categories, reason, spans), and "
+        "whether the output was withheld"))
     feedback: list[FeedbackObject] = Field(default_factory=list)
 
 
