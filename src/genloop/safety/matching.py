@@ -68,15 +68,16 @@ def _wordlike(ch: str) -> bool:
 
 
 class TermMatcher:
-    """The terms of one blocklist, folded once, found in folded text with one regex pass."""
+    """The terms of one blocklist, folded once, found in folded text with one regex pass (any run
+    of whitespace matches a term's space: "kill  them" holds "kill them")."""
 
     def __init__(self, terms: list[str]):
-        folded = sorted({fold(t)[0].strip() for t in terms}, key=len, reverse=True)
-        self.terms = folded
-        self.cjk = {t for t in folded if any(is_cjk(c) for c in t)}
+        folded = sorted({" ".join(fold(t)[0].split()) for t in terms}, key=len, reverse=True)
         self.longest = max(len(t) for t in folded)
         # longest first, so "kill them" wins over "kill" at the same place
-        self.regex = re.compile("|".join(re.escape(t) for t in folded))
+        self.terms = [(re.compile(r"\s+".join(re.escape(w) for w in t.split())),
+                       any(is_cjk(c) for c in t)) for t in folded]
+        self.regex = re.compile("|".join(p.pattern for p, _ in self.terms))
 
     def find(self, folded: str) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []
@@ -87,8 +88,8 @@ class TermMatcher:
                 return spans
             s = m.start()
             # the longest term at s that sits on word boundaries (a CJK term always does)
-            end = next((s + len(t) for t in self.terms
-                        if folded.startswith(t, s) and self._bounded(folded, s, s + len(t), t)),
+            end = next((t.end() for p, cjk in self.terms
+                        if (t := p.match(folded, s)) and (cjk or _bounded(folded, s, t.end()))),
                        None)
             if end is None:
                 pos = s + 1
@@ -96,12 +97,12 @@ class TermMatcher:
             spans.append((s, end))
             pos = end
 
-    def _bounded(self, folded: str, s: int, e: int, term: str) -> bool:
-        if term in self.cjk:
-            return True
-        before = s > 0 and _wordlike(folded[s - 1]) and _wordlike(term[0])
-        after = e < len(folded) and _wordlike(folded[e]) and _wordlike(term[-1])
-        return not (before or after)
+
+def _bounded(folded: str, s: int, e: int) -> bool:
+    """Whether a Latin term at ``s..e`` starts and ends on word boundaries."""
+    before = s > 0 and _wordlike(folded[s - 1]) and _wordlike(folded[s])
+    after = e < len(folded) and _wordlike(folded[e]) and _wordlike(folded[e - 1])
+    return not (before or after)
 
 
 def pattern_width(pattern: str) -> int | None:

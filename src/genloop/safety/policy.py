@@ -92,6 +92,11 @@ class Pii(_Strict):
     phone: PiiAction = "redact"
     card: PiiAction = "redact"
 
+    @field_validator("email", "phone", "card", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
 
 class ClassifierCheck(_Strict):
     """A text classifier genloop trained on the workspace's own labelled examples

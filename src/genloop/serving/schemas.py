@@ -242,7 +242,7 @@ class ErrorResponse(_Reply):
     error: ErrorDetail
 
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "content_filter"]  # content_filter: moderation withheld it
 
 
 class CompletionLogprobs(_Reply):
