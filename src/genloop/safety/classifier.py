@@ -53,12 +53,18 @@ class TextClassifier:
                for n in range(1, self.ngrams + 1) for i in range(len(s) - n + 1)]
         return ids or [0]
 
-    def logits(self, texts: list[str]) -> torch.Tensor:
-        """(B, L) logits: the mean of each text's n-gram weights, plus the bias."""
+    def bags(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The texts' n-gram ids, bag offsets and weights (1/count: each text's mean)."""
         feats = [self.features(t) for t in texts]
         ids = torch.tensor([i for f in feats for i in f], dtype=torch.long)
         offsets = torch.tensor([0] + [len(f) for f in feats[:-1]]).cumsum(0)
         weights = torch.tensor([1.0 / len(f) for f in feats for _ in f])
+        return ids, offsets, weights
+
+    def logits(self, texts: list[str],
+               bags: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, L) logits: the mean of each text's n-gram weights, plus the bias."""
+        ids, offsets, weights = bags or self.bags(texts)
         return F.embedding_bag(ids, self.weight, offsets, mode="sum",
                                per_sample_weights=weights) + self.bias
 
@@ -101,7 +107,7 @@ def read_examples(path: Path) -> list[tuple[str, str]]:
 
 
 def train_classifier(examples: list[tuple[str, str]], *, steps: int = 300, lr: float = 0.5,
-                     buckets: int = 1 << 18, weight_decay: float = 1e-6) -> TextClassifier:
+                     buckets: int = 1 << 16, weight_decay: float = 1e-6) -> TextClassifier:
     """Full-batch Adam on the cross-entropy, from zero weights: deterministic, no seed needed."""
     labels = sorted({label for _, label in examples})
     model = TextClassifier(labels, torch.zeros(buckets, len(labels)), torch.zeros(len(labels)))
@@ -113,9 +119,10 @@ def train_classifier(examples: list[tuple[str, str]], *, steps: int = 300, lr: f
     counts = torch.bincount(target, minlength=len(labels)).float()
     balance = counts.sum() / (len(labels) * counts)
     opt = torch.optim.Adam([model.weight, model.bias], lr=lr, weight_decay=weight_decay)
+    bags = model.bags(texts)  # the features once: only the weights change
     for _ in range(steps):
         opt.zero_grad()
-        loss = F.cross_entropy(model.logits(texts), target, weight=balance)
+        loss = F.cross_entropy(model.logits(texts, bags), target, weight=balance)
         loss.backward()
         opt.step()
     model.weight.requires_grad_(False)
