@@ -22,7 +22,7 @@ COMMANDS = [[], ["train"], ["tune"], ["generate"], ["eval"], ["quickstart"], ["d
             ["models", "quantize"], ["merge"],
             ["keys", "provenance"], ["verify"],
             ["kg"], ["kg", "load"], ["kg", "list"], ["kg", "query"], ["kg", "stats"], ["kg", "link"],
-            ["kg", "check"]]
+            ["kg", "check"], ["moderation"], ["moderation", "check"], ["moderation", "train"]]
 
 
 @pytest.fixture(scope="module")

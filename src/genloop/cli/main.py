@@ -21,7 +21,7 @@ COMMANDS = {"train": "train", "tune": "tune", "generate": "generate", "eval": "e
             "worker": "worker", "quickstart": "quickstart", "data": "data", "models": "models",
             "keys": "keys", "import": "importer",
             "export": "export", "merge": "merge",
-            "verify": "verify", "kg": "kg"}
+            "verify": "verify", "kg": "kg", "moderation": "moderation"}
 
 
 class Commands(TyperGroup):

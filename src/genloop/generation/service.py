@@ -47,6 +47,8 @@ from genloop.generation.text import (
 from genloop.hub.adapters import load_network
 from genloop.models.family import Family, ImageModelConfig, ModelConfig
 from genloop.models.modeldir import ModelDir
+from genloop.safety.moderator import ContentBlocked, Moderator, OutputWithheld, workspace_moderator
+from genloop.safety.stream import StreamGuard
 from genloop.store import GenerationRecord, ModelVersion, Store
 from genloop.tokenizers import Tokenizer
 
@@ -102,17 +104,22 @@ class TextModel(_Loaded):
         request = params.pop("request", None) or self.request(prompt, **params)
         request = request.model_copy(update={"seed": resolve_seed(request.seed, request.choices)})
         request = self.with_examples(request)
+        moderator = self.moderator()
+        request, prompt_safety = self.moderate_prompts(request, moderator)
         if request.best_of is not None:
             reward = load_reward(request.reward_model, self.store) if request.reward_model else None
             candidates = generate_texts(self.family, self.network, self.tokenizer,
                                         request.candidates())
-            picked = self.rank(request, candidates, reward)
+            picked = [(self.moderated(out, prompt_safety.get(out.prompt), moderator), ranking)
+                      for out, ranking in self.rank(request, candidates, reward)]
             for out, ranking in picked:
-                self._record(request, out.prompt, out.text, out.seed, out.timings, ranking=ranking)
+                self._record(request, out.prompt, out.text, out.seed, out.timings, ranking=ranking,
+                             safety=out.safety)
             return [out for out, _ in picked]
-        outputs = generate_texts(self.family, self.network, self.tokenizer, request)
+        outputs = [self.moderated(out, prompt_safety.get(out.prompt), moderator)
+                   for out in generate_texts(self.family, self.network, self.tokenizer, request)]
         for out in outputs:
-            self._record(request, out.prompt, out.text, out.seed, out.timings)
+            self._record(request, out.prompt, out.text, out.seed, out.timings, safety=out.safety)
         return outputs
 
     def search(self, request: TextRequest) -> list[TextOutput]:
@@ -143,19 +150,81 @@ class TextModel(_Loaded):
         return picked
 
     def stream(self, prompt: str = "", **params: Any) -> Iterator[str]:
-        """Yield text pieces as they are decoded; the whole output is recorded at the end."""
+        """Yield text pieces as they are decoded and pass moderation (``safety.stream``: held
+        back until checked); the whole output is recorded at the end. A withheld output is
+        recorded, then ``OutputWithheld`` says why."""
         request = params.pop("request", None) or self.request(prompt, **params)
         seed = resolve_seed(request.seed)
         request = self.with_examples(request.model_copy(update={"seed": seed}))
+        moderator = self.moderator()
+        request, prompt_safety = self.moderate_prompts(request, moderator)
+        guard = StreamGuard(moderator)
         t0 = time.perf_counter()
         first: float | None = None
         pieces: list[str] = []
         for piece in stream_text(self.family, self.network, self.tokenizer, request):
             first = first or time.perf_counter() - t0
             pieces.append(piece)
-            yield piece
+            if shown := guard.feed(piece):
+                yield shown
+        rest, _verdict = guard.finish("".join(pieces))
+        if rest:
+            yield rest
         timings = {"total_s": time.perf_counter() - t0, "first_token_s": first or 0.0}
-        self._record(request, request.prompts[0], "".join(pieces), seed, timings)
+        self._streamed(request, "".join(pieces), seed, timings,
+                       prompt_safety.get(request.prompts[0]), moderator)
+
+    def _streamed(self, request: TextRequest, text: str, seed: int, timings: dict,
+                  prompt_safety: dict[str, Any] | None, moderator: Moderator) -> None:
+        """Record a streamed output (moderated as a whole); raise if it was withheld."""
+        out = self.moderated(TextOutput(request.prompts[0], text, 0, "stop", seed,
+                                        content_hash(text)), prompt_safety, moderator)
+        record = self._record(request, request.prompts[0], out.text, seed, timings,
+                              safety=out.safety)
+        if out.finish_reason == "content_filter":
+            reason = (out.safety or {}).get("output", {}).get("reason", "blocked")
+            raise OutputWithheld(f"output withheld by the moderation policy ({reason}); "
+                                 f"generation {record.id}")
+
+    def moderator(self) -> Moderator:
+        """The workspace's moderation policy, ready to check (reread when its file changes)."""
+        return workspace_moderator(self.store)
+
+    def moderate_prompts(self, request: TextRequest, moderator: Moderator | None = None,
+                         ) -> tuple[TextRequest, dict[str, dict[str, Any]]]:
+        """Each prompt checked: a blocked one refuses the request (``ContentBlocked``, nothing
+        generated or recorded); a redacted one is replaced by its redacted form, which the model
+        reads and the record keeps. Returns the request and each prompt's verdict, by prompt."""
+        moderator = moderator or self.moderator()
+        verdicts: dict[str, dict[str, Any]] = {}
+        prompts = []
+        for i, prompt in enumerate(request.prompts):
+            verdict = moderator.check(prompt, "prompt")
+            if verdict.blocked:
+                where = "prompt" if isinstance(request.prompt, str) else f"prompt.{i}"
+                raise ContentBlocked(f"{where}: refused by the moderation policy "
+                                     f"({verdict.reason()})", param=where)
+            prompts.append(verdict.text)
+            verdicts[verdict.text] = verdict.record()
+        if prompts != request.prompts:
+            request = request.model_copy(update={
+                "prompt": prompts[0] if isinstance(request.prompt, str) else prompts})
+        return request, verdicts
+
+    def moderated(self, out: TextOutput, prompt_safety: dict[str, Any] | None = None,
+                  moderator: Moderator | None = None) -> TextOutput:
+        """``out`` as it may be shown: redacted, or withheld (empty text, ``finish_reason``
+        "content_filter", as OpenAI's), with the verdicts its record keeps (``safety``). Its
+        content hash is that of the text shown, which is what the record holds; logprobs go
+        with a redacted or withheld text (their tokens would show what was removed)."""
+        verdict = (moderator or self.moderator()).check(out.text, "output")
+        safety = {**({} if prompt_safety is None else {"prompt": prompt_safety}),
+                  "output": verdict.record(), "withheld": verdict.blocked}
+        if verdict.text == out.text and not verdict.blocked:
+            return replace(out, safety=safety)
+        return replace(out, text=verdict.text, content_hash=content_hash(verdict.text),
+                       finish_reason="content_filter" if verdict.blocked else out.finish_reason,
+                       logprobs=None, safety=safety)
 
     def with_examples(self, request: TextRequest, *, from_client: bool = False) -> TextRequest:
         """``request`` with its few-shot examples drawn (seeded by the request's seed unless the
@@ -174,7 +243,8 @@ class TextModel(_Loaded):
 
     def _record(self, request: TextRequest, prompt: str, text: str, seed: int, timings: dict,
                 extra: dict[str, Any] | None = None, owner: str | None = None,
-                ranking: dict[str, Any] | None = None) -> GenerationRecord:
+                ranking: dict[str, Any] | None = None,
+                safety: dict[str, Any] | None = None) -> GenerationRecord:
         # a choice is recorded as the request of one that draws it again (a best_of candidate
         # too: its seed is its own); how it was ranked is its own part of the record
         one = request.model_copy(update={"prompt": prompt, "seed": seed, "num_samples": 1})
@@ -186,7 +256,7 @@ class TextModel(_Loaded):
         return self.store.record_generation(
             model=self.version, kind="text", request=own, shared=shared,
             seed=seed, output=text, file=None, content_hash=content_hash(text), timings=timings,
-            owner=owner,
+            owner=owner, safety=safety,
         )
 
     def record(self, request: TextRequest, output: TextOutput,
@@ -196,7 +266,8 @@ class TextModel(_Loaded):
         e.g. the chat messages, so a history can restore them; ``owner``: the API key owner's;
         ``ranking``: a best_of choice's, from ``rank``)."""
         return self._record(request, output.prompt, output.text, output.seed,
-                            {**output.timings, "tokens": output.tokens}, extra, owner, ranking)
+                            {**output.timings, "tokens": output.tokens}, extra, owner, ranking,
+                            output.safety)
 
     def batcher(self, max_batch: int = 16, max_queue: int = 32) -> Batcher:
         """This model's continuous-batching loop (created on first use; later limits are ignored)."""
@@ -248,6 +319,7 @@ class ImageModel(_Loaded):
         owner = params.pop("owner", None)
         request = params.pop("request", None) or self.request(**params)
         request = request.model_copy(update={"seed": resolve_seed(request.seed, request.num_samples)})
+        safety = moderate_image_prompt(request.class_label, self.store)
         out = generate_images(self.family, self.config, self.network, self.class_names, request)
         folder = settings().generations_dir
         records = []
@@ -262,9 +334,20 @@ class ImageModel(_Loaded):
             records.append(self.store.record_generation(
                 model=self.version, kind="image", request=meta, seed=out.seeds[i],
                 output=name, file=str(path), content_hash=digest, timings=out.timings,
-                owner=owner,
+                owner=owner, safety=safety,
             ))
         return ImageResult(out, request, records, self.ref, self.version.dataset_hash)
+
+
+def moderate_image_prompt(prompt: object, store: Store) -> dict[str, Any] | None:
+    """An image request's text (its prompt, or the class it names) checked as a prompt: a
+    blocked one refuses the request; its verdict, for the records (None: no text)."""
+    if not isinstance(prompt, str) or not prompt:
+        return None
+    verdict = workspace_moderator(store).check(prompt, "prompt")
+    if verdict.blocked:
+        raise ContentBlocked(f"prompt: refused by the moderation policy ({verdict.reason()})")
+    return {"prompt": verdict.record(), "withheld": False}
 
 
 def image_provenance(record: GenerationRecord) -> dict[str, Any]:
@@ -389,6 +472,7 @@ def replay(generation_id: str, store: Store | None = None) -> Replay:
                   if k in TextRequest.model_fields and k != "logprobs"}  # not part of the text
         request = _validated(TextRequest, {**fields, "seed": record.seed, "num_samples": 1})
         out = generate_texts(model.family, model.network, model.tokenizer, request)[0]
+        out = model.moderated(out)  # what was recorded is what moderation let through
         return Replay(record, out.content_hash, out.text)
     fields = {k: v for k, v in record.request.items() if k in ImageGenRequest.model_fields}
     walk = bool(fields.get("interpolate"))

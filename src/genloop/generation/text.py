@@ -148,6 +148,7 @@ class TextOutput:
     timings: dict[str, float] = field(default_factory=dict)
     logprobs: list[TokenLogprob] | None = None  # one per token of ``tokens`` when requested
     score: float | None = None  # best_of: what it was ranked by (reward, or mean token log-prob)
+    safety: dict[str, Any] | None = None  # the moderation verdicts recorded with it (service)
 
 
 def check_request(tokenizer: Tokenizer, request: TextRequest) -> None:

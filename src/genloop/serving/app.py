@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genloop.errors import GenloopError, readable_errors
+from genloop.safety.moderator import workspace_moderator
 from genloop.serving.auth import challenge
 from genloop.serving.deps import ServerState
 from genloop.serving.routers import (
@@ -32,6 +33,7 @@ from genloop.serving.routers import (
     generations,
     images,
     models,
+    moderations,
     system,
     text,
 )
@@ -205,6 +207,8 @@ def create_app(config: ServeConfig | None = None, store: Store | None = None) ->
     """The API and studio for the workspace's store (``store``: tests pass their own)."""
     config = config or ServeConfig()
     state = ServerState(config, store or Store())
+    # the moderation policy is checked before serving: a bad file refuses to start (one line)
+    workspace_moderator(state.store).preload()
     app = FastAPI(
         title="genloop", version=__version__,
         description="OpenAI-compatible API for the models of a genloop workspace (docs/api.md).",
@@ -214,7 +218,8 @@ def create_app(config: ServeConfig | None = None, store: Store | None = None) ->
     _install_error_handlers(app)
     app.include_router(system.public)
     for router in (models.router, text.router, images.router, generations.router, feedback.router,
-                   files.router, fine_tuning.router, embeddings.router, system.router):
+                   files.router, fine_tuning.router, embeddings.router, moderations.router,
+                   system.router):
         app.include_router(router)
     # added innermost first: the metrics count every answer (the body limit's 413s and the
     # catch-all's 500s too); the body limit reads the raw request before anything else does

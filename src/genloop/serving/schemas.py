@@ -254,7 +254,7 @@ class ErrorResponse(_Reply):
     error: ErrorDetail
 
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "content_filter"]  # content_filter: moderation withheld it
 
 
 class CompletionLogprobs(_Reply):
@@ -443,6 +443,9 @@ class GenerationObject(_Reply):
     timings: dict[str, Any]
     created: int
     url: str | None = None
+    safety: dict[str, Any] | None = Field(None, description=(
+        "the moderation verdicts: prompt and output (action, categories, reason, spans), and "
+        "whether the output was withheld"))
     feedback: list[FeedbackObject] = Field(default_factory=list)
 
 

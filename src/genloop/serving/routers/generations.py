@@ -45,6 +45,7 @@ def generation_object(g: GenerationRecord, base_url: str, feedback: list | None 
     return GenerationObject(
         id=g.id, model=g.model, kind=g.kind, request=g.request, seed=g.seed, output=g.output,
         content_hash=g.content_hash, timings=g.timings, created=int(g.created_at.timestamp()),
+        safety=g.safety,
         url=f"{base_url}/v1/generations/{g.id}/content" if g.file else None,
         feedback=[feedback_object(f) for f in feedback or []],
     )

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from genloop.errors import InvalidInput
-from genloop.generation.service import ImageModel, image_png, load
+from genloop.generation.service import ImageModel, image_png, load, moderate_image_prompt
 from genloop.serving.deps import StateDep, WriterDep, run_idempotent
 from genloop.serving.schemas import IDEMPOTENT_REPLAYED, Image, ImageBody, ImagesResponse, errors
 
@@ -55,6 +55,7 @@ async def generate_images(body: ImageBody, state: StateDep, caller: WriterDep,
     size = f"{model.config.image_size}x{model.config.image_size}"
     if body.size is not None and body.size != size:
         raise InvalidInput(f"size: this model draws {size} images, not {body.size}")
+    await run_in_threadpool(moderate_image_prompt, body.prompt, state.store)  # blocked: 400
     params: dict[str, Any] = {"num_samples": body.n, "seed": body.seed,
                               "class_label": _class_of(body, model), "sampler": body.sampler}
     if body.guidance_scale is not None:

@@ -23,6 +23,8 @@ from genloop.errors import InvalidInput, validation_message
 from genloop.generation.batching import Event, Failed, Finished, Piece, Ticket
 from genloop.generation.service import TextModel, load, load_reward
 from genloop.generation.text import TextOutput, TextRequest, resolve_seed
+from genloop.safety.moderator import ContentBlocked, Moderator
+from genloop.safety.stream import StreamGuard
 from genloop.serving import compat
 from genloop.serving.auth import Forbidden
 from genloop.serving.deps import CallerDep, ServerState, StateDep, WriterDep, run_idempotent
@@ -96,6 +98,10 @@ class _Run:
 
     def __init__(self, state: ServerState, model: TextModel, request: TextRequest,
                  extra: dict[str, Any], owner: str | None = None):
+        # moderation first: a blocked prompt is the client's 400 before anything is queued
+        self.moderator = model.moderator()
+        request, self.prompt_safety = model.moderate_prompts(request, self.moderator)
+        extra = moderated_messages(self.moderator, extra)
         self.state, self.model, self.request, self.extra = state, model, request, extra
         self.owner = owner  # the calling key's, stamped on each choice's record
         self.events: asyncio.Queue = asyncio.Queue()
@@ -111,7 +117,10 @@ class _Run:
             request, lambda ev: loop.call_soon_threadsafe(self.events.put_nowait, ev))
 
     async def finish(self, event: Finished) -> str:
-        """Record a finished choice; its generation id."""
+        """Record a finished choice, moderated (``event.output`` becomes what may be shown:
+        redacted, or withheld with finish_reason "content_filter"); its generation id."""
+        event.output = self.model.moderated(event.output, self.prompt_safety.get(event.output.prompt),
+                                            self.moderator)
         out = event.output
         ref = self.model.ref
         self.state.metrics.tokens.labels(ref).inc(out.tokens)
@@ -263,6 +272,7 @@ async def _best_of(state: ServerState, caller: Any, model: TextModel, treq: Text
     picked = await run_in_threadpool(model.rank, treq, candidates, reward)
     choices = []
     for index, (out, ranking) in enumerate(picked):
+        out = model.moderated(out, run.prompt_safety.get(out.prompt), run.moderator)
         record = await run_in_threadpool(model.record, treq, out, extra, caller.owner, ranking)
         choices.append(_choice(model, Finished(index, out), record.id, False, echo))
     completion = sum(c.tokens for c in candidates)
@@ -357,6 +367,7 @@ async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, incl
                      "choices": [choice]})
 
     logprobs = _StreamLogprobs(run, chat)
+    guards = _Guards(run)
     finished, completion = 0, 0
     # a timer rather than a timeout on every get(): asyncio.wait_for costs a task per token
     keepalive = asyncio.create_task(_keepalive(run, keepalive_s))
@@ -377,11 +388,16 @@ async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, incl
                 if event is KEEPALIVE:
                     yield ": keep-alive\n\n"
                 elif isinstance(event, Piece):
-                    yield chunk(event.index, event.text, **logprobs.of(event.index, event.logprobs))
+                    if text := guards.feed(event.index, event.text):
+                        yield chunk(event.index, text, **({} if guards.active else
+                                                          logprobs.of(event.index, event.logprobs)))
                 elif isinstance(event, Finished):
+                    tail = guards.finish(event.index, event.output.text)  # before finish redacts
                     gid = await run.finish(event)
                     finished += 1
                     completion += event.output.tokens
+                    if tail:
+                        yield chunk(event.index, tail)
                     rest = logprobs.rest(event.index, event.output.logprobs)
                     yield chunk(event.index, None, event.output.finish_reason, generation_id=gid,
                                 **rest)
@@ -445,3 +461,41 @@ class _StreamLogprobs:
         if not self.asked or entries is None:
             return {}
         return self.of(index, entries[len(self.sent.get(index, [])):])
+
+
+def moderated_messages(moderator: Moderator, extra: dict[str, Any]) -> dict[str, Any]:
+    """A chat's recorded messages as moderation lets them through: each checked as a prompt
+    (one the policy blocks refuses the request, even a turn too old to fit the context),
+    redacted where it redacts."""
+    messages = extra.get("messages")
+    if not messages:
+        return extra
+    kept = []
+    for i, message in enumerate(messages):
+        verdict = moderator.check(str(message.get("content") or ""), "prompt")
+        if verdict.blocked:
+            raise ContentBlocked(f"messages.{i}.content: refused by the moderation policy "
+                                 f"({verdict.reason()})", param=f"messages.{i}.content")
+        kept.append({**message, "content": verdict.text} if verdict.redacted else message)
+    return {**extra, "messages": kept}
+
+
+class _Guards:
+    """Each streamed choice's moderation hold-back (``safety.stream``): text leaves only once
+    checked, and a choice that trips a blocking rule sends nothing more. With moderation on,
+    logprobs come with a choice's last chunk (they name the tokens of text still held back)."""
+
+    def __init__(self, run: _Run):
+        self.moderator = run.moderator
+        self.active = run.moderator.policy.active
+        self.guards: dict[int, StreamGuard] = {}
+
+    def feed(self, index: int, text: str) -> str:
+        if not self.active:
+            return text
+        return self.guards.setdefault(index, StreamGuard(self.moderator)).feed(text)
+
+    def finish(self, index: int, text: str) -> str:
+        if not self.active:
+            return ""
+        return self.guards.setdefault(index, StreamGuard(self.moderator)).finish(text)[0]

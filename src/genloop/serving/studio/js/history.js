@@ -5,7 +5,7 @@
 import { $, $$, h, icon, enc, truncate, toDate, fmtTime, reportError } from "./dom.js";
 import { api, request } from "./api.js";
 import { catalog } from "./catalog.js";
-import { fillTextForm } from "./text.js";
+import { fillTextForm, safetyNote } from "./text.js";
 import { fillImageForm } from "./images.js";
 import { feedbackWidget } from "./widgets.js";
 
@@ -35,7 +35,8 @@ function historyPreview(gen) {
     prompt = truncate(String(Array.isArray(req.prompt) ? req.prompt[0] ?? "" : req.prompt ?? ""), 80);
   }
   return h("div", { class: "preview-text" },
-    h("span", { class: "prompt-echo" }, prompt), truncate(String(gen.output ?? ""), 200));
+    h("span", { class: "prompt-echo" }, prompt), truncate(String(gen.output ?? ""), 200),
+    safetyNote(gen.safety));
 }
 
 function feedbackChips(list) {

@@ -151,10 +151,11 @@ function showTextResult({ generationId, finish, usage, total, first }) {
     return;
   }
   const seedSlot = h("span", { class: "seed-slot" });
+  const safetySlot = h("div", { class: "withheld", hidden: true, role: "status" });
   const tokens = usage ? usage.completion_tokens : null;
   const stats = h("div", { class: "meta" },
     finish ? h("span", { class: "pill", title: `finish_reason: ${finish}` },
-      finish === "length" ? "hit max tokens" : "finished") : null,
+      finish === "length" ? "hit max tokens" : finish === "content_filter" ? "withheld" : "finished") : null,
     tokens != null ? h("span", null, `${tokens} tokens`) : null,
     tokens != null && total > 0 ? h("span", null, `${fmtNum(tokens / (total / 1000))} tok/s`) : null,
     first != null ? h("span", null, `first token ${Math.round(first)} ms`) : null,
@@ -163,15 +164,34 @@ function showTextResult({ generationId, finish, usage, total, first }) {
     h("span", null, "Generation ", h("span", { class: "mono generation-id", dataset: { generationId } }, generationId)),
     h("button", { type: "button", class: "btn btn-sm btn-icon", title: "Copy id", "aria-label": "Copy generation id",
       onclick: () => navigator.clipboard && navigator.clipboard.writeText(generationId).catch(() => {}) }, icon("copy")));
-  bar.replaceChildren(stats, h("div", { class: "result-foot" }, id,
+  bar.replaceChildren(stats, safetySlot, h("div", { class: "result-foot" }, id,
     h("div", { class: "rate-row" }, h("span", { class: "rate-label" }, "Rate this output"), feedbackWidget(generationId))));
   bar.hidden = false;
   // The seed the server used (random ones included), so this output can be reproduced.
   api(`v1/generations/${enc(generationId)}`).then((gen) => {
+    showSafety(safetySlot, gen.safety);
     seedSlot.replaceChildren("seed ", h("span", { class: "mono" }, String(gen.seed)),
       h("button", { type: "button", class: "btn btn-ghost btn-sm", title: "Use this seed",
         onclick: () => setSeed("text", gen.seed) }, "reuse"));
   }).catch(() => {});
+}
+
+/** Why moderation withheld or redacted an output: the reason its record keeps (never the text). */
+export function safetyNote(safety) {
+  const output = safety && safety.output;
+  if (!output || output.action === "allow") return null;
+  const text = safety.withheld
+    ? `Output withheld by the moderation policy — ${output.reason}.`
+    : `Output ${output.reason} by the moderation policy.`;
+  return h("span", { class: safety.withheld ? "pill pill-warn" : "pill", title: `policy ${output.policy}` }, text);
+}
+
+function showSafety(slot, safety) {
+  const note = safetyNote(safety);
+  if (!note) return;
+  slot.replaceChildren(note);
+  slot.hidden = false;
+  if (safety.withheld) $("#text-output").textContent = "";  // nothing of it is shown
 }
 
 export function fillTextForm(gen) {
