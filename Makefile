@@ -21,8 +21,13 @@ lint: setup
 typecheck: setup   # mypy over src/genloop, configured in pyproject.toml ([tool.mypy])
 	.venv/bin/mypy
 
+# Two pytest-xdist workers even on 2 cores: many tests wait on a subprocess (a CLI run, a server
+# starting, torch importing) rather than compute. Each file runs whole on one worker, so the
+# servers and workspaces its module-scoped fixtures build are built once. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
+
 test: lint typecheck
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 bench: setup   # ~2 hours on 2 cores; rewrites BENCHMARKS.md from bench/results/
 	.venv/bin/python -m bench.train_speed

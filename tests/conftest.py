@@ -19,6 +19,13 @@ import pytest
 
 BIN = Path(sys.executable).parent  # the venv's bin: genloop, torchrun
 
+# Under pytest-xdist (`make test` runs two workers) each worker is one more process on the same
+# cores: its in-process torch keeps to one intra-op thread, or the workers thrash. Set before
+# torch is first imported (conftest loads before any test module); child processes inherit it.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...; "" when not under xdist
+if WORKER:
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 _SUBJECTS = ["The cat", "A dog", "The old man", "My friend", "The river", "A small bird",
              "The teacher", "Our neighbour", "The children", "A stranger"]
 _VERBS = ["walks to", "looks at", "sings about", "dreams of", "runs past", "writes to",
@@ -206,11 +213,24 @@ def tiny_image_recipe_dict(family: str, *, name: str | None = None, steps: int =
 
 
 def free_port() -> int:
+    """A loopback port nobody listens on. Under xdist each worker draws from its own block below
+    the kernel's ephemeral range, so two workers never pick the same port between this check and
+    their server's bind (an ephemeral port 0 could be handed out again in that gap)."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    if not WORKER:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    block = 20_000 + 1_000 * (int(WORKER.removeprefix("gw") or 0) % 12)
+    for port in random.Random().sample(range(block, block + 1_000), 1_000):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {block}-{block + 999}")
 
 
 @dataclass
@@ -288,10 +308,14 @@ def shot(page: Any, name: str) -> None:
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: Callable[[], Any] = lambda: "") -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds, showing ``what()``."""
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds, showing ``what()``.
+    The pause between looks grows from 10 ms to 100 ms: a long wait does not spin on the cores
+    that the awaited processes need."""
     import time
 
     deadline = time.monotonic() + timeout
+    pause = 0.01
     while not condition():
         assert time.monotonic() < deadline, what()
-        time.sleep(0.01)
+        time.sleep(pause)
+        pause = min(0.1, pause * 1.2)

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ..conftest import run_cli, start_server  # noqa: TID252
+from ..conftest import start_server  # noqa: TID252
 from ..serving.conftest import create_key  # noqa: TID252
 from .conftest import save_model, transformers
 
@@ -18,12 +18,21 @@ LAYOUTS = ("gpt2", "llama")
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
+    from genloop.hub.imports import import_model
+    from genloop.store import Store
+
     root = tmp_path_factory.mktemp("hf-served")
     home = root / "home"
-    for layout in LAYOUTS:
-        directory = save_model(root / layout, layout)
-        r = run_cli(["import", str(directory), "--name", f"tiny-{layout}"], home)
-        assert r.returncode == 0, r.stderr
+    # imported in process (the import command's own CLI test is in test_imports.py): two CLI
+    # starts, each importing transformers, cost more than the rest of this module's setup
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GENLOOP_HOME", str(home))
+        env.delenv("GENLOOP_DB_URL", raising=False)
+        env.delenv("GENLOOP_CACHE", raising=False)
+        store = Store()
+        for layout in LAYOUTS:
+            import_model(save_model(root / layout, layout), f"tiny-{layout}", store)
+        store.close()
     key = create_key(home, "tests")
     server = start_server(home)
     yield server, key, root

@@ -54,9 +54,20 @@ def queue(store: Store, records: Path, steps: int = 150) -> str:
 
 
 def worker(home: Path, *flags: str) -> subprocess.Popen:
-    log = (home.parent / f"worker-{time.monotonic_ns()}.log").open("w")
-    return subprocess.Popen([str(BIN / "genloop"), "worker", "--poll", "0.1", *flags],
-                            env=workspace_env(home), stdout=log, stderr=subprocess.STDOUT)
+    log = home.parent / f"worker-{time.monotonic_ns()}.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([str(BIN / "genloop"), "worker", "--poll", "0.1", *flags],
+                                   env=workspace_env(home), stdout=out, stderr=subprocess.STDOUT)
+    process.log = log  # type: ignore[attr-defined]
+    return process
+
+
+def alive(*processes: subprocess.Popen) -> bool:
+    """True; a worker that exited fails the test at once, with its log (a wait would only time
+    out, showing the job still queued)."""
+    for p in processes:
+        assert p.poll() is None, f"worker exited with {p.returncode}:\n{p.log.read_text()[-3000:]}"  # type: ignore[attr-defined]
+    return True
 
 
 def stop(*processes: subprocess.Popen) -> None:
@@ -86,8 +97,8 @@ def test_a_killed_worker_is_replaced_and_the_job_ends_as_if_never_interrupted(wo
     first = worker(workspace, "--stale", "2")
     others: list[subprocess.Popen] = []
     try:
-        wait_until(lambda: store.list_job_checkpoints(killed), 120,
-                   lambda: store.get_job(killed))
+        wait_until(lambda: alive(first) and store.list_job_checkpoints(killed), 120,
+                   lambda: (store.get_job(killed), first.log.read_text()[-3000:]))
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
         at_kill = store.get_job(killed)
@@ -95,7 +106,8 @@ def test_a_killed_worker_is_replaced_and_the_job_ends_as_if_never_interrupted(wo
         assert store.get_run(at_kill.run_id).step < 150, "finished before the kill"
         uninterrupted = queue(store, base)  # the same job, run by one worker start to end
         others = [worker(workspace, "--stale", "2"), worker(workspace, "--stale", "2")]
-        wait_until(lambda: all(store.get_job(j).finished for j in (killed, uninterrupted)), 240,
+        wait_until(lambda: alive(*others)
+                   and all(store.get_job(j).finished for j in (killed, uninterrupted)), 240,
                    lambda: [store.get_job(j) for j in (killed, uninterrupted)])
     finally:
         stop(first, *others)
@@ -119,7 +131,8 @@ def test_sigterm_puts_the_job_back_and_the_next_worker_resumes_it(workspace, bas
     job = queue(store, base, steps=400)
     first = worker(workspace)
     try:
-        wait_until(lambda: store.list_job_checkpoints(job), 120, lambda: store.get_job(job))
+        wait_until(lambda: alive(first) and store.list_job_checkpoints(job), 120,
+                   lambda: (store.get_job(job), first.log.read_text()[-3000:]))
         first.terminate()
         assert first.wait(60) == 0
     finally:
