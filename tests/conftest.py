@@ -60,6 +60,22 @@ def workspace_env(home: Path, db_url: str | None = None) -> dict[str, str]:
     return env
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist (``-n``) with ``--dist loadfile``, files go to the workers in collection
+    order (see below), not reordered by their number of tests."""
+    if getattr(config.option, "numprocesses", None) and hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, the files holding a ``slow`` test first: the long files then start early and
+    the run does not end on one worker finishing a 40 s test while the other sits idle."""
+    if not (WORKER or getattr(config.option, "numprocesses", None)):
+        return
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable: each file's order is kept
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models on a shared 2-core machine: threads only fight over the cores."""

@@ -76,6 +76,7 @@ def test_a_command_imports_only_its_own_module(command: list[str], torch_loaded:
                               *(["genloop.cli.options"] if command[0] != "keys" else [])])
 
 
+@pytest.mark.slow
 def test_train_generate_models_eval(trained: tuple[Path, Path]) -> None:
     home, _ = trained
     gen = ["generate", "cli", "--prompt", "The cat", "--seed", "1", "--max-new-tokens", "24",

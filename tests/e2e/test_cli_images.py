@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -15,6 +16,7 @@ from genloop.generation.image import read_provenance
 from ..conftest import run_cli, tiny_image_recipe_dict  # noqa: TID252
 
 
+@pytest.mark.slow
 def test_train_generate_eval_through_the_cli(tmp_path: Path) -> None:
     home = tmp_path / "home"
     recipe = tmp_path / "digits.yaml"

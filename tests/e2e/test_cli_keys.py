@@ -21,6 +21,7 @@ def one_error_line(r: CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_keys_create_list_revoke(workspace: Path, cli: Cli) -> None:
     r = cli(["keys", "create", "laptop"], workspace)
     assert r.returncode == 0, r.stderr
@@ -55,6 +56,7 @@ def test_keys_create_list_revoke(workspace: Path, cli: Cli) -> None:
         store.close()
 
 
+@pytest.mark.slow
 def test_keys_create_takes_a_scope_and_an_owner_and_list_shows_them(workspace: Path, cli: Cli) -> None:
     plain = cli(["keys", "create", "laptop"], workspace)
     bot = cli(["keys", "create", "alice-bot", "--scope", "read", "--owner", "alice"], workspace)

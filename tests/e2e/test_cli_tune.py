@@ -111,6 +111,7 @@ def _newest(home: Path) -> str:
     return max(re.findall(r"\bcli@(\d+)", r.stdout), key=int)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["sft", "dpo"])
 def test_tune_on_openai_format_files(tuned_home, objective: str) -> None:
     """OpenAI's messages (sft) and preference (dpo) files tune the model into its next version;
@@ -160,6 +161,7 @@ def test_a_bad_tuning_file_is_one_error_line_and_no_new_version(tuned_home, obje
     assert _newest(home) == newest
 
 
+@pytest.mark.slow
 def test_tune_with_lora_then_merge(tuned_home) -> None:
     """`--lora-rank` tunes adapters only (an adapter version over cli@1); `genloop merge` folds
     them into a full version that generates the same text for the same seed."""

@@ -4,10 +4,13 @@ one line with nothing stored."""
 import json
 from pathlib import Path
 
+import pytest
+
 WORLD = ("subject,relation,object\nAlice Varn,lives_in,Tolmeria\nAlice Varn,alias,Ali\n"
          "Alice Varn,works_for,Brinco Ltd\nBrinco Ltd,located_in,Tolmeria\n")
 
 
+@pytest.mark.slow
 def test_load_query_link_check(cli, tmp_path: Path) -> None:
     home = tmp_path / "home"
     (tmp_path / "world.csv").write_text(WORLD, encoding="utf-8")
@@ -38,6 +41,7 @@ def test_load_query_link_check(cli, tmp_path: Path) -> None:
     assert checked["claims"][0]["graph"] == ["Tolmeria"]
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_stores_nothing(cli, tmp_path: Path) -> None:
     home = tmp_path / "home"
     (tmp_path / "world.csv").write_text(WORLD, encoding="utf-8")

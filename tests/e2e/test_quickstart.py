@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from genloop.generation.image import read_provenance
@@ -11,6 +12,7 @@ from genloop.generation.image import read_provenance
 from ..conftest import run_cli
 
 
+@pytest.mark.slow
 def test_quickstart_trains_registers_and_samples(tmp_path: Path) -> None:
     home = tmp_path / "home"
     grid = tmp_path / "digits.png"

@@ -191,6 +191,7 @@ def test_bad_input_is_one_line_and_writes_nothing(models: dict[str, Any], tmp_pa
     assert (export_hf(models["refs"]["char"], tmp_path / "empty") / "config.json").is_file()
 
 
+@pytest.mark.slow
 def test_the_cli_exports_and_refuses_in_one_line(models: dict[str, Any], tmp_path: Path) -> None:
     home, ref = models["home"], models["refs"]["char"]
     ok = run_cli(["export", ref, "--format", "hf", str(tmp_path / "out")], home)

@@ -152,6 +152,7 @@ def test_a_bare_hub_id_offline_names_it_and_the_directory_it_is_not(workspace, m
     _nothing_registered(workspace)
 
 
+@pytest.mark.slow
 def test_the_cli_imports_and_generates(tmp_path: Path):
     directory = save_model(tmp_path / "cli-model", "llama")
     home = tmp_path / "cli-home"

@@ -103,6 +103,7 @@ def trained(workspace: Path, tiny_recipe) -> Store:
     return Store()
 
 
+@pytest.mark.slow
 def test_int8_variant_is_built_resolved_and_served(trained: Store, tmp_path: Path):
     from genloop.generation import service
 
@@ -190,6 +191,7 @@ def test_quantized_graph_runs_close_to_fp32(graph, tmp_path: Path):
     assert (tmp_path / "int8.onnx").stat().st_size < src.stat().st_size
 
 
+@pytest.mark.slow
 def test_the_cli_quantizes_and_generates_from_the_variant(trained: Store, workspace: Path, cli):
     made = cli(["models", "quantize", "tiny@1"], workspace, timeout=300)
     assert made.returncode == 0, made.stderr

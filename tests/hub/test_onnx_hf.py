@@ -36,6 +36,7 @@ def corpus(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_variants_of_an_imported_model(hf_dir: Path, corpus: Path):
     import_model(hf_dir, "tiny")
     store = Store()
@@ -108,6 +109,7 @@ def test_padded_embedding_ids_are_never_drawn(tmp_path: Path, corpus: Path):
     assert out.text
 
 
+@pytest.mark.slow
 def test_cli_quantizes_and_evaluates_an_imported_model(tmp_path: Path, workspace: Path,
                                                        corpus: Path):
     from genloop.hub.imports import import_model

@@ -239,6 +239,7 @@ def test_a_text_generations_signed_record(gan, tmp_path) -> None:
 # --- the CLI ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_keys_and_verify_exit_codes(gan, workspace, tmp_path) -> None:
     path, record = signed_image(gan, tmp_path)  # creates the keys on first need
     r = run_cli(["keys", "provenance", "--show"], workspace)

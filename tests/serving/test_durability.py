@@ -102,6 +102,7 @@ def durable_workspace(request: pytest.FixtureRequest,
         yield ws
 
 
+@pytest.mark.slow
 def test_sigkill_during_writes_loses_no_acknowledged_record(
         durable_workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     ws = durable_workspace

@@ -109,6 +109,7 @@ def _fuzz(operation, mode: GenerationMode, hooks, auth: dict[str, str],  # noqa:
         assert mode is GenerationMode.NEGATIVE, operation.label
 
 
+@pytest.mark.slow
 def test_no_operation_answers_5xx(api_schema, served_workspace: Workspace) -> None:
     """Every operation of /openapi.json, with valid and with invalid data: never a 5xx, and
     every answer (errors too) as documented."""

@@ -211,6 +211,7 @@ def test_the_store_keeps_workspace_paths_relative(images, workspace, tmp_path, m
     assert load(gan.ref, store) is not None
 
 
+@pytest.mark.slow
 def test_a_copied_workspace_serves_the_same_models_and_images(tmp_path):
     """The Must-show: a trained tiny workspace with generated images, copied, the original
     deleted; the copy serves the same models and the same images (PNG bytes included)."""

@@ -98,6 +98,7 @@ def test_cancel_stops_a_running_job(server, ws):
         client.fine_tuning.jobs.cancel(job.id)
 
 
+@pytest.mark.slow
 def test_a_server_restart_loses_no_job(ws, server):
     client = client_of(server, ws)
     f = client.files.create(file=("restart.jsonl", records("supervised")), purpose="fine-tune")

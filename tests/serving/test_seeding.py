@@ -93,6 +93,7 @@ def test_every_recorded_choice_replays_to_its_content_hash(api, served_workspace
     assert len({store.get_generation(g).seed for g in http_ids}) == 3
 
 
+@pytest.mark.slow
 def test_genloop_generate_replay_checks_the_record(api, served_workspace):
     home = served_workspace.home
     _, ids = http_texts(api, 2, seed=21)

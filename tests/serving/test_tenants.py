@@ -390,6 +390,7 @@ def make_key(served_workspace: Any, name: str, scope: str, owner: str) -> str:
     return next(w for w in out.split() if w.startswith("gl_"))
 
 
+@pytest.mark.slow
 def test_generated_records_belong_to_the_key_owner(server: Any, served_workspace: Any) -> None:
     keys = {(owner, scope): make_key(served_workspace, f"t-{owner}-{scope}", scope, owner)
             for owner in OWNERS for scope in SCOPES}

@@ -186,6 +186,7 @@ def _claim_in_process(home: str, barrier: Any, queue: Any) -> None:
         s.close()
 
 
+@pytest.mark.slow
 def test_concurrent_claims_from_processes_exactly_one_wins(store: Store, workspace: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     barrier, queue = ctx.Barrier(3), ctx.Queue()

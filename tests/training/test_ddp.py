@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from genloop.store import Store
@@ -44,6 +45,7 @@ def test_cli_module_runs():
     assert r.returncode == 0 and "train" in r.stdout
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path, corpus, workspace):
     recipe = tiny_recipe_dict(corpus, name="ddp", steps=STEPS, batch_size=8)
     recipe_file = tmp_path / "recipe.yaml"

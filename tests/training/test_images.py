@@ -102,6 +102,7 @@ TRAIN = "import sys, genloop; genloop.train(sys.argv[1])"
 RESUME = "import sys; from genloop.training.loop import train; train(None, resume=sys.argv[1])"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", IMAGE_FAMILIES)
 def test_kill_9_then_resume_is_bit_identical(tmp_path, family):
     recipe = tiny_image_recipe_dict(family, name="crash", steps=80, checkpoint_every=10, eval_every=40)

@@ -94,6 +94,7 @@ def started_by(store: Store, job_id: str) -> list[str]:
             if e.message.startswith("Fine-tuning job started by worker")]
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_the_job_ends_as_if_never_interrupted(workspace, base):
     store = Store()
     killed = queue(store, base)
@@ -129,6 +130,7 @@ def test_a_killed_worker_is_replaced_and_the_job_ends_as_if_never_interrupted(wo
     assert "resuming run" in started_by(store, killed)[0]
 
 
+@pytest.mark.slow
 def test_sigterm_puts_the_job_back_and_the_next_worker_resumes_it(workspace, base):
     store = Store()
     job = queue(store, base)

@@ -63,6 +63,7 @@ def last_step(ckpts: Path) -> int:
         return -1
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_is_bit_identical(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
     # dropout on: the resumed run must also restore the RNG state, not only weights and moments
