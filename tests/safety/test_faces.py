@@ -13,6 +13,7 @@ import torch
 from fastapi.testclient import TestClient
 
 import genloop
+from genloop.errors import InvalidInput
 from genloop.models.modeldir import ModelDir
 from genloop.safety.moderator import ContentBlocked, ModerationFailed, OutputWithheld
 from genloop.serving.app import create_app
@@ -196,3 +197,25 @@ def test_moderations_through_the_official_openai_client(ws, client):
     assert reply.results[2].categories.model_extra["email"] is True
     single = api.moderations.create(input="hello there")
     assert not single.results[0].flagged and single.model == "genloop-moderation"
+
+
+def test_a_policy_file_that_goes_bad_while_serving_is_503_naming_file_key_and_pattern(ws, client,
+                                                                                      request):
+    """The server started on a good policy; the file is then broken: every request moderation
+    reads it for is refused with 503 (the server's misconfiguration, not the client's fault),
+    in one line naming the file, the key and the pattern, and nothing is recorded."""
+    request.addfinalizer(lambda: policy(ws, ""))
+    policy(ws, "patterns:\n  - {category: x, pattern: '(unclosed'}\n")
+    before = ws["store"].count_generations(ws["ref"])
+    for path, body in (("/v1/completions", {"model": ws["ref"], "prompt": "hi", "max_tokens": 4}),
+                       ("/v1/chat/completions", {"model": ws["ref"], "max_tokens": 4, "messages": [
+                           {"role": "user", "content": "hi"}]}),
+                       ("/v1/moderations", {"input": "hi"})):
+        r = client.post(path, json=body)
+        assert r.status_code == 503, (path, r.text)
+        message = r.json()["error"]["message"]
+        assert "\n" not in message and str(ws["home"] / "moderation.yaml") in message, message
+        assert "patterns.0.pattern" in message and "(unclosed" in message, message
+    with pytest.raises(InvalidInput, match="patterns.0.pattern"):
+        ws["model"].generate("hi", max_new_tokens=4)
+    assert ws["store"].count_generations(ws["ref"]) == before
