@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -96,12 +97,11 @@ async def _fit_chat(state: ServerState, model: TextModel, body: ChatBody) -> str
 class _Run:
     """One request on a model's batcher: its ticket, and its events as an asyncio queue."""
 
-    def __init__(self, state: ServerState, model: TextModel, request: TextRequest,
-                 extra: dict[str, Any], owner: str | None = None):
-        # moderation first: a blocked prompt is the client's 400 before anything is queued
-        self.moderator = model.moderator()
-        request, self.prompt_safety = model.moderate_prompts(request, self.moderator)
-        extra = moderated_messages(self.moderator, extra)
+    def __init__(self, state: ServerState, model: TextModel, checked: _Checked,
+                 owner: str | None = None):
+        # moderation first (``_Run.start``): a blocked prompt is a 400 before anything is queued
+        self.moderator, self.prompt_safety = checked.moderator, checked.prompt_safety
+        request, extra = checked.request, checked.extra
         self.state, self.model, self.request, self.extra = state, model, request, extra
         self.owner = owner  # the calling key's, stamped on each choice's record
         self.events: asyncio.Queue = asyncio.Queue()
@@ -116,11 +116,19 @@ class _Run:
         self.ticket: Ticket = batcher.submit(
             request, lambda ev: loop.call_soon_threadsafe(self.events.put_nowait, ev))
 
+    @classmethod
+    async def start(cls, state: ServerState, model: TextModel, request: TextRequest,
+                    extra: dict[str, Any], owner: str | None = None) -> _Run:
+        """The request's prompts (and a chat's messages) checked off the event loop — a check may
+        be slow, a classifier's first load slower — then submitted to the batcher."""
+        return cls(state, model, await run_in_threadpool(_checked, model, request, extra), owner)
+
     async def finish(self, event: Finished) -> str:
         """Record a finished choice, moderated (``event.output`` becomes what may be shown:
         redacted, or withheld with finish_reason "content_filter"); its generation id."""
-        event.output = self.model.moderated(event.output, self.prompt_safety.get(event.output.prompt),
-                                            self.moderator)
+        event.output = await run_in_threadpool(
+            self.model.moderated, event.output, self.prompt_safety.get(event.output.prompt),
+            self.moderator)
         out = event.output
         ref = self.model.ref
         self.state.metrics.tokens.labels(ref).inc(out.tokens)
@@ -128,6 +136,24 @@ class _Run:
         one = self.request.model_copy(update={"prompt": out.prompt})
         record = await run_in_threadpool(self.model.record, one, out, self.extra, self.owner)
         return record.id
+
+
+@dataclass
+class _Checked:
+    """A request as moderation lets it through, with the verdicts its records keep."""
+
+    moderator: Moderator
+    request: TextRequest
+    prompt_safety: dict[str, dict[str, Any]]
+    extra: dict[str, Any]
+
+
+def _checked(model: TextModel, request: TextRequest, extra: dict[str, Any]) -> _Checked:
+    """The workspace's policy on the request's prompts and a chat's recorded messages (blocked:
+    ``ContentBlocked``; redacted: replaced); blocking I/O and CPU, so run in a thread."""
+    moderator = model.moderator()
+    request, prompt_safety = model.moderate_prompts(request, moderator)
+    return _Checked(moderator, request, prompt_safety, moderated_messages(moderator, extra))
 
 
 def _gauges(state: ServerState, ref: str) -> Callable[[int, int], None]:
@@ -208,7 +234,7 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
     if body.stream:
         if request.headers.get("idempotency-key"):
             raise InvalidInput("Idempotency-Key: streaming requests do not take one")
-        run = _Run(state, model, treq, extra, caller.owner)
+        run = await _Run.start(state, model, treq, extra, caller.owner)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
             _stream(run, rid, created, kind, chat, include_usage, state.config.keepalive_s, echo),
@@ -221,7 +247,7 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
             return await _best_of(state, caller, model, treq, extra, rid, created, echo)
         if treq.num_beams > 1:
             return await _beams(state, caller, model, treq, extra, rid, created, echo)
-        run = _Run(state, model, treq, extra, caller.owner)
+        run = await _Run.start(state, model, treq, extra, caller.owner)
         choices: dict[int, CompletionChoice | ChatCompletionChoice] = {}
         completion = 0
         try:
@@ -256,7 +282,7 @@ async def _best_of(state: ServerState, caller: Any, model: TextModel, treq: Text
     if treq.reward_model is not None:  # before generating: an unknown one is a 400 at once
         reward = await run_in_threadpool(load_reward, treq.reward_model, state.store,
                                          state.config.models_loaded)
-    run = _Run(state, model, treq.candidates(), extra, caller.owner)
+    run = await _Run.start(state, model, treq.candidates(), extra, caller.owner)
     outputs: dict[int, TextOutput] = {}
     try:
         while len(outputs) < run.ticket.choices:
@@ -272,7 +298,8 @@ async def _best_of(state: ServerState, caller: Any, model: TextModel, treq: Text
     picked = await run_in_threadpool(model.rank, treq, candidates, reward)
     choices = []
     for index, (out, ranking) in enumerate(picked):
-        out = model.moderated(out, run.prompt_safety.get(out.prompt), run.moderator)
+        out = await run_in_threadpool(model.moderated, out, run.prompt_safety.get(out.prompt),
+                                      run.moderator)
         record = await run_in_threadpool(model.record, treq, out, extra, caller.owner, ranking)
         choices.append(_choice(model, Finished(index, out), record.id, False, echo))
     completion = sum(c.tokens for c in candidates)
@@ -287,11 +314,15 @@ async def _beams(state: ServerState, caller: Any, model: TextModel, treq: TextRe
                  echo: bool) -> tuple[int, dict[str, Any]]:
     """Beam search (``num_beams`` > 1): not stepped by the batcher (its beams are one search, not
     independent sequences) but by the service, as the CLI and Python face run it; each prompt's
-    best beam is recorded and returned."""
+    best beam is recorded and returned, moderated as the batcher's are."""
+    checked = await run_in_threadpool(_checked, model, treq, extra)
+    treq, extra = checked.request, checked.extra
     outputs = await run_in_threadpool(model.search, treq)
     choices = []
     for index, out in enumerate(outputs):
         state.metrics.tokens.labels(model.ref).inc(out.tokens)
+        out = await run_in_threadpool(model.moderated, out, checked.prompt_safety.get(out.prompt),
+                                      checked.moderator)
         record = await run_in_threadpool(model.record, treq, out, extra, caller.owner)
         choices.append(_choice(model, Finished(index, out), record.id, False, echo))
     prompt_tokens = sum(len(model.tokenizer.encode(treq.model_prompt(p))) for p in treq.prompts)
