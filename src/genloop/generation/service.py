@@ -47,6 +47,7 @@ from genloop.generation.text import (
 from genloop.hub.adapters import load_network
 from genloop.models.family import Family, ImageModelConfig, ModelConfig
 from genloop.models.modeldir import ModelDir
+from genloop.safety.classifier import FAMILY as MODERATION_FAMILY
 from genloop.safety.moderator import ContentBlocked, Moderator, OutputWithheld, workspace_moderator
 from genloop.safety.stream import StreamGuard
 from genloop.store import GenerationRecord, ModelVersion, Store
@@ -339,6 +340,12 @@ class ImageModel(_Loaded):
         return ImageResult(out, request, records, self.ref, self.version.dataset_hash)
 
 
+def moderation_classifier_message(ref: str) -> str:
+    return (f"{ref} is a moderation classifier: name it in moderation.yaml (classifier: "
+            f"{{model: {ref}, labels: [...]}}) to check prompts and outputs, or try it with "
+            "genloop moderation check; it does not generate")
+
+
 def moderate_image_prompt(prompt: object, store: Store) -> dict[str, Any] | None:
     """An image request's text (its prompt, or the class it names) checked as a prompt: a
     blocked one refuses the request; its verdict, for the records (None: no text)."""
@@ -388,6 +395,8 @@ def load(ref: str, store: Store | None = None, cache_size: int | None = None) ->
     global CACHE_SIZE
     store = store or Store()
     version = store.resolve(ref)
+    if version.family == MODERATION_FAMILY:
+        raise InvalidInput(moderation_classifier_message(version.ref))
     key = (store.url, f"{version.ref}")
     with _LOCK:
         CACHE_SIZE = cache_size or CACHE_SIZE
