@@ -25,6 +25,7 @@ from genloop.generation.chat import ChatTemplate, load_chat_template
 from genloop.generation.image import (
     ImageGenRequest,
     ImageOutput,
+    class_index,
     generate_images,
     png_bytes,
     read_pixels,
@@ -320,7 +321,8 @@ class ImageModel(_Loaded):
         owner = params.pop("owner", None)
         request = params.pop("request", None) or self.request(**params)
         request = request.model_copy(update={"seed": resolve_seed(request.seed, request.num_samples)})
-        safety = moderate_image_prompt(request.class_label, self.store)
+        safety = moderate_image_prompt(_class_text(self.class_names, request.class_label),
+                                       self.store)
         out = generate_images(self.family, self.config, self.network, self.class_names, request)
         folder = settings().generations_dir
         records = []
@@ -344,6 +346,18 @@ def moderation_classifier_message(ref: str) -> str:
     return (f"{ref} is a moderation classifier: name it in moderation.yaml (classifier: "
             f"{{model: {ref}, labels: [...]}}) to check prompts and outputs, or try it with "
             "genloop moderation check; it does not generate")
+
+
+def _class_text(class_names: list[str] | None, label: int | str | None) -> int | str | None:
+    """The text of the class a request names — by index as much as by name — for moderation;
+    an unknown one as given (generating refuses it after)."""
+    if label is None or not class_names:
+        return label
+    try:
+        index = class_index(label, class_names)
+    except InvalidInput:
+        return label
+    return label if index is None else class_names[index]
 
 
 def moderate_image_prompt(prompt: object, store: Store) -> dict[str, Any] | None:
