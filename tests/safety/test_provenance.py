@@ -223,7 +223,7 @@ def test_a_text_generations_signed_record(gan, tmp_path) -> None:
     assert signed.ca_fingerprint == workspace_keys().fingerprint()
     path = tmp_path / "record.json"
     path.write_text(reply.text)
-    assert verify_file(path).ok
+    v = verify_file(path); assert v.ok, v.checks
 
     forged = signed.model_copy(update={"payload": {**signed.payload, "seed": 4}})
     path.write_text(forged.model_dump_json())
