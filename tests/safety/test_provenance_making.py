@@ -8,6 +8,7 @@ on what it learnt.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -207,3 +208,25 @@ def test_an_older_database_gets_the_signature_column(db_url: str, workspace: Pat
     finally:
         service._CACHE.clear()
         store.close()
+
+
+def test_cli_verify_generation_rejects_an_edited_row(workspace: Path) -> None:
+    from ..conftest import run_cli  # noqa: TID252
+
+    store = Store()
+    service._CACHE.clear()
+    model = load(register_text(store), store)
+    assert isinstance(model, TextModel)
+    (r,) = made(model, store, n=1)
+    service._CACHE.clear()
+    ok = run_cli(["verify", "--generation", r.id], workspace)
+    assert ok.returncode == 0, ok.stderr
+    assert "signed at" in ok.stdout and "verified" in ok.stderr
+    edit(store, r.id, output=r.output + " (edited)")
+    bad = run_cli(["verify", "--generation", r.id, "--json"], workspace)
+    assert bad.returncode == 1, bad.stderr
+    body = json.loads(bad.stdout)
+    assert not body["ok"] and body["record"]["payload"]["signed"] == AT_GENERATION
+    (store_check,) = [c for c in body["checks"] if c["name"] == "store"]
+    assert "no longer matches what was signed at generation" in store_check["detail"]
+    assert "output" in store_check["detail"]
