@@ -229,6 +229,23 @@ def _signing(keys: ProvenanceKeys) -> _Signing:
     return cached[1]
 
 
+_HOMES: dict[tuple[str | None, str], ProvenanceKeys] = {}
+
+
+def _workspace_signing() -> _Signing:
+    """The workspace's signer without settings or three stats per call (``seal`` is on every
+    generation's path): its keys remembered per GENLOOP_HOME and working directory."""
+    home = (os.environ.get("GENLOOP_HOME"), os.getcwd())
+    keys = _HOMES.get(home)
+    if keys is not None:
+        try:
+            return _signing(keys)
+        except FileNotFoundError:  # removed since: made again on this need
+            pass
+    keys = _HOMES[home] = workspace_keys()
+    return _signing(keys)
+
+
 def _c2pa() -> Any:
     try:
         import c2pa
@@ -329,7 +346,7 @@ def seal(payload: dict[str, Any], keys: ProvenanceKeys | None = None) -> dict[st
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    signing = _signing(keys or workspace_keys())
+    signing = _signing(keys) if keys is not None else _workspace_signing()
     signature = signing.private.sign(canonical_json(payload), ec.ECDSA(hashes.SHA256()))
     return {"payload": payload, "algorithm": "ES256",
             "signature": base64.b64encode(signature).decode(), "signer": signing.signer_fingerprint}

@@ -398,13 +398,16 @@ class Store(AccessRecords, JobRecords, KGRecords, Database):
         in the row in the same transaction, so the record is signed as it was made; if it
         raises, nothing is recorded."""
         with self.write() as s:
+            body = None if shared is None else self._shared_request(s, shared)
             row = GenerationRow(
                 id=new_id(),
                 model=model.ref,
                 model_version_id=model.id,
                 kind=kind,
                 request=request,
-                shared=None if shared is None else self._shared_request(s, shared),
+                shared=body,
+                request_id=None if body is None else body.id,
+                created_at=utcnow(),  # known before the insert: the seal names it
                 seed=seed,
                 output=output,
                 file=None if file is None else stored_path(file),
@@ -413,14 +416,11 @@ class Store(AccessRecords, JobRecords, KGRecords, Database):
                 timings=timings,
                 owner=owner,
             )
+            if sign is not None:  # the record as it is about to be written, sealed in its row
+                row.signature = sign(GenerationRecord.model_validate(row))
             s.add(row)
             s.flush()
-            record = GenerationRecord.model_validate(row)
-            if sign is None:
-                return record
-            row.signature = sign(record)
-            s.flush()
-            return record.model_copy(update={"signature": row.signature})
+            return GenerationRecord.model_validate(row)
 
     def first_signed_generation(self) -> datetime | None:
         """When the oldest generation signed as it was made was made (None: none is): every
