@@ -112,7 +112,7 @@ def create_keys(directory: Path | None = None, *, replace: bool = False) -> Prov
     if keys.exists and not replace:
         return keys
     if keys.exists:  # the old certificates stay, so records they signed still carry their chain
-        retired = keys.directory / "retired" / fingerprint(keys.signer_cert.read_text("ascii"))[:23]
+        retired = _retired(keys, fingerprint(keys.signer_cert.read_text("ascii")))
         retired.mkdir(parents=True, exist_ok=True)
         for cert in (keys.ca_cert, keys.signer_cert):
             atomic_write_bytes(retired / cert.name, cert.read_bytes())
@@ -352,12 +352,17 @@ def seal(payload: dict[str, Any], keys: ProvenanceKeys | None = None) -> dict[st
             "signature": base64.b64encode(signature).decode(), "signer": signing.signer_fingerprint}
 
 
+def _retired(keys: ProvenanceKeys, signer: str) -> Path:
+    """Where replaced keys' certificates stay: ``retired/<the signer's fingerprint, 16 hex>``."""
+    return keys.directory / "retired" / signer.replace(":", "")[:16].lower()
+
+
 def _chain_of(signer: str, keys: ProvenanceKeys) -> list[str] | None:
     """The certificates (signer, CA) of the signer with fingerprint ``signer``: the workspace's
     now, or one it had before its keys were replaced (``retired/``); None: neither."""
     if keys.exists and _signing(keys).signer_fingerprint == signer:
         return _signing(keys).certificates
-    old = keys.directory / "retired" / signer[:23]
+    old = _retired(keys, signer)
     if (old / "signer.pem").is_file() and fingerprint((old / "signer.pem").read_text("ascii")) == signer:
         return [(old / "signer.pem").read_text("ascii"), (old / "ca.pem").read_text("ascii")]
     return None
