@@ -34,7 +34,7 @@ from genloop.generation.image import (
 )
 from genloop.generation.image import content_hash as pixels_hash
 from genloop.generation.kinds import generates
-from genloop.generation.provenance import grid_signer, signed_image_png
+from genloop.generation.provenance import grid_signer, record_signer, signed_image_png
 from genloop.generation.reward import check_reward, mean_logprobs, ranked
 from genloop.generation.reward import score as reward_scores
 from genloop.generation.text import (
@@ -258,7 +258,7 @@ class TextModel(_Loaded):
         return self.store.record_generation(
             model=self.version, kind="text", request=own, shared=shared,
             seed=seed, output=text, file=None, content_hash=content_hash(text), timings=timings,
-            owner=owner, safety=safety,
+            owner=owner, safety=safety, sign=record_signer(self.version),
         )
 
     def record(self, request: TextRequest, output: TextOutput,
@@ -337,7 +337,7 @@ class ImageModel(_Loaded):
             records.append(self.store.record_generation(
                 model=self.version, kind="image", request=meta, seed=out.seeds[i],
                 output=name, file=str(path), content_hash=digest, timings=out.timings,
-                owner=owner, safety=safety,
+                owner=owner, safety=safety, sign=record_signer(self.version),
             ))
         return ImageResult(out, request, records, self.ref, self.version.dataset_hash)
 
