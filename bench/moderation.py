@@ -88,8 +88,8 @@ def main() -> None:
         f"{len(rows)} items in tests/safety/labelled.jsonl: blocked, ordinary and personal-data "
         "prompts and outputs. Rules: the set's policy (blocklists, patterns, the default PII "
         "redaction). Classifier: char n-gram linear model trained by `genloop moderation train`'s "
-        f"code (L2-penalised, class-weighted logistic regression by scikit-learn's L-BFGS, at most {args.steps} "
-        f"iterations), {args.folds}-fold cross-validated (held-out scores).",
+        "code (L2-penalised, class-weighted logistic regression by scikit-learn's L-BFGS, at most "
+        f"{args.steps} iterations), {args.folds}-fold cross-validated (held-out scores).",
         "",
         table(["checks", "language", "recall on blocked", "false-positive rate", "PII redacted exactly",
                "ordinary items touched"],
