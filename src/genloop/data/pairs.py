@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from genloop.config import settings
+from genloop.data import world
 from genloop.data.folder import Folder, read_folder
 from genloop.data.records import RecordsDataConfig, RecordSplit, prepare_records, record_split
 from genloop.tokenizers import Tokenizer
@@ -23,15 +25,27 @@ from genloop.tokenizers import Tokenizer
 
 class PairsDataConfig(RecordsDataConfig):
     kind: Literal["pairs"] = "pairs"
+    source: str = Field(description="a .jsonl file, one record per line, or a built-in: "
+                                    + ", ".join(world.PAIRS_SOURCES))
     prompt_field: str = Field("prompt", description="the key of each record's prompt")
     completion_field: str = Field("completion", description="the key of each record's completion")
 
     def prepare(self, progress: Callable[[str], None] | None = None,
                 tokenizer: Tokenizer | None = None) -> PairsDataset:
-        folder = prepare_records("pairs", self, {"prompt": self.prompt_field,
+        config = builtin_pairs(self)
+        folder = prepare_records("pairs", config, {"prompt": self.prompt_field,
                                                  "completion": self.completion_field},
                                  eos_fields=("completion",), tokenizer=tokenizer, progress=progress)
         return PairsDataset.from_folder(folder)
+
+
+def builtin_pairs(config: PairsDataConfig) -> PairsDataConfig:
+    """``config`` with a built-in source (the world's: ``world-describe``, ``world-qa``,
+    ``world-dialogue``) written to the cache as a .jsonl file and named after it."""
+    if config.source not in world.PAIRS_SOURCES:
+        return config
+    path = world.write_pairs(config.source, settings().cache_dir / "world")
+    return config.model_copy(update={"source": str(path), "name": config.name or config.source})
 
 
 @dataclass

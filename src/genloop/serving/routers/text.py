@@ -33,6 +33,7 @@ from genloop.serving.schemas import (
     ChatCompletionChoice,
     ChatCompletionChunk,
     ChatCompletionMessage,
+    ChoiceGrounding,
     Completion,
     CompletionBody,
     CompletionChoice,
@@ -149,9 +150,31 @@ def _text_request(state: ServerState, body: CompletionBody | ChatBody, prompt: s
                                              * (len(prompt) if isinstance(prompt, list) else 1)),
                            num_samples=body.n, best_of=best_of, reward_model=reward_model,
                            few_shot=getattr(body, "few_shot", None),  # chat has none
+                           grounding=body.grounding,
                            **compat.sampling_fields(body))
     except ValueError as e:  # pydantic's ValidationError
         raise InvalidInput(validation_message(e)) from None
+
+
+def _grounding_query(treq: TextRequest, body: CompletionBody | ChatBody) -> TextRequest:
+    """A chat's grounding links the user's messages (not the whole transcript, whose speaker
+    names and the assistant's own words are no question to the graph), unless it names its own
+    query."""
+    spec = treq.grounding
+    if not isinstance(body, ChatBody) or spec is None or spec.query is not None:
+        return treq
+    said = "\n".join(m.content for m in body.messages if m.speaker == "user")
+    return treq.model_copy(update={"grounding": spec.model_copy(update={"query": said})})
+
+
+def _choice_grounding(request: TextRequest, prompt: str) -> dict[str, Any]:
+    """The ``grounding`` extra of a choice of ``prompt``: the facts it was given (none: {})."""
+    spec = request.grounding
+    if spec is None or spec.retrieved is None:
+        return {}
+    facts = spec.facts(prompt)
+    return {"grounding": ChoiceGrounding(graph=spec.graph, graph_hash=spec.graph_hash,
+                                         entities=facts.entities, triples=facts.triples)}
 
 
 def _sse(data: dict[str, Any] | str) -> str:
@@ -190,6 +213,9 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
             raise Forbidden(f"few_shot: API key {caller.name!r} has scope {caller.access!r}; "
                             "drawing from the workspace's datasets takes an admin key")
         treq = await run_in_threadpool(model.with_examples, treq, from_client=True)
+    if treq.grounding is not None:  # retrieved from the workspace's graph, checked, recorded
+        treq = await run_in_threadpool(model.with_grounding, _grounding_query(treq, body),
+                                       from_client=True)
     echo = isinstance(body, CompletionBody) and body.echo
     kind = "chat.completion" if chat else "text_completion"
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex  # per response (seed: records)
@@ -220,7 +246,7 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
                 if isinstance(event, Finished):
                     gid = await run.finish(event)
                     completion += event.output.tokens
-                    choices[event.index] = _choice(model, event, gid, chat, echo)
+                    choices[event.index] = _choice(model, event, gid, chat, echo, treq)
         finally:
             run.ticket.cancel()
         usage = CompletionUsage(prompt_tokens=run.ticket.prompt_tokens, completion_tokens=completion,
@@ -261,7 +287,7 @@ async def _best_of(state: ServerState, caller: Any, model: TextModel, treq: Text
     choices = []
     for index, (out, ranking) in enumerate(picked):
         record = await run_in_threadpool(model.record, treq, out, extra, caller.owner, ranking)
-        choices.append(_choice(model, Finished(index, out), record.id, False, echo))
+        choices.append(_choice(model, Finished(index, out), record.id, False, echo, treq))
     completion = sum(c.tokens for c in candidates)
     usage = CompletionUsage(prompt_tokens=run.ticket.prompt_tokens, completion_tokens=completion,
                             total_tokens=run.ticket.prompt_tokens + completion)
@@ -270,19 +296,21 @@ async def _best_of(state: ServerState, caller: Any, model: TextModel, treq: Text
 
 
 def _choice(model: TextModel, event: Finished, gid: str, chat: bool,
-            echo: bool) -> CompletionChoice | ChatCompletionChoice:
-    """A finished choice of a plain (not streamed) answer, with its logprobs if asked for."""
+            echo: bool, request: TextRequest) -> CompletionChoice | ChatCompletionChoice:
+    """A finished choice of a plain (not streamed) answer, with its logprobs if asked for and
+    the facts it was given if grounded."""
     out, tok = event.output, model.tokenizer
+    grounded = _choice_grounding(request, out.prompt)
     if chat:
         logprobs = None if out.logprobs is None else compat.chat_logprobs(tok, out.logprobs)
         return ChatCompletionChoice.model_validate({
             "index": event.index, "finish_reason": out.finish_reason, "generation_id": gid,
-            "message": ChatCompletionMessage(content=out.text), "logprobs": logprobs})
+            "message": ChatCompletionMessage(content=out.text), "logprobs": logprobs, **grounded})
     legacy = (None if out.logprobs is None
               else compat.completion_logprobs(tok, out.logprobs, [], len(out.prompt)))
     return CompletionChoice.model_validate({
         "index": event.index, "text": out.prompt + out.text if echo else out.text,
-        "finish_reason": out.finish_reason, "generation_id": gid, "logprobs": legacy})
+        "finish_reason": out.finish_reason, "generation_id": gid, "logprobs": legacy, **grounded})
 
 
 KEEPALIVE = object()  # queued by the timer when no event came for keepalive_s
@@ -360,8 +388,9 @@ async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, incl
                     finished += 1
                     completion += event.output.tokens
                     rest = logprobs.rest(event.index, event.output.logprobs)
+                    grounded = _choice_grounding(run.request, event.output.prompt)
                     yield chunk(event.index, None, event.output.finish_reason, generation_id=gid,
-                                **rest)
+                                **rest, **{k: v.model_dump(mode="json") for k, v in grounded.items()})
                 else:
                     yield _sse(_error_payload(event.error))
                     return
