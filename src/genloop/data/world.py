@@ -234,13 +234,18 @@ def format_facts(triples: Iterable[Triple]) -> str:
     return "".join(line + "\n" for line in lines) + ("\n" if lines else "")
 
 
-def _retrieved(world: World, entities: Sequence[str], rng: random.Random) -> list[Triple]:
+def _retrieved(world: World, entities: Sequence[str], rng: random.Random,
+               held_out: bool) -> list[Triple]:
     """What a retrieval gives for a text naming ``entities``: their one-hop neighbourhood, and
-    in a quarter of the prompts up to two triples about some other entity."""
+    in a quarter of the prompts up to two triples about some other entity. Training records
+    (``held_out`` False) keep only triples that name no held-out entity."""
     facts = [t for e in entities for t in world.neighbourhood(e)]
     if rng.random() < 1 / 4:
         other = rng.choice(world.triples)
         facts += world.facts(other.subject)[:2]
+    if not held_out:
+        facts = [t for t in facts if t.subject not in world.held_out
+                 and t.object not in world.held_out]
     return facts
 
 
@@ -345,22 +350,24 @@ def dialogue(world: World, order: str, rng: random.Random) -> Dialogue:
                     rng.choice(NAMING).format(o=order), order_reply(world, order, relation))
 
 
-def dialogue_pairs(world: World, d: Dialogue, rng: random.Random) -> list[dict[str, str]]:
+def dialogue_pairs(world: World, d: Dialogue, rng: random.Random,
+                   held_out: bool = True) -> list[dict[str, str]]:
     """The two assistant turns of ``d`` as prompt → completion records: the facts retrieved for
     the user's words so far, then the transcript."""
     first = [(USER, d.question)]
     second = [*first, (ASSISTANT, CLARIFY), (USER, d.naming)]
-    return [{"prompt": format_facts(_retrieved(world, [], rng)) + transcript(first),
+    return [{"prompt": format_facts(_retrieved(world, [], rng, held_out)) + transcript(first),
              "completion": CLARIFY},
-            {"prompt": format_facts(_retrieved(world, [d.order], rng)) + transcript(second),
+            {"prompt": format_facts(_retrieved(world, [d.order], rng, held_out)) + transcript(second),
              "completion": d.expected}]
 
 
-def chat_question_pair(world: World, q: Question, rng: random.Random) -> dict[str, str]:
+def chat_question_pair(world: World, q: Question, rng: random.Random,
+                       held_out: bool = True) -> dict[str, str]:
     """A direct question to the assistant, answered in one turn."""
     known = [q.entity] if q.entity in world.kinds else []
     reply = IDK if q.answer is None else sentence(Triple(q.entity, q.relation, q.answer), rng)
-    return {"prompt": format_facts(_retrieved(world, known, rng)) + transcript([(USER, q.text)]),
+    return {"prompt": format_facts(_retrieved(world, known, rng, held_out)) + transcript([(USER, q.text)]),
             "completion": reply}
 
 
@@ -386,31 +393,36 @@ def pairs(task: str, *, held_out: bool = False, seed: int = SEED,
     for _ in range(variants):
         for e in entities:
             if task == "describe":
-                out.append({"prompt": format_facts(_retrieved(world, [e], rng)) + describe_prompt(e),
+                out.append({"prompt": format_facts(_retrieved(world, [e], rng, held_out)) + describe_prompt(e),
                             "completion": description(world, e, rng)})
             elif task == "qa":
+                # with its description: stating every fact is what teaches a small model to copy
+                # names it has never seen; the short answers alone teach it too slowly
+                out.append({"prompt": format_facts(_retrieved(world, [e], rng, held_out))
+                            + describe_prompt(e), "completion": description(world, e, rng)})
                 for q in questions(world, e, rng):
                     if q.answer is None or rng.random() < 0.5:
-                        out.append(qa_record(world, q, rng))
+                        out.append(qa_record(world, q, rng, held_out))
                 if rng.random() < 0.1:  # a name the graph does not know
                     q = Question(unknown_name(rng, world), "lives_in", "", None)
                     q = Question(q.entity, q.relation, rng.choice(QUESTIONS["lives_in"])
                                  .format(s=q.entity), None)
-                    out.append(qa_record(world, q, rng))
+                    out.append(qa_record(world, q, rng, held_out))
             elif task == "dialogue":
                 if world.kinds[e] == "order":
-                    out += dialogue_pairs(world, dialogue(world, e, rng), rng)
+                    out += dialogue_pairs(world, dialogue(world, e, rng), rng, held_out)
                 else:
                     qs = questions(world, e, rng)
-                    out.append(chat_question_pair(world, rng.choice(qs), rng))
+                    out.append(chat_question_pair(world, rng.choice(qs), rng, held_out))
             else:
                 raise ValueError(f"unknown world task {task!r} (known: {', '.join(TASKS)})")
     return [r for r in out if len(r["prompt"]) + len(r["completion"]) <= MAX_CHARS]
 
 
-def qa_record(world: World, q: Question, rng: random.Random) -> dict[str, str]:
+def qa_record(world: World, q: Question, rng: random.Random,
+              held_out: bool = True) -> dict[str, str]:
     known = [q.entity] if q.entity in world.kinds else []
-    return {"prompt": format_facts(_retrieved(world, known, rng)) + qa_prompt(q.text),
+    return {"prompt": format_facts(_retrieved(world, known, rng, held_out)) + qa_prompt(q.text),
             "completion": answer_text(q.answer)}
 
 
