@@ -64,8 +64,9 @@ def train_model(recipe: str, steps: int | None, time_limit: float | None) -> dic
 
 def load_graph() -> Any:
     """The built-in world's graph, saved into the workspace as ``world``."""
-    from genloop.data import world as w
     from genloop.knowledge.graph import Graph, Triple
+
+    from genloop.data import world as w
     from genloop.store import Store
 
     graph = Graph.from_triples(GRAPH, [Triple(t.subject, t.relation, t.object)
@@ -81,9 +82,10 @@ def _grounding(on: bool, max_triples: int) -> dict[str, Any] | None:
 
 def descriptions(ref: str, graph: Any, entities: list[str], max_triples: int) -> dict[str, Any]:
     """The fact checker's verdicts on descriptions of ``entities``, with and without retrieval."""
+    from genloop.knowledge.factcheck import check, summary
+
     import genloop
     from genloop.data import world as w
-    from genloop.knowledge.factcheck import check, summary
 
     model = genloop.load(ref)
     out: dict[str, Any] = {}

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 SEED = 14
 HELD_OUT_SHARE = 0.2
@@ -219,7 +220,18 @@ def world_triples(seed: int = SEED) -> list[Triple]:
 # --- the facts a prompt is given ---------------------------------------------------------------
 
 
-def format_facts(triples: Iterable[Triple]) -> str:
+class TripleLike(Protocol):
+    """Anything with a triple's three names: this Triple, knowledge's, a recorded fact."""
+
+    @property
+    def subject(self) -> str: ...
+    @property
+    def relation(self) -> str: ...
+    @property
+    def object(self) -> str: ...
+
+
+def format_facts(triples: Iterable[TripleLike]) -> str:
     """Triples as the text put before a prompt: one line per subject (subjects in name order),
     ``Subject | relation: object | relation: object``, then an empty line; no triples: "".
 
@@ -393,8 +405,8 @@ def pairs(task: str, *, held_out: bool = False, seed: int = SEED,
     for _ in range(variants):
         for e in entities:
             if task == "describe":
-                out.append({"prompt": format_facts(_retrieved(world, [e], rng, held_out)) + describe_prompt(e),
-                            "completion": description(world, e, rng)})
+                out.append({"prompt": format_facts(_retrieved(world, [e], rng, held_out))
+                            + describe_prompt(e), "completion": description(world, e, rng)})
             elif task == "qa":
                 # with its description: stating every fact is what teaches a small model to copy
                 # names it has never seen; the short answers alone teach it too slowly
