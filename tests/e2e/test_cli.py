@@ -19,7 +19,9 @@ from ..conftest import run_cli, tiny_recipe_dict, write_corpus  # noqa: TID252
 COMMANDS = [[], ["train"], ["tune"], ["generate"], ["eval"], ["quickstart"], ["data"],
             ["data", "prepare"], ["data", "from-feedback"], ["data", "list"], ["models"],
             ["models", "list"], ["models", "show"], ["worker"], ["import"], ["export"],
-            ["models", "quantize"], ["merge"]]
+            ["models", "quantize"], ["merge"],
+            ["kg"], ["kg", "load"], ["kg", "list"], ["kg", "query"], ["kg", "stats"], ["kg", "link"],
+            ["kg", "check"]]
 
 
 @pytest.fixture(scope="module")

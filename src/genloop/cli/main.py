@@ -20,7 +20,8 @@ from typer.core import TyperGroup
 COMMANDS = {"train": "train", "tune": "tune", "generate": "generate", "eval": "eval", "serve": "serve",
             "worker": "worker", "quickstart": "quickstart", "data": "data", "models": "models",
             "keys": "keys", "import": "importer",
-            "export": "export", "merge": "merge"}
+            "export": "export", "merge": "merge",
+            "kg": "kg"}
 
 
 class Commands(TyperGroup):

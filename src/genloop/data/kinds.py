@@ -1,9 +1,9 @@
 """Every data kind by name: the data layer's piece of each kind.
 
-A kind is one name — ``text``, ``images``, ``image_text``, ``pairs``, ``preferences`` — with one
-piece in each layer that needs it, each layer finding its piece through a registry keyed by the
-name: its dataset (here: the recipe's data section and the reader of its stored folder), its
-batches (``training/batches.py``), its evaluation (``evaluation/kinds.py``), its requests
+A kind is one name — ``text``, ``images``, ``image_text``, ``pairs``, ``preferences``,
+``triples`` — with one piece in each layer that needs it, each layer finding its piece through
+a registry keyed by the name: its dataset (here: the recipe's data section and the reader of its
+stored folder), its batches (``training/batches.py``), its evaluation (``evaluation/kinds.py``), its requests
 (``generation/kinds.py``). Families say which kinds they train on (``Family.kinds``).
 
 Adding a kind: its data file in ``data/`` and one line here, then one piece and one line in each
@@ -24,6 +24,7 @@ from genloop.data.images import ImageDataConfig, load_image_dataset
 from genloop.data.pairs import PairsDataConfig, load_pairs_dataset
 from genloop.data.preferences import PreferencesDataConfig, load_preferences_dataset
 from genloop.data.text import TextDataConfig, load_text_dataset
+from genloop.data.triples import TriplesDataConfig, load_triples_dataset
 from genloop.errors import RecipeError
 
 
@@ -43,6 +44,7 @@ KINDS: dict[str, DataKind] = {
     "pairs": DataKind("pairs", PairsDataConfig, load_pairs_dataset, "prompt → completion pairs"),
     "preferences": DataKind("preferences", PreferencesDataConfig, load_preferences_dataset,
                             "preferred and rejected completions of prompts"),
+    "triples": DataKind("triples", TriplesDataConfig, load_triples_dataset, "a knowledge graph's facts"),
 }
 
 

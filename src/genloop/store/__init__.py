@@ -23,6 +23,7 @@ from genloop.store.jobs import (
     FileRecord,
     JobRecord,
 )
+from genloop.store.kg import KGGraphRecord, StoredGraph
 from genloop.store.registry import (
     MODEL_NAME_RULE,
     Store,
@@ -48,9 +49,11 @@ __all__ = [
     "GenerationRecord",
     "IdempotencyRecord",
     "JobRecord",
+    "KGGraphRecord",
     "ModelVersion",
     "RunRecord",
     "Store",
+    "StoredGraph",
     "parse_model_ref",
     "split_variant",
     "validate_key_name",

@@ -46,6 +46,7 @@ from genloop.store.db import (
     utcnow,
 )
 from genloop.store.jobs import JobRecords
+from genloop.store.kg import KGRecords
 from genloop.store.paths import stored_path, workspace_path
 
 MODEL_NAME_RULE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -113,7 +114,7 @@ def _version_select(name: str, version: int | None) -> Select[ModelVersionRow]: 
     return q.where(ModelVersionRow.version == version)
 
 
-class Store(AccessRecords, JobRecords, Database):
+class Store(AccessRecords, JobRecords, KGRecords, Database):
     """Datasets, runs, model versions and generations of one workspace; API keys, feedback and
     idempotency keys come from :class:`AccessRecords`, files and fine-tuning jobs from
     :class:`JobRecords`."""
