@@ -64,15 +64,14 @@ def train_model(recipe: str, steps: int | None, time_limit: float | None) -> dic
 
 def load_graph() -> Any:
     """The built-in world's graph, saved into the workspace as ``world``."""
-    from genloop.knowledge.graph import Graph, Triple
-
     from genloop.data import world as w
+    from genloop.knowledge.graph import Graph
     from genloop.store import Store
 
-    graph = Graph.from_triples(GRAPH, [Triple(t.subject, t.relation, t.object)
-                                       for t in w.world_triples()], lexicon=w.LEXICON)
+    graph = Graph.from_triples(GRAPH, w.world_triples(), lexicon=w.LEXICON)
     with Store() as store:
-        store.kg_save(graph)
+        if not any(g.name == GRAPH and g.hash == graph.hash for g in store.kg_graphs()):
+            store.kg_save(graph, replace=True)
     return graph
 
 
@@ -82,10 +81,9 @@ def _grounding(on: bool, max_triples: int) -> dict[str, Any] | None:
 
 def descriptions(ref: str, graph: Any, entities: list[str], max_triples: int) -> dict[str, Any]:
     """The fact checker's verdicts on descriptions of ``entities``, with and without retrieval."""
-    from genloop.knowledge.factcheck import check, summary
-
     import genloop
     from genloop.data import world as w
+    from genloop.knowledge.factcheck import check, summary
 
     model = genloop.load(ref)
     out: dict[str, Any] = {}

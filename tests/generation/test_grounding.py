@@ -135,9 +135,9 @@ def test_bad_grounding_is_one_line(ws, spec, message):
 
 @pytest.fixture(scope="module")
 def world_graph(ws):
-    graph_mod = pytest.importorskip("genloop.knowledge.graph")
-    triples = [graph_mod.Triple(t.subject, t.relation, t.object) for t in w.world_triples()]
-    graph = graph_mod.Graph.from_triples("world", triples, lexicon=w.LEXICON)
+    from genloop.knowledge.graph import Graph
+
+    graph = Graph.from_triples("world", w.world_triples(), lexicon=w.LEXICON)
     ws["store"].kg_save(graph)
     return graph
 

@@ -37,19 +37,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
+from genloop.data.triples import Triple
+
 SEED = 14
 HELD_OUT_SHARE = 0.2
 IDK = "I don't know."
-
-
-@dataclass(frozen=True)
-class Triple:
-    """(subject, relation, object), entity names in display form: the fields of
-    ``knowledge.graph.Triple`` (the data layer sits under knowledge/, so the world has its own)."""
-
-    subject: str
-    relation: str
-    object: str
 
 
 # relation → phrasings; "{s}" and "{o}" are the subject's and the object's names
@@ -221,7 +213,7 @@ def world_triples(seed: int = SEED) -> list[Triple]:
 
 
 class TripleLike(Protocol):
-    """Anything with a triple's three names: this Triple, knowledge's, a recorded fact."""
+    """Anything with a triple's three names: a Triple, a recorded fact."""
 
     @property
     def subject(self) -> str: ...

@@ -17,6 +17,8 @@ encoder–decoder the same text is the encoder's input.
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,7 @@ from genloop.errors import InvalidInput, NotFound, UnicodeText
 from genloop.tokenizers import Tokenizer
 
 if TYPE_CHECKING:
+    from genloop.knowledge.graph import Graph
     from genloop.store import Store
 
 MAX_TRIPLES = 256
@@ -107,10 +110,7 @@ def retrieve(spec: Grounding, prompts: Sequence[str], store: Store,
         return spec
     from genloop.knowledge.graph import retrieve as retrieve_triples
 
-    try:
-        graph = store.kg_load(spec.graph)
-    except NotFound as e:
-        raise InvalidInput(f"grounding.graph: {e}") from None
+    graph = graph_of(store, spec.graph)
     retrieved, seen = [], set()
     for prompt in prompts:
         key = prompt_key(prompt)
@@ -125,6 +125,43 @@ def retrieve(spec: Grounding, prompts: Sequence[str], store: Store,
             triples=[Fact(subject=t.subject, relation=t.relation, object=t.object)
                      for t in triples[: spec.max_triples]]))
     return spec.model_copy(update={"retrieved": retrieved, "graph_hash": graph.hash})
+
+
+_GRAPHS: OrderedDict[tuple[str, str], Graph] = OrderedDict()
+_LOCK = threading.Lock()
+GRAPHS_KEPT = 4
+
+
+def graph_of(store: Store, name: str) -> Graph:
+    """Graph ``name`` of the workspace, kept in memory while its stored hash is the same (a
+    graph of thousands of triples takes a second to load; a request should not)."""
+    from genloop.knowledge.graph import load_graph
+
+    stored = next((g for g in store.kg_graphs() if g.name == name), None)
+    key = (store.url, name)
+    with _LOCK:
+        kept = _GRAPHS.get(key)
+        if stored is not None and kept is not None and kept.hash == stored.hash:
+            _GRAPHS.move_to_end(key)
+            return kept
+    try:
+        graph = load_graph(store, name)
+    except NotFound as e:
+        raise InvalidInput(f"grounding.graph: {e}") from None
+    with _LOCK:
+        _GRAPHS[key] = graph
+        while len(_GRAPHS) > GRAPHS_KEPT:
+            _GRAPHS.popitem(last=False)
+    return graph
+
+
+def keyed(spec: Grounding, old: str, new: str) -> Grounding:
+    """``spec`` with what was retrieved for prompt ``old`` now for prompt ``new`` (a chat's
+    facts are retrieved before its transcript is fitted to the context)."""
+    assert spec.retrieved is not None
+    key, to = prompt_key(old), prompt_key(new)
+    return spec.model_copy(update={"retrieved": [
+        r.model_copy(update={"prompt": to}) if r.prompt == key else r for r in spec.retrieved]})
 
 
 def check_from_client(spec: Grounding) -> None:

@@ -20,7 +20,9 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from genloop.errors import InvalidInput, validation_message
+from genloop.generation import grounding
 from genloop.generation.batching import Event, Failed, Finished, Piece, Ticket
+from genloop.generation.grounding import Grounding
 from genloop.generation.service import TextModel, load, load_reward
 from genloop.generation.text import TextOutput, TextRequest, resolve_seed
 from genloop.serving import compat
@@ -83,13 +85,13 @@ def _check_chat_chars(state: ServerState, body: ChatBody) -> None:
         raise InvalidInput(f"messages: at most {limit} characters in all on this server")
 
 
-async def _fit_chat(state: ServerState, model: TextModel, body: ChatBody) -> str:
-    """The transcript fitted to the model's context, off the event loop (linear in its length,
-    but a long one still takes a while)."""
+async def _fit_chat(state: ServerState, model: TextModel, body: ChatBody, reserve: int = 0) -> str:
+    """The transcript fitted to the model's context (less ``reserve`` tokens: the facts put
+    before it), off the event loop (linear in its length, but a long one still takes a while)."""
     block = model.batcher(state.config.max_batch, state.config.max_queue).block
     return await run_in_threadpool(
         model.chat_template.render_within, body.messages,
-        lambda p: len(model.tokenizer.encode(p)), None if block is None else block - 1)
+        lambda p: len(model.tokenizer.encode(p)), None if block is None else block - 1 - reserve)
 
 
 class _Run:
@@ -134,7 +136,7 @@ def _gauges(state: ServerState, ref: str) -> Callable[[int, int], None]:
 
 
 def _text_request(state: ServerState, body: CompletionBody | ChatBody, prompt: str | list[str],
-                  stops: list[str]) -> TextRequest:
+                  stops: list[str], grounded: Grounding | None = None) -> TextRequest:
     """OpenAI's names onto genloop's, in this one place (max_tokens → max_new_tokens, n →
     num_samples); whatever the core refuses is the client's 400, never a 500. ``best_of`` equal
     to n with no reward model is n (every choice is returned, in order, as before)."""
@@ -150,21 +152,25 @@ def _text_request(state: ServerState, body: CompletionBody | ChatBody, prompt: s
                                              * (len(prompt) if isinstance(prompt, list) else 1)),
                            num_samples=body.n, best_of=best_of, reward_model=reward_model,
                            few_shot=getattr(body, "few_shot", None),  # chat has none
-                           grounding=body.grounding,
+                           grounding=grounded or body.grounding,
                            **compat.sampling_fields(body))
     except ValueError as e:  # pydantic's ValidationError
         raise InvalidInput(validation_message(e)) from None
 
 
-def _grounding_query(treq: TextRequest, body: CompletionBody | ChatBody) -> TextRequest:
-    """A chat's grounding links the user's messages (not the whole transcript, whose speaker
-    names and the assistant's own words are no question to the graph), unless it names its own
-    query."""
-    spec = treq.grounding
-    if not isinstance(body, ChatBody) or spec is None or spec.query is not None:
-        return treq
-    said = "\n".join(m.content for m in body.messages if m.speaker == "user")
-    return treq.model_copy(update={"grounding": spec.model_copy(update={"query": said})})
+async def _chat_facts(state: ServerState, model: TextModel, body: ChatBody) -> Grounding | None:
+    """A grounded chat's facts, retrieved before the transcript is fitted (they take room in
+    the context): the graph is linked to the user's messages (not the whole transcript, whose
+    speaker names and the assistant's own words are no question to the graph) unless the
+    grounding names its own query. Keyed to the fitted transcript by ``keyed``."""
+    spec = body.grounding
+    if spec is None:
+        return None
+    grounding.check_from_client(spec)
+    if spec.query is None:
+        said = "\n".join(m.content for m in body.messages if m.speaker == "user")
+        spec = spec.model_copy(update={"query": said})
+    return await run_in_threadpool(grounding.retrieve, spec, [""], state.store)
 
 
 def _choice_grounding(request: TextRequest, prompt: str) -> dict[str, Any]:
@@ -195,27 +201,30 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
     if chat:
         assert isinstance(body, ChatBody)
         _check_chat_chars(state, body)
-        prompt = await _fit_chat(state, model, body)
+        grounded = await _chat_facts(state, model, body)
+        reserve = 0 if grounded is None else len(model.tokenizer.encode(grounded.prefix("")))
+        prompt = await _fit_chat(state, model, body, reserve)
+        grounded = None if grounded is None else grounding.keyed(grounded, "", prompt)
         stops += [s for s in model.chat_template.stop if s not in stops]
         extra = {"api": "chat", "messages": [m.model_dump(exclude_none=True) for m in body.messages]}
         prompts = [prompt]
     else:
         assert isinstance(body, CompletionBody)
+        grounded = None
         prompt = compat.completion_prompt(body, model.tokenizer)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         extra = {"api": "completions"}
     if body.user:
         extra["user"] = body.user
     _check_limits(state, body, prompts)
-    treq = _text_request(state, body, prompt, stops)
+    treq = _text_request(state, body, prompt, stops, grounded)
     if treq.few_shot is not None:  # drawn from the store, checked against the context
         if caller.access != "admin":  # datasets are the workspace's, not a key owner's
             raise Forbidden(f"few_shot: API key {caller.name!r} has scope {caller.access!r}; "
                             "drawing from the workspace's datasets takes an admin key")
         treq = await run_in_threadpool(model.with_examples, treq, from_client=True)
     if treq.grounding is not None:  # retrieved from the workspace's graph, checked, recorded
-        treq = await run_in_threadpool(model.with_grounding, _grounding_query(treq, body),
-                                       from_client=True)
+        treq = await run_in_threadpool(model.with_grounding, treq, from_client=not chat)
     echo = isinstance(body, CompletionBody) and body.echo
     kind = "chat.completion" if chat else "text_completion"
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex  # per response (seed: records)
