@@ -82,7 +82,7 @@ def test_descriptions_state_exactly_the_facts(world):
 
 def test_questions_answer_from_the_graph_or_say_i_do_not_know(world):
     rng = random.Random(1)
-    records = w.pairs("qa", held_out=True)
+    records = [r for r in w.pairs("qa", held_out=True) if "\n\nQ: " in r["prompt"]]  # not descriptions
     idk = [r for r in records if r["completion"] == w.IDK]
     assert 0.2 < len(idk) / len(records) < 0.8
     for person in world.entities("person", held_out=True)[:100]:
@@ -139,3 +139,12 @@ def test_builtin_pairs_source_prepares(tmp_path, monkeypatch):
     first = json.loads((tmp_path / "cache" / "world" / "world-dialogue.jsonl")
                        .read_text(encoding="utf-8").splitlines()[0])
     assert set(first) == {"prompt", "completion"}
+
+
+def test_export_is_what_genloop_kg_load_reads(tmp_path):
+    from genloop.knowledge.graph import read_graph
+
+    triples, lexicon = w.export(tmp_path)
+    graph = read_graph(triples, name="world", lexicon=lexicon)
+    assert len(graph) == len(w.world_triples())
+    assert graph.lexicon["lives_in"] == w.LEXICON["lives_in"]

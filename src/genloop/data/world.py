@@ -382,7 +382,7 @@ PAIRS_SOURCES = {f"world-{task}": task for task in TASKS}
 _DESCRIBED = ("person", "product", "order")
 
 
-MAX_CHARS = 320  # records longer than this (prompt and completion) are left out
+MAX_CHARS = 256  # records longer than this (prompt and completion) are left out
 
 
 def pairs(task: str, *, held_out: bool = False, seed: int = SEED,
@@ -444,5 +444,18 @@ def write_pairs(source: str, folder: Path) -> Path:
     return path
 
 
-__all__ = ["IDK", "LEXICON", "PAIRS_SOURCES", "Triple", "World", "build_world", "format_facts",
+def export(folder: str | os.PathLike[str], seed: int = SEED) -> tuple[Path, Path]:
+    """The world's graph as files ``genloop kg load`` reads: ``world.jsonl`` (its triples) and
+    ``world-lexicon.json`` (its phrasings, which the fact checker reads claims with)."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    triples, lexicon = out / "world.jsonl", out / "world-lexicon.json"
+    triples.write_text("".join(json.dumps({"subject": t.subject, "relation": t.relation,
+                                           "object": t.object}, ensure_ascii=False) + "\n"
+                               for t in world_triples(seed)), encoding="utf-8")
+    lexicon.write_text(json.dumps(LEXICON, indent=1) + "\n", encoding="utf-8")
+    return triples, lexicon
+
+
+__all__ = ["IDK", "LEXICON", "PAIRS_SOURCES", "Triple", "World", "build_world", "export", "format_facts",
            "pairs", "world_triples", "write_pairs"]
