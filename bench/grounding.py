@@ -161,18 +161,27 @@ def dialogues(home: Path, ref: str, ds: list[Any], max_triples: int) -> dict[str
             t0 = time.perf_counter()
             failures = []
             extra = {"grounding": {"graph": GRAPH, "max_triples": max_triples}} if on else {}
+            refused = 0
+
+            def say(messages: list[dict[str, str]], seed: int,
+                    extra: dict[str, Any] = extra) -> tuple[str, Any]:
+                nonlocal refused
+                try:
+                    choice = client.chat.completions.create(
+                        model=ref, messages=messages, max_tokens=80, temperature=0.0,  # type: ignore[arg-type]
+                        seed=seed, extra_body=extra).choices[0]
+                except openai.BadRequestError:  # e.g. the facts do not fit: a failed turn
+                    refused += 1
+                    return "", None
+                return choice.message.content or "", choice
+
             for i, d in enumerate(ds):
                 messages: list[dict[str, str]] = [{"role": "user", "content": d.question}]
-                first = client.chat.completions.create(
-                    model=ref, messages=messages, max_tokens=80, temperature=0.0, seed=i,  # type: ignore[arg-type]
-                    extra_body=extra).choices[0].message.content or ""
+                first, _ = say(messages, i)
                 ok1 = first.strip() == w.CLARIFY
                 messages += [{"role": "assistant", "content": first},
                              {"role": "user", "content": d.naming}]
-                reply = client.chat.completions.create(
-                    model=ref, messages=messages, max_tokens=80, temperature=0.0, seed=i,  # type: ignore[arg-type]
-                    extra_body=extra).choices[0]
-                second = reply.message.content or ""
+                second, reply = say(messages, i)
                 ok2 = _norm(second) == _norm(d.expected)
                 asked += ok1
                 answered += ok2
@@ -180,11 +189,11 @@ def dialogues(home: Path, ref: str, ds: list[Any], max_triples: int) -> dict[str
                 if not (ok1 and ok2) and len(failures) < 3:
                     failures.append({"turns": d.user_turns(), "replies": [first, second],
                                      "expected": d.expected})
-                if on and i == 0:
+                if on and reply is not None and "first_grounding_extra" not in out:
                     out["first_grounding_extra"] = (reply.model_extra or {}).get("grounding")
             out["with" if on else "without"] = {
                 "task_success": both / len(ds), "clarified": asked / len(ds),
-                "answered": answered / len(ds), "conversations": len(ds),
+                "answered": answered / len(ds), "conversations": len(ds), "refused_turns": refused,
                 "seconds": time.perf_counter() - t0, "failures": failures}
     finally:
         server.stop()

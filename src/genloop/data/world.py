@@ -313,7 +313,9 @@ def unknown_name(rng: random.Random, world: World) -> str:
 USER, ASSISTANT = "USER", "ASSISTANT"
 CLARIFY = "Which order do you mean? Please give me the order number."
 ORDER_QUESTIONS = {
-    "status": ["Where is my order?", "What is the status of my order?", "Has my order shipped?"],
+    # no word of these is an entity of the graph ("shipped" is: a status), so nothing links
+    # before the order is named
+    "status": ["Where is my order?", "What is the status of my order?", "How is my order doing?"],
     "delivery": ["When will my order arrive?", "When is my order due?"],
     "item": ["What did I order?", "Which product is in my order?"],
 }
