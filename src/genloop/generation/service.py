@@ -19,7 +19,7 @@ import torch
 
 from genloop.config import settings
 from genloop.errors import CorruptArtifact, InvalidInput, NotFound, validation_message
-from genloop.generation import fewshot
+from genloop.generation import fewshot, grounding
 from genloop.generation.batching import Batcher
 from genloop.generation.chat import ChatTemplate, load_chat_template
 from genloop.generation.image import (
@@ -105,7 +105,7 @@ class TextModel(_Loaded):
         each prompt's ``num_samples`` best of ``best_of`` candidates, best first (``rank``)."""
         request = params.pop("request", None) or self.request(prompt, **params)
         request = request.model_copy(update={"seed": resolve_seed(request.seed, request.choices)})
-        request = self.with_examples(request)
+        request = self.with_grounding(self.with_examples(request))
         moderator = self.moderator()
         request, prompt_safety = self.moderate_prompts(request, moderator)
         if request.best_of is not None:
@@ -157,7 +157,7 @@ class TextModel(_Loaded):
         recorded, then ``OutputWithheld`` says why."""
         request = params.pop("request", None) or self.request(prompt, **params)
         seed = resolve_seed(request.seed)
-        request = self.with_examples(request.model_copy(update={"seed": seed}))
+        request = self.with_grounding(self.with_examples(request.model_copy(update={"seed": seed})))
         moderator = self.moderator()
         request, prompt_safety = self.moderate_prompts(request, moderator)
         guard = StreamGuard(moderator)
@@ -242,6 +242,21 @@ class TextModel(_Loaded):
         block = getattr(self.network.config, "block_size", None) if self.family.kv_cache else None
         fewshot.check_fits(spec, request.prompts, self.tokenizer, block)
         return request.model_copy(update={"few_shot": spec})
+
+    def with_grounding(self, request: TextRequest, *, from_client: bool = False) -> TextRequest:
+        """``request`` with the triples of each prompt retrieved from its grounding's graph
+        (``Store.kg_load``) and checked against this model's context; the request that is then
+        decoded and recorded holds them (``generation/grounding.py``). ``from_client``: the
+        HTTP face's, which names the graph, never the triples."""
+        if request.grounding is None:
+            return request
+        if from_client:
+            grounding.check_from_client(request.grounding)
+        spec = grounding.retrieve(request.grounding, request.prompts, self.store)
+        block = getattr(self.network.config, "block_size", None) if self.family.kv_cache else None
+        before = "" if request.few_shot is None else request.few_shot.prefix()
+        grounding.check_fits(spec, request.prompts, self.tokenizer, block, before)
+        return request.model_copy(update={"grounding": spec})
 
     def _record(self, request: TextRequest, prompt: str, text: str, seed: int, timings: dict,
                 extra: dict[str, Any] | None = None, owner: str | None = None,
