@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 ORDER = ["train_speed", "train_step", "time_to_quality", "kv_cache", "quickstart", "tang_poems", "loop",
          "loop_shakespeare_brevity", "images", "serving", "soak", "inference", "lora", "dpo_trl",
-         "embeddings", "fewshot", "seq2seq", "moderation"]
+         "embeddings", "fewshot", "seq2seq", "moderation", "provenance", "grounding"]
 
 
 # the CPU flags that decide genloop's precision and kernel paths, named with every figure

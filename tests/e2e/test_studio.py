@@ -1,7 +1,8 @@
 """The studio in a real browser (Playwright driving Debian's chromium) against a real
 `genloop serve` over a workspace whose models were trained through the CLI: text streamed
 (completion and chat) and stopped, a rating that reaches the store, an image grid and its
-download, an API error shown and dismissed, History's Restore filling every field (a 63-bit
+download, an output withheld by the moderation policy and why, an API error shown and
+dismissed, History's Restore filling every field (a 63-bit
 seed included), an A/B preference, the Models page, a prompt that is HTML staying text, and
 the warning banner when auth is off.
 
@@ -134,6 +135,26 @@ def test_studio_in_a_browser(workspace_with_models: tuple[Path, str]) -> None:
             second = generate_text(page, XSS, seed=7, temperature="1", max_tokens="8")
             assert page.locator("#text-output .prompt-echo").text_content() == XSS
             assert page.evaluate("document.querySelectorAll('img[src=\"x\"]').length") == 0
+
+            # A policy blocking a piece of what the model writes: the output is withheld, and
+            # the studio says why (the record's reason), showing none of it; History says so too
+            import re
+
+            piece = generated.strip()[:6].casefold()
+            (home / "moderation.yaml").write_text(yaml.safe_dump({"patterns": [
+                {"category": "studio", "pattern": re.escape(piece), "action": "block"}]}))
+            withheld = generate_text(page, "The cat", seed=1234, temperature="0.7", max_tokens="200")
+            note = page.locator("#text-result .withheld")
+            expect(note).to_contain_text("Output withheld by the moderation policy — blocked: "
+                                         "studio (pattern)")
+            expect(page.locator("#text-result .pill").first).to_have_text("withheld")
+            assert piece not in (page.locator("#text-output").text_content() or "").casefold()
+            assert api.get(f"/v1/generations/{withheld}").json()["safety"]["withheld"] is True
+            page.click("a[data-route='history']")
+            expect(page.locator(f"#history-rows tr[data-id='{withheld}']")).to_contain_text(
+                "Output withheld by the moderation policy")
+            (home / "moderation.yaml").unlink()
+            page.click("a[data-route='text']")
 
             # Chat with a random seed: messages in, the reply streamed as deltas, recorded with both
             page.click(".segmented label:has(input[value=chat])")

@@ -13,6 +13,7 @@ import torch
 from fastapi.testclient import TestClient
 
 import genloop
+from genloop.errors import InvalidInput
 from genloop.models.modeldir import ModelDir
 from genloop.safety.moderator import ContentBlocked, ModerationFailed, OutputWithheld
 from genloop.serving.app import create_app
@@ -196,3 +197,68 @@ def test_moderations_through_the_official_openai_client(ws, client):
     assert reply.results[2].categories.model_extra["email"] is True
     single = api.moderations.create(input="hello there")
     assert not single.results[0].flagged and single.model == "genloop-moderation"
+
+
+def test_a_policy_file_that_goes_bad_while_serving_is_503_naming_file_key_and_pattern(ws, client,
+                                                                                      request):
+    """The server started on a good policy; the file is then broken: every request moderation
+    reads it for is refused with 503 (the server's misconfiguration, not the client's fault),
+    in one line naming the file, the key and the pattern, and nothing is recorded."""
+    request.addfinalizer(lambda: policy(ws, ""))
+    policy(ws, "patterns:\n  - {category: x, pattern: '(unclosed'}\n")
+    before = ws["store"].count_generations(ws["ref"])
+    for path, body in (("/v1/completions", {"model": ws["ref"], "prompt": "hi", "max_tokens": 4}),
+                       ("/v1/chat/completions", {"model": ws["ref"], "max_tokens": 4, "messages": [
+                           {"role": "user", "content": "hi"}]}),
+                       ("/v1/moderations", {"input": "hi"})):
+        r = client.post(path, json=body)
+        assert r.status_code == 503, (path, r.text)
+        message = r.json()["error"]["message"]
+        assert "\n" not in message and str(ws["home"] / "moderation.yaml") in message, message
+        assert "patterns.0.pattern" in message and "(unclosed" in message, message
+    with pytest.raises(InvalidInput, match="patterns.0.pattern"):
+        ws["model"].generate("hi", max_new_tokens=4)
+    assert ws["store"].count_generations(ws["ref"]) == before
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_slow_prompt_check_does_not_stall_the_event_loop(ws, client, request, monkeypatch,
+                                                           stream):
+    """The policy's classifier takes a while to load on the first check (as a big one would): the
+    prompt is checked off the event loop, so /health answers meanwhile."""
+    import threading
+    import time
+
+    from genloop.safety import classifier as clf
+
+    model = clf.train_classifier([("kill", "bad"), ("hello", "ok")], steps=5, buckets=1 << 10)
+    version = clf.register_classifier(ws["store"], f"slowclf{int(stream)}", model, "sha256:x", {})
+    slow = clf.load_classifier
+
+    def load(store, ref):
+        time.sleep(1.5)
+        return slow(store, ref)
+
+    monkeypatch.setattr(clf, "load_classifier", load)
+    policy(ws, f"classifier: {{model: {version.ref}, labels: [bad], action: flag}}\n")
+    request.addfinalizer(lambda: policy(ws, ""))
+    replies = []
+    body = {"model": ws["ref"], "prompt": "hi", "max_tokens": 4, "stream": stream}
+    worker = threading.Thread(target=lambda: replies.append(client.post("/v1/completions",
+                                                                        json=body)))
+    worker.start()
+    time.sleep(0.3)  # the completion is in its first check, loading the classifier
+    t0 = time.perf_counter()
+    assert client.get("/health").status_code == 200
+    took = time.perf_counter() - t0
+    worker.join(30)
+    assert replies and replies[0].status_code == 200, replies
+    assert took < 0.8, f"/health waited {took:.2f} s behind a prompt check"
+
+
+def test_a_beam_search_request_is_moderated_too(ws, client):
+    """``num_beams`` > 1 runs beside the batcher: its prompt is checked first all the same."""
+    policy(ws, "blocklists:\n  - {category: violence, terms: [kill them]}\n")
+    r = client.post("/v1/completions", json={"model": ws["ref"], "prompt": "kill them",
+                                             "max_tokens": 4, "num_beams": 2})
+    assert r.status_code == 400 and "violence" in r.json()["error"]["message"], r.text

@@ -137,3 +137,16 @@ def test_the_policy_file_is_reread_when_it_changes(tmp_path: Path) -> None:
     path.write_text("blocklists:\n  - {category: v, terms: [kill]}\n")
     assert workspace_moderator(store, path).check("kill", "prompt").blocked
     assert parse_policy("{}", "x").digest == Policy().digest
+
+
+def test_simplified_and_traditional_chinese_match_each_other() -> None:
+    """A term in one script matches text in the other (OpenCC's character table), with the
+    original spans; ordinary text sharing one character is untouched."""
+    pytest.importorskip("opencc")
+    m = Moderator(Policy(blocklists=[{"category": "violence", "terms": ["杀人", "炸彈"]}]))
+    for text in ("殺人的方法", "我要杀人", "如何製作炸彈", "怎么做炸弹"):
+        assert m.check(text, "prompt").blocked, text
+    hit = m.check("如何製作炸彈", "prompt").hits[0]
+    assert (hit.start, hit.end) == (4, 6)
+    assert not m.check("杀毒软件", "prompt").blocked and not m.check("炸鸡很好吃", "prompt").blocked
+    assert fold("頭髮")[0] == "头发"

@@ -223,7 +223,9 @@ def test_a_text_generations_signed_record(gan, tmp_path) -> None:
     assert signed.ca_fingerprint == workspace_keys().fingerprint()
     path = tmp_path / "record.json"
     path.write_text(reply.text)
-    assert verify_file(path).ok
+    verdict = verify_file(path)
+    assert verdict.ok, verdict.checks
+    assert verdict.claims["signed"] == "on request"  # recorded without a seal: signed when asked
 
     forged = signed.model_copy(update={"payload": {**signed.payload, "seed": 4}})
     path.write_text(forged.model_dump_json())

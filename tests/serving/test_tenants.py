@@ -35,7 +35,8 @@ MISSING = "0123456789abcdef"  # a generation id nobody has
 # routes that neither read nor write records: models, the service, the studio's files
 NO_RECORDS = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/openapi.json"), ("GET", "/"),
               ("GET", "/studio/{name:path}"), ("GET", "/v1/models"), ("GET", "/v1/models/{model}"),
-              ("POST", "/v1/embeddings")}  # embeddings are computed, never recorded
+              ("POST", "/v1/embeddings"),  # embeddings are computed, never recorded
+              ("POST", "/v1/moderations")}  # a verdict on the text given, nothing recorded
 
 
 @dataclass
@@ -338,6 +339,7 @@ CHECKS: dict[tuple[str, str], Callable[[Tenants], None]] = {
     ("GET", "/v1/generations"): check_list,
     ("GET", "/v1/generations/{generation_id}"): check_one,
     ("GET", "/v1/generations/{generation_id}/content"): check_content,
+    ("GET", "/v1/generations/{generation_id}/provenance"): lambda t: check_one(t, "/provenance"),
     ("POST", "/v1/generations/{generation_id}/feedback"): check_feedback,
     ("POST", "/v1/preferences"): check_preference,
     ("GET", "/v1/models/{model}/feedback"): check_feedback_summary,

@@ -72,6 +72,11 @@ def generate(
                                       help="text: one --few-shot example"),
     shot_separator: str = typer.Option(default(FewShot, "separator"),
                                        help="text: after each --few-shot example"),
+    grounding: Annotated[str | None, typer.Option(
+        "--grounding", help="text: put the triples retrieved from this knowledge graph (genloop "
+        "kg load) for each prompt before it; recorded")] = None,
+    max_triples: Annotated[int | None, typer.Option(
+        help="text: at most this many --grounding triples per prompt")] = None,
     stream: Annotated[bool, typer.Option(help="print tokens as they come (one prompt, one sample)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON records")] = False,
     class_label: str | None = option(ImageGenRequest, "class_label",
@@ -121,7 +126,8 @@ def generate(
                         frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                         logit_bias=_logit_bias(logit_bias), stop=stop, seed=seed,
                         best_of=best_of, reward_model=reward_model, num_beams=num_beams,
-                        few_shot=_few_shot(few_shot, shots, shot_template, shot_separator), **count)
+                        few_shot=_few_shot(few_shot, shots, shot_template, shot_separator),
+                        grounding=_grounding(grounding, max_triples), **count)
     if (stream and not as_json and len(request.prompts) == 1 and request.num_samples == 1
             and request.best_of is None):
         sys.stdout.write(request.prompts[0])
@@ -186,6 +192,17 @@ def _few_shot(source: str | None, shots: int | None, template: str,
         return None
     return {"source": source, "template": template, "separator": separator,
             **({} if shots is None else {"k": shots})}
+
+
+def _grounding(graph: str | None, max_triples: int | None) -> dict[str, Any] | None:
+    """``--grounding GRAPH --max-triples K`` → the request's ``grounding``."""
+    from genloop.errors import InvalidInput
+
+    if graph is None:
+        if max_triples is not None:
+            raise InvalidInput("--max-triples: give --grounding GRAPH to retrieve them from")
+        return None
+    return {"graph": graph, **({} if max_triples is None else {"max_triples": max_triples})}
 
 
 def _logit_bias(pairs: list[str]) -> dict[int, float] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -49,11 +49,16 @@ def moderation_check(
 def moderation_train(
     examples: Annotated[Path, typer.Argument(help='a JSONL file of {"text": ..., "label": ...}')],
     name: Annotated[str, typer.Option(help="the model name to register it as")],
-    steps: Annotated[int, typer.Option(min=1, max=10_000, help="optimizer steps")] = 300,
+    steps: Annotated[int, typer.Option(min=1, max=10_000, help="L-BFGS iterations at most")] = 100,
+    l2: Annotated[float, typer.Option(min=0.0, help="the L2 penalty on the n-gram weights")] = 1e-3,
+    folds: Annotated[int, typer.Option(min=0, max=20, help=(
+        "measure the held-out accuracy by k-fold cross-validation first (0: skip)"))] = 5,
 ) -> None:
-    """Train the moderation classifier on labelled examples and register it as NAME@N."""
+    """Train the moderation classifier on labelled examples and register it as NAME@N (its card
+    shows its held-out accuracy)."""
     from genloop.safety.classifier import (
         accuracy,
+        cross_validated,
         file_sha256,
         read_examples,
         register_classifier,
@@ -62,12 +67,21 @@ def moderation_train(
     from genloop.store import Store
 
     records = read_examples(examples)
-    model = train_classifier(records, steps=steps)
-    metrics = {"train_accuracy": accuracy(model, records), "examples": float(len(records))}
-    version = register_classifier(Store(), name, model, file_sha256(examples), metrics)
+    train: dict[str, Any] = {"steps": steps, "l2": l2}
+    metrics = {"examples": float(len(records))}
+    if folds >= 2 and len(records) >= 2 * folds:
+        metrics.update(heldout_accuracy=cross_validated(records, folds, **train),
+                       folds=float(folds))
+    model = train_classifier(records, steps=steps, l2=l2)
+    metrics["train_accuracy"] = accuracy(model, records)
+    version = register_classifier(Store(), name, model, file_sha256(examples), metrics,
+                                  examples=str(Path(examples).resolve()),
+                                  training={**train, "folds": folds})
+    heldout = (f", held-out accuracy {metrics['heldout_accuracy']:.3f}"
+               if "heldout_accuracy" in metrics else "")
     err.print(f"registered [bold]{version.ref}[/]: {len(records)} examples, labels "
-              f"{', '.join(model.labels)}, training accuracy {metrics['train_accuracy']:.3f}",
-              highlight=False)
+              f"{', '.join(model.labels)}, training accuracy {metrics['train_accuracy']:.3f}"
+              f"{heldout}", highlight=False)
     print(version.ref)
 
 

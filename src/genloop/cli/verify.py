@@ -22,7 +22,7 @@ def verify(
     file: Annotated[Path | None, typer.Argument(
         help="a PNG genloop made, or a signed record's JSON")] = None,
     generation: Annotated[str | None, typer.Option(
-        help="a generation's id: sign its record now and check it against the store")] = None,
+        help="a generation's id: check the record signed when it was made against the store")] = None,
     trust: Annotated[Path | None, typer.Option(
         help="the CA certificate (PEM) to trust; default: this workspace's")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the verdict as JSON")] = False,

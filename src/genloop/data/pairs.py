@@ -25,6 +25,7 @@ from pydantic import Field
 
 from genloop.atomic import atomic_write_text
 from genloop.config import settings
+from genloop.data import world
 from genloop.data.download import fetch_builtin
 from genloop.data.folder import Folder, read_folder
 from genloop.data.records import RecordsDataConfig, RecordSplit, prepare_records, record_split
@@ -33,6 +34,8 @@ from genloop.tokenizers import Tokenizer
 
 class PairsDataConfig(RecordsDataConfig):
     kind: Literal["pairs"] = "pairs"
+    source: str = Field(description="a .jsonl file, one record per line, or a built-in: "
+                                    + ", ".join(["tang-poems", *world.PAIRS_SOURCES]))
     prompt_field: str = Field("prompt", description="the key of each record's prompt")
     completion_field: str = Field("completion", description="the key of each record's completion")
 
@@ -64,8 +67,14 @@ def _tang_poems() -> Path:
     return out
 
 
+def _world(source: str) -> Callable[[], Path]:
+    """The built-in world's pairs source ``source`` (``data/world.py``), written to the cache."""
+    return lambda: world.write_pairs(source, settings().cache_dir / "world")
+
+
 # built-in sources of records, by name: each returns the .jsonl file it stands for
-BUILTINS: dict[str, Callable[[], Path]] = {"tang-poems": _tang_poems}
+BUILTINS: dict[str, Callable[[], Path]] = {"tang-poems": _tang_poems,
+                                          **{name: _world(name) for name in world.PAIRS_SOURCES}}
 
 
 @dataclass

@@ -19,12 +19,13 @@ import torch
 
 from genloop.config import settings
 from genloop.errors import CorruptArtifact, InvalidInput, NotFound, validation_message
-from genloop.generation import fewshot
+from genloop.generation import fewshot, grounding
 from genloop.generation.batching import Batcher
 from genloop.generation.chat import ChatTemplate, load_chat_template
 from genloop.generation.image import (
     ImageGenRequest,
     ImageOutput,
+    class_index,
     generate_images,
     png_bytes,
     read_pixels,
@@ -33,7 +34,7 @@ from genloop.generation.image import (
 )
 from genloop.generation.image import content_hash as pixels_hash
 from genloop.generation.kinds import generates
-from genloop.generation.provenance import grid_signer, signed_image_png
+from genloop.generation.provenance import grid_signer, record_signer, signed_image_png
 from genloop.generation.reward import check_reward, mean_logprobs, ranked
 from genloop.generation.reward import score as reward_scores
 from genloop.generation.text import (
@@ -47,6 +48,7 @@ from genloop.generation.text import (
 from genloop.hub.adapters import load_network
 from genloop.models.family import Family, ImageModelConfig, ModelConfig
 from genloop.models.modeldir import ModelDir
+from genloop.safety.classifier import FAMILY as MODERATION_FAMILY
 from genloop.safety.moderator import ContentBlocked, Moderator, OutputWithheld, workspace_moderator
 from genloop.safety.stream import StreamGuard
 from genloop.store import GenerationRecord, ModelVersion, Store
@@ -103,7 +105,7 @@ class TextModel(_Loaded):
         each prompt's ``num_samples`` best of ``best_of`` candidates, best first (``rank``)."""
         request = params.pop("request", None) or self.request(prompt, **params)
         request = request.model_copy(update={"seed": resolve_seed(request.seed, request.choices)})
-        request = self.with_examples(request)
+        request = self.with_grounding(self.with_examples(request))
         moderator = self.moderator()
         request, prompt_safety = self.moderate_prompts(request, moderator)
         if request.best_of is not None:
@@ -155,7 +157,7 @@ class TextModel(_Loaded):
         recorded, then ``OutputWithheld`` says why."""
         request = params.pop("request", None) or self.request(prompt, **params)
         seed = resolve_seed(request.seed)
-        request = self.with_examples(request.model_copy(update={"seed": seed}))
+        request = self.with_grounding(self.with_examples(request.model_copy(update={"seed": seed})))
         moderator = self.moderator()
         request, prompt_safety = self.moderate_prompts(request, moderator)
         guard = StreamGuard(moderator)
@@ -241,6 +243,21 @@ class TextModel(_Loaded):
         fewshot.check_fits(spec, request.prompts, self.tokenizer, block)
         return request.model_copy(update={"few_shot": spec})
 
+    def with_grounding(self, request: TextRequest, *, from_client: bool = False) -> TextRequest:
+        """``request`` with the triples of each prompt retrieved from its grounding's graph
+        (``Store.kg_load``) and checked against this model's context; the request that is then
+        decoded and recorded holds them (``generation/grounding.py``). ``from_client``: the
+        HTTP face's, which names the graph, never the triples."""
+        if request.grounding is None:
+            return request
+        if from_client:
+            grounding.check_from_client(request.grounding)
+        spec = grounding.retrieve(request.grounding, request.prompts, self.store)
+        block = getattr(self.network.config, "block_size", None) if self.family.kv_cache else None
+        before = "" if request.few_shot is None else request.few_shot.prefix()
+        grounding.check_fits(spec, request.prompts, self.tokenizer, block, before)
+        return request.model_copy(update={"grounding": spec})
+
     def _record(self, request: TextRequest, prompt: str, text: str, seed: int, timings: dict,
                 extra: dict[str, Any] | None = None, owner: str | None = None,
                 ranking: dict[str, Any] | None = None,
@@ -256,7 +273,7 @@ class TextModel(_Loaded):
         return self.store.record_generation(
             model=self.version, kind="text", request=own, shared=shared,
             seed=seed, output=text, file=None, content_hash=content_hash(text), timings=timings,
-            owner=owner, safety=safety,
+            owner=owner, safety=safety, sign=record_signer(self.version),
         )
 
     def record(self, request: TextRequest, output: TextOutput,
@@ -319,7 +336,8 @@ class ImageModel(_Loaded):
         owner = params.pop("owner", None)
         request = params.pop("request", None) or self.request(**params)
         request = request.model_copy(update={"seed": resolve_seed(request.seed, request.num_samples)})
-        safety = moderate_image_prompt(request.class_label, self.store)
+        safety = moderate_image_prompt(_class_text(self.class_names, request.class_label),
+                                       self.store)
         out = generate_images(self.family, self.config, self.network, self.class_names, request)
         folder = settings().generations_dir
         records = []
@@ -334,9 +352,27 @@ class ImageModel(_Loaded):
             records.append(self.store.record_generation(
                 model=self.version, kind="image", request=meta, seed=out.seeds[i],
                 output=name, file=str(path), content_hash=digest, timings=out.timings,
-                owner=owner, safety=safety,
+                owner=owner, safety=safety, sign=record_signer(self.version),
             ))
         return ImageResult(out, request, records, self.ref, self.version.dataset_hash)
+
+
+def moderation_classifier_message(ref: str) -> str:
+    return (f"{ref} is a moderation classifier: name it in moderation.yaml (classifier: "
+            f"{{model: {ref}, labels: [...]}}) to check prompts and outputs, or try it with "
+            "genloop moderation check; it does not generate")
+
+
+def _class_text(class_names: list[str] | None, label: int | str | None) -> int | str | None:
+    """The text of the class a request names — by index as much as by name — for moderation;
+    an unknown one as given (generating refuses it after)."""
+    if label is None or not class_names:
+        return label
+    try:
+        index = class_index(label, class_names)
+    except InvalidInput:
+        return label
+    return label if index is None else class_names[index]
 
 
 def moderate_image_prompt(prompt: object, store: Store) -> dict[str, Any] | None:
@@ -388,6 +424,8 @@ def load(ref: str, store: Store | None = None, cache_size: int | None = None) ->
     global CACHE_SIZE
     store = store or Store()
     version = store.resolve(ref)
+    if version.family == MODERATION_FAMILY:
+        raise InvalidInput(moderation_classifier_message(version.ref))
     key = (store.url, f"{version.ref}")
     with _LOCK:
         CACHE_SIZE = cache_size or CACHE_SIZE

@@ -28,6 +28,7 @@ from pydantic import (
 
 from genloop.errors import InvalidInput, UnicodeText
 from genloop.generation.fewshot import FewShot
+from genloop.generation.grounding import Grounding, prompt_key
 from genloop.models.family import Family, TokenRequest
 from genloop.tokenizers import Tokenizer, end_ids
 
@@ -73,6 +74,8 @@ class TextRequest(BaseModel):
                            description="beam search over this many hypotheses (deterministic: "
                                        "temperature, top-k/p and the penalties are not used); 1 = "
                                        "sampling")
+    grounding: Grounding | None = Field(None, description="triples retrieved from a knowledge "
+                                                          "graph for each prompt, put before it")
 
     @field_validator("stop")
     @classmethod
@@ -112,18 +115,27 @@ class TextRequest(BaseModel):
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
     def model_prompt(self, prompt: str) -> str:
-        """``prompt`` as the model reads it: after the few-shot examples, if any."""
-        return prompt if self.few_shot is None else self.few_shot.prefix() + prompt
+        """``prompt`` as the model reads it: after the few-shot examples and its retrieved
+        facts, if any."""
+        examples = "" if self.few_shot is None else self.few_shot.prefix()
+        facts = "" if self.grounding is None else self.grounding.prefix(prompt)
+        return examples + facts + prompt
 
     @model_serializer(mode="wrap")
     def _without_unset_few_shot(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """No ``few_shot`` key when there is none: records of requests without one keep their
-        shape, and their shared settings their content hash."""
+        """No ``few_shot`` or ``grounding`` key when there is none: records of requests without
+        one keep their shape, and their shared settings their content hash. A grounding is
+        dumped with the retrievals of this request's prompts only (a choice's record: its own)."""
         dumped = handler(self)
-        if dumped.get("few_shot", ...) is None:
-            del dumped["few_shot"]
+        for key in ("few_shot", "grounding"):
+            if dumped.get(key, ...) is None:
+                del dumped[key]
         if dumped.get("num_beams", ...) == 1:  # the same for sampling requests: no key
             del dumped["num_beams"]
+        if self.grounding is not None and self.grounding.retrieved is not None:
+            dumped["grounding"]["retrieved"] = [
+                r for r in dumped["grounding"]["retrieved"]
+                if r["prompt"] in {prompt_key(p) for p in self.prompts}]
         return dumped
 
 

@@ -5,6 +5,10 @@ Every check runs on the *folded* text — NFKC (full-width ``ｋｉｌｌ`` and 
 dropped — with a map from each folded character back to the original one, so a hit's span is a
 span of what the user wrote or the model produced, and redaction replaces exactly that.
 
+Traditional Chinese characters fold to simplified ones, character by character (OpenCC's
+``TSCharacters`` table, from ``opencc-python-reimplemented`` when it is installed), so a term
+written in either script matches text in the other: 殺人 holds 杀人 and 杀人 holds 殺人.
+
 Latin-script terms match on word boundaries ("kill" is not in "skill"); a term containing CJK
 characters matches as a substring, since Chinese and Japanese put no spaces between words (and a
 CJK character next to a Latin term is a boundary: "kill他" holds "kill").
@@ -12,9 +16,11 @@ CJK character next to a Latin term is a boundary: "kill他" holds "kill").
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,29 @@ def fold(text: str) -> tuple[str, list[int]]:
         if unicodedata.category(ch) == "Cf":  # zero-width space/joiners, soft hyphen, BOM
             continue
         folded = unicodedata.normalize("NFKC", ch).casefold()
+        if folded >= "\u2e80" and len(folded) == 1:  # one CJK character: its simplified form
+            folded = _t2s().get(folded, folded)
         out.append(folded)
         index.extend([i] * len(folded))
     return "".join(out), index
+
+
+@functools.cache
+def _t2s() -> dict[str, str]:
+    """Traditional → simplified Chinese, one character to one (the first of OpenCC's choices:
+    乾 → 干); empty when opencc-python-reimplemented is not installed."""
+    try:
+        import opencc  # type: ignore[import-untyped]
+    except ImportError:
+        return {}
+    table = Path(opencc.__file__).parent / "dictionary" / "TSCharacters.txt"
+    pairs = {}
+    for line in table.read_text(encoding="utf-8").splitlines():
+        trad, _, simple = line.partition("\t")
+        first = simple.split(" ")[0]
+        if len(trad) == 1 and len(first) == 1:
+            pairs[trad] = first
+    return pairs
 
 
 def original_span(index: list[int], start: int, end: int, length: int) -> tuple[int, int]:

@@ -42,6 +42,14 @@ STAGES: tuple[Stage, ...] = ("prompts", "outputs")
 CATEGORY_RULE = r"^[a-z0-9][a-z0-9_/-]{0,47}$"
 
 
+class PolicyInvalid(InvalidInput):
+    """The policy file does not validate: the CLI exits 2 and the server refuses to start, as
+    for any bad input; a file that goes bad while the server runs refuses each request it would
+    check with 503 — the server's misconfiguration, not the client's fault."""
+
+    http_status = 503
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -144,17 +152,17 @@ def parse_policy(text: str, source: str) -> Policy:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        raise InvalidInput(f"{source}{where}: not valid YAML "
+        raise PolicyInvalid(f"{source}{where}: not valid YAML "
                            f"({getattr(e, 'problem', None) or e})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise InvalidInput(f"{source}: a mapping of policy keys is required, not "
+        raise PolicyInvalid(f"{source}: a mapping of policy keys is required, not "
                            f"{type(data).__name__}")
     try:
         return Policy(**data)
     except ValueError as e:
-        raise InvalidInput(f"{source}: {validation_message(e)}") from None
+        raise PolicyInvalid(f"{source}: {validation_message(e)}") from None
 
 
 def load_policy(path: Path | None = None) -> Policy:
@@ -166,5 +174,5 @@ def load_policy(path: Path | None = None) -> Policy:
     except FileNotFoundError:
         return Policy()
     except (OSError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"{path}: cannot read the moderation policy ({e})") from None
+        raise PolicyInvalid(f"{path}: cannot read the moderation policy ({e})") from None
     return parse_policy(text, str(path))

@@ -12,7 +12,10 @@ keys 0600.
 ``sign_png`` embeds a C2PA manifest (the claim's assertions, and a hard binding: the hash of
 every byte of the file but the manifest's own chunk) and ``read_manifest`` validates one against
 given trust anchors. ``sign_record`` / ``verify_record`` do the same for a JSON record (a text
-generation's): ES256 over its canonical JSON, with the certificate chain beside it.
+generation's): ES256 over its canonical JSON, with the certificate chain beside it. ``seal`` is
+the compact form a database keeps (payload, signature, the signer's fingerprint: ~25 µs to make)
+and ``unseal`` puts the chain back; keys replaced by ``create_keys(replace=True)`` leave their
+certificates in ``retired/`` so what they sealed still unseals.
 
 Nothing here knows what a generation is: the generation layer says what to sign.
 """
@@ -108,6 +111,11 @@ def create_keys(directory: Path | None = None, *, replace: bool = False) -> Prov
     keys = ProvenanceKeys(Path(directory) if directory else keys_dir())
     if keys.exists and not replace:
         return keys
+    if keys.exists:  # the old certificates stay, so records they signed still carry their chain
+        retired = _retired(keys, fingerprint(keys.signer_cert.read_text("ascii")))
+        retired.mkdir(parents=True, exist_ok=True)
+        for cert in (keys.ca_cert, keys.signer_cert):
+            atomic_write_bytes(retired / cert.name, cert.read_bytes())
     home = str(settings().home)
     label = hashlib.sha256(home.encode()).hexdigest()[:8]  # tells workspaces' CAs apart
 
@@ -184,21 +192,58 @@ def workspace_keys(create: bool = True) -> ProvenanceKeys:
 
 @dataclass
 class _Signing:
+    """A signer as a process keeps it: the PEM chain and key (for the C2PA SDK), the loaded key,
+    the certificates and both fingerprints (``seal`` reads no file and parses nothing)."""
+
     chain: bytes
     key: bytes
+    private: Any  # cryptography's EllipticCurvePrivateKey
+    certificates: list[str]
+    ca_fingerprint: str
+    signer_fingerprint: str
+
+    @classmethod
+    def read(cls, keys: ProvenanceKeys) -> _Signing:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key = keys.signer_key.read_bytes()
+        private = serialization.load_pem_private_key(key, password=None)
+        if not isinstance(private, ec.EllipticCurvePrivateKey):
+            raise InvalidInput(f"{keys.signer_key}: not an EC private key")
+        signer, ca = keys.signer_cert.read_text(encoding="ascii"), keys.ca_pem()
+        return cls((signer + ca).encode(), key, private, [signer, ca], fingerprint(ca),
+                   fingerprint(signer))
 
 
 _SIGNING: dict[Path, tuple[float, _Signing]] = {}
 
 
 def _signing(keys: ProvenanceKeys) -> _Signing:
-    """The signer's chain and key, read once per process (again if the files change)."""
+    """The signer, read once per process (again if the files change)."""
     stamp = keys.signer_cert.stat().st_mtime
     cached = _SIGNING.get(keys.directory)
     if cached is None or cached[0] != stamp:
-        cached = (stamp, _Signing(keys.chain_pem().encode(), keys.signer_key.read_bytes()))
+        cached = (stamp, _Signing.read(keys))
         _SIGNING[keys.directory] = cached
     return cached[1]
+
+
+_HOMES: dict[tuple[str | None, str], ProvenanceKeys] = {}
+
+
+def _workspace_signing() -> _Signing:
+    """The workspace's signer without settings or three stats per call (``seal`` is on every
+    generation's path): its keys remembered per GENLOOP_HOME and working directory."""
+    home = (os.environ.get("GENLOOP_HOME"), os.getcwd())
+    keys = _HOMES.get(home)
+    if keys is not None:
+        try:
+            return _signing(keys)
+        except FileNotFoundError:  # removed since: made again on this need
+            pass
+    keys = _HOMES[home] = workspace_keys()
+    return _signing(keys)
 
 
 def _c2pa() -> Any:
@@ -294,18 +339,47 @@ def canonical_json(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def sign_record(payload: dict[str, Any], keys: ProvenanceKeys | None = None) -> SignedRecord:
-    from cryptography.hazmat.primitives import hashes, serialization
+def seal(payload: dict[str, Any], keys: ProvenanceKeys | None = None) -> dict[str, Any]:
+    """``payload`` signed (ES256 over its canonical JSON) in the compact form a store keeps:
+    ``{"payload", "algorithm", "signature", "signer"}`` (the signing certificate's fingerprint;
+    ``unseal`` puts the chain back)."""
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    signing = _signing(keys) if keys is not None else _workspace_signing()
+    signature = signing.private.sign(canonical_json(payload), ec.ECDSA(hashes.SHA256()))
+    return {"payload": payload, "algorithm": "ES256",
+            "signature": base64.b64encode(signature).decode(), "signer": signing.signer_fingerprint}
+
+
+def _retired(keys: ProvenanceKeys, signer: str) -> Path:
+    """Where replaced keys' certificates stay: ``retired/<the signer's fingerprint, 16 hex>``."""
+    return keys.directory / "retired" / signer.replace(":", "")[:16].lower()
+
+
+def _chain_of(signer: str, keys: ProvenanceKeys) -> list[str] | None:
+    """The certificates (signer, CA) of the signer with fingerprint ``signer``: the workspace's
+    now, or one it had before its keys were replaced (``retired/``); None: neither."""
+    if keys.exists and _signing(keys).signer_fingerprint == signer:
+        return _signing(keys).certificates
+    old = _retired(keys, signer)
+    if (old / "signer.pem").is_file() and fingerprint((old / "signer.pem").read_text("ascii")) == signer:
+        return [(old / "signer.pem").read_text("ascii"), (old / "ca.pem").read_text("ascii")]
+    return None
+
+
+def unseal(sealed: dict[str, Any], keys: ProvenanceKeys | None = None) -> SignedRecord:
+    """What ``seal`` made, with its certificate chain, as a third party checks it (no
+    certificates: its signer is not among this workspace's keys, and it will not verify)."""
+    chain = _chain_of(str(sealed.get("signer")), keys or ProvenanceKeys(keys_dir())) or []
+    return SignedRecord(payload=sealed["payload"], algorithm=sealed.get("algorithm", "ES256"),
+                        signature=sealed["signature"], certificates=chain,
+                        ca_fingerprint=fingerprint(chain[1]) if len(chain) > 1 else "")
+
+
+def sign_record(payload: dict[str, Any], keys: ProvenanceKeys | None = None) -> SignedRecord:
     keys = keys or workspace_keys()
-    signing = _signing(keys)
-    key = serialization.load_pem_private_key(signing.key, password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    signature = key.sign(canonical_json(payload), ec.ECDSA(hashes.SHA256()))
-    chain = [keys.signer_cert.read_text(encoding="ascii"), keys.ca_pem()]
-    return SignedRecord(payload=payload, signature=base64.b64encode(signature).decode(),
-                        certificates=chain, ca_fingerprint=keys.fingerprint())
+    return unseal(seal(payload, keys), keys)
 
 
 def verify_record(record: SignedRecord, trust_pem: str) -> list[str]:
@@ -317,6 +391,9 @@ def verify_record(record: SignedRecord, trust_pem: str) -> list[str]:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    if not record.certificates:
+        return ["signingCredential.untrusted: the record carries no certificate (its signer is "
+                "not among this workspace's keys)"]
     try:
         leaf = x509.load_pem_x509_certificate(record.certificates[0].encode())
         anchors = x509.load_pem_x509_certificates(trust_pem.encode())

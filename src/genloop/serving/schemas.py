@@ -32,6 +32,7 @@ from genloop.errors import UnicodeText as Text
 from genloop.errors import check_unicode
 from genloop.generation.chat import ChatMessage, unsupported
 from genloop.generation.fewshot import FewShot
+from genloop.generation.grounding import Fact, Grounding
 from genloop.generation.text import MAX_TOP_LOGPROBS, SEED_MAX, Bias
 from genloop.generation.text import check_choice_seeds as core_check_choice_seeds
 
@@ -143,6 +144,9 @@ class CompletionBody(_TextBody):
                            description="genloop extra: beam search over this many hypotheses, "
                                        "one (deterministic) text per prompt; above 1, n must be 1 "
                                        "and not with stream")
+    grounding: Grounding | None = Field(None, description="genloop extra: triples retrieved from "
+                                                          "a knowledge graph for each prompt, put "
+                                                          "before it; recorded")
 
     @field_validator("num_beams")
     @classmethod
@@ -189,6 +193,10 @@ class ChatBody(_TextBody):
                                      description="and this many most likely alternatives")
     response_format: dict[str, Any] | None = Field(
         None, description='{"type": "text"} only: ' + NOT_SUPPORTED)
+    grounding: Grounding | None = Field(None, description="genloop extra: triples retrieved from "
+                                                          "a knowledge graph for the user's "
+                                                          "messages (or grounding.query), put "
+                                                          "before the transcript; recorded")
 
     @field_validator("top_logprobs")
     @classmethod
@@ -291,12 +299,25 @@ class CompletionUsage(_Reply):
     total_tokens: int
 
 
+class ChoiceGrounding(_Reply):
+    """The facts a grounded choice was given (``generation/grounding.py``)."""
+
+    graph: str
+    graph_hash: str | None
+    entities: list[str] = Field(description="the graph's entities the text linked to")
+    triples: list[Fact] = Field(description="the triples put before the prompt")
+
+
+GROUNDING_EXTRA = "genloop extra: the facts a grounded request's choice was given"
+
+
 class CompletionChoice(_Reply):
     index: int
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReason
     generation_id: str = Field(description="genloop extra: the record of this choice")
+    grounding: ChoiceGrounding | None = Field(None, description=GROUNDING_EXTRA)
 
 
 class Completion(_Reply):
@@ -319,6 +340,7 @@ class ChatCompletionChoice(_Reply):
     logprobs: ChatChoiceLogprobs | None = None
     finish_reason: FinishReason
     generation_id: str = Field(description="genloop extra: the record of this choice")
+    grounding: ChoiceGrounding | None = Field(None, description=GROUNDING_EXTRA)
 
 
 class ChatCompletion(_Reply):
@@ -336,6 +358,8 @@ class CompletionChunkChoice(_Partial):
     logprobs: CompletionLogprobs | None
     finish_reason: FinishReason | None
     generation_id: str | None = Field(None, description="genloop extra: on a choice's last chunk")
+    grounding: ChoiceGrounding | None = Field(None, description=GROUNDING_EXTRA
+                                              + ", on its last chunk")
 
 
 class CompletionChunk(_Partial):
@@ -361,6 +385,8 @@ class ChatCompletionChunkChoice(_Partial):
     logprobs: ChatChoiceLogprobs | None = Field(None, description="with logprobs: true")
     finish_reason: FinishReason | None
     generation_id: str | None = Field(None, description="genloop extra: on a choice's last chunk")
+    grounding: ChoiceGrounding | None = Field(None, description=GROUNDING_EXTRA
+                                              + ", on its last chunk")
 
 
 class ChatCompletionChunk(_Partial):

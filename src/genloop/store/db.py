@@ -207,6 +207,9 @@ class GenerationRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     # the owner of the API key that asked for it; None: the workspace's (CLI, Python, auth off)
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # the record's provenance, signed as it was written (the generation layer's ``sign``: the
+    # claims, ES256 and the signer's fingerprint); None: a row from before generation-time signing
+    signature: Mapped[dict[str, Any] | None] = mapped_column(JSONType(none_as_null=True), nullable=True)
 
 
 class ApiKeyRow(Base):
@@ -347,6 +350,7 @@ class GenerationRecord(_Record):
     timings: dict[str, Any]
     created_at: datetime
     owner: str | None = None
+    signature: dict[str, Any] | None = None  # made with the row (``record_generation``'s sign)
 
 
 class ApiKeyRecord(_Record):

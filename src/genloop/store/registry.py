@@ -13,6 +13,8 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -383,21 +385,29 @@ class Store(AccessRecords, JobRecords, KGRecords, Database):
         safety: dict[str, Any] | None = None,
         owner: str | None = None,
         shared: dict[str, Any] | None = None,
+        sign: Callable[[GenerationRecord], dict[str, Any]] | None = None,
     ) -> GenerationRecord:
         """Keep every output traceable: which version, which request, which seed; ``owner``:
         the API key owner who asked (None: the workspace's own).
 
         ``request`` is this output's own part (its prompt, seed, index), ``shared`` what it shares
         with the other choices of its request (settings, chat messages): stored once under its
-        content hash, however many generations refer to it. The record's ``request`` is both."""
+        content hash, however many generations refer to it. The record's ``request`` is both.
+
+        ``sign``: the record as stored (id, time and whole request known) → its signature, kept
+        in the row in the same transaction, so the record is signed as it was made; if it
+        raises, nothing is recorded."""
         with self.write() as s:
+            body = None if shared is None else self._shared_request(s, shared)
             row = GenerationRow(
                 id=new_id(),
                 model=model.ref,
                 model_version_id=model.id,
                 kind=kind,
                 request=request,
-                shared=None if shared is None else self._shared_request(s, shared),
+                shared=body,
+                request_id=None if body is None else body.id,
+                created_at=utcnow(),  # known before the insert: the seal names it
                 seed=seed,
                 output=output,
                 file=None if file is None else stored_path(file),
@@ -406,9 +416,18 @@ class Store(AccessRecords, JobRecords, KGRecords, Database):
                 timings=timings,
                 owner=owner,
             )
+            if sign is not None:  # the record as it is about to be written, sealed in its row
+                row.signature = sign(GenerationRecord.model_validate(row))
             s.add(row)
             s.flush()
             return GenerationRecord.model_validate(row)
+
+    def first_signed_generation(self) -> datetime | None:
+        """When the oldest generation signed as it was made was made (None: none is): every
+        generation since is signed, so one without a signature has lost it."""
+        with self.read() as s:
+            return s.scalar(select(func.min(GenerationRow.created_at))
+                            .where(GenerationRow.signature.is_not(None)))
 
     def _shared_request(self, s: Session, body: dict[str, Any]) -> RequestRow:
         """The ``requests`` row of ``body``, inserted if no request stored it yet (a concurrent

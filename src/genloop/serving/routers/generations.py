@@ -104,11 +104,13 @@ async def get_content(generation_id: GenerationId, state: StateDep, caller: Call
 
 
 @router.get("/generations/{generation_id}/provenance",
-            summary="The generation's record signed by the workspace (ES256, with its CA chain)")
+            summary="The generation's record as signed when it was made (ES256, with its CA chain)")
 async def get_provenance(generation_id: GenerationId, state: StateDep,
                          caller: CallerDep) -> SignedRecord:
-    """Its model, seed, request hash, dataset hash, content hash, id and time, signed now; a
-    third party checks it with ``genloop verify FILE --trust CA.pem``."""
+    """Its model, seed, request hash, dataset hash, content hash, id and time, signed by the
+    workspace as it was recorded (``"signed": "at generation"``; a generation made before
+    generation-time signing is signed now: ``"on request"``); a third party checks it with
+    ``genloop verify FILE --trust CA.pem``."""
     def signed() -> SignedRecord:
         g = state.store.get_generation(generation_id, visible_to=caller.visible_to)
         return signed_record(g, state.store)

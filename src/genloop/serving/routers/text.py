@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,7 +21,9 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from genloop.errors import InvalidInput, validation_message
+from genloop.generation import grounding
 from genloop.generation.batching import Event, Failed, Finished, Piece, Ticket
+from genloop.generation.grounding import Grounding
 from genloop.generation.service import TextModel, load, load_reward
 from genloop.generation.text import TextOutput, TextRequest, resolve_seed
 from genloop.safety.moderator import ContentBlocked, Moderator
@@ -35,6 +38,7 @@ from genloop.serving.schemas import (
     ChatCompletionChoice,
     ChatCompletionChunk,
     ChatCompletionMessage,
+    ChoiceGrounding,
     Completion,
     CompletionBody,
     CompletionChoice,
@@ -84,33 +88,23 @@ def _check_chat_chars(state: ServerState, body: ChatBody) -> None:
         raise InvalidInput(f"messages: at most {limit} characters in all on this server")
 
 
-async def _fit_chat(state: ServerState, model: TextModel, body: ChatBody) -> str:
-    """The transcript fitted to the model's context, off the event loop (linear in its length,
-    but a long one still takes a while)."""
+async def _fit_chat(state: ServerState, model: TextModel, body: ChatBody, reserve: int = 0) -> str:
+    """The transcript fitted to the model's context (less ``reserve`` tokens: the facts put
+    before it), off the event loop (linear in its length, but a long one still takes a while)."""
     block = model.batcher(state.config.max_batch, state.config.max_queue).block
     return await run_in_threadpool(
         model.chat_template.render_within, body.messages,
-        lambda p: len(model.tokenizer.encode(p)), None if block is None else block - 1)
+        lambda p: len(model.tokenizer.encode(p)), None if block is None else block - 1 - reserve)
 
 
 class _Run:
     """One request on a model's batcher: its ticket, and its events as an asyncio queue."""
 
-    @classmethod
-    async def start(cls, state: ServerState, model: TextModel, request: TextRequest,
-                    extra: dict[str, Any], owner: str | None = None) -> _Run:
-        """Moderation first, off the event loop (a chat's messages reach the 1 MiB body limit;
-        checking them takes ~0.25 s on 2 shared cores, which /health would wait out): a blocked
-        prompt is the client's 400 before anything is queued."""
-        moderator = model.moderator()
-        request, safety = await run_in_threadpool(model.moderate_prompts, request, moderator)
-        extra = await run_in_threadpool(moderated_messages, moderator, extra)
-        return cls(state, model, request, extra, owner, moderator, safety)
-
-    def __init__(self, state: ServerState, model: TextModel, request: TextRequest,
-                 extra: dict[str, Any], owner: str | None, moderator: Moderator,
-                 prompt_safety: dict[str, dict[str, Any]]):
-        self.moderator, self.prompt_safety = moderator, prompt_safety
+    def __init__(self, state: ServerState, model: TextModel, checked: _Checked,
+                 owner: str | None = None):
+        # moderation first (``_Run.start``): a blocked prompt is a 400 before anything is queued
+        self.moderator, self.prompt_safety = checked.moderator, checked.prompt_safety
+        request, extra = checked.request, checked.extra
         self.state, self.model, self.request, self.extra = state, model, request, extra
         self.owner = owner  # the calling key's, stamped on each choice's record
         self.events: asyncio.Queue = asyncio.Queue()
@@ -125,11 +119,19 @@ class _Run:
         self.ticket: Ticket = batcher.submit(
             request, lambda ev: loop.call_soon_threadsafe(self.events.put_nowait, ev))
 
+    @classmethod
+    async def start(cls, state: ServerState, model: TextModel, request: TextRequest,
+                    extra: dict[str, Any], owner: str | None = None) -> _Run:
+        """The request's prompts (and a chat's messages) checked off the event loop — a check may
+        be slow, a classifier's first load slower — then submitted to the batcher."""
+        return cls(state, model, await run_in_threadpool(_checked, model, request, extra), owner)
+
     async def finish(self, event: Finished) -> str:
         """Record a finished choice, moderated (``event.output`` becomes what may be shown:
         redacted, or withheld with finish_reason "content_filter"); its generation id."""
-        event.output = self.model.moderated(event.output, self.prompt_safety.get(event.output.prompt),
-                                            self.moderator)
+        event.output = await run_in_threadpool(
+            self.model.moderated, event.output, self.prompt_safety.get(event.output.prompt),
+            self.moderator)
         out = event.output
         ref = self.model.ref
         self.state.metrics.tokens.labels(ref).inc(out.tokens)
@@ -137,6 +139,24 @@ class _Run:
         one = self.request.model_copy(update={"prompt": out.prompt})
         record = await run_in_threadpool(self.model.record, one, out, self.extra, self.owner)
         return record.id
+
+
+@dataclass
+class _Checked:
+    """A request as moderation lets it through, with the verdicts its records keep."""
+
+    moderator: Moderator
+    request: TextRequest
+    prompt_safety: dict[str, dict[str, Any]]
+    extra: dict[str, Any]
+
+
+def _checked(model: TextModel, request: TextRequest, extra: dict[str, Any]) -> _Checked:
+    """The workspace's policy on the request's prompts and a chat's recorded messages (blocked:
+    ``ContentBlocked``; redacted: replaced); blocking I/O and CPU, so run in a thread."""
+    moderator = model.moderator()
+    request, prompt_safety = model.moderate_prompts(request, moderator)
+    return _Checked(moderator, request, prompt_safety, moderated_messages(moderator, extra))
 
 
 def _gauges(state: ServerState, ref: str) -> Callable[[int, int], None]:
@@ -151,7 +171,7 @@ def _gauges(state: ServerState, ref: str) -> Callable[[int, int], None]:
 
 
 def _text_request(state: ServerState, body: CompletionBody | ChatBody, prompt: str | list[str],
-                  stops: list[str]) -> TextRequest:
+                  stops: list[str], grounded: Grounding | None = None) -> TextRequest:
     """OpenAI's names onto genloop's, in this one place (max_tokens → max_new_tokens, n →
     num_samples); whatever the core refuses is the client's 400, never a 500. ``best_of`` equal
     to n with no reward model is n (every choice is returned, in order, as before)."""
@@ -168,9 +188,35 @@ def _text_request(state: ServerState, body: CompletionBody | ChatBody, prompt: s
                            num_samples=body.n, best_of=best_of, reward_model=reward_model,
                            few_shot=getattr(body, "few_shot", None),  # chat has none
                            num_beams=getattr(body, "num_beams", 1),
+                           grounding=grounded or body.grounding,
                            **compat.sampling_fields(body))
     except ValueError as e:  # pydantic's ValidationError
         raise InvalidInput(validation_message(e)) from None
+
+
+async def _chat_facts(state: ServerState, model: TextModel, body: ChatBody) -> Grounding | None:
+    """A grounded chat's facts, retrieved before the transcript is fitted (they take room in
+    the context): the graph is linked to the user's messages (not the whole transcript, whose
+    speaker names and the assistant's own words are no question to the graph) unless the
+    grounding names its own query. Keyed to the fitted transcript by ``keyed``."""
+    spec = body.grounding
+    if spec is None:
+        return None
+    grounding.check_from_client(spec)
+    if spec.query is None:
+        said = "\n".join(m.content for m in body.messages if m.speaker == "user")
+        spec = spec.model_copy(update={"query": said})
+    return await run_in_threadpool(grounding.retrieve, spec, [""], state.store)
+
+
+def _choice_grounding(request: TextRequest, prompt: str) -> dict[str, Any]:
+    """The ``grounding`` extra of a choice of ``prompt``: the facts it was given (none: {})."""
+    spec = request.grounding
+    if spec is None or spec.retrieved is None:
+        return {}
+    facts = spec.facts(prompt)
+    return {"grounding": ChoiceGrounding(graph=spec.graph, graph_hash=spec.graph_hash,
+                                         entities=facts.entities, triples=facts.triples)}
 
 
 def _sse(data: dict[str, Any] | str) -> str:
@@ -191,24 +237,30 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
     if chat:
         assert isinstance(body, ChatBody)
         _check_chat_chars(state, body)
-        prompt = await _fit_chat(state, model, body)
+        grounded = await _chat_facts(state, model, body)
+        reserve = 0 if grounded is None else len(model.tokenizer.encode(grounded.prefix("")))
+        prompt = await _fit_chat(state, model, body, reserve)
+        grounded = None if grounded is None else grounding.keyed(grounded, "", prompt)
         stops += [s for s in model.chat_template.stop if s not in stops]
         extra = {"api": "chat", "messages": [m.model_dump(exclude_none=True) for m in body.messages]}
         prompts = [prompt]
     else:
         assert isinstance(body, CompletionBody)
+        grounded = None
         prompt = compat.completion_prompt(body, model.tokenizer)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         extra = {"api": "completions"}
     if body.user:
         extra["user"] = body.user
     _check_limits(state, body, prompts)
-    treq = _text_request(state, body, prompt, stops)
+    treq = _text_request(state, body, prompt, stops, grounded)
     if treq.few_shot is not None:  # drawn from the store, checked against the context
         if caller.access != "admin":  # datasets are the workspace's, not a key owner's
             raise Forbidden(f"few_shot: API key {caller.name!r} has scope {caller.access!r}; "
                             "drawing from the workspace's datasets takes an admin key")
         treq = await run_in_threadpool(model.with_examples, treq, from_client=True)
+    if treq.grounding is not None:  # retrieved from the workspace's graph, checked, recorded
+        treq = await run_in_threadpool(model.with_grounding, treq, from_client=not chat)
     echo = isinstance(body, CompletionBody) and body.echo
     kind = "chat.completion" if chat else "text_completion"
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex  # per response (seed: records)
@@ -241,7 +293,7 @@ async def _respond(state: StateDep, caller: CallerDep, request: Request,
                 if isinstance(event, Finished):
                     gid = await run.finish(event)
                     completion += event.output.tokens
-                    choices[event.index] = _choice(model, event, gid, chat, echo)
+                    choices[event.index] = _choice(model, event, gid, chat, echo, treq)
         finally:
             run.ticket.cancel()
         usage = CompletionUsage(prompt_tokens=run.ticket.prompt_tokens, completion_tokens=completion,
@@ -281,9 +333,10 @@ async def _best_of(state: ServerState, caller: Any, model: TextModel, treq: Text
     picked = await run_in_threadpool(model.rank, treq, candidates, reward)
     choices = []
     for index, (out, ranking) in enumerate(picked):
-        out = model.moderated(out, run.prompt_safety.get(out.prompt), run.moderator)
+        out = await run_in_threadpool(model.moderated, out, run.prompt_safety.get(out.prompt),
+                                      run.moderator)
         record = await run_in_threadpool(model.record, treq, out, extra, caller.owner, ranking)
-        choices.append(_choice(model, Finished(index, out), record.id, False, echo))
+        choices.append(_choice(model, Finished(index, out), record.id, False, echo, treq))
     completion = sum(c.tokens for c in candidates)
     usage = CompletionUsage(prompt_tokens=run.ticket.prompt_tokens, completion_tokens=completion,
                             total_tokens=run.ticket.prompt_tokens + completion)
@@ -296,13 +349,17 @@ async def _beams(state: ServerState, caller: Any, model: TextModel, treq: TextRe
                  echo: bool) -> tuple[int, dict[str, Any]]:
     """Beam search (``num_beams`` > 1): not stepped by the batcher (its beams are one search, not
     independent sequences) but by the service, as the CLI and Python face run it; each prompt's
-    best beam is recorded and returned."""
+    best beam is recorded and returned, moderated as the batcher's are."""
+    checked = await run_in_threadpool(_checked, model, treq, extra)
+    treq, extra = checked.request, checked.extra
     outputs = await run_in_threadpool(model.search, treq)
     choices = []
     for index, out in enumerate(outputs):
         state.metrics.tokens.labels(model.ref).inc(out.tokens)
+        out = await run_in_threadpool(model.moderated, out, checked.prompt_safety.get(out.prompt),
+                                      checked.moderator)
         record = await run_in_threadpool(model.record, treq, out, extra, caller.owner)
-        choices.append(_choice(model, Finished(index, out), record.id, False, echo))
+        choices.append(_choice(model, Finished(index, out), record.id, False, echo, treq))
     prompt_tokens = sum(len(model.tokenizer.encode(treq.model_prompt(p))) for p in treq.prompts)
     completion = sum(out.tokens for out in outputs)
     usage = CompletionUsage(prompt_tokens=prompt_tokens, completion_tokens=completion,
@@ -312,19 +369,21 @@ async def _beams(state: ServerState, caller: Any, model: TextModel, treq: TextRe
 
 
 def _choice(model: TextModel, event: Finished, gid: str, chat: bool,
-            echo: bool) -> CompletionChoice | ChatCompletionChoice:
-    """A finished choice of a plain (not streamed) answer, with its logprobs if asked for."""
+            echo: bool, request: TextRequest) -> CompletionChoice | ChatCompletionChoice:
+    """A finished choice of a plain (not streamed) answer, with its logprobs if asked for and
+    the facts it was given if grounded."""
     out, tok = event.output, model.tokenizer
+    grounded = _choice_grounding(request, out.prompt)
     if chat:
         logprobs = None if out.logprobs is None else compat.chat_logprobs(tok, out.logprobs)
         return ChatCompletionChoice.model_validate({
             "index": event.index, "finish_reason": out.finish_reason, "generation_id": gid,
-            "message": ChatCompletionMessage(content=out.text), "logprobs": logprobs})
+            "message": ChatCompletionMessage(content=out.text), "logprobs": logprobs, **grounded})
     legacy = (None if out.logprobs is None
               else compat.completion_logprobs(tok, out.logprobs, [], len(out.prompt)))
     return CompletionChoice.model_validate({
         "index": event.index, "text": out.prompt + out.text if echo else out.text,
-        "finish_reason": out.finish_reason, "generation_id": gid, "logprobs": legacy})
+        "finish_reason": out.finish_reason, "generation_id": gid, "logprobs": legacy, **grounded})
 
 
 KEEPALIVE = object()  # queued by the timer when no event came for keepalive_s
@@ -408,8 +467,9 @@ async def _stream(run: _Run, rid: str, created: int, kind: str, chat: bool, incl
                     if tail:
                         yield chunk(event.index, tail)
                     rest = logprobs.rest(event.index, event.output.logprobs)
+                    grounded = _choice_grounding(run.request, event.output.prompt)
                     yield chunk(event.index, None, event.output.finish_reason, generation_id=gid,
-                                **rest)
+                                **rest, **{k: v.model_dump(mode="json") for k, v in grounded.items()})
                 else:
                     yield _sse(_error_payload(event.error))
                     return
