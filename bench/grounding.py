@@ -152,7 +152,7 @@ def dialogues(home: Path, ref: str, ds: list[Any], max_triples: int) -> dict[str
     from bench.serving import Server
     from genloop.data import world as w
 
-    server = Server(home, ref, "grounding", "--no-auth")
+    server = Server(home, ref, "grounding", "--no-auth", "--rate-limit", "0")  # a scripted client
     out: dict[str, Any] = {}
     try:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
