@@ -214,6 +214,7 @@ def main() -> None:
                          "the descriptions too, so its model can: one training fewer)")
     ap.add_argument("--qa-recipe", default="world-qa")
     ap.add_argument("--assistant-recipe", default="world-assistant")
+    ap.add_argument("--name", default="grounding", help="the result's name (bench/results/NAME.md)")
     args = ap.parse_args()
     out_dir = ROOT / "bench" / "out" / "grounding"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -249,7 +250,7 @@ def main() -> None:
     figures["qa"] = answers(models["world-qa"]["ref"], answerable + unanswerable, args.max_triples)
     figures["dialogue"] = dialogues(Path(os.environ["GENLOOP_HOME"]),
                                     models["world-assistant"]["ref"], ds, args.max_triples)
-    save("grounding", figures, report(figures, args))
+    save(args.name, figures, report(figures, args))
 
 
 def _pct(v: float | None) -> str:
@@ -282,7 +283,8 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> str:
          _pct(c["without"]["clarified"]), ""],
     ]
     return "\n".join([
-        "## Grounding on the built-in world: descriptions, QA and dialogue on held-out entities",
+        "## Grounding on the built-in world: descriptions, QA and dialogue on held-out entities"
+        + ("" if args.name == "grounding" else f" ({args.name})"),
         "",
         f"The built-in world ({f['graph']['triples']:,} triples; {f['graph']['held_out']:,} "
         "held-out people, products and orders that no training text mentions). Models: "
