@@ -87,6 +87,24 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@contextmanager
+def module_workspace(home: Path) -> Iterator[Path]:
+    """A workspace at ``home`` for a module-scoped fixture (one torch thread, the default SQLite
+    store and cache inside it), undone when the block ends."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("GENLOOP_HOME", str(home))
+            mp.delenv("GENLOOP_DB_URL", raising=False)
+            mp.delenv("GENLOOP_CACHE", raising=False)
+            yield home
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh GENLOOP_HOME (GENLOOP_DATA_MIRROR, if set, is kept: nothing needs the network)."""

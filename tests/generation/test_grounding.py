@@ -6,7 +6,6 @@ from the record without the graph — on the Python face and on the chat and com
 from __future__ import annotations
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 import genloop
@@ -16,7 +15,7 @@ from genloop.generation.grounding import Fact, Grounding, Retrieved, prompt_key
 from genloop.generation.service import replay
 from genloop.generation.text import TextRequest
 
-from ..conftest import tiny_recipe_dict, write_corpus  # noqa: TID252
+from ..conftest import module_workspace, tiny_recipe_dict, write_corpus  # noqa: TID252
 
 FACTS = [Fact(subject="Mira Solen", relation="lives_in", object="Tarvik"),
          Fact(subject="Mira Solen", relation="works_for", object="Quenta Labs")]
@@ -35,19 +34,13 @@ def ws(tmp_path_factory):
     from genloop.store import Store
 
     root = tmp_path_factory.mktemp("grounding")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GENLOOP_HOME", str(root / "home"))
-        mp.delenv("GENLOOP_DB_URL", raising=False)
-        mp.delenv("GENLOOP_CACHE", raising=False)
+    with module_workspace(root / "home"):
         recipe = tiny_recipe_dict(write_corpus(root / "corpus.txt"), name="gr", steps=10)
         recipe["model"]["config"]["block_size"] = 160
         ref = genloop.train(recipe).model_ref
         store = Store()
         yield {"root": root, "ref": ref, "store": store}
         store.close()
-    torch.set_num_threads(before)
 
 
 def test_the_facts_go_before_the_prompt_in_the_world_format():

@@ -21,6 +21,8 @@ from genloop.models.family import sequence_batch
 from genloop.models.seq2seq import START, split_pairs
 from genloop.tokenizers import train_tokenizer
 
+from ..conftest import module_workspace  # noqa: TID252
+
 VOCAB = 12
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -164,12 +166,7 @@ def trained(tmp_path_factory):
     from genloop.store import Store
 
     root = tmp_path_factory.mktemp("seq2seq")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GENLOOP_HOME", str(root / "home"))
-        mp.delenv("GENLOOP_DB_URL", raising=False)
-        mp.delenv("GENLOOP_CACHE", raising=False)
+    with module_workspace(root / "home"):
         src = root / "reverse.jsonl"
         rows = [{"prompt": a + b, "completion": (a + b)[::-1]} for a in WORDS for b in WORDS[:6]]
         src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -183,7 +180,6 @@ def trained(tmp_path_factory):
         store = Store()
         yield {"ref": result.model_ref, "metrics": result.metrics, "store": store}
         store.close()
-    torch.set_num_threads(before)
 
 
 def test_the_loop_trains_it_on_pairs(trained):

@@ -9,7 +9,6 @@ import json
 import re
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 import genloop
@@ -20,7 +19,7 @@ from genloop.serving.app import create_app
 from genloop.serving.settings import ServeConfig
 from genloop.store import Store
 
-from ..conftest import tiny_recipe_dict, write_corpus  # noqa: TID252
+from ..conftest import module_workspace, tiny_recipe_dict, write_corpus  # noqa: TID252
 
 GREEDY = {"max_new_tokens": 60, "temperature": 0.0, "seed": 3}
 PROMPT = "The "
@@ -30,12 +29,7 @@ PROMPT = "The "
 def ws(tmp_path_factory):
     """A workspace with a tiny gpt (context 96) and its greedy output for PROMPT, unmoderated."""
     root = tmp_path_factory.mktemp("moderation")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GENLOOP_HOME", str(root / "home"))
-        mp.delenv("GENLOOP_DB_URL", raising=False)
-        mp.delenv("GENLOOP_CACHE", raising=False)
+    with module_workspace(root / "home"):
         recipe = tiny_recipe_dict(write_corpus(root / "corpus.txt"), name="mod", steps=30)
         recipe["model"]["config"]["block_size"] = 96
         ref = genloop.train(recipe).model_ref
@@ -45,7 +39,6 @@ def ws(tmp_path_factory):
         assert len(text) >= 40, text
         yield {"home": root / "home", "ref": ref, "model": model, "text": text,
                "store": Store()}
-    torch.set_num_threads(before)
 
 
 def policy(ws, body: str) -> None:
