@@ -227,8 +227,10 @@ def test_a_slow_prompt_check_does_not_stall_the_event_loop(ws, client, request, 
     model = clf.train_classifier([("kill", "bad"), ("hello", "ok")], steps=5, buckets=1 << 10)
     version = clf.register_classifier(ws["store"], f"slowclf{int(stream)}", model, "sha256:x", {})
     slow = clf.load_classifier
+    loading = threading.Event()
 
     def load(store, ref):
+        loading.set()
         time.sleep(1.5)
         return slow(store, ref)
 
@@ -240,7 +242,7 @@ def test_a_slow_prompt_check_does_not_stall_the_event_loop(ws, client, request, 
     worker = threading.Thread(target=lambda: replies.append(client.post("/v1/completions",
                                                                         json=body)))
     worker.start()
-    time.sleep(0.3)  # the completion is in its first check, loading the classifier
+    assert loading.wait(30), "the completion never reached its prompt check"
     t0 = time.perf_counter()
     assert client.get("/health").status_code == 200
     took = time.perf_counter() - t0
