@@ -37,6 +37,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
+from genloop.atomic import atomic_write_text
 from genloop.data.triples import Triple
 
 SEED = 14
@@ -440,9 +441,7 @@ def write_pairs(source: str, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pairs(PAIRS_SOURCES[source]))
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        tmp = path.with_suffix(f".{os.getpid()}.part")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, text)
     return path
 
 
