@@ -63,6 +63,21 @@ class ImageBatch:
 
 
 @dataclass
+class ImageTextBatch(ImageBatch):
+    """An image batch with each image's caption (the ``image_text`` kind).
+
+    ``captions`` (B, T) int64 token ids, right-padded with the tokenizer's end-of-text id;
+    ``caption_mask`` (B, T) bool, True on the caption's own tokens; ``attributes`` (B, A) int64:
+    the caption's attribute ids (``data/shapes.py``; −1 where a slot is absent), or None when the
+    dataset has none (a folder of captioned photos).
+    """
+
+    captions: torch.Tensor = None  # type: ignore[assignment]
+    caption_mask: torch.Tensor = None  # type: ignore[assignment]
+    attributes: torch.Tensor | None = None
+
+
+@dataclass
 class SequenceBatch:
     """Token sequences of which only some targets count (a completion after its prompt).
 
@@ -122,6 +137,10 @@ class ImageRequest:
     sampler: Literal["ddpm", "ddim"] = "ddim"
     guidance_scale: float = 1.0
     latents: torch.Tensor | None = None
+    # text-conditioned families: each image's prompt as token ids (B, T) int64, right-padded,
+    # and its mask (B, T) bool (True on real tokens); an all-False row is the empty caption
+    prompt_ids: torch.Tensor | None = None
+    prompt_mask: torch.Tensor | None = None
 
 
 @dataclass
