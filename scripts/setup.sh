@@ -25,6 +25,6 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
     quiet "${PIP[@]}" "torch==2.13.0" ${GENLOOP_TORCH_INDEX:+--index-url "$GENLOOP_TORCH_INDEX"}
   fi
 fi
-echo "setup: installing genloop, its Hugging Face and ONNX extras and its test tools"
-quiet "${PIP[@]}" -e ".[dev,hf,onnx]"
+echo "setup: installing genloop, its Hugging Face, ONNX and captioning extras and its test tools"
+quiet "${PIP[@]}" -e ".[dev,hf,onnx,captions]"
 .venv/bin/python -c "import torch, genloop; print(f'setup: ok (torch {torch.__version__}, genloop {genloop.__version__})')"
