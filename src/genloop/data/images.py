@@ -497,10 +497,10 @@ def prepare_images(config: ImageDataConfig, progress: Callable[[str], None] | No
     test = _convert(test, size, channels, conversions)
     train_labels, test_labels = train_labels.astype(np.int64), test_labels.astype(np.int64)
     # 4. Hash and reuse.
-    hashed: dict[str, Any] = {"format": FORMAT_VERSION, "image_size": int(train.shape[2]),
-                              "channels": channels,
-              "test_fraction": config.test_fraction if split != "official" else None,
-              "max_images": config.max_images, "split": split}
+    hashed: dict[str, Any] = {
+        "format": FORMAT_VERSION, "image_size": int(train.shape[2]), "channels": channels,
+        "test_fraction": config.test_fraction if split != "official" else None,
+        "max_images": config.max_images, "split": split}
     if references is not None:
         hashed["references"] = references
     digest = _content_hash(hashed, [train, train_labels, test, test_labels], src.class_names, captions)
