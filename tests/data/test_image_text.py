@@ -123,3 +123,26 @@ def test_bad_coco_files_name_the_entry(workspace, tmp_path):
     path.write_text("{not json")
     with pytest.raises(InvalidInput, match="is not a JSON file"):
         ImageTextDataConfig(source=str(path)).prepare()
+
+
+def test_shapes_captions_is_the_training_phrasings(workspace):
+    from genloop.data.scenes import paraphrases
+    from genloop.data.text import TextDataConfig
+
+    ds = TextDataConfig(source="shapes-captions", tokenizer="word").prepare()
+    tok = ds.tokenizer
+    eos = tok.eos_id
+    ids = ds.train.tolist()
+    lines, start = [], 0
+    for i, t in enumerate(ids):
+        if t == eos:
+            lines.append(tok.decode(ids[start:i]))
+            start = i + 1
+    assert len(lines) > 10_000 and tok.unk_id not in ids
+    scenes_ = [parse(line) for line in lines]
+    assert all(s is not None for s in scenes_)  # every line a phrasing of a scene
+    assert not any(heldout(s) for s in scenes_)  # of a training scene
+    assert {s.kind for s in scenes_} == {"single", "pairs"}
+    some = scenes_[:300]
+    assert not {p for s in some for p in paraphrases(s)} & set(lines)  # never a paraphrase
+    assert any(line.startswith("there is") for line in lines)  # not just the canonical captions
