@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from genloop.errors import RecipeError
-from genloop.models import classifier, diffusion, embedder, gan, gpt, hf, lstm, reward, seq2seq, vae
+from genloop.models import classifier, diffusion, embedder, gan, gpt, hf, lstm, recogniser, reward, seq2seq, vae
 from genloop.models.family import Family
 
 FAMILIES: dict[str, Family] = {
@@ -13,6 +13,7 @@ FAMILIES: dict[str, Family] = {
     "vae": vae.FAMILY,
     "diffusion": diffusion.FAMILY,
     "classifier": classifier.FAMILY,
+    "recogniser": recogniser.FAMILY,
     "reward": reward.FAMILY,
     "hf": hf.FAMILY,
     "embedder": embedder.FAMILY,
