@@ -11,7 +11,15 @@ import math
 import pytest
 import torch
 
-from genloop.models.family import ImageBatch, ImageRequest, SequenceBatch, TextModelConfig, TokenRequest
+from genloop.models.family import (
+    CaptionRequest,
+    ImageBatch,
+    ImageRequest,
+    ImageTextBatch,
+    SequenceBatch,
+    TextModelConfig,
+    TokenRequest,
+)
 from genloop.models.io import load_weights, save_weights
 from genloop.models.registry import FAMILIES
 from genloop.training.preference_batches import PreferenceBatch
@@ -33,8 +41,14 @@ def _text(family) -> bool:
     return issubclass(family.config, TextModelConfig)
 
 
+def _reads_images(family) -> bool:
+    """An image-conditioned family (a captioner): it reads images and writes token ids."""
+    return family.conditioning == "image"
+
+
 def _config(family):
-    fill = {"vocab_size": VOCAB} if _text(family) else IMAGE_FILL
+    fill = ({"vocab_size": VOCAB} if _text(family) else
+            {**IMAGE_FILL, "vocab_size": VOCAB} if _reads_images(family) else IMAGE_FILL)
     return family.make_config("tiny", **fill)
 
 
@@ -63,6 +77,24 @@ def _image_batch(seed: int = 1234) -> ImageBatch:
     images = torch.rand(8, 1, 8, 8, generator=g).round() * 2 - 1
     labels = torch.arange(8) % 3
     return ImageBatch(images, labels, torch.Generator().manual_seed(seed + 1))
+
+
+def _caption_batch(seed: int = 1234) -> ImageTextBatch:
+    """The eight fixed images, each with a fixed random caption of 3..10 tokens (right-padded
+    with the end-of-text id 1, as every ImageTextBatch is)."""
+    images = _image_batch(seed)
+    g = torch.Generator().manual_seed(seed + 2)
+    lengths = torch.randint(3, 11, (8,), generator=g)
+    mask = torch.arange(10)[None] < lengths[:, None]
+    captions = torch.randint(2, VOCAB, (8, 10), generator=g).masked_fill(~mask, 1)
+    return ImageTextBatch(images.images, images.labels, images.generator, captions=captions,
+                          caption_mask=mask)
+
+
+def _draw_captions(family, model, seed: int) -> list[list[int]]:
+    req = CaptionRequest(images=_image_batch().images[:4], max_new_tokens=16, temperature=1.0,
+                         top_k=20)
+    return family.sample(model, req, [torch.Generator().manual_seed(seed + i) for i in range(4)])
 
 
 def _preference_batch(config) -> PreferenceBatch:
@@ -95,6 +127,8 @@ def _any_batch(family, config):
         return _preference_batch(config)
     if _conditional(family):
         return _pairs_batch(config)
+    if _reads_images(family):
+        return _caption_batch()
     return _batch(config) if _text(family) else _image_batch()
 
 
@@ -122,6 +156,9 @@ def _outputs(family, model, config) -> torch.Tensor:
         return _logits(model, _batch(config)[0])
     if not family.generative:  # the feature classifier: its logits
         return model(_image_batch().images)
+    if _reads_images(family):  # a captioner: its logits of captions given images
+        batch = _caption_batch()
+        return model(batch.images, batch.captions)
     return _draw_images(family, model, seed=5)
 
 
@@ -170,6 +207,12 @@ def check_loss_falls(family) -> None:
 def check_seeded_sample(family) -> None:
     _, model = _build(family, seed=0)
     model.eval()
+    if _reads_images(family):
+        a, b, c = (_draw_captions(family, model, s) for s in (7, 7, 8))
+        assert len(a) == 4 and all(0 <= t < VOCAB for row in a for t in row)
+        assert a == b
+        assert a != c  # up to 64 draws from ~20 tokens each
+        return
     if not family.streaming:
         a, b, c = (_draw_images(family, model, s) for s in (7, 7, 8))
         assert a.shape == (4, 1, 8, 8) and a.dtype == torch.float32
