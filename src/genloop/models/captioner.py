@@ -1,7 +1,8 @@
 """captioner — image → text: an image encoder and a GPT decoder that reads its features (BLIP-style).
 
 The encoder turns an image (B, C, H, W) into a grid of feature vectors (B, N, E), each with a
-learned position embedding so the decoder can tell "top left" from "bottom right":
+fixed 2-D sine-cosine position embedding (MAE's) so the decoder can tell "top left" from
+"bottom right" from the first step:
 
 - ``conv``: three 3×3 convolutions, two of them stride 2 (H/4 × W/4 positions), GELU between;
 - ``patch``: a patch Transformer (ViT, Dosovitskiy et al. 2021): non-overlapping
@@ -51,6 +52,9 @@ class CaptionerConfig(ImageModelConfig):
 
     @model_validator(mode="after")
     def _check(self) -> CaptionerConfig:
+        if self.encoder_width % 4:
+            raise ValueError(f"encoder_width ({self.encoder_width}) must be a multiple of 4 "
+                             "(its 2-D position embedding)")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.encoder == "patch":
@@ -79,6 +83,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def sincos_2d(side: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embeddings of a side × side grid, (side², dim), row-major:
+    a quarter of the channels each for sin/cos of the row and of the column at geometric
+    frequencies (MAE's, He et al. 2022). Fixed and of unit scale, so where a feature sits is
+    as plain to the decoder from the first step as what it shows."""
+    freqs = 1.0 / 10_000 ** (torch.arange(dim // 4, dtype=torch.float32) / max(dim // 4, 1))
+    rows, cols = torch.meshgrid(torch.arange(side, dtype=torch.float32),
+                                torch.arange(side, dtype=torch.float32), indexing="ij")
+    r, c = rows.flatten()[:, None] * freqs, cols.flatten()[:, None] * freqs
+    return torch.cat([r.sin(), r.cos(), c.sin(), c.cos()], dim=1)
+
+
 class ConvEncoder(nn.Module):
     def __init__(self, config: CaptionerConfig):
         super().__init__()
@@ -89,10 +105,10 @@ class ConvEncoder(nn.Module):
             nn.Conv2d(w, w, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(w, w, 3, padding=1),
         )
-        self.positions = (config.image_size // 4) ** 2
+        self.register_buffer("pos", sincos_2d(config.image_size // 4, w), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(images).flatten(2).transpose(1, 2)  # (B, H/4·W/4, w)
+        return self.body(images).flatten(2).transpose(1, 2) + self.pos  # (B, H/4·W/4, w)
 
 
 class PatchEncoder(nn.Module):
@@ -100,11 +116,10 @@ class PatchEncoder(nn.Module):
         super().__init__()
         w, p = config.encoder_width, config.patch_size
         self.embed = nn.Conv2d(config.channels, w, p, stride=p)
-        self.positions = (config.image_size // p) ** 2
         layer = nn.TransformerEncoderLayer(w, config.n_head, 4 * w, config.dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.layers = nn.TransformerEncoder(layer, config.encoder_layers, enable_nested_tensor=False)
-        self.pos = nn.Parameter(torch.zeros(1, self.positions, w))
+        self.register_buffer("pos", sincos_2d(config.image_size // p, w), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.embed(images).flatten(2).transpose(1, 2)  # (B, N, w)
@@ -138,7 +153,6 @@ class Captioner(nn.Module):
             raise ValueError("CaptionerConfig.vocab_size must be set from the tokenizer")
         self.config = config
         self.encoder: nn.Module = ConvEncoder(config) if config.encoder == "conv" else PatchEncoder(config)
-        self.feature_pos = nn.Parameter(torch.zeros(1, self.encoder.positions, config.encoder_width))
         self.feature_norm = nn.LayerNorm(config.encoder_width)
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
@@ -149,14 +163,13 @@ class Captioner(nn.Module):
         self.head.weight = self.wte.weight  # tied, as gpt's
         for m in (self.wte, self.wpe, self.blocks):
             m.apply(_init)
-        nn.init.normal_(self.feature_pos, std=0.02)
         for name, p in self.blocks.named_parameters():
             if name.endswith(("attn.proj.weight", "mlp.proj.weight")):  # GPT-2's depth scaling
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layer))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Image features (B, N, E) of images (B, C, H, W) in [-1, 1]."""
-        return self.feature_norm(self.encoder(images) + self.feature_pos)
+        return self.feature_norm(self.encoder(images))
 
     def decode(self, ids: torch.Tensor, features: torch.Tensor, cache: KVCache | None = None,
                last_only: bool = False) -> torch.Tensor:
