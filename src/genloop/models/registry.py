@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from genloop.errors import RecipeError
 from genloop.models import (
+    captioner,
     classifier,
     diffusion,
     embedder,
@@ -32,6 +33,7 @@ FAMILIES: dict[str, Family] = {
     "embedder": embedder.FAMILY,
     "seq2seq": seq2seq.FAMILY,
     "text-diffusion": text_diffusion.FAMILY,
+    "captioner": captioner.FAMILY,
 }
 
 
