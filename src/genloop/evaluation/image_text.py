@@ -368,7 +368,8 @@ def evaluate(family: Family, model: torch.nn.Module, model_config: Any, dataset:
 
 
 def _judge_captioner(family: Family, model: torch.nn.Module, model_config: Any, dataset: Any,
-                     config: ImageTextEvalConfig, seed: int, context: Any) -> tuple[dict[str, float], list[str]]:
+                     config: ImageTextEvalConfig, seed: int, context: Any
+                     ) -> tuple[dict[str, float], list[str]]:
     metrics, captions = evaluate_captioner(family, model, dataset, config, seed=seed)
     path = Path(context.run_dir) / "captions.txt"
     path.write_text("\n".join(captions) + "\n", encoding="utf-8")

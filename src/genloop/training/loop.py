@@ -45,11 +45,11 @@ from genloop.training.batches import batch_at
 from genloop.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from genloop.training.ema import EMA
 from genloop.training.features import feature_extractor
-from genloop.training.recognisers import recogniser_for
 from genloop.training.kinds import batches_for, default_objective
 from genloop.training.metrics import MetricsLog
 from genloop.training.objectives import Objective, get_objective
 from genloop.training.recipe import Recipe, TrainConfig, load_recipe
+from genloop.training.recognisers import recogniser_for
 from genloop.training.register import register_model
 from genloop.training.runtime import Distributed, autocast, pick_device, seeded_rng, use_compile, uses_bf16
 
