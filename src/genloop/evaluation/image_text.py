@@ -395,5 +395,32 @@ def _judge_text_to_image(family: Family, model: torch.nn.Module, model_config: A
 _BY_CONDITIONING = {"image": _judge_captioner, "text": _judge_text_to_image}
 
 
+
+
+def evaluate_ref(ref: str, store: Store | None = None, **options: Any) -> dict[str, float]:
+    """Judge a registered text → image model or captioner again on its own dataset, with eval
+    ``options`` (``guidance_scale``, ``num_samples``, ``paraphrased``, ``recogniser`` ...); the
+    version's record is left as it is (a sweep, not its evaluation)."""
+    from genloop.data.image_text import load_image_text_dataset
+    from genloop.models.modeldir import ModelDir
+
+    store = store or Store()
+    version = store.resolve(ref)
+    family, config, model = load_network(version, store)
+    model.eval()
+    dataset = load_image_text_dataset(store.get_dataset(ModelDir(Path(version.path)).lineage()
+                                                        ["dataset_hash"]).path)
+    cfg = ImageTextEvalConfig(**options)
+    if family.conditioning not in _BY_CONDITIONING:
+        raise InvalidInput(f"{version.ref} is a {family.name}: only text → image models and "
+                           "captioners are judged on image_text data here")
+    if _BY_CONDITIONING[family.conditioning] is _judge_captioner:
+        return evaluate_captioner(family, model, dataset, cfg, seed=0)[0]
+    recogniser = load_recogniser(store, dataset, cfg.recogniser)
+    if recogniser is None:
+        raise InvalidInput(f"no recogniser for dataset {dataset.name}: pass recogniser=name@N")
+    return evaluate_text_to_image(family, model, config, dataset, cfg, recogniser, seed=0)[0]
+
+
 __all__ = ["ImageTextEvalConfig", "bleu_cider", "canonical_ids", "caption", "caption_scores", "diversity",
-           "draw", "evaluate", "faithfulness", "load_recogniser", "round_trip", "swap_spec"]
+           "draw", "evaluate", "evaluate_ref", "faithfulness", "load_recogniser", "round_trip", "swap_spec"]
