@@ -1,7 +1,7 @@
 """Text ↔ image evaluation where the truth is known: faithfulness, caption accuracy, BLEU/CIDEr.
 
 ``shapes`` and ``shapes-pairs`` draw every image from a scene whose attributes (shape, colour,
-size, position; two objects and a relation) are stored beside it, and ``data/shapes.py`` reads
+size, position; two objects and a relation) are stored beside it, and ``data/scenes.py`` reads
 the attributes back out of any phrasing of a caption (``parse``). So both directions are scored
 exactly, and separately on the test split's held-out compositions, never drawn in training:
 
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from genloop.data import shapes
+from genloop.data import scenes
 from genloop.errors import InvalidInput, RecipeError
 from genloop.evaluation import image
 from genloop.evaluation.image import ImageEvalConfig, fid_from_features
@@ -128,13 +128,13 @@ def faithfulness(read: np.ndarray, want: np.ndarray, names: Sequence[str],
 
 
 def scene_ids(texts: Sequence[str], width: int) -> np.ndarray:
-    """Attribute ids (N, width) of sentences parsed back (``shapes.parse``); a sentence that
+    """Attribute ids (N, width) of sentences parsed back (``scenes.parse``); a sentence that
     does not parse, or parses to a scene of another kind, gets −2 everywhere (never a match)."""
     out = np.full((len(texts), width), -2, dtype=np.int64)
     for i, t in enumerate(texts):
-        scene = shapes.parse(t)
+        scene = scenes.parse(t)
         if scene is not None:
-            ids = shapes.attribute_ids(scene)
+            ids = scenes.attribute_ids(scene)
             if len(ids) == width:
                 out[i] = ids
     return out
@@ -248,10 +248,10 @@ def draw(family: Family, model: torch.nn.Module, config: Any, tokenizer: Tokeniz
 
 def paraphrase(text: str, k: int) -> str:
     """Phrasing ``k`` (cycling) of the scene of ``text`` among those never used in training."""
-    scene = shapes.parse(text)
+    scene = scenes.parse(text)
     if scene is None:
         raise InvalidInput(f"paraphrase: {text!r} does not describe a shapes scene")
-    options = shapes.paraphrases(scene)
+    options = scenes.paraphrases(scene)
     return options[k % len(options)]
 
 
