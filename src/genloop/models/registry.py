@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 from genloop.errors import RecipeError
-from genloop.models import classifier, diffusion, embedder, gan, gpt, hf, lstm, reward, seq2seq, vae
+from genloop.models import (
+    captioner,
+    classifier,
+    diffusion,
+    embedder,
+    gan,
+    gpt,
+    hf,
+    lstm,
+    recogniser,
+    reward,
+    seq2seq,
+    text_diffusion,
+    vae,
+)
 from genloop.models.family import Family
 
 FAMILIES: dict[str, Family] = {
@@ -13,10 +27,13 @@ FAMILIES: dict[str, Family] = {
     "vae": vae.FAMILY,
     "diffusion": diffusion.FAMILY,
     "classifier": classifier.FAMILY,
+    "recogniser": recogniser.FAMILY,
     "reward": reward.FAMILY,
     "hf": hf.FAMILY,
     "embedder": embedder.FAMILY,
     "seq2seq": seq2seq.FAMILY,
+    "text-diffusion": text_diffusion.FAMILY,
+    "captioner": captioner.FAMILY,
 }
 
 
