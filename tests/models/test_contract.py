@@ -11,7 +11,14 @@ import math
 import pytest
 import torch
 
-from genloop.models.family import ImageBatch, ImageRequest, SequenceBatch, TextModelConfig, TokenRequest
+from genloop.models.family import (
+    ImageBatch,
+    ImageRequest,
+    ImageTextBatch,
+    SequenceBatch,
+    TextModelConfig,
+    TokenRequest,
+)
 from genloop.models.io import load_weights, save_weights
 from genloop.models.registry import FAMILIES
 from genloop.training.preference_batches import PreferenceBatch
@@ -33,8 +40,16 @@ def _text(family) -> bool:
     return issubclass(family.config, TextModelConfig)
 
 
+def _prompted(family) -> bool:
+    """An image family that draws what a caption says (text-conditioned): its batches carry
+    captions and its requests prompts."""
+    return family.conditioning == "text" and not _text(family)
+
+
 def _config(family):
     fill = {"vocab_size": VOCAB} if _text(family) else IMAGE_FILL
+    if _prompted(family):
+        fill = {**IMAGE_FILL, "vocab_size": VOCAB}
     return family.make_config("tiny", **fill)
 
 
@@ -56,13 +71,25 @@ def _batch(config, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor]:
     return data[:, :-1], data[:, 1:]
 
 
-def _image_batch(seed: int = 1234) -> ImageBatch:
+def _image_batch(seed: int = 1234, family=None) -> ImageBatch:
     """Eight fixed images in [-1, 1] with labels, and a generator for the objective's noise
-    (re-made from the same seed each call, so the noise is fixed too and the batch can be learnt)."""
+    (re-made from the same seed each call, so the noise is fixed too and the batch can be learnt);
+    for a text-conditioned family each with a caption of 3..6 tokens (right-padded, masked)."""
     g = torch.Generator().manual_seed(seed)
     images = torch.rand(8, 1, 8, 8, generator=g).round() * 2 - 1
     labels = torch.arange(8) % 3
-    return ImageBatch(images, labels, torch.Generator().manual_seed(seed + 1))
+    if family is None or not _prompted(family):
+        return ImageBatch(images, labels, torch.Generator().manual_seed(seed + 1))
+    captions, mask = _prompts(8, seed)
+    return ImageTextBatch(images, labels, torch.Generator().manual_seed(seed + 1),
+                          captions=captions, caption_mask=mask)
+
+
+def _prompts(n: int, seed: int = 99) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` fixed captions of 3..6 random tokens as (ids, mask) (n, 6), right-padded with 1."""
+    ids = torch.randint(2, VOCAB, (n, 6), generator=torch.Generator().manual_seed(seed))
+    mask = torch.arange(6)[None] < (3 + torch.arange(n) % 4)[:, None]
+    return ids.masked_fill(~mask, 1), mask
 
 
 def _preference_batch(config) -> PreferenceBatch:
@@ -95,7 +122,7 @@ def _any_batch(family, config):
         return _preference_batch(config)
     if _conditional(family):
         return _pairs_batch(config)
-    return _batch(config) if _text(family) else _image_batch()
+    return _batch(config) if _text(family) else _image_batch(family=family)
 
 
 def _draw(family, model, prompt: torch.Tensor, n: int, seed: int | None, **kw) -> torch.Tensor:
@@ -106,6 +133,9 @@ def _draw(family, model, prompt: torch.Tensor, n: int, seed: int | None, **kw) -
 
 def _draw_images(family, model, seed: int) -> torch.Tensor:
     req = ImageRequest(num_samples=4, labels=torch.tensor([0, 1, 2, 0]), steps=4)
+    if _prompted(family):
+        ids, mask = _prompts(4)
+        req = ImageRequest(num_samples=4, steps=4, prompt_ids=ids, prompt_mask=mask)
     return family.sample(model, req, torch.Generator().manual_seed(seed))
 
 
