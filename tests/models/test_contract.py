@@ -40,16 +40,11 @@ def _text(family) -> bool:
     return issubclass(family.config, TextModelConfig)
 
 
-def _prompted(family) -> bool:
-    """An image family that draws what a caption says (text-conditioned): its batches carry
-    captions and its requests prompts."""
-    return family.conditioning == "text" and not _text(family)
-
-
 def _config(family):
-    fill = {"vocab_size": VOCAB} if _text(family) else IMAGE_FILL
-    if _prompted(family):
-        fill = {**IMAGE_FILL, "vocab_size": VOCAB}
+    fill = {"vocab_size": VOCAB} if _text(family) else dict(IMAGE_FILL)
+    if not _text(family) and "vocab_size" in family.config.model_fields:  # reads captions too
+        fill["vocab_size"] = VOCAB
+    fill = {k: v for k, v in fill.items() if k in family.config.model_fields}
     return family.make_config("tiny", **fill)
 
 
@@ -74,22 +69,23 @@ def _batch(config, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor]:
 def _image_batch(seed: int = 1234, family=None) -> ImageBatch:
     """Eight fixed images in [-1, 1] with labels, and a generator for the objective's noise
     (re-made from the same seed each call, so the noise is fixed too and the batch can be learnt);
-    for a text-conditioned family each with a caption of 3..6 tokens (right-padded, masked)."""
+    for a text-conditioned family, with fixed captions of 2..5 tokens (right-padded, masked)."""
     g = torch.Generator().manual_seed(seed)
     images = torch.rand(8, 1, 8, 8, generator=g).round() * 2 - 1
     labels = torch.arange(8) % 3
-    if family is None or not _prompted(family):
+    if family is None or family.conditioning != "text":
         return ImageBatch(images, labels, torch.Generator().manual_seed(seed + 1))
-    captions, mask = _prompts(8, seed)
-    return ImageTextBatch(images, labels, torch.Generator().manual_seed(seed + 1),
-                          captions=captions, caption_mask=mask)
+    ids, mask = _prompts(8, seed)
+    return ImageTextBatch(images, labels, torch.Generator().manual_seed(seed + 1), captions=ids,
+                          caption_mask=mask)
 
 
-def _prompts(n: int, seed: int = 99) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` fixed captions of 3..6 random tokens as (ids, mask) (n, 6), right-padded with 1."""
-    ids = torch.randint(2, VOCAB, (n, 6), generator=torch.Generator().manual_seed(seed))
-    mask = torch.arange(6)[None] < (3 + torch.arange(n) % 4)[:, None]
-    return ids.masked_fill(~mask, 1), mask
+def _prompts(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` fixed token prompts of 2..5 tokens, right-padded with id 1, and their masks."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, VOCAB, (n, 5), generator=g)
+    mask = torch.arange(5)[None] < (2 + torch.arange(n) % 4)[:, None]
+    return torch.where(mask, ids, 1), mask
 
 
 def _preference_batch(config) -> PreferenceBatch:
@@ -133,9 +129,10 @@ def _draw(family, model, prompt: torch.Tensor, n: int, seed: int | None, **kw) -
 
 def _draw_images(family, model, seed: int) -> torch.Tensor:
     req = ImageRequest(num_samples=4, labels=torch.tensor([0, 1, 2, 0]), steps=4)
-    if _prompted(family):
+    if family.conditioning == "text":
         ids, mask = _prompts(4)
-        req = ImageRequest(num_samples=4, steps=4, prompt_ids=ids, prompt_mask=mask)
+        req = ImageRequest(num_samples=4, steps=4, prompt_ids=ids, prompt_mask=mask,
+                           guidance_scale=2.0)
     return family.sample(model, req, torch.Generator().manual_seed(seed))
 
 

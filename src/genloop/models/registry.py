@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 from genloop.errors import RecipeError
-from genloop.models import classifier, diffusion, embedder, gan, gpt, hf, lstm, reward, seq2seq, text_gan, vae
+from genloop.models import (
+    classifier,
+    diffusion,
+    embedder,
+    gan,
+    gpt,
+    hf,
+    lstm,
+    reward,
+    seq2seq,
+    text_diffusion,
+    text_gan,
+    vae,
+)
 from genloop.models.family import Family
 
 FAMILIES: dict[str, Family] = {
@@ -17,6 +30,7 @@ FAMILIES: dict[str, Family] = {
     "hf": hf.FAMILY,
     "embedder": embedder.FAMILY,
     "seq2seq": seq2seq.FAMILY,
+    "text-diffusion": text_diffusion.FAMILY,
     "text-gan": text_gan.FAMILY,
 }
 
