@@ -60,8 +60,8 @@ class PretrainedEncoder:
 def encoder_spec(family: Family, preset: str, overrides: dict[str, Any]) -> TextEncoderSpec | None:
     """The ``text_encoder`` section the recipe's model resolves to (its preset's, or the
     recipe's own, which replaces it whole, as every config key does); None for a family
-    without one."""
-    if family.conditioning != "text" or "text_encoder" not in family.config.model_fields:
+    without one (one that reads no prompts)."""
+    if "text_encoder" not in family.config.model_fields:  # the text-conditioned families' field
         return None
     raw = {**family.presets.get(preset, {}), **overrides}.get("text_encoder")
     if isinstance(raw, TextEncoderSpec):
