@@ -60,8 +60,9 @@ class TextGANConfig(GANConfig):
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(latent_dim=16, g_width=8, d_width=8, class_dim=16,
                  text_encoder={"hidden": 16, "layers": 1, "heads": 2, "max_tokens": 16}),
-    # 32×32 shapes on a 2-core CPU in minutes
-    "small": dict(latent_dim=64, g_width=32, d_width=32, class_dim=64, loss="hinge",
+    # 32×32 shapes on a 2-core CPU: half gan.py's small widths (a step of 64 images, with D
+    # reading 192, costs a third of theirs: about 4 s on 2 busy cores, 11 s at width 32)
+    "small": dict(latent_dim=64, g_width=16, d_width=16, class_dim=64, loss="hinge",
                   spectral_norm=True, text_encoder={"hidden": 64, "layers": 2, "heads": 4,
                                                     "max_tokens": 32}),
 }
