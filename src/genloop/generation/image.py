@@ -112,9 +112,9 @@ def text_condition(family: Family, config: ImageModelConfig, request: ImageGenRe
     """The request's prompt as every image's token ids and mask (text-conditioned families),
     with its unknown words; (None, None, []) for the others, which refuse a prompt."""
     n = request.num_samples
-    if family.conditioning != "text":
+    if family.reads != "prompt":
         if request.prompt is not None:
-            what = ("is class-conditional: name a class (class_label)" if family.conditioning == "class"
+            what = ("is class-conditional: name a class (class_label)" if family.reads == "class_label"
                     else "does not read text")
             raise InvalidInput(f"prompt: a {family.name} model {what}")
         return None, None, []

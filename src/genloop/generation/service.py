@@ -478,8 +478,8 @@ def _load_version(version: ModelVersion, store: Store) -> TextModel | ImageModel
     else:
         family, config, network = load_network(version, store)  # an adapter: over its base
     if generates(family).request is ImageGenRequest:
-        image_tokenizer = directory.tokenizer() if family.conditioning == "text" else None
-        if family.conditioning == "text" and image_tokenizer is None:
+        image_tokenizer = directory.tokenizer() if family.reads == "prompt" else None
+        if family.reads == "prompt" and image_tokenizer is None:
             raise CorruptArtifact(f"{directory.path}: a text-to-image model without its tokenizer")
         return ImageModel(version, family, cast(ImageModelConfig, config), network, store,
                           directory.labels() or [], image_tokenizer)

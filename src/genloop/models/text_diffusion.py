@@ -199,7 +199,7 @@ def sample(model: TextUNet, request: ImageRequest, generator: Generators) -> tor
     device = next(model.parameters()).device
     scheduler = scheduler_for(config.schedule, config.timesteps, request.sampler)
     scheduler.set_timesteps(request.steps or (config.timesteps if request.sampler == "ddpm" else 50))
-    if request.prompt_ids is None:
+    if request.prompt_ids is None or request.prompt_mask is None:
         ids, mask = empty_prompts(B, device)
     else:
         ids, mask = request.prompt_ids.to(device), request.prompt_mask.to(device)
