@@ -14,6 +14,7 @@ from genloop.models import (
     lstm,
     reward,
     seq2seq,
+    text_diffusion,
     vae,
 )
 from genloop.models.family import Family
@@ -30,6 +31,7 @@ FAMILIES: dict[str, Family] = {
     "embedder": embedder.FAMILY,
     "seq2seq": seq2seq.FAMILY,
     "captioner": captioner.FAMILY,
+    "text-diffusion": text_diffusion.FAMILY,
 }
 
 
