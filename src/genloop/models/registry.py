@@ -12,6 +12,7 @@ from genloop.models import (
     gpt,
     hf,
     lstm,
+    recogniser,
     reward,
     seq2seq,
     text_diffusion,
@@ -26,12 +27,13 @@ FAMILIES: dict[str, Family] = {
     "vae": vae.FAMILY,
     "diffusion": diffusion.FAMILY,
     "classifier": classifier.FAMILY,
+    "recogniser": recogniser.FAMILY,
     "reward": reward.FAMILY,
     "hf": hf.FAMILY,
     "embedder": embedder.FAMILY,
     "seq2seq": seq2seq.FAMILY,
-    "captioner": captioner.FAMILY,
     "text-diffusion": text_diffusion.FAMILY,
+    "captioner": captioner.FAMILY,
 }
 
 
