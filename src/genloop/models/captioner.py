@@ -49,6 +49,10 @@ class CaptionerConfig(ImageModelConfig):
     n_embd: int = Field(64, ge=8, le=4096)
     fusion: FusionKind = "cross_attention"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    word_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="share of the decoder's input "
+                                "words replaced by <unk> in training, so each word is read off the "
+                                "image rather than guessed from the words before it")
+    unk_id: int = Field(0, ge=0, description="the tokenizer's unknown-word id (genloop's tokenizers: 0)")
 
     @model_validator(mode="after")
     def _check(self) -> CaptionerConfig:
@@ -223,6 +227,10 @@ def loss(model: Captioner, batch: ImageTextBatch) -> dict[str, torch.Tensor]:
     cfg = model.config
     inputs, targets, counted = teacher_forcing(batch.captions, batch.caption_mask, cfg.eos_id,
                                                cfg.block_size)
+    if cfg.word_dropout > 0 and model.training:  # in training only; never the leading <eos>
+        drop = torch.rand(inputs.shape, generator=batch.generator) < cfg.word_dropout
+        drop[:, 0] = False
+        inputs = inputs.masked_fill(drop.to(inputs.device), cfg.unk_id)
     logits = model(batch.images, inputs)
     nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
     token_loss = (nll * counted.flatten()).sum() / counted.sum().clamp(min=1)
