@@ -100,6 +100,9 @@ class ImageDataConfig(BaseModel):
     max_images: int | None = Field(
         None, ge=1, description="keep only the first N training images (quick runs); test untouched"
     )
+    compositions: Literal["split", "all"] = Field(
+        "split", description="shapes, shapes-pairs: 'split' keeps the held-out compositions out of "
+        "training; 'all' trains on every one (only for a measuring instrument: the recogniser)")
 
     def prepare(self, progress: Callable[[str], None] | None = None,
                 tokenizer: Any = None) -> ImageDataset:
@@ -192,7 +195,7 @@ def _digits(config: ImageDataConfig, say: Callable[[str], None]) -> _Source:
 
 def _shapes(config: ImageDataConfig, say: Callable[[str], None]) -> _Source:
     say("drawing the shape images")
-    train, train_labels, train_captions = shapes_split("train")
+    train, train_labels, train_captions = shapes_split("train", config.compositions == "all")
     test, test_labels, test_captions = shapes_split("test")
     return _Source(train, train_labels, list(SHAPE_NAMES), test=test, test_labels=test_labels,
                    captions=train_captions, test_captions=test_captions)
@@ -200,7 +203,7 @@ def _shapes(config: ImageDataConfig, say: Callable[[str], None]) -> _Source:
 
 def _shapes_pairs(config: ImageDataConfig, say: Callable[[str], None]) -> _Source:
     say("drawing the shape-pair images")
-    train, train_labels, train_captions = pairs_split("train")
+    train, train_labels, train_captions = pairs_split("train", config.compositions == "all")
     test, test_labels, test_captions = pairs_split("test")
     return _Source(train, train_labels, list(PAIR_CLASS_NAMES), test=test, test_labels=test_labels,
                    captions=train_captions, test_captions=test_captions)

@@ -151,13 +151,13 @@ def _pairs(drawn: list[tuple[Scene, list[tuple[float, float, float]]]]
 
 
 def _split(draw: Callable[[random.Random, int], T], scene: Callable[[T], Scene], seed: int,
-           split: str) -> list[T]:
+           split: str, every: bool = False) -> list[T]:
     """The draws of one split: train keeps the first ``SHAPES_TRAIN`` draws of ``seed`` that are
-    not held out; test takes draws of ``seed + 1`` in order until it has ``SHAPES_TEST / 2`` seen
-    and as many held-out ones."""
+    not held out (``every``: all of them); test takes draws of ``seed + 1`` in order until it has
+    ``SHAPES_TEST / 2`` seen and as many held-out ones."""
     if split == "train":
         rng = random.Random(seed)
-        return [d for d in (draw(rng, 32) for _ in range(SHAPES_TRAIN)) if not heldout(scene(d))]
+        return [d for d in (draw(rng, 32) for _ in range(SHAPES_TRAIN)) if every or not heldout(scene(d))]
     rng, half = random.Random(seed + 1), SHAPES_TEST // 2
     kept: list[T] = []
     counts = [0, 0]
@@ -170,17 +170,18 @@ def _split(draw: Callable[[random.Random, int], T], scene: Callable[[T], Scene],
     return kept
 
 
-def shapes_split(split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def shapes_split(split: str, every: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The ``shapes`` built-in's ``split`` ("train" or "test"): images, labels (the shape) and
     canonical captions. Train: the draws of ``SHAPES_SEED`` without the held-out compositions
-    (about 8,000 of 10,000); test: 1,000 draws of ``SHAPES_SEED + 1``, half of them held out."""
-    return _singles(_split(_single_draws, lambda d: d[0], SHAPES_SEED, split))
+    (about 8,000 of 10,000; ``every``: all 10,000, for the recogniser that judges them); test:
+    1,000 draws of ``SHAPES_SEED + 1``, half of them held out."""
+    return _singles(_split(_single_draws, lambda d: d[0], SHAPES_SEED, split, every))
 
 
-def pairs_split(split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def pairs_split(split: str, every: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The ``shapes-pairs`` built-in's ``split``: images, labels (0 side by side, 1 one above the
     other: ``PAIR_CLASS_NAMES``) and canonical captions, split as ``shapes_split`` is."""
-    return _pairs(_split(_pair_draws, lambda d: d[0], PAIRS_SEED, split))
+    return _pairs(_split(_pair_draws, lambda d: d[0], PAIRS_SEED, split, every))
 
 
 __all__ = ["PAIRS_SEED", "PAIR_CLASS_NAMES", "SHAPES_SEED", "SHAPES_TEST", "SHAPES_TRAIN",

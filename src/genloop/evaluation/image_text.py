@@ -181,10 +181,12 @@ def bleu_cider(candidates: Sequence[str], references: Sequence[Sequence[str]]) -
 
 def load_recogniser(store: Store, dataset: Any, ref: str | None = None) -> Recogniser | None:
     """The recogniser of ``dataset``: ``ref`` if given, else the newest ``<dataset>-recogniser``
-    version trained on this very content (same hash); None if there is none yet."""
+    version (trained on every composition of the dataset's source, so its training content is
+    not the judged model's: it is found by name, and its schema and image shape are checked);
+    None if there is none yet."""
     if ref is None:
         name = f"{dataset.name}-recogniser"
-        mine = [v for v in store.list_models() if v.name == name and v.dataset_hash == dataset.hash]
+        mine = [v for v in store.list_models() if v.name == name]
         if not mine:
             return None
         ref = max(mine, key=lambda v: v.version).ref

@@ -2,7 +2,8 @@
 
 The first time a text-conditioned model of a dataset with an attribute schema (``shapes``,
 ``shapes-pairs``) is evaluated, a ``recogniser`` (``models/recogniser.py``) is trained on that
-dataset's training split with the same loop (whose final evaluation passes its ``train`` in: this
+dataset's training split — every composition, the held-out ones included (``data.compositions:
+all``: an instrument, not a generator) — with the same loop (whose final evaluation passes its ``train`` in: this
 module does not import the loop) and registered as ``<dataset>-recogniser@N``, its test accuracy
 per attribute and per image (seen and held-out compositions) on its card. Later evaluations of
 models of the same content reuse it (``evaluation.image_text.load_recogniser``), so rows of a
@@ -31,7 +32,9 @@ def recogniser_recipe(recipe: Recipe, dataset: Any) -> dict[str, Any]:
     sizes = [len(v) for v in dataset.schema["values"]]
     return {
         "name": f"{dataset.name}-recogniser",
-        "data": recipe.data.model_dump(mode="json"),
+        # a measuring instrument: it learns every composition, held-out ones included (the model
+        # it judges never sees those); it is judged on the same test split
+        "data": {**recipe.data.model_dump(mode="json"), "compositions": "all"},
         "model": {"family": "recogniser", "preset": "small",
                   "config": {"attribute_sizes": sizes, **swap_spec(dataset.schema)}},
         "train": {"steps": steps, "batch_size": 128, "lr": 2e-3, "warmup_steps": min(100, steps // 10),
