@@ -31,6 +31,8 @@ IMAGE_SAMPLES = default(ImageGenRequest, "num_samples")
              "--shot-separator $'\\n' --temperature 0\n\n"
              "    genloop generate mnist-diffusion -n 64 --class 3 --steps 50 --out threes.png\n\n"
              "    genloop generate mnist-vae -n 16 --interpolate --seed 4 --out walk.png\n\n"
+             "    genloop generate shapes-t2i --prompt 'a large blue triangle on the left' -n 8\n\n"
+             "    genloop generate shapes-captioner --image photo.png --num-beams 3\n\n"
              "    genloop generate --replay 3f2a9c0d1e2b4c5d   # run a recorded generation again")
 @faced
 def generate(
@@ -87,6 +89,9 @@ def generate(
     sampler: str = option(ImageGenRequest, "sampler", help="images: ddim or ddpm"),
     interpolate: bool = option(ImageGenRequest, "interpolate",
                                help="images: walk the latent space (GAN, VAE)"),
+    image: Annotated[Path | None, typer.Option(
+        "--image", help="captioners: the image (PNG, JPEG...) to describe; greedy unless "
+        "--temperature is given")] = None,
     out_path: Annotated[Path | None, typer.Option(
         "--out", help="images: where to write the PNG grid (default MODEL-N-SEED.png)")] = None,
     replay: Annotated[str | None, typer.Option(
@@ -107,16 +112,29 @@ def generate(
         raise InvalidInput("give a model (name or name@N), or --replay GENERATION_ID")
     m = genloop.load(model)
     count = {"num_samples": num_samples} if num_samples else {}  # else the request's default
+    if image is not None or m.family.conditioning == "image":
+        _caption(m, image, prompt, count, seed=seed, temperature=temperature, top_k=top_k,
+                 top_p=top_p, max_new_tokens=max_new_tokens, num_beams=num_beams, as_json=as_json)
+        return
     if isinstance(m, ImageModel):
+        text = _image_prompt(m, prompt, class_label)
         result = m.generate(**count, seed=seed, class_label=class_label,
                             guidance_scale=guidance_scale, steps=steps, sampler=sampler,
-                            interpolate=interpolate)
+                            interpolate=interpolate, **text)
         path = out_path or Path(f"{m.ref.replace('@', '-')}-{result.output.seed}.png")
         result.save_grid(path, columns=len(result.records) if interpolate else None)
+        unknown = list(getattr(result.output, "unknown_words", None) or [])
         if as_json:
             for r in result.records:
                 print(json.dumps({"model": m.ref, "id": r.id, "seed": r.seed, "class": r.output,
-                                  "file": r.file, "content_hash": r.content_hash}))
+                                  **text, **({"unknown_words": unknown} if text else {}),
+                                  "file": r.file, "content_hash": r.content_hash},
+                                 ensure_ascii=False))
+        elif text:
+            _image_table(result.records, text["prompt"])
+        if unknown:
+            err.print(f"[yellow]unknown words[/] (read as the unknown token): "
+                      f"{', '.join(unknown)}", highlight=False)
         err.print(f"{len(result.records)} images from {m.ref} (seed {result.output.seed}, "
                   f"{result.output.timings['total_s']:.2f} s) → [bold]{path}[/]", highlight=False)
         return
@@ -149,6 +167,65 @@ def generate(
         scored = "" if o.score is None else f" score {o.score:.4f}"
         out.print(f"[dim]---- {m.ref} seed {o.seed}{scored} ----[/]")
         out.print(o.prompt + o.text, markup=False, highlight=False)
+
+
+def _image_prompt(m: Any, prompts: list[str], class_label: str | None) -> dict[str, str]:
+    """An image model's ``--prompt``: the sentence a text-conditioned model draws ({} for
+    others, which take --class)."""
+    from genloop.errors import InvalidInput
+
+    if m.family.conditioning != "text":
+        if prompts:
+            raise InvalidInput(f"--prompt: {m.ref} is a {m.family.name} model, it draws classes, "
+                               "not sentences: give --class")
+        return {}
+    if class_label is not None:
+        raise InvalidInput(f"--class: {m.ref} draws what a sentence says: give --prompt")
+    if len(prompts) != 1:
+        raise InvalidInput(f"--prompt: {m.ref} draws what a sentence says: give one --prompt "
+                           "(e.g. 'a small red circle at the top left')")
+    return {"prompt": prompts[0]}
+
+
+def _image_table(records: list[Any], prompt: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=prompt, title_justify="left")
+    for column in ("#", "seed", "generation", "content hash"):
+        table.add_column(column)
+    for i, r in enumerate(records):
+        table.add_row(str(i), str(r.seed), r.id, r.content_hash[:16])
+    out.print(table)
+
+
+def _caption(m: Any, image: Path | None, prompts: list[str], count: dict[str, int], *,
+             as_json: bool, **params: Any) -> None:
+    """``--image FILE`` to a captioner: its captions printed, each recorded. Only the options
+    given are passed: the rest are the captioner's own defaults (greedy, its caption length)."""
+    import click
+
+    from genloop.errors import InvalidInput
+
+    if m.family.conditioning != "image":
+        raise InvalidInput(f"--image: {m.ref} is a {m.family.name} model, it does not read "
+                           "images (a captioner does)")
+    if image is None:
+        raise InvalidInput(f"--image: {m.ref} is a captioner: give the image to describe")
+    if prompts:
+        raise InvalidInput(f"--prompt: {m.ref} describes an image, it takes no prompt")
+    if not image.is_file():
+        raise InvalidInput(f"--image: {image} is not a file")
+    ctx = click.get_current_context()
+    params = {k: v for k, v in params.items() if v is not None and getattr(
+        ctx.get_parameter_source(k), "name", "DEFAULT") != "DEFAULT"}
+    outputs = m.generate(image=image.read_bytes(), **count, **params)
+    for o in outputs:
+        if as_json:
+            print(json.dumps({"model": m.ref, "image": str(image), "text": o.text, "seed": o.seed,
+                              "tokens": o.tokens, "content_hash": o.content_hash},
+                             ensure_ascii=False))
+        else:
+            out.print(o.text, markup=False, highlight=False)
 
 
 def _replay(generation_id: str, out_path: Path | None, as_json: bool) -> None:
