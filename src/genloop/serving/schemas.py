@@ -197,6 +197,16 @@ class ChatBody(_TextBody):
                                                           "a knowledge graph for the user's "
                                                           "messages (or grounding.query), put "
                                                           "before the transcript; recorded")
+    num_beams: Int = Field(1, ge=1, le=16, description="genloop extra, captioners: beam search "
+                                                        "over this many hypotheses (one caption)")
+
+    @field_validator("num_beams")
+    @classmethod
+    def _chat_beams_do_not_stream(cls, v: int, info: ValidationInfo) -> int:
+        if v > 1 and info.data.get("stream"):
+            raise ValueError("cannot be used with stream (the best beam is known only once the "
+                             "search has finished)")
+        return v
 
     @field_validator("top_logprobs")
     @classmethod

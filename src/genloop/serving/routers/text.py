@@ -30,6 +30,7 @@ from genloop.safety.moderator import ContentBlocked, Moderator
 from genloop.safety.stream import StreamGuard
 from genloop.serving import compat
 from genloop.serving.auth import Forbidden
+from genloop.serving.captions import vision_chat
 from genloop.serving.deps import CallerDep, ServerState, StateDep, WriterDep, run_idempotent
 from genloop.serving.schemas import (
     IDEMPOTENT_REPLAYED,
@@ -500,6 +501,9 @@ async def completions(body: CompletionBody, state: StateDep, caller: WriterDep,
                               "content": event_stream(ChatCompletionChunk)}})
 async def chat_completions(body: ChatBody, state: StateDep, caller: WriterDep,
                            request: Request) -> Response:
+    # a captioner answers an image content part with its caption (serving/captions.py)
+    if (answered := await vision_chat(state, caller, request, body)) is not None:
+        return answered
     return await _respond(state, caller, request, body, chat=True)
 
 
