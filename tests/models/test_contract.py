@@ -11,7 +11,14 @@ import math
 import pytest
 import torch
 
-from genloop.models.family import ImageBatch, ImageRequest, SequenceBatch, TextModelConfig, TokenRequest
+from genloop.models.family import (
+    ImageBatch,
+    ImageRequest,
+    ImageTextBatch,
+    SequenceBatch,
+    TextModelConfig,
+    TokenRequest,
+)
 from genloop.models.io import load_weights, save_weights
 from genloop.models.registry import FAMILIES
 from genloop.training.preference_batches import PreferenceBatch
@@ -34,7 +41,10 @@ def _text(family) -> bool:
 
 
 def _config(family):
-    fill = {"vocab_size": VOCAB} if _text(family) else IMAGE_FILL
+    fill = {"vocab_size": VOCAB} if _text(family) else dict(IMAGE_FILL)
+    if not _text(family) and "vocab_size" in family.config.model_fields:  # reads captions too
+        fill["vocab_size"] = VOCAB
+    fill = {k: v for k, v in fill.items() if k in family.config.model_fields}
     return family.make_config("tiny", **fill)
 
 
@@ -56,13 +66,26 @@ def _batch(config, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor]:
     return data[:, :-1], data[:, 1:]
 
 
-def _image_batch(seed: int = 1234) -> ImageBatch:
+def _image_batch(seed: int = 1234, family=None) -> ImageBatch:
     """Eight fixed images in [-1, 1] with labels, and a generator for the objective's noise
-    (re-made from the same seed each call, so the noise is fixed too and the batch can be learnt)."""
+    (re-made from the same seed each call, so the noise is fixed too and the batch can be learnt);
+    for a text-conditioned family, with fixed captions of 2..5 tokens (right-padded, masked)."""
     g = torch.Generator().manual_seed(seed)
     images = torch.rand(8, 1, 8, 8, generator=g).round() * 2 - 1
     labels = torch.arange(8) % 3
-    return ImageBatch(images, labels, torch.Generator().manual_seed(seed + 1))
+    if family is None or family.conditioning != "text":
+        return ImageBatch(images, labels, torch.Generator().manual_seed(seed + 1))
+    ids, mask = _prompts(8, seed)
+    return ImageTextBatch(images, labels, torch.Generator().manual_seed(seed + 1), captions=ids,
+                          caption_mask=mask)
+
+
+def _prompts(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` fixed token prompts of 2..5 tokens, right-padded with id 1, and their masks."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, VOCAB, (n, 5), generator=g)
+    mask = torch.arange(5)[None] < (2 + torch.arange(n) % 4)[:, None]
+    return torch.where(mask, ids, 1), mask
 
 
 def _preference_batch(config) -> PreferenceBatch:
@@ -95,7 +118,7 @@ def _any_batch(family, config):
         return _preference_batch(config)
     if _conditional(family):
         return _pairs_batch(config)
-    return _batch(config) if _text(family) else _image_batch()
+    return _batch(config) if _text(family) else _image_batch(family=family)
 
 
 def _draw(family, model, prompt: torch.Tensor, n: int, seed: int | None, **kw) -> torch.Tensor:
@@ -106,6 +129,10 @@ def _draw(family, model, prompt: torch.Tensor, n: int, seed: int | None, **kw) -
 
 def _draw_images(family, model, seed: int) -> torch.Tensor:
     req = ImageRequest(num_samples=4, labels=torch.tensor([0, 1, 2, 0]), steps=4)
+    if family.conditioning == "text":
+        ids, mask = _prompts(4)
+        req = ImageRequest(num_samples=4, steps=4, prompt_ids=ids, prompt_mask=mask,
+                           guidance_scale=2.0)
     return family.sample(model, req, torch.Generator().manual_seed(seed))
 
 

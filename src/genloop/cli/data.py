@@ -17,7 +17,7 @@ app = command_app(help="Prepare and inspect datasets.", no_args_is_help=True,
                   "    genloop data from-feedback tang-poems --objective dpo\n\n"
                   "    genloop data list")
 
-IMAGE_BUILTINS = ("digits", "shapes", "mnist", "fashion-mnist")
+IMAGE_BUILTINS = ("digits", "shapes", "shapes-pairs", "mnist", "fashion-mnist")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
@@ -38,7 +38,7 @@ def looks_like_images(source: str) -> bool:
 def data_prepare(
     source: Annotated[str, typer.Argument(
         help="text: python-docs | tinyshakespeare | tang-poems | a .txt, .jsonl or folder; "
-        "images: digits | shapes | mnist | fashion-mnist | an .npz | a folder of images "
+        "images: digits | shapes | shapes-pairs | mnist | fashion-mnist | an .npz | a folder of images "
         "(class sub-folders become labels)")],
     tokenizer: str = option(TextDataConfig, "tokenizer", help="text: char or bpe"),
     vocab_size: int = option(TextDataConfig, "vocab_size", help="text: BPE vocabulary size"),

@@ -15,7 +15,9 @@ Sources
 - ``digits``: scikit-learn's UCI optical digits (1,797 images of 8x8, ships with scikit-learn, so
   it needs no network); grey levels 0..16 are scaled to 0..255.
 - ``shapes``: coloured shapes on a black 32x32 RGB canvas drawn from a fixed seed, each with a
-  caption such as "a small red circle at the top left" (``data/shapes.py``).
+  caption such as "a small red circle at the top left" (``data/shapes.py``); ``shapes-pairs``:
+  two shapes and a relation, "a red circle left of a blue square". Both hold some compositions
+  out of training (half of their test split: ``data/scenes.py``).
 - ``mnist`` / ``fashion-mnist``: from the mirror's npz files or the original gzip IDX files,
   contents checked against pinned sha256s (``data/mnist.py``).
 - a folder of PNG/JPEG/BMP/GIF/WebP files: each sub-folder is a class (its name is the class
@@ -59,7 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from genloop.data.folder import Folder, read_folder, stored, write_folder
 from genloop.data.image_files import IMAGE_SUFFIXES, folder_files, read_image, resize_square
 from genloop.data.mnist import FASHION_MNIST, MNIST, IdxSet, idx_arrays
-from genloop.data.shapes import SHAPE_NAMES, SHAPES_SEED, SHAPES_TEST, SHAPES_TRAIN, draw_shapes
+from genloop.data.shapes import PAIR_CLASS_NAMES, SHAPE_NAMES, pairs_split, shapes_split
 from genloop.errors import CorruptArtifact, GenloopError, InvalidInput
 
 FORMAT_VERSION = 1
@@ -72,7 +74,8 @@ class ImageDataConfig(BaseModel):
 
     kind: Literal["images"] = "images"
     source: str = Field(
-        description="built-in (digits, shapes, mnist, fashion-mnist), a folder of PNG/JPEG/BMP/GIF/"
+        description="built-in (digits, shapes, shapes-pairs, mnist, fashion-mnist), a folder of "
+        "PNG/JPEG/BMP/GIF/"
         "WebP images (class sub-folders become labels) or an .npz with `images` and optional `labels`"
     )
     name: str | None = Field(
@@ -182,10 +185,18 @@ def _digits(config: ImageDataConfig, say: Callable[[str], None]) -> _Source:
 
 
 def _shapes(config: ImageDataConfig, say: Callable[[str], None]) -> _Source:
-    say(f"drawing {SHAPES_TRAIN} + {SHAPES_TEST} shape images")
-    train, train_labels, train_captions = draw_shapes(SHAPES_TRAIN, SHAPES_SEED)
-    test, test_labels, test_captions = draw_shapes(SHAPES_TEST, SHAPES_SEED + 1)
+    say("drawing the shape images")
+    train, train_labels, train_captions = shapes_split("train")
+    test, test_labels, test_captions = shapes_split("test")
     return _Source(train, train_labels, list(SHAPE_NAMES), test=test, test_labels=test_labels,
+                   captions=train_captions, test_captions=test_captions)
+
+
+def _shapes_pairs(config: ImageDataConfig, say: Callable[[str], None]) -> _Source:
+    say("drawing the shape-pair images")
+    train, train_labels, train_captions = pairs_split("train")
+    test, test_labels, test_captions = pairs_split("test")
+    return _Source(train, train_labels, list(PAIR_CLASS_NAMES), test=test, test_labels=test_labels,
                    captions=train_captions, test_captions=test_captions)
 
 
@@ -204,6 +215,7 @@ def _idx_source(spec: IdxSet) -> Callable[[ImageDataConfig, Callable[[str], None
 BUILTINS: dict[str, Callable[[ImageDataConfig, Callable[[str], None]], _Source]] = {
     "digits": _digits,
     "shapes": _shapes,
+    "shapes-pairs": _shapes_pairs,
     "mnist": _idx_source(MNIST),
     "fashion-mnist": _idx_source(FASHION_MNIST),
 }

@@ -31,6 +31,8 @@ from genloop.atomic import atomic_write_bytes
 from genloop.errors import InvalidInput
 from genloop.generation.text import check_choice_seeds, choice_seed, resolve_seed
 from genloop.models.family import Family, Generators, ImageModelConfig, ImageRequest, fast_bf16
+from genloop.models.text_encoder import tokenize_prompts
+from genloop.tokenizers import Tokenizer, unknown_words
 
 MAX_IMAGES = 256
 
@@ -45,6 +47,8 @@ class ImageGenRequest(BaseModel):
     class_label: int | str | None = Field(
         None, description="class index or name for a conditional model; None = classes in turn"
     )
+    prompt: str | None = Field(None, max_length=1000,
+                               description="the sentence a text-conditioned model draws")
     guidance_scale: float = Field(2.0, ge=0.0, le=20.0,
                                   description="classifier-free guidance (conditional diffusion); 1 = none")
     steps: int | None = Field(None, ge=1, le=1000, description="diffusion steps; None = 50 (DDIM), T (DDPM)")
@@ -65,6 +69,8 @@ class ImageOutput:
     timings: dict[str, float] = field(default_factory=dict)
     # image i's own seed: choice_seed(seed, i); an interpolation is one draw, all the request's
     seeds: list[int] = field(default_factory=list)
+    # the prompt's words the model's tokenizer does not know (read as <unk>), each once
+    unknown_words: list[str] = field(default_factory=list)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -101,9 +107,32 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) / so)[:, None] * a + (torch.sin(t * omega) / so)[:, None] * b
 
 
+def text_condition(family: Family, config: ImageModelConfig, request: ImageGenRequest,
+                   tokenizer: Tokenizer | None) -> tuple[torch.Tensor | None, torch.Tensor | None, list[str]]:
+    """The request's prompt as every image's token ids and mask (text-conditioned families),
+    with its unknown words; (None, None, []) for the others, which refuse a prompt."""
+    n = request.num_samples
+    if family.reads != "prompt":
+        if request.prompt is not None:
+            what = ("is class-conditional: name a class (class_label)" if family.reads == "class_label"
+                    else "does not read text")
+            raise InvalidInput(f"prompt: a {family.name} model {what}")
+        return None, None, []
+    if request.class_label is not None:
+        raise InvalidInput(f"class_label: a {family.name} model draws from a sentence (prompt), "
+                           "not a class")
+    if request.prompt is None:
+        raise InvalidInput(f"prompt: a {family.name} model draws from a sentence: give one")
+    if tokenizer is None:
+        raise InvalidInput(f"prompt: this {family.name} model has no tokenizer to read it")
+    max_tokens = config.text_encoder.max_tokens  # type: ignore[attr-defined]
+    ids, mask = tokenize_prompts(tokenizer, [request.prompt], max_tokens)
+    return ids.expand(n, -1), mask.expand(n, -1), unknown_words(tokenizer, request.prompt)
+
+
 def generate_images(
     family: Family, config: ImageModelConfig, network: torch.nn.Module, class_names: list[str],
-    request: ImageGenRequest,
+    request: ImageGenRequest, tokenizer: Tokenizer | None = None,
 ) -> ImageOutput:
     """Draw ``request.num_samples`` images; all randomness comes from the request's seed.
 
@@ -111,11 +140,14 @@ def generate_images(
     choices, and class ``class_label`` (or, on a conditional model without one, class i mod the
     number of classes): so it is the image a request of one with that seed and class draws,
     while the network still runs on the whole batch. An interpolation is one draw for the whole
-    walk (two end points and, without a class, one class), seeded by the request's seed.
+    walk (two end points and, without a class, one class), seeded by the request's seed. A
+    text-conditioned family draws every image from ``prompt``, read by ``tokenizer`` (the
+    model's own); words it does not know are read as ``<unk>`` and listed in ``unknown_words``.
     """
     seed = resolve_seed(request.seed, request.num_samples)
     n = request.num_samples
-    wanted = class_index(request.class_label, class_names)
+    prompt_ids, prompt_mask, unknown = text_condition(family, config, request, tokenizer)
+    wanted = class_index(request.class_label, class_names) if prompt_ids is None else None
     labels: torch.Tensor | None = None
     if config.conditional:
         labels = (torch.full((n,), wanted) if wanted is not None
@@ -138,7 +170,8 @@ def generate_images(
         seeds = [choice_seed(seed, i) for i in range(n)]
         generators = [torch.Generator().manual_seed(s) for s in seeds]
     req = ImageRequest(num_samples=n, labels=labels, steps=request.steps, sampler=request.sampler,
-                       guidance_scale=request.guidance_scale, latents=latents)
+                       guidance_scale=request.guidance_scale, latents=latents,
+                       prompt_ids=prompt_ids, prompt_mask=prompt_mask)
     t0 = time.perf_counter()
     network.eval()
     # bf16 where the CPU has it natively (about 2× faster convolutions); the noise stays fp32
@@ -147,7 +180,7 @@ def generate_images(
     total = time.perf_counter() - t0
     out_labels: list[int | None] = labels.tolist() if labels is not None else [None] * n
     timings = {"total_s": total, "images_per_s": n / max(total, 1e-9)}
-    return ImageOutput(to_uint8(x), out_labels, seed, timings, seeds)
+    return ImageOutput(to_uint8(x), out_labels, seed, timings, seeds, unknown)
 
 
 # --- PNG files --------------------------------------------------------------------------------

@@ -324,6 +324,7 @@ class ImageModel(_Loaded):
 
     config: ImageModelConfig  # what every image family's config derives from
     class_names: list[str] = None  # type: ignore[assignment]
+    tokenizer: Tokenizer | None = None  # text-conditioned families: what reads the prompt
 
     def request(self, **params: Any) -> ImageGenRequest:
         return _validated(ImageGenRequest, params)
@@ -336,9 +337,11 @@ class ImageModel(_Loaded):
         owner = params.pop("owner", None)
         request = params.pop("request", None) or self.request(**params)
         request = request.model_copy(update={"seed": resolve_seed(request.seed, request.num_samples)})
-        safety = moderate_image_prompt(_class_text(self.class_names, request.class_label),
-                                       self.store)
-        out = generate_images(self.family, self.config, self.network, self.class_names, request)
+        text = request.prompt if request.prompt is not None else _class_text(self.class_names,
+                                                                            request.class_label)
+        safety = moderate_image_prompt(text, self.store)
+        out = generate_images(self.family, self.config, self.network, self.class_names, request,
+                              self.tokenizer)
         folder = settings().generations_dir
         records = []
         for i, (pixels, label) in enumerate(zip(out.images, out.labels, strict=True)):
@@ -346,7 +349,8 @@ class ImageModel(_Loaded):
             one = request if request.interpolate else request.model_copy(update={
                 "num_samples": 1, "seed": out.seeds[i],
                 "class_label": request.class_label if name is None else name})
-            meta = {**one.model_dump(mode="json"), "index": i, "class": name}
+            meta = {**one.model_dump(mode="json"), "index": i, "class": name,
+                    **({"unknown_words": out.unknown_words} if out.unknown_words else {})}
             # the pixels are stored before the row that points at them exists
             path, digest = save_pixels(folder, pixels)
             records.append(self.store.record_generation(
@@ -474,8 +478,11 @@ def _load_version(version: ModelVersion, store: Store) -> TextModel | ImageModel
     else:
         family, config, network = load_network(version, store)  # an adapter: over its base
     if generates(family).request is ImageGenRequest:
+        image_tokenizer = directory.tokenizer() if family.reads == "prompt" else None
+        if family.reads == "prompt" and image_tokenizer is None:
+            raise CorruptArtifact(f"{directory.path}: a text-to-image model without its tokenizer")
         return ImageModel(version, family, cast(ImageModelConfig, config), network, store,
-                          directory.labels() or [])
+                          directory.labels() or [], image_tokenizer)
     tokenizer = directory.tokenizer()
     if tokenizer is None:
         raise CorruptArtifact(f"{directory.path}: a text model without its tokenizer")
@@ -516,6 +523,7 @@ def replay(generation_id: str, store: Store | None = None) -> Replay:
     walk = bool(fields.get("interpolate"))
     request = _validated(ImageGenRequest, {**fields, "seed": record.seed,
                                            **({} if walk else {"num_samples": 1})})
-    images = generate_images(model.family, model.config, model.network, model.class_names, request)
+    images = generate_images(model.family, model.config, model.network, model.class_names, request,
+                             model.tokenizer)
     pixels = images.images[int(record.request.get("index", 0)) if walk else 0]
     return Replay(record, pixels_hash(pixels), record.output, pixels)

@@ -144,7 +144,7 @@ def predict(
 
 FAMILY = Family(
     name="classifier",
-    kinds=("images",),
+    kinds=("images", "image_text"),  # image_text: its images and labels (the FID extractor)
     conditioning="none",
     config=ClassifierConfig,
     presets=PRESETS,

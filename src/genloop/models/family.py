@@ -271,6 +271,11 @@ def step_slots(slots: list[int], tokens: torch.Tensor, history: list[list[int] |
     return out
 
 
+# the request field each conditioning is given in (ImageGenRequest's, for image families): a
+# class-conditional family reads ``class_label``, a text-conditioned one a ``prompt`` sentence
+READS: dict[str, str | None] = {"none": None, "class": "class_label", "text": "prompt", "image": "image"}
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -329,6 +334,12 @@ class Family:
     compiles: bool = False
     # Contract checks a family cannot pass, with the reason (the common test reads these).
     exempt: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def reads(self) -> str | None:
+        """The request field its conditioning is given in (``READS``): ``prompt`` for a
+        text-conditioned family, ``class_label`` for a class-conditional one, None for none."""
+        return READS[self.conditioning]
 
     def make_config(self, preset: str = "tiny", **overrides: Any) -> ModelConfig:
         """The preset's config with ``overrides`` applied; unknown presets and keys are errors."""

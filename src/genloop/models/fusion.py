@@ -1,4 +1,4 @@
-"""Multimodal fusion: one block that lets one modality's positions read another's, three ways.
+"""Multimodal fusion: one block that lets the positions of one input read another's, three ways.
 
 Both directions of text ↔ image use it: the text-to-image U-Net's feature map reads the caption's
 token states, and the captioner's decoder tokens read the image's patch features. Every variant

@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from genloop.errors import RecipeError
-from genloop.models import classifier, diffusion, embedder, gan, gpt, hf, lstm, reward, seq2seq, vae
+from genloop.models import (
+    classifier,
+    diffusion,
+    embedder,
+    gan,
+    gpt,
+    hf,
+    lstm,
+    reward,
+    seq2seq,
+    text_diffusion,
+    vae,
+)
 from genloop.models.family import Family
 
 FAMILIES: dict[str, Family] = {
@@ -17,6 +29,7 @@ FAMILIES: dict[str, Family] = {
     "hf": hf.FAMILY,
     "embedder": embedder.FAMILY,
     "seq2seq": seq2seq.FAMILY,
+    "text-diffusion": text_diffusion.FAMILY,
 }
 
 

@@ -19,13 +19,16 @@ loads on its own.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from pydantic import Field
 
+from genloop.errors import InvalidInput
 from genloop.models.embedder import Embedder, EmbedderConfig, _bert
 from genloop.models.family import ModelConfig
+from genloop.tokenizers import Tokenizer
 
 
 class TextEncoderSpec(ModelConfig):
@@ -74,4 +77,28 @@ def freeze(encoder: torch.nn.Module) -> None:
             m.p = 0.0
 
 
-__all__ = ["TextEncoderSpec", "build_text_encoder", "encode", "encoder_config", "encoder_width", "freeze"]
+def tokenize_prompts(tokenizer: Tokenizer, texts: Sequence[str],
+                     max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts as the encoder reads them, tokenized as the training captions were: ids (B, T)
+    int64 right-padded with end-of-text and their mask (B, T) bool, True on real tokens.
+    InvalidInput for an empty prompt, or one over ``max_tokens`` tokens (never cut: the image
+    would leave out what the cut words said)."""
+    rows = []
+    for i, text in enumerate(texts):
+        where = "prompt" if len(texts) == 1 else f"prompt.{i}"
+        ids = tokenizer.encode(text) if text.strip() else []
+        if not ids:
+            raise InvalidInput(f"{where}: empty")
+        if len(ids) > max_tokens:
+            raise InvalidInput(f"{where}: {len(ids)} tokens, this model reads at most {max_tokens}")
+        rows.append(ids)
+    width = max((len(r) for r in rows), default=1)
+    out = torch.full((len(rows), width), tokenizer.eos_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        out[i, : len(r)], mask[i, : len(r)] = torch.tensor(r, dtype=torch.long), True
+    return out, mask
+
+
+__all__ = ["TextEncoderSpec", "build_text_encoder", "encode", "encoder_config", "encoder_width", "freeze",
+           "tokenize_prompts"]

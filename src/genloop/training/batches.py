@@ -1,4 +1,4 @@
-"""Batches of the text and images kinds (found through ``training/kinds.py``, like every kind's).
+"""Batches of the text, images and image_text kinds (found through ``training/kinds.py``, like every kind's).
 
 The loop asks only this of its data: the shape fields it fills into the model config, the unit it
 counts throughput in, a training batch that is a pure function of (seed, step, micro-batch, rank)
@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from genloop.data.image_text import ImageTextDataset
 from genloop.data.images import ImageDataset
+from genloop.data.records import Ragged
 from genloop.data.text import TextDataset
 from genloop.errors import GenloopError
-from genloop.models.family import ImageBatch
+from genloop.models.family import ImageBatch, ImageTextBatch
 
 
 def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
@@ -120,3 +122,84 @@ class ImageBatches:
             idx = order[start : start + batch]
             g = torch.Generator().manual_seed(seed + 1 + i)  # the same noise every time
             yield ImageBatch(to_unit_range(images[idx]).to(device), labels[idx].to(device), g)
+
+
+def padded_captions(captions: Ragged, pad: int,
+                    width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every caption of a split as (N, T) int64 ids right-padded with ``pad`` and their (N, T)
+    bool mask (True on the caption's own tokens); T = ``width``, or the longest caption."""
+    lengths = captions.lengths()
+    T = int(lengths.max(initial=0)) if width is None else width
+    ids = np.full((len(captions), max(T, 1)), pad, dtype=np.int64)
+    mask = np.zeros(ids.shape, dtype=bool)
+    for i in range(len(captions)):
+        row = captions[i][:T]
+        ids[i, : len(row)], mask[i, : len(row)] = row, True
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+class ImageTextBatches(ImageBatches):
+    """Random images with their captions (padded with end-of-text, masked), their labels and,
+    when the data has them, their attribute ids; a generator for the objective's own noise.
+
+    Captions are padded to one width for the whole dataset (its longest caption), so every
+    batch has the same shape; ``check`` refuses a model whose text encoder reads fewer tokens."""
+
+    def __init__(self, dataset: ImageTextDataset):
+        super().__init__(dataset)
+        self.dataset: ImageTextDataset = dataset
+        pad = dataset.tokenizer.eos_id
+        width = max(int(dataset.train_captions.lengths().max(initial=0)),
+                    int(dataset.test_captions.lengths().max(initial=0)), 1)
+        self.width = width
+        self.train_captions, self.train_mask = padded_captions(dataset.train_captions, pad, width)
+        self.test_captions, self.test_mask = padded_captions(dataset.test_captions, pad, width)
+        attributes = getattr(dataset, "attributes", None)  # shapes sources only
+        self.train_attributes = self.test_attributes = None
+        if attributes is not None:
+            self.train_attributes = torch.from_numpy(np.asarray(attributes["train"], dtype=np.int64))
+            self.test_attributes = torch.from_numpy(np.asarray(attributes["test"], dtype=np.int64))
+
+    def fill(self) -> dict[str, Any]:
+        fill = {**super().fill(), "vocab_size": self.dataset.tokenizer.vocab_size}
+        schema = getattr(self.dataset, "schema", None)
+        if schema is not None:
+            fill["attribute_sizes"] = tuple(len(values) for values in schema["values"])
+        return fill
+
+    def check(self, config: Any) -> None:
+        super().check(config)
+        spec = getattr(config, "text_encoder", None)
+        if spec is not None and self.width > spec.max_tokens:
+            raise GenloopError(
+                f"dataset {self.dataset.name} has captions of up to {self.width} tokens; the text "
+                f"encoder reads at most {spec.max_tokens}: raise model.config.text_encoder.max_tokens "
+                "or use a word tokenizer"
+            )
+
+    def _batch(self, split: str, idx: torch.Tensor, g: torch.Generator,
+               device: torch.device) -> ImageTextBatch:
+        train = split == "train"
+        images, labels = (self.train, self.train_labels) if train else (self.test, self.test_labels)
+        ids, mask = (self.train_captions, self.train_mask) if train else (self.test_captions, self.test_mask)
+        attributes = self.train_attributes if train else self.test_attributes
+        return ImageTextBatch(
+            to_unit_range(images[idx]).to(device), labels[idx].to(device), g,
+            captions=ids[idx].to(device), caption_mask=mask[idx].to(device),
+            attributes=None if attributes is None else attributes[idx].to(device))
+
+    def train_batch(self, config: Any, step: int, micro: int, *, seed: int, rank: int, batch: int,
+                    device: torch.device) -> ImageTextBatch:
+        g = step_generator(seed, step, micro, rank)
+        idx = torch.randint(0, len(self.train), (batch,), generator=g)
+        return self._batch("train", idx, g, device)
+
+    def val_batches(self, config: Any, count: int, batch: int, *, seed: int,
+                    device: torch.device) -> Iterator[ImageTextBatch]:
+        split = "test" if len(self.test) else "train"
+        n = min(len(self.test if split == "test" else self.train), count * batch)
+        total = len(self.test if split == "test" else self.train)
+        order = torch.linspace(0, total - 1, n).long()  # spread over the split, fixed
+        for i, start in enumerate(range(0, n, batch)):
+            g = torch.Generator().manual_seed(seed + 1 + i)  # the same noise every time
+            yield self._batch(split, order[start : start + batch], g, device)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from genloop.errors import RecipeError
-from genloop.training.batches import ImageBatches, TextBatches
+from genloop.training.batches import ImageBatches, ImageTextBatches, TextBatches
 from genloop.training.pair_batches import PairBatches
 from genloop.training.preference_batches import PreferenceBatches
 
@@ -28,7 +28,7 @@ class BatchesClass(Protocol):
 BATCHES: dict[str, BatchesClass] = {
     "text": TextBatches,
     "images": ImageBatches,
-    "image_text": ImageBatches,  # images and labels; the captions wait for a text-conditioned family
+    "image_text": ImageTextBatches,
     "pairs": PairBatches,
     "preferences": PreferenceBatches,
 }

@@ -50,7 +50,10 @@ class ModelSection(Strict):
         return self
 
     def resolved(self, **fill: Any) -> ModelConfig:
+        """The family's config: the preset, the overrides, and the data's shape fields the
+        config declares (image_text data fills a vocabulary a class-conditional family lacks)."""
         family = get_family(self.family)
+        fill = {k: v for k, v in fill.items() if k in family.config.model_fields}
         try:
             return family.make_config(self.preset, **{**self.config, **fill})
         except ValidationError as e:
