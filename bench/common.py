@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 ORDER = ["train_speed", "train_step", "time_to_quality", "kv_cache", "quickstart", "tang_poems", "loop",
          "loop_shakespeare_brevity", "images", "serving", "soak", "inference", "lora", "dpo_trl",
-         "embeddings", "fewshot", "seq2seq", "moderation", "provenance", "grounding"]
+         "embeddings", "fewshot", "seq2seq", "moderation", "provenance", "grounding", "t2i"]
 
 
 # the CPU flags that decide genloop's precision and kernel paths, named with every figure
@@ -126,6 +126,24 @@ TARGETS = [  # (result, label, path into its JSON, target, higher is better)
      ("comparison", "max_abs_loss_diff"), 0.001, False),
     ("embeddings", "imported MiniLM via /v1/embeddings vs sentence-transformers: min cosine", ("cosine_min",),
      0.9999, True),
+    ("t2i", "shapes text → image: faithfulness on seen compositions", ("headline", "single_seen"), 0.95,
+     True),
+    ("t2i", "shapes text → image: faithfulness on held-out compositions", ("headline", "single_heldout"),
+     0.85, True),
+    ("t2i", "shapes-pairs text → image: faithfulness on held-out compositions", ("headline", "pairs_heldout"),
+     0.70, True),
+    ("t2i", "shapes recogniser: whole-image accuracy on real test images", ("headline", "single_recogniser"),
+     0.99, True),
+    ("t2i", "shapes-pairs recogniser: whole-image accuracy on real test images",
+     ("headline", "pairs_recogniser"), 0.99, True),
+    ("t2i", "shapes captioner: exact caption accuracy on held-out images",
+     ("headline", "caption_single_heldout"), 0.95, True),
+    ("t2i", "shapes-pairs captioner: exact caption accuracy on held-out images",
+     ("headline", "caption_pairs_heldout"), 0.85, True),
+    ("t2i", "shapes captioner: CIDEr (5 references per image)", ("headline", "caption_single_cider"), None,
+     True),
+    ("t2i", "shapes round trip: caption(generate(prompt)) = prompt", ("headline", "round_trip_single"), None,
+     True),
     ("fewshot", "few-shot letter→digit task, tiny gpt: accuracy at k = 8 (chance 0.1)", ("accuracy", "8"),
      None, True),
 ]

@@ -23,7 +23,7 @@ __all__ = ["train", "load", "prepare", "load_recipe", "__version__"]
 if TYPE_CHECKING:
     from genloop.data.images import ImageDataset
     from genloop.data.text import TextDataset
-    from genloop.generation.service import ImageModel, TextModel
+    from genloop.generation.service import CaptionModel, ImageModel, TextModel
     from genloop.training.loop import TrainResult
     from genloop.training.recipe import Recipe
 
@@ -35,7 +35,7 @@ def train(recipe: Any, **kwargs: Any) -> TrainResult:
     return _train(recipe, **kwargs)
 
 
-def load(ref: str) -> TextModel | ImageModel:
+def load(ref: str) -> TextModel | ImageModel | CaptionModel:
     """Load a registered model version (``name`` = newest, ``name@N`` = that one)."""
     from genloop.generation.service import load as _load
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from genloop.models.family import (
+    CaptionRequest,
     ImageBatch,
     ImageRequest,
     ImageTextBatch,
@@ -38,6 +39,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only 
 def _text(family) -> bool:
     """Whether the family reads tokens (a text config): the samplers and the scorers."""
     return issubclass(family.config, TextModelConfig)
+
+
+def _reads_images(family) -> bool:
+    """An image-conditioned family (a captioner): it reads images and writes token ids."""
+    return family.conditioning == "image"
 
 
 def _config(family):
@@ -88,6 +94,24 @@ def _prompts(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(mask, ids, 1), mask
 
 
+def _caption_batch(seed: int = 1234) -> ImageTextBatch:
+    """The eight fixed images, each with a fixed random caption of 3..10 tokens (right-padded
+    with the end-of-text id 1, as every ImageTextBatch is)."""
+    images = _image_batch(seed)
+    g = torch.Generator().manual_seed(seed + 2)
+    lengths = torch.randint(3, 11, (8,), generator=g)
+    mask = torch.arange(10)[None] < lengths[:, None]
+    captions = torch.randint(2, VOCAB, (8, 10), generator=g).masked_fill(~mask, 1)
+    return ImageTextBatch(images.images, images.labels, images.generator, captions=captions,
+                          caption_mask=mask)
+
+
+def _draw_captions(family, model, seed: int) -> list[list[int]]:
+    req = CaptionRequest(images=_image_batch().images[:4], max_new_tokens=16, temperature=1.0,
+                         top_k=20)
+    return family.sample(model, req, [torch.Generator().manual_seed(seed + i) for i in range(4)])
+
+
 def _preference_batch(config) -> PreferenceBatch:
     """Four fixed pairs: random chosen and rejected rows, the second half of each masked."""
     (x, y), (x2, y2) = _batch(config, seed=1234), _batch(config, seed=4321)
@@ -118,6 +142,8 @@ def _any_batch(family, config):
         return _preference_batch(config)
     if _conditional(family):
         return _pairs_batch(config)
+    if _reads_images(family):
+        return _caption_batch()
     return _batch(config) if _text(family) else _image_batch(family=family)
 
 
@@ -149,6 +175,9 @@ def _outputs(family, model, config) -> torch.Tensor:
         return _logits(model, _batch(config)[0])
     if not family.generative:  # the feature classifier: its logits
         return model(_image_batch().images)
+    if _reads_images(family):  # a captioner: its logits of captions given images
+        batch = _caption_batch()
+        return model(batch.images, batch.captions)
     return _draw_images(family, model, seed=5)
 
 
@@ -197,6 +226,12 @@ def check_loss_falls(family) -> None:
 def check_seeded_sample(family) -> None:
     _, model = _build(family, seed=0)
     model.eval()
+    if _reads_images(family):
+        a, b, c = (_draw_captions(family, model, s) for s in (7, 7, 8))
+        assert len(a) == 4 and all(0 <= t < VOCAB for row in a for t in row)
+        assert a == b
+        assert a != c  # up to 64 draws from ~20 tokens each
+        return
     if not family.streaming:
         a, b, c = (_draw_images(family, model, s) for s in (7, 7, 8))
         assert a.shape == (4, 1, 8, 8) and a.dtype == torch.float32

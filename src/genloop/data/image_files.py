@@ -31,7 +31,7 @@ from genloop.errors import GenloopError, InvalidInput
 MAX_PIXELS = 4096 * 4096  # per image, read from the header before decoding
 MAX_FILE_BYTES = 64 * 2**20  # per image file, checked before reading it
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-_PIL_FORMATS = ["PNG", "JPEG", "BMP", "GIF", "WEBP"]  # the only decoders untrusted files reach
+PIL_FORMATS = ["PNG", "JPEG", "BMP", "GIF", "WEBP"]  # the only decoders untrusted files reach
 _IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
 
 
@@ -107,7 +107,7 @@ def read_image(path: Path, image_size: int | None, conversions: Counter[str]) ->
         with warnings.catch_warnings():
             # Our own pixel limit (below) is stricter than PIL's warning threshold.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im: Image.Image = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)
+            im: Image.Image = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
         w, h = im.size  # from the header: nothing is decoded yet
         if w * h > MAX_PIXELS:
             raise InvalidInput(

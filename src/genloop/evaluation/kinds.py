@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel
 
 from genloop.errors import RecipeError
-from genloop.evaluation import image, pairs, preferences, text
+from genloop.evaluation import image, image_text, pairs, preferences, text
 
 
 @dataclass
@@ -28,6 +28,8 @@ class EvalContext:
     run_dir: Path
     bf16: bool = False
     extractor: Callable[[], torch.nn.Module | None] = lambda: None
+    # image_text kinds with an attribute schema: the recogniser, trained on first use
+    recogniser: Callable[[], torch.nn.Module | None] = lambda: None
     grid: Path | None = None  # set by evaluations that draw a grid of samples
 
 
@@ -40,7 +42,7 @@ class Evaluation:
 EVALUATIONS: dict[str, Evaluation] = {
     "text": Evaluation(text.EvalConfig, text.evaluate),
     "images": Evaluation(image.ImageEvalConfig, image.evaluate),
-    "image_text": Evaluation(image.ImageEvalConfig, image.evaluate),
+    "image_text": Evaluation(image_text.ImageTextEvalConfig, image_text.evaluate),
     "pairs": Evaluation(pairs.PairsEvalConfig, pairs.evaluate),
     "preferences": Evaluation(preferences.PreferencesEvalConfig, preferences.evaluate),
 }
@@ -60,7 +62,7 @@ def eval_section(kind: str, section: Any) -> BaseModel:
     if isinstance(section, cls):
         return section
     raw = dict(section or {}) if not isinstance(section, BaseModel) else section.model_dump()
-    # its ``kind`` is the section type's own (image_text data is judged as images)
+    # its ``kind`` is the section type's own (an ``images`` section of image_text data too)
     return cls.model_validate({**raw, "kind": cls.model_fields["kind"].default})
 
 

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from PIL import Image, PngImagePlugin
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from genloop.atomic import atomic_write_bytes
+from genloop.data.image_files import PIL_FORMATS, resize_square, to_l_or_rgb
 from genloop.errors import InvalidInput
 from genloop.generation.text import check_choice_seeds, choice_seed, resolve_seed
 from genloop.models.family import Family, Generators, ImageModelConfig, ImageRequest, fast_bf16
@@ -181,6 +183,71 @@ def generate_images(
     out_labels: list[int | None] = labels.tolist() if labels is not None else [None] * n
     timings = {"total_s": total, "images_per_s": n / max(total, 1e-9)}
     return ImageOutput(to_uint8(x), out_labels, seed, timings, seeds, unknown)
+
+
+# --- images sent to a model (a captioner reads them) -------------------------------------------
+
+MAX_INPUT_PIXELS = 16_777_216  # 4096²: an input image's pixels, read from its header
+
+
+def decode_image(data: bytes, *, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
+    """Untrusted image bytes (PNG, JPEG, BMP, GIF, WebP) → (H, W, 1 or 3) uint8, or an InvalidInput
+    naming the problem: not an image, truncated, or over ``max_pixels`` — the size is read from the
+    header before anything is decoded, so a small file claiming 30,000×30,000 pixels is refused
+    without allocating them. Modes as ``data/image_files.py``: grey stays grey, alpha is
+    composited over black, the rest becomes RGB; a GIF's first frame."""
+    import warnings
+    from collections import Counter
+
+    from PIL import ImageFile, UnidentifiedImageError
+
+    if not data:
+        raise InvalidInput("image: empty (no bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit is stricter
+            img = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
+    except UnidentifiedImageError:
+        raise InvalidInput("image: not a PNG, JPEG, BMP, GIF or WebP image") from None
+    except Image.DecompressionBombError as e:  # PIL's own, far larger limit: its message has the count
+        claimed = re.search(r"\((\d+) pixels\)", str(e))
+        count = f"{int(claimed.group(1)):,} pixels" if claimed else "too many pixels"
+        raise InvalidInput(f"image: {count}, over the limit of {max_pixels:,}") from None
+    except Exception as e:  # noqa: BLE001 - a broken header may make a decoder raise anything
+        if "truncat" in str(e).lower():
+            raise InvalidInput("image: truncated (the file ends before its pixels do)") from None
+        raise InvalidInput(f"image: unreadable header ({type(e).__name__})") from None
+    w, h = img.size  # from the header: nothing decoded yet
+    if w * h > max_pixels:
+        raise InvalidInput(f"image: {w}x{h} pixels, over the limit of {max_pixels:,}")
+    if w < 1 or h < 1:
+        raise InvalidInput(f"image: {w}x{h} pixels, nothing to read")
+    assert not ImageFile.LOAD_TRUNCATED_IMAGES, "a truncated image must be refused, not padded"
+    try:
+        img.load()
+        img = to_l_or_rgb(img, Counter())
+        pixels = np.asarray(img, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        if "truncat" in str(e).lower() or isinstance(e, EOFError):
+            raise InvalidInput("image: truncated (the file ends before its pixels do)") from None
+        raise InvalidInput(f"image: cannot decode it ({str(e).split(' <_io.', 1)[0]})") from None
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def image_tensor(pixels: np.ndarray, config: ImageModelConfig) -> torch.Tensor:
+    """(H, W, 1 or 3) uint8 pixels → (C, S, S) float in [-1, 1] for a model of ``config``:
+    grey or colour to its channels (grey repeated; colour to luma, ITU-R 601), scaled so the
+    shorter side is its ``image_size`` and centre-cropped (bicubic; ``data/image_files.py``)."""
+    if pixels.ndim != 3 or pixels.shape[-1] not in (1, 3) or pixels.dtype != np.uint8:
+        raise InvalidInput(f"image: pixels of shape {pixels.shape} and dtype {pixels.dtype}; "
+                           "expected (H, W, 1 or 3) uint8")
+    img = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    want = "L" if config.channels == 1 else "RGB"
+    if config.channels not in (1, 3):
+        raise InvalidInput(f"image: this model reads {config.channels}-channel images")
+    img = resize_square(img.convert(want), config.image_size)
+    x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).float() / 127.5 - 1.0
+    return x[None] if x.ndim == 2 else x.permute(2, 0, 1).contiguous()
 
 
 # --- PNG files --------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 A family generates from the first kind it trains on (``Family.kinds[0]``): a model of ``text``,
 ``pairs`` or ``preferences`` takes a ``TextRequest`` and answers with text (the completion
 routes, the chat template, the studio's text page); one of ``images`` or ``image_text`` takes an
-``ImageGenRequest`` and answers with images. A new kind adds one line here.
+``ImageGenRequest`` and answers with images. A family that reads an image
+(``conditioning="image"``, a captioner) takes a ``CaptionGenRequest`` and answers with text, its
+captions, whatever kind it trains on. A new kind adds one line here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from genloop.errors import RecipeError
+from genloop.generation.caption import CaptionGenRequest
 from genloop.generation.image import ImageGenRequest
 from genloop.generation.text import TextRequest
 from genloop.models.family import Family
@@ -28,6 +31,7 @@ class Generates:
 
 TEXT = Generates(TextRequest, "text", chat=True)
 IMAGES = Generates(ImageGenRequest, "image", chat=False)
+CAPTIONS = Generates(CaptionGenRequest, "text", chat=False)  # image in, text out
 
 GENERATES: dict[str, Generates] = {
     "text": TEXT,
@@ -39,7 +43,10 @@ GENERATES: dict[str, Generates] = {
 
 
 def generates(family: Family) -> Generates:
-    """What ``family``'s models generate, by the first kind it trains on."""
+    """What ``family``'s models generate: captions when it reads images, else by the first kind
+    it trains on."""
+    if family.conditioning == "image":
+        return CAPTIONS
     try:
         return GENERATES[family.kinds[0]]
     except (KeyError, IndexError):

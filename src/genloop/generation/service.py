@@ -1,7 +1,7 @@
 """The one path every face takes to generate: resolve → load (cached) → validate → sample → record.
 
-``genloop generate``, ``genloop.load(...).generate(...)`` and the HTTP API all call ``TextModel``
-or ``ImageModel``; none of them samples or records on its own.
+``genloop generate``, ``genloop.load(...).generate(...)`` and the HTTP API all call ``TextModel``,
+``ImageModel`` or ``CaptionModel``; none of them samples or records on its own.
 """
 
 from __future__ import annotations
@@ -15,25 +15,28 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 
 from genloop.config import settings
 from genloop.errors import CorruptArtifact, InvalidInput, NotFound, validation_message
 from genloop.generation import fewshot, grounding
 from genloop.generation.batching import Batcher
+from genloop.generation.caption import CaptionGenRequest, generate_captions, input_pixels, stored_input
 from genloop.generation.chat import ChatTemplate, load_chat_template
 from genloop.generation.image import (
     ImageGenRequest,
     ImageOutput,
     class_index,
     generate_images,
+    image_tensor,
     png_bytes,
     read_pixels,
     save_grid,
     save_pixels,
 )
 from genloop.generation.image import content_hash as pixels_hash
-from genloop.generation.kinds import generates
+from genloop.generation.kinds import CAPTIONS, generates
 from genloop.generation.provenance import grid_signer, record_signer, signed_image_png
 from genloop.generation.reward import check_reward, mean_logprobs, ranked
 from genloop.generation.reward import score as reward_scores
@@ -219,14 +222,7 @@ class TextModel(_Loaded):
         "content_filter", as OpenAI's), with the verdicts its record keeps (``safety``). Its
         content hash is that of the text shown, which is what the record holds; logprobs go
         with a redacted or withheld text (their tokens would show what was removed)."""
-        verdict = (moderator or self.moderator()).check(out.text, "output")
-        safety = {**({} if prompt_safety is None else {"prompt": prompt_safety}),
-                  "output": verdict.record(), "withheld": verdict.blocked}
-        if verdict.text == out.text and not verdict.blocked:
-            return replace(out, safety=safety)
-        return replace(out, text=verdict.text, content_hash=content_hash(verdict.text),
-                       finish_reason="content_filter" if verdict.blocked else out.finish_reason,
-                       logprobs=None, safety=safety)
+        return moderate_output(out, moderator or self.moderator(), prompt_safety)
 
     def with_examples(self, request: TextRequest, *, from_client: bool = False) -> TextRequest:
         """``request`` with its few-shot examples drawn (seeded by the request's seed unless the
@@ -293,6 +289,52 @@ class TextModel(_Loaded):
                 self._batcher = Batcher(self.family, self.network, self.tokenizer,
                                         max_batch=max_batch, max_queue=max_queue)
             return self._batcher
+
+
+def moderate_output(out: TextOutput, moderator: Moderator,
+                    prompt_safety: dict[str, Any] | None = None) -> TextOutput:
+    """``TextModel.moderated``'s rule, for every text output (a caption's too)."""
+    verdict = moderator.check(out.text, "output")
+    safety = {**({} if prompt_safety is None else {"prompt": prompt_safety}),
+              "output": verdict.record(), "withheld": verdict.blocked}
+    if verdict.text == out.text and not verdict.blocked:
+        return replace(out, safety=safety)
+    return replace(out, text=verdict.text, content_hash=content_hash(verdict.text),
+                   finish_reason="content_filter" if verdict.blocked else out.finish_reason,
+                   logprobs=None, safety=safety)
+
+
+@dataclass
+class CaptionModel(_Loaded):
+    """A registered captioner version (image in, text out), loaded and ready to caption."""
+
+    config: ImageModelConfig  # a captioner's config is an image family's, with its vocabulary
+    tokenizer: Tokenizer = None  # type: ignore[assignment]
+
+    def request(self, **params: Any) -> CaptionGenRequest:
+        return _validated(CaptionGenRequest, params)
+
+    def generate(self, image: bytes | np.ndarray | str | Path, **params: Any) -> list[TextOutput]:
+        """Caption ``image`` (encoded bytes, (H, W, 1 or 3) uint8 pixels, or a file); each caption
+        is moderated as a text output and recorded as a text generation whose request holds the
+        input's ``image`` {content_hash} — its pixels stored once, by content, so ``replay``
+        captions them again; ``owner``: the API key owner's (None: the workspace's)."""
+        owner = params.pop("owner", None)
+        request = params.pop("request", None) or self.request(**params)
+        request = request.model_copy(update={"seed": resolve_seed(request.seed, request.num_samples)})
+        pixels = input_pixels(image)
+        _path, digest = save_pixels(settings().generations_dir, pixels)
+        moderator = workspace_moderator(self.store)
+        outputs = [moderate_output(out, moderator) for out in generate_captions(
+            self.family, self.network, self.tokenizer, image_tensor(pixels, self.config), request)]
+        one = request.model_copy(update={"seed": None, "num_samples": 1})
+        shared = {**one.model_dump(mode="json", exclude={"seed"}), "image": {"content_hash": digest}}
+        for out in outputs:
+            self.store.record_generation(
+                model=self.version, kind="text", request={"seed": out.seed}, shared=shared,
+                seed=out.seed, output=out.text, file=None, content_hash=out.content_hash,
+                timings=out.timings, owner=owner, safety=out.safety, sign=record_signer(self.version))
+        return outputs
 
 
 @dataclass
@@ -412,13 +454,14 @@ def image_png(record: GenerationRecord, store: Store | None = None) -> bytes:
     return signed_image_png(record, png_bytes(pixels, image_provenance(record)), store)
 
 
-_CACHE: OrderedDict[tuple[str, str], TextModel | ImageModel] = OrderedDict()
+Loaded = TextModel | ImageModel | CaptionModel
+_CACHE: OrderedDict[tuple[str, str], Loaded] = OrderedDict()
 _LOCK = threading.RLock()
 _LOADING: dict[tuple[str, str], threading.Lock] = {}
 CACHE_SIZE = 4
 
 
-def load(ref: str, store: Store | None = None, cache_size: int | None = None) -> TextModel | ImageModel:
+def load(ref: str, store: Store | None = None, cache_size: int | None = None) -> Loaded:
     """Resolve ``name`` or ``name@N`` and load it, reusing the few most recently used models.
 
     Concurrent first loads of one version wait for a single load (a server must not end up with
@@ -458,7 +501,7 @@ def load_reward(ref: str, store: Store | None = None, cache_size: int | None = N
     except NotFound as e:
         raise InvalidInput(f"reward_model: {e}") from None
     if not isinstance(model, TextModel):
-        raise InvalidInput(f"reward_model: {model.ref} generates images, it is not a reward model")
+        raise InvalidInput(f"reward_model: {model.ref} is not a reward model")
     check_reward(model)
     return model
 
@@ -469,7 +512,7 @@ def loaded() -> list[str]:
         return [ref for _url, ref in _CACHE]
 
 
-def _load_version(version: ModelVersion, store: Store) -> TextModel | ImageModel:
+def _load_version(version: ModelVersion, store: Store) -> Loaded:
     directory = ModelDir(Path(version.path))
     if version.variant is not None:  # a servable variant: the ONNX graph, run by onnxruntime
         from genloop.hub.ort import load_variant
@@ -486,6 +529,8 @@ def _load_version(version: ModelVersion, store: Store) -> TextModel | ImageModel
     tokenizer = directory.tokenizer()
     if tokenizer is None:
         raise CorruptArtifact(f"{directory.path}: a text model without its tokenizer")
+    if generates(family) is CAPTIONS:
+        return CaptionModel(version, family, cast(ImageModelConfig, config), network, store, tokenizer)
     return TextModel(version, family, config, network, store, tokenizer,
                      load_chat_template(directory))
 
@@ -512,6 +557,14 @@ def replay(generation_id: str, store: Store | None = None) -> Replay:
     store = store or Store()
     record = store.get_generation(generation_id)
     model = load(record.model, store)
+    if isinstance(model, CaptionModel):  # the stored input captioned again with the choice's seed
+        fields = {k: v for k, v in record.request.items() if k in CaptionGenRequest.model_fields}
+        request = _validated(CaptionGenRequest, {**fields, "seed": record.seed, "num_samples": 1})
+        pixels = stored_input(str(record.request.get("image", {}).get("content_hash", "")))
+        out = generate_captions(model.family, model.network, model.tokenizer,
+                                image_tensor(pixels, model.config), request)[0]
+        out = moderate_output(out, workspace_moderator(store))  # as it was recorded
+        return Replay(record, out.content_hash, out.text)
     if isinstance(model, TextModel):
         fields = {k: v for k, v in record.request.items()
                   if k in TextRequest.model_fields and k != "logprobs"}  # not part of the text

@@ -144,6 +144,27 @@ class ImageRequest:
 
 
 @dataclass
+class CaptionRequest:
+    """What an image-conditioned family's ``sample`` needs (a captioner): the images to describe.
+
+    ``images`` (B, C, H, W) float in [-1, 1], already at the model's channels and size.
+    ``temperature`` 0 is greedy; ``num_beams`` > 1 is beam search (deterministic: temperature and
+    top-k/p are not used). ``sample(model, request, generators)`` returns each image's token ids
+    (B lists), without the end-of-text token that ended it; with per-image generators, image i's
+    tokens depend only on generator i. ``use_cache``: the decoder's key/value cache (False: the
+    whole prefix again every step, the baseline it is checked against).
+    """
+
+    images: torch.Tensor
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    num_beams: int = 1
+    use_cache: bool = True
+
+
+@dataclass
 class TokenRequest:
     """What a text family's ``sample`` needs: already tokenized, already validated.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from genloop.errors import RecipeError
 from genloop.models import (
+    captioner,
     classifier,
     diffusion,
     embedder,
@@ -11,6 +12,7 @@ from genloop.models import (
     gpt,
     hf,
     lstm,
+    recogniser,
     reward,
     seq2seq,
     text_diffusion,
@@ -25,11 +27,13 @@ FAMILIES: dict[str, Family] = {
     "vae": vae.FAMILY,
     "diffusion": diffusion.FAMILY,
     "classifier": classifier.FAMILY,
+    "recogniser": recogniser.FAMILY,
     "reward": reward.FAMILY,
     "hf": hf.FAMILY,
     "embedder": embedder.FAMILY,
     "seq2seq": seq2seq.FAMILY,
     "text-diffusion": text_diffusion.FAMILY,
+    "captioner": captioner.FAMILY,
 }
 
 

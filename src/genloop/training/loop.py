@@ -49,6 +49,7 @@ from genloop.training.kinds import batches_for, default_objective
 from genloop.training.metrics import MetricsLog
 from genloop.training.objectives import Objective, get_objective
 from genloop.training.recipe import Recipe, TrainConfig, load_recipe
+from genloop.training.recognisers import recogniser_for
 from genloop.training.register import register_model
 from genloop.training.runtime import Distributed, autocast, pick_device, seeded_rng, use_compile, uses_bf16
 
@@ -537,6 +538,7 @@ def finish(run: Run, *, register: bool = True) -> TrainResult:
         # 2. final evaluation: the data kind's own (evaluation/kinds.py)
         report(Progress("eval", state.step, cfg.steps, message="final evaluation"))
         context = EvalContext(run.dir, bf16=uses_bf16(cfg, "cpu"), extractor=lambda: feature_extractor(
+            recipe, dataset, run.store, _extractor_trainer(report)), recogniser=lambda: recogniser_for(
             recipe, dataset, run.store, _extractor_trainer(report)))
         result.metrics, result.samples = evaluation_for(run.kind).evaluate(
             family, model, run.model_config, dataset, recipe.eval, seed=cfg.seed, context=context)
@@ -570,7 +572,7 @@ def _extractor_trainer(report: ProgressFn) -> Callable[[dict[str, Any]], str]:
     """How ``features.feature_extractor`` trains a missing extractor: with this same loop."""
 
     def train_extractor(extractor_recipe: dict[str, Any]) -> str:
-        report(Progress("eval", message=f"training the feature extractor {extractor_recipe['name']} "
+        report(Progress("eval", message=f"training {extractor_recipe['name']} "
                                         "(once per dataset)"))
         ref = train(extractor_recipe, on_progress=report).model_ref
         assert ref is not None  # train registers by default
