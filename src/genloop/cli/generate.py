@@ -101,7 +101,7 @@ def generate(
     """Generate text or images from a registered model; every output is recorded."""
     import genloop
     from genloop.errors import InvalidInput
-    from genloop.generation.service import CaptionModel, ImageModel
+    from genloop.generation.service import ImageModel, TextModel
 
     if replay is not None:
         if model is not None:
@@ -138,8 +138,7 @@ def generate(
         err.print(f"{len(result.records)} images from {m.ref} (seed {result.output.seed}, "
                   f"{result.output.timings['total_s']:.2f} s) → [bold]{path}[/]", highlight=False)
         return
-    if isinstance(m, CaptionModel):  # image in, text out: the CLI's --image (issue 12, face E)
-        raise InvalidInput(f"{m.ref} captions images: it takes an image, not a prompt")
+    assert isinstance(m, TextModel)  # a captioner went to _caption above
     prompts: str | list[str] = prompt[0] if len(prompt) == 1 else (prompt or "")
     request = m.request(prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                         top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
@@ -220,7 +219,7 @@ def _caption(m: Any, image: Path | None, prompts: list[str], count: dict[str, in
     ctx = click.get_current_context()
     params = {k: v for k, v in params.items() if v is not None and getattr(
         ctx.get_parameter_source(k), "name", "DEFAULT") != "DEFAULT"}
-    outputs = m.generate(image=image.read_bytes(), **count, **params)
+    outputs = m.generate(image, **count, **params)
     for o in outputs:
         if as_json:
             print(json.dumps({"model": m.ref, "image": str(image), "text": o.text, "seed": o.seed,

@@ -20,8 +20,8 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from genloop.errors import InvalidInput
-from genloop.generation import service
-from genloop.generation.service import TextModel, load
+from genloop.generation.caption import input_pixels
+from genloop.generation.service import CaptionModel, TextModel, load
 from genloop.serving.deps import ServerState, run_idempotent
 from genloop.serving.schemas import (
     ChatBody,
@@ -31,13 +31,11 @@ from genloop.serving.schemas import (
     CompletionUsage,
 )
 
-CaptionModel: Any = getattr(service, "CaptionModel", ())  # TEMPORARY until wip-C lands
-
 # chat fields a captioner cannot honour: a 400 naming the field when one is set to anything else
-_TEXT_ONLY: dict[str, tuple[Any, ...]] = {"logprobs": (None, False), "top_logprobs": (None,), "grounding": (None,),
-              "frequency_penalty": (None, 0.0), "presence_penalty": (None, 0.0),
-              "logit_bias": (None,), "stop": ([],), "repetition_penalty": (1.0,),
-              "response_format": (None, {"type": "text"})}
+_TEXT_ONLY: dict[str, tuple[Any, ...]] = {
+    "logprobs": (None, False), "top_logprobs": (None,), "grounding": (None,),
+    "frequency_penalty": (None, 0.0), "presence_penalty": (None, 0.0), "logit_bias": (None,),
+    "stop": ([],), "repetition_penalty": (1.0,), "response_format": (None, {"type": "text"})}
 
 
 def _error(message: str, param: str | None = None) -> InvalidInput:
@@ -96,7 +94,7 @@ async def vision_chat(state: ServerState, caller: Any, request: Request,
     if body.n > state.config.max_n:
         raise _error(f"n: at most {state.config.max_n} on this server", "n")
     gen_request = model.request(**params)  # validated before the image is decoded
-    pixels = await run_in_threadpool(model.read_image, image)  # a bad image: a 400 naming it
+    pixels = await run_in_threadpool(input_pixels, image)  # a bad image: a 400 naming it
     extra: dict[str, Any] = {"api": "chat",
                              "messages": [m.model_dump(exclude_none=True) for m in body.messages]}
     if body.user:

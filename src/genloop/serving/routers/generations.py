@@ -107,22 +107,16 @@ async def get_content(generation_id: GenerationId, state: StateDep, caller: Call
 
 def input_png(g: GenerationRecord) -> bytes:
     """The image a caption generation read (its request's ``image``, stored once by content
-    like every image: ``save_pixels``), as a PNG; a 400 for a generation that read none."""
-    from genloop.config import settings
-    from genloop.errors import CorruptArtifact, InvalidInput, NotFound
-    from genloop.generation.image import content_hash, png_bytes, read_pixels
+    like every image), as a PNG; a 400 for a generation that read none."""
+    from genloop.errors import InvalidInput
+    from genloop.generation.caption import stored_input
+    from genloop.generation.image import png_bytes
 
     image = (g.request or {}).get("image")
     digest = image.get("content_hash") if isinstance(image, dict) else None
     if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise InvalidInput(f"generation {g.id!r} read no image (a captioner's generations do)")
-    path = settings().generations_dir / digest[:2] / f"{digest}.png"
-    if not path.is_file():
-        raise NotFound(f"the image generation {g.id!r} read is gone from the workspace")
-    pixels = read_pixels(path)
-    if content_hash(pixels) != digest:
-        raise CorruptArtifact(f"{path}: its pixels do not match the image generation {g.id!r} read")
-    return png_bytes(pixels)
+    return png_bytes(stored_input(digest))
 
 
 @router.get("/generations/{generation_id}/input", summary="The image a caption generation read",
