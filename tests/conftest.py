@@ -368,6 +368,7 @@ def tiny_t2i_recipe_dict(name: str = "tiny-t2i", steps: int = 12) -> dict[str, A
     recipe["data"] = dict(SHAPES_DATA)
     recipe["model"] = {"family": "text-diffusion", "preset": "tiny",
                        "config": {"text_encoder": dict(T2I_ENCODER)}}
+    recipe["eval"] = {"num_samples": 0}  # no faithfulness judged (that is bench/t2i.py's)
     return recipe
 
 
@@ -376,6 +377,7 @@ def tiny_captioner_recipe_dict(name: str = "tiny-cap", steps: int = 12) -> dict[
     recipe = tiny_image_recipe_dict("captioner", name=name, steps=steps)
     recipe["data"] = dict(SHAPES_DATA)
     recipe["model"] = {"family": "captioner", "preset": "tiny", "config": {}}
+    recipe["eval"] = {"num_samples": 0}
     return recipe
 
 

@@ -36,6 +36,7 @@ IMAGE_SAMPLES = default(ImageGenRequest, "num_samples")
              "    genloop generate --replay 3f2a9c0d1e2b4c5d   # run a recorded generation again")
 @faced
 def generate(
+    ctx: typer.Context,
     model: Annotated[str | None, typer.Argument(
         help="model version: name (newest) or name@N (not with --replay)")] = None,
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="prompt (repeat for a batch)")] = [],
@@ -113,7 +114,7 @@ def generate(
     m = genloop.load(model)
     count = {"num_samples": num_samples} if num_samples else {}  # else the request's default
     if image is not None or m.family.conditioning == "image":
-        _caption(m, image, prompt, count, seed=seed, temperature=temperature, top_k=top_k,
+        _caption(ctx, m, image, prompt, count, seed=seed, temperature=temperature, top_k=top_k,
                  top_p=top_p, max_new_tokens=max_new_tokens, num_beams=num_beams, as_json=as_json)
         return
     if isinstance(m, ImageModel):
@@ -199,12 +200,11 @@ def _image_table(records: list[Any], prompt: str) -> None:
     out.print(table)
 
 
-def _caption(m: Any, image: Path | None, prompts: list[str], count: dict[str, int], *,
+def _caption(ctx: typer.Context, m: Any, image: Path | None, prompts: list[str],
+             count: dict[str, int], *,
              as_json: bool, **params: Any) -> None:
     """``--image FILE`` to a captioner: its captions printed, each recorded. Only the options
     given are passed: the rest are the captioner's own defaults (greedy, its caption length)."""
-    import click
-
     from genloop.errors import InvalidInput
 
     if m.family.conditioning != "image":
@@ -216,7 +216,6 @@ def _caption(m: Any, image: Path | None, prompts: list[str], count: dict[str, in
         raise InvalidInput(f"--prompt: {m.ref} describes an image, it takes no prompt")
     if not image.is_file():
         raise InvalidInput(f"--image: {image} is not a file")
-    ctx = click.get_current_context()
     params = {k: v for k, v in params.items() if v is not None and getattr(
         ctx.get_parameter_source(k), "name", "DEFAULT") != "DEFAULT"}
     outputs = m.generate(image, **count, **params)

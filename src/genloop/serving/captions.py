@@ -35,7 +35,7 @@ from genloop.serving.schemas import (
 _TEXT_ONLY: dict[str, tuple[Any, ...]] = {
     "logprobs": (None, False), "top_logprobs": (None,), "grounding": (None,),
     "frequency_penalty": (None, 0.0), "presence_penalty": (None, 0.0), "logit_bias": (None,),
-    "stop": ([],), "repetition_penalty": (1.0,), "response_format": (None, {"type": "text"})}
+    "stop": (None, []), "repetition_penalty": (1.0,), "response_format": (None, {"type": "text"})}
 
 
 def _error(message: str, param: str | None = None) -> InvalidInput:
@@ -44,13 +44,23 @@ def _error(message: str, param: str | None = None) -> InvalidInput:
     return error
 
 
-def _image_of(body: ChatBody, ref: str) -> bytes:
-    """The image a captioner reads: the last image part of the messages."""
-    found = [image for m in body.messages for image in m.images]
+def _image_of(body: ChatBody, ref: str) -> tuple[bytes, str]:
+    """The image a captioner reads: the last image part of the messages, and where it was."""
+    found = [(image, f"messages.{i}.content") for i, m in enumerate(body.messages)
+             for image in m.images]
     if not found:
         raise _error(f"messages: model {ref} captions images: send one as an image_url content "
                      "part (a data: URL)", "messages")
     return found[-1]
+
+
+def _decoded(image: bytes, where: str) -> Any:
+    """The image's pixels; one that is not an image, truncated or too large is a 400 naming
+    the message it came in."""
+    try:
+        return input_pixels(image)
+    except InvalidInput as e:
+        raise _error(f"{where}: {e}", where) from None
 
 
 def _params(body: ChatBody, ref: str) -> dict[str, Any]:
@@ -89,12 +99,12 @@ async def vision_chat(state: ServerState, caller: Any, request: Request,
                 raise _error(f"num_beams: chat with text model {model.ref} does not search "
                              "beams (/v1/completions does)", "num_beams")
         return None
-    image = _image_of(body, model.ref)
+    image, where = _image_of(body, model.ref)
     params = _params(body, model.ref)
     if body.n > state.config.max_n:
         raise _error(f"n: at most {state.config.max_n} on this server", "n")
     gen_request = model.request(**params)  # validated before the image is decoded
-    pixels = await run_in_threadpool(input_pixels, image)  # a bad image: a 400 naming it
+    pixels = await run_in_threadpool(_decoded, image, where)  # a bad one: a 400 naming it
     extra: dict[str, Any] = {"api": "chat",
                              "messages": [m.model_dump(exclude_none=True) for m in body.messages]}
     if body.user:
