@@ -102,7 +102,7 @@ def generate(
     """Generate text or images from a registered model; every output is recorded."""
     import genloop
     from genloop.errors import InvalidInput
-    from genloop.generation.service import ImageModel, TextModel
+    from genloop.generation.service import CaptionModel, ImageModel, TextModel
 
     if replay is not None:
         if model is not None:
@@ -113,7 +113,7 @@ def generate(
         raise InvalidInput("give a model (name or name@N), or --replay GENERATION_ID")
     m = genloop.load(model)
     count = {"num_samples": num_samples} if num_samples else {}  # else the request's default
-    if image is not None or m.family.conditioning == "image":
+    if image is not None or isinstance(m, CaptionModel):
         _caption(ctx, m, image, prompt, count, seed=seed, temperature=temperature, top_k=top_k,
                  top_p=top_p, max_new_tokens=max_new_tokens, num_beams=num_beams, as_json=as_json)
         return
@@ -176,7 +176,7 @@ def _image_prompt(m: Any, prompts: list[str], class_label: str | None) -> dict[s
     others, which take --class)."""
     from genloop.errors import InvalidInput
 
-    if m.family.conditioning != "text":
+    if m.family.reads != "prompt":
         if prompts:
             raise InvalidInput(f"--prompt: {m.ref} is a {m.family.name} model, it draws classes, "
                                "not sentences: give --class")
@@ -206,8 +206,9 @@ def _caption(ctx: typer.Context, m: Any, image: Path | None, prompts: list[str],
     """``--image FILE`` to a captioner: its captions printed, each recorded. Only the options
     given are passed: the rest are the captioner's own defaults (greedy, its caption length)."""
     from genloop.errors import InvalidInput
+    from genloop.generation.service import CaptionModel
 
-    if m.family.conditioning != "image":
+    if not isinstance(m, CaptionModel):
         raise InvalidInput(f"--image: {m.ref} is a {m.family.name} model, it does not read "
                            "images (a captioner does)")
     if image is None:

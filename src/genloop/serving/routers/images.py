@@ -69,7 +69,7 @@ async def generate_images(body: ImageBody, state: StateDep, caller: WriterDep,
     if body.size is not None and body.size != size:
         raise InvalidInput(f"size: this model draws {size} images, not {body.size}")
     await run_in_threadpool(moderate_image_prompt, body.prompt, state.store)  # blocked: 400
-    text = model.family.conditioning == "text"
+    text = model.family.reads == "prompt"
     params: dict[str, Any] = {"num_samples": body.n, "seed": body.seed, "sampler": body.sampler}
     if text:
         params["prompt"] = _text_prompt(body, model)
