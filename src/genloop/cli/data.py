@@ -22,9 +22,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
 def looks_like_images(source: str) -> bool:
-    """An image built-in, an .npz, or a folder holding image files (at any depth)."""
+    """An image built-in, an .npz, a COCO captions .json, or a folder holding image files (at
+    any depth)."""
     path = Path(source)
-    if source in IMAGE_BUILTINS or path.suffix == ".npz":
+    if source in IMAGE_BUILTINS or path.suffix == ".npz" or path.suffix.lower() == ".json":
         return True
     return path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*"))
 
@@ -37,11 +38,12 @@ def looks_like_images(source: str) -> bool:
 @faced
 def data_prepare(
     source: Annotated[str, typer.Argument(
-        help="text: python-docs | tinyshakespeare | tang-poems | a .txt, .jsonl or folder; "
+        help="text: python-docs | tinyshakespeare | tang-poems | shapes-captions | a .txt, .jsonl "
+        "or folder; "
         "images: digits | shapes | shapes-pairs | mnist | fashion-mnist | an .npz | a folder of images "
         "(class sub-folders become labels)")],
-    tokenizer: str = option(TextDataConfig, "tokenizer", help="text: char or bpe"),
-    vocab_size: int = option(TextDataConfig, "vocab_size", help="text: BPE vocabulary size"),
+    tokenizer: str = option(TextDataConfig, "tokenizer", help="text: char, bpe or word"),
+    vocab_size: int = option(TextDataConfig, "vocab_size", help="text: BPE (or word) vocabulary size"),
     field: str = option(TextDataConfig, "field", help="text: .jsonl field holding the text"),
     name: Annotated[str | None, typer.Option(help="dataset name")] = None,
     image_size: Annotated[int | None, typer.Option(help="images: resize to this square side")] = None,

@@ -24,6 +24,8 @@ Sources
   name; images may sit at any depth below it); images directly in the folder, with no class
   folders, make one unlabelled class. Hidden files and OS junk are skipped; any other file is an
   error naming it.
+- a folder with a ``captions.jsonl``, or a COCO-style captions ``.json``: captioned images, one
+  unlabelled class (``data/captioned.py``).
 - an ``.npz`` with ``images`` (``(N,H,W)`` or ``(N,H,W,C)`` uint8, C in 1/3/4) and optional
   ``labels`` (non-negative integers) and ``class_names`` (strings); read with
   ``allow_pickle=False``.
@@ -58,6 +60,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from genloop.data.captioned import is_captioned, read_captioned
 from genloop.data.folder import Folder, read_folder, stored, write_folder
 from genloop.data.image_files import IMAGE_SUFFIXES, folder_files, read_image, resize_square
 from genloop.data.mnist import FASHION_MNIST, MNIST, IdxSet, idx_arrays
@@ -75,8 +78,8 @@ class ImageDataConfig(BaseModel):
     kind: Literal["images"] = "images"
     source: str = Field(
         description="built-in (digits, shapes, shapes-pairs, mnist, fashion-mnist), a folder of "
-        "PNG/JPEG/BMP/GIF/"
-        "WebP images (class sub-folders become labels) or an .npz with `images` and optional `labels`"
+        "PNG/JPEG/BMP/GIF/WebP images (class sub-folders become labels; a captions.jsonl gives "
+        "captions), a COCO captions .json, or an .npz with `images` and optional `labels`"
     )
     name: str | None = Field(
         None,
@@ -118,6 +121,8 @@ class ImageDataset:
     class_names: list[str]
     captions: dict[str, list[str]] | None  # {"train": [...], "test": [...]}
     meta: dict  # dataset.json without the captions: source, counts, conversions, notes, skipped
+    # every caption of each image (the first is ``captions``'), for sources with several
+    all_captions: dict[str, list[list[str]]] | None = None
 
     @property
     def kind(self) -> str:
@@ -154,6 +159,7 @@ class _Source:
     keys: np.ndarray | None = None
     captions: list[str] | None = None
     test_captions: list[str] | None = None
+    references: list[list[str]] | None = None  # all captions of each image (captioned files)
     grey: bool = False  # every image is grey by mode
     conversions: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
@@ -348,10 +354,19 @@ def _read_npz(path: Path, say: Callable[[str], None]) -> _Source:
                    grey=images.shape[3] == 1, conversions=conversions, labelled=labelled)
 
 
+def _read_captioned(path: Path, config: ImageDataConfig, say: Callable[[str], None]) -> _Source:
+    c = read_captioned(path, config.image_size, say)
+    return _Source(c.images, np.zeros(len(c.images), dtype=np.int64), [_default_name(str(path))],
+                   keys=c.keys, captions=[caps[0] for caps in c.captions], references=c.captions,
+                   grey=c.grey, conversions=c.conversions, skipped=c.skipped, labelled=False)
+
+
 def _read_source(config: ImageDataConfig, say: Callable[[str], None]) -> _Source:
     if config.source in BUILTINS:
         return BUILTINS[config.source](config, say)
     path = Path(config.source).expanduser()
+    if is_captioned(path):
+        return _read_captioned(path, config, say)
     if path.is_dir():
         return _read_folder(path, config, say)
     if not path.exists():
@@ -421,7 +436,7 @@ def _default_name(source: str) -> str:
     if source in BUILTINS:
         return source
     path = Path(source).expanduser()
-    stem = path.stem if path.suffix.lower() == ".npz" else path.name
+    stem = path.stem if path.suffix.lower() in (".npz", ".json") else path.name
     return re.sub(r"[^\w.-]", "-", stem).lstrip(".-") or "images"
 
 
@@ -462,6 +477,10 @@ def prepare_images(config: ImageDataConfig, progress: Callable[[str], None] | No
         test_caps = src.test_captions if src.test is not None else src.captions
         assert test_caps is not None
         captions = {"train": [src.captions[i] for i in train_idx], "test": [test_caps[i] for i in test_idx]}
+    references = None
+    if src.references is not None:  # captioned files: no official split
+        references = {"train": [src.references[i] for i in train_idx],
+                      "test": [src.references[i] for i in test_idx]}
     notes = list(src.notes)
     if config.max_images is not None and config.max_images < len(train):
         notes.append(f"max_images={config.max_images}: kept the first {config.max_images} of "
@@ -469,6 +488,8 @@ def prepare_images(config: ImageDataConfig, progress: Callable[[str], None] | No
         train, train_labels = train[: config.max_images], train_labels[: config.max_images]
         if captions is not None:
             captions["train"] = captions["train"][: config.max_images]
+        if references is not None:
+            references["train"] = references["train"][: config.max_images]
     # 3. Convert to one (C, H, W).
     say(f"converting {len(train) + len(test)} images")
     conversions = Counter(src.conversions)
@@ -476,9 +497,12 @@ def prepare_images(config: ImageDataConfig, progress: Callable[[str], None] | No
     test = _convert(test, size, channels, conversions)
     train_labels, test_labels = train_labels.astype(np.int64), test_labels.astype(np.int64)
     # 4. Hash and reuse.
-    hashed = {"format": FORMAT_VERSION, "image_size": int(train.shape[2]), "channels": channels,
-              "test_fraction": config.test_fraction if split != "official" else None,
-              "max_images": config.max_images, "split": split}
+    hashed: dict[str, Any] = {
+        "format": FORMAT_VERSION, "image_size": int(train.shape[2]), "channels": channels,
+        "test_fraction": config.test_fraction if split != "official" else None,
+        "max_images": config.max_images, "split": split}
+    if references is not None:
+        hashed["references"] = references
     digest = _content_hash(hashed, [train, train_labels, test, test_labels], src.class_names, captions)
     name = config.name or _default_name(config.source)
     if (done := stored(name, digest)) is not None:
@@ -496,6 +520,7 @@ def prepare_images(config: ImageDataConfig, progress: Callable[[str], None] | No
         "shape": {"channels": channels, "height": int(train.shape[2]), "width": int(train.shape[3])},
         "class_names": src.class_names,
         "captions": captions,
+        **({"all_captions": references} if references is not None else {}),
         "counts": {
             "train": len(train), "test": len(test),
             "per_class": {"train": _per_class(train_labels, src.class_names),
@@ -528,7 +553,9 @@ def _image_dataset(folder: Folder) -> ImageDataset:
         train=a["train_images"], train_labels=a["train_labels"],
         test=a["test_images"], test_labels=a["test_labels"],
         class_names=class_names, captions=meta.get("captions"),
-        meta={k: v for k, v in meta.items() if k != "captions"},  # captions can be large: kept apart
+        # captions can be large: kept apart
+        meta={k: v for k, v in meta.items() if k not in ("captions", "all_captions")},
+        all_captions=meta.get("all_captions"),
     )
 
 

@@ -8,8 +8,11 @@ the same corpus and config always give the same folder and a model's lineage nam
 Splits. User corpora are split per document by a hash of its text, so adding a document never
 moves another across the split. ``tinyshakespeare`` keeps the literature's contiguous split
 (first 90% of characters train) so losses compare with nanoGPT; ``tang-poems`` ships its own
-train/valid files. The tokenizer sees the train split only, so validation measures what a model
-does with text it has not seen (unseen characters become ``<unk>``).
+train/valid files. ``shapes-captions`` needs no files: the training captions of ``shapes`` and
+``shapes-pairs`` in each of their reference phrasings (``data/scenes.py``; never the paraphrases,
+never a held-out composition), one distinct sentence a document — the masked-LM corpus of the
+text encoder (recipe ``shapes-mlm``). The tokenizer sees the train split only, so validation
+measures what a model does with text it has not seen (unseen characters become ``<unk>``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from genloop.data.download import fetch_builtin
 from genloop.data.folder import Folder, read_folder, stored, write_folder
 from genloop.errors import CorruptArtifact, InvalidInput
-from genloop.tokenizers import Tokenizer, train_tokenizer
+from genloop.tokenizers import Tokenizer, TrainedKind, train_tokenizer
 
 FORMAT_VERSION = 1
 
@@ -43,12 +46,13 @@ class TextDataConfig(BaseModel):
 
     kind: Literal["text"] = "text"
     source: str = Field(
-        description="built-in (python-docs, tinyshakespeare, tang-poems) or a path to a .txt, "
+        description="built-in (python-docs, tinyshakespeare, tang-poems, shapes-captions) or a path "
+        "to a .txt, "
         ".jsonl or a folder of .txt files"
     )
     field: str = Field("text", description="JSON Lines field holding the text; lists are joined")
-    tokenizer: Literal["char", "bpe"] = "char"
-    vocab_size: int = Field(2048, ge=16, le=65535, description="BPE vocabulary size")
+    tokenizer: TrainedKind = "char"
+    vocab_size: int = Field(2048, ge=16, le=65535, description="BPE (or word) vocabulary size")
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     normalize: Literal["NFC", "NFKC", "none"] = "NFC"
     dedupe: bool = True
@@ -191,8 +195,22 @@ def _python_docs(config: TextDataConfig) -> _Corpus:
     return _Corpus("hash", [topics[k] for k in sorted(topics)], [])
 
 
+def _shapes_captions(config: TextDataConfig) -> _Corpus:
+    from genloop.data.scenes import parse, references
+    from genloop.data.shapes import pairs_split, shapes_split
+
+    lines: dict[str, None] = {}
+    for split_of in (shapes_split, pairs_split):
+        for caption in split_of("train")[2]:
+            scene = parse(caption)
+            assert scene is not None, "every drawn caption parses"
+            lines.update(dict.fromkeys(references(scene)))
+    return _Corpus("hash", list(lines), [])
+
+
 BUILTINS: dict[str, Callable[[TextDataConfig], _Corpus]] = {
     "python-docs": _python_docs,
+    "shapes-captions": _shapes_captions,
     "tinyshakespeare": _tinyshakespeare,
     "tang-poems": _tang_poems,
 }

@@ -310,4 +310,27 @@ def evaluate(family: Family, model: torch.nn.Module, model_config: Any, dataset:
     val_ids = np.asarray(dataset.val)
     if not config.full_validation:
         val_ids = val_ids[: 64 * model_config.block_size]
+    if family.embed is not None:  # an encoder: no next-token head, no samples; its masked-LM figures
+        return evaluate_masked(model, val_ids, model_config.block_size), []
     return evaluate_text(family, model, dataset.tokenizer, val_ids, config, seed=seed)
+
+
+@torch.no_grad()
+def evaluate_masked(model: torch.nn.Module, val_ids: np.ndarray, block: int,
+                    batch: int = 32) -> dict[str, float]:
+    """An encoder's masked-LM loss and accuracy over the validation split cut into ``block``-token
+    rows, masked as in training (``models/embedder.py`` ``mlm_loss``; seeded per row batch)."""
+    from genloop.models.embedder import mlm_loss
+
+    model.eval()
+    rows = torch.from_numpy(np.asarray(val_ids[: len(val_ids) // block * block], dtype=np.int64))
+    rows = rows.view(-1, block).to(next(model.parameters()).device)
+    if len(rows) == 0:
+        raise InvalidInput(f"the validation split holds fewer than {block} tokens: nothing to evaluate")
+    loss = correct = 0.0
+    for start in range(0, len(rows), batch):
+        part = rows[start: start + batch]
+        out = mlm_loss(model, part, generator=torch.Generator().manual_seed(start))  # type: ignore[arg-type]
+        loss += float(out["loss"]) * len(part)
+        correct += float(out["masked_accuracy"]) * len(part)
+    return {"mlm_loss": loss / len(rows), "masked_accuracy": correct / len(rows)}

@@ -12,6 +12,12 @@ It is not generative: ``sample`` refuses, and ``embed(model, ids, mask)`` is wha
 sentence-transformers tunes embedders with (multiple negatives ranking: each row's positive
 against the batch's others, cosine similarity × 20), on ``(anchor, positive)`` token rows; a
 text batch's windows and the same windows one token on serve as those pairs.
+
+Pretraining from scratch is BERT's masked language model (``mlm_loss``, the ``mlm`` objective):
+15% of the tokens are chosen, 80% of those replaced by the mask token (``mask_id``: an imported
+BERT's ``[MASK]``, genloop tokenizers' ``<unk>``), 10% by a random token and 10% kept, and the
+model predicts the originals through its own input embeddings (tied: no new parameters, so the
+state dict stays the embedder's and loads as a text encoder unchanged).
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ class EmbedderConfig(TextModelConfig):
     hf_config: dict[str, Any] = Field(description="the encoder's transformers config.json")
     pooling: Pooling = "mean"
     normalize: bool = Field(True, description="L2-normalise each sentence vector")
+    mask_id: int = Field(0, ge=0, description="the token the mlm objective masks with: an imported "
+                         "BERT's [MASK], else 0 (genloop tokenizers' <unk>)")
 
     @model_validator(mode="after")
     def _fits(self) -> EmbedderConfig:
@@ -65,6 +73,8 @@ def _bert(hidden: int, layers: int, heads: int) -> dict[str, Any]:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"hf_config": _bert(32, 2, 2), "block_size": 64},
+    # the text encoder of the shapes (TextEncoderSpec's from-scratch size), pretrained by shapes-mlm
+    "encoder": {"hf_config": _bert(64, 2, 4), "block_size": 32, "normalize": False},
     "small": {"hf_config": {**_bert(128, 4, 4), "max_position_embeddings": 256}, "block_size": 256},
 }
 
@@ -128,6 +138,38 @@ def loss(model: Embedder, batch: Any) -> dict[str, torch.Tensor]:
     labels = torch.arange(len(a), device=a.device)
     return {"loss": F.cross_entropy(scores, labels),
             "accuracy": (scores.detach().argmax(dim=1) == labels).float().mean()}
+
+
+MLM_SHARE, MLM_MASK, MLM_RANDOM = 0.15, 0.8, 0.1  # BERT: 15% chosen; of those 80% / 10% / 10% kept
+
+
+def _batch_generator(ids: torch.Tensor) -> torch.Generator:
+    """A CPU generator seeded by the batch's tokens: the masks of a batch are a pure function of
+    it (a resumed run and every validation pass mask alike)."""
+    weights = torch.arange(1, ids.numel() + 1, device=ids.device).view_as(ids)
+    return torch.Generator().manual_seed(int((ids.long() * weights).sum().item()) % (2**63))
+
+
+def mlm_loss(model: Embedder, ids: torch.Tensor, mask_id: int | None = None,
+             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """BERT's masked-LM loss on token rows ``ids`` (B, T): cross-entropy of the chosen tokens'
+    originals, read through the tied input embeddings; ``masked_accuracy`` beside it. Every row
+    has at least one chosen token."""
+    g = generator or _batch_generator(ids)
+    vocab = model.encoder.get_input_embeddings().weight  # (V, H)
+    shape = ids.shape
+    chosen = (torch.rand(shape, generator=g) < MLM_SHARE).to(ids.device)
+    chosen[:, 0] |= ~chosen.any(dim=1)
+    action = torch.rand(shape, generator=g).to(ids.device)
+    randoms = torch.randint(0, vocab.shape[0], shape, generator=g).to(ids.device)
+    mask_token = model.config.mask_id if mask_id is None else mask_id
+    inputs = torch.where(chosen & (action < MLM_MASK), torch.full_like(ids, mask_token), ids)
+    inputs = torch.where(chosen & (action >= MLM_MASK) & (action < MLM_MASK + MLM_RANDOM), randoms, inputs)
+    states = model(inputs, torch.ones_like(ids, dtype=torch.bool))  # (B, T, H)
+    logits = states[chosen].float() @ vocab.float().T  # (N, V)
+    targets = ids[chosen]
+    return {"loss": F.cross_entropy(logits, targets),
+            "masked_accuracy": (logits.detach().argmax(dim=1) == targets).float().mean()}
 
 
 def sample(model: Embedder, request: Any, generator: Any) -> Any:

@@ -1,11 +1,15 @@
-"""Text tokenizers: character level and byte-level BPE, both saved as JSON (never pickle); and
-``hf``, an imported model's own Hugging Face ``tokenizer.json`` with its special tokens.
+"""Text tokenizers: character level, byte-level BPE and whole words, all saved as JSON (never
+pickle); and ``hf``, an imported model's own Hugging Face ``tokenizer.json`` with its special tokens.
 
 Why two: a character tokenizer is the classic baseline (nanoGPT's shakespeare_char) and treats
 every Unicode character, Chinese included, as one token, so a tiny model learns it in minutes;
 byte-level BPE (Hugging Face ``tokenizers``) gives shorter sequences and round-trips any string.
 
-Both put the special tokens at fixed ids, ``<unk>`` = 0 and ``<eos>`` = 1, so data files and
+A word tokenizer (``word``) suits a closed language like the shapes captions: one token per
+lower-cased word or punctuation mark, so a caption is a handful of tokens and an unknown word is
+exactly one ``<unk>`` (``unknown_words`` names the words of a text that a tokenizer cannot read).
+
+All three put the special tokens at fixed ids, ``<unk>`` = 0 and ``<eos>`` = 1, so data files and
 models can rely on them. Special ids decode to "" so generated text never shows them.
 """
 
@@ -13,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -271,6 +277,84 @@ class HFTokenizer:
                    d.get("unk"), d.get("ends") or ())
 
 
+class WordTokenizer:
+    """One token per word: the text lower-cased and split into ``\\w+`` runs and single
+    punctuation marks; ids 0/1 are ``<unk>``/``<eos>``, then the vocabulary (the training texts'
+    words, most frequent first, ties alphabetical). Words never seen in training encode to
+    ``<unk>``. Decoding joins words with spaces and attaches punctuation to the word before it."""
+
+    kind = "word"
+    SPLIT = re.compile(r"\w+|[^\w\s]")
+
+    def __init__(self, words: Sequence[str]):
+        words = list(words)
+        if len(set(words)) != len(words) or any(self.SPLIT.fullmatch(w) is None or w != w.lower()
+                                                for w in words):
+            raise InvalidInput("a word vocabulary must list distinct lower-case words or marks")
+        if set(words) & set(SPECIAL_TOKENS):
+            raise InvalidInput("a word vocabulary must not hold the special tokens")
+        self.words = words
+        self._itos = [""] * len(SPECIAL_TOKENS) + words
+        self._stoi = {w: i + len(SPECIAL_TOKENS) for i, w in enumerate(words)}
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int | None = None) -> WordTokenizer:
+        """The words of ``texts``; with ``vocab_size``, only the most frequent that fit."""
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(cls.SPLIT.findall(text.lower()))
+        ranked = sorted(counts, key=lambda w: (-counts[w], w))
+        if vocab_size is not None:
+            ranked = ranked[: max(0, vocab_size - len(SPECIAL_TOKENS))]
+        return cls(ranked)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._itos)
+
+    @property
+    def unk_id(self) -> int:
+        return 0
+
+    @property
+    def eos_id(self) -> int:
+        return 1
+
+    def encode(self, text: str) -> list[int]:
+        return [self._stoi.get(w, 0) for w in self.SPLIT.findall(text.lower())]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        _check_ids(ids, self.vocab_size)
+        out = ""
+        for i in ids:
+            w = self._itos[int(i)]
+            if not w:
+                continue
+            out += w if not out or not (w[0].isalnum() or w[0] == "_") else " " + w
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind, "version": FORMAT_VERSION,
+                           "vocab": [*SPECIAL_TOKENS, *self.words]}, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WordTokenizer:
+        vocab = d["vocab"]
+        if not isinstance(vocab, list) or tuple(vocab[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+            raise ValueError("vocab must be a list starting with <unk>, <eos>")
+        return cls(vocab[len(SPECIAL_TOKENS):])
+
+
+def unknown_words(tokenizer: Tokenizer, text: str) -> list[str]:
+    """The words (and marks) of ``text``, as written and each once, that ``tokenizer`` cannot
+    read: their ids hold its unknown id. Any tokenizer kind; one without an unknown token of its
+    own (its unknown id is its end id: byte-level BPE, which reads every word) reports none."""
+    if tokenizer.unk_id == tokenizer.eos_id:
+        return []
+    return [w for w in dict.fromkeys(WordTokenizer.SPLIT.findall(text))
+            if tokenizer.unk_id in tokenizer.encode(w)]
+
+
 def end_ids(tokenizer: Tokenizer) -> frozenset[int]:
     """The ids that end a generated text: the end-of-text id, and every other end token the
     tokenizer declares (an imported chat model's end-of-turn token, ``HFTokenizer.ends``)."""
@@ -281,20 +365,24 @@ _FROM_DICT: dict[str, Callable[[dict], Tokenizer]] = {
     CharTokenizer.kind: CharTokenizer.from_dict,
     BPETokenizer.kind: BPETokenizer.from_dict,
     HFTokenizer.kind: HFTokenizer.from_dict,
+    WordTokenizer.kind: WordTokenizer.from_dict,
 }
 
 
-def train_tokenizer(
-    kind: Literal["char", "bpe"], texts: Iterable[str], vocab_size: int = 2048
-) -> Tokenizer:
-    """Train a tokenizer of ``kind`` on ``texts``. ``vocab_size`` bounds BPE only: a character
-    vocabulary is exactly the characters seen (capping it would turn rare Han characters to
-    ``<unk>`` without the user asking)."""
+TrainedKind = Literal["char", "bpe", "word"]
+
+
+def train_tokenizer(kind: TrainedKind, texts: Iterable[str], vocab_size: int = 2048) -> Tokenizer:
+    """Train a tokenizer of ``kind`` on ``texts``. ``vocab_size`` bounds BPE and words: a
+    character vocabulary is exactly the characters seen (capping it would turn rare Han
+    characters to ``<unk>`` without the user asking)."""
     if kind == "char":
         return CharTokenizer.train(texts)
     if kind == "bpe":
         return BPETokenizer.train(texts, vocab_size=vocab_size)
-    raise InvalidInput(f"unknown tokenizer kind {kind!r}; use 'char' or 'bpe'")
+    if kind == "word":
+        return WordTokenizer.train(texts, vocab_size=vocab_size)
+    raise InvalidInput(f"unknown tokenizer kind {kind!r}; use 'char', 'bpe' or 'word'")
 
 
 def tokenizer_from_json(s: str) -> Tokenizer:
@@ -350,7 +438,9 @@ __all__ = [
     "HFTokenizer",
     "SPECIAL_TOKENS",
     "Tokenizer",
+    "TrainedKind",
     "UNK",
+    "WordTokenizer",
     "end_ids",
     "load_tokenizer",
     "save_tokenizer",

@@ -14,6 +14,9 @@ then passes a frozen copy of the recipe's parent as ``reference``.
     sft          the same as ``pairs``, by the name tuning calls it (``genloop tune --objective sft``)
     dpo          direct preference optimisation on chosen/rejected pairs, against a frozen copy
                  of the parent (Rafailov et al. 2023); ``train.beta``
+    mlm          masked language modelling (BERT): an embedder pretrained from scratch on text,
+                 15% of tokens masked and predicted through its tied input embeddings
+                 (``models/embedder.py`` ``mlm_loss``); metric: masked accuracy
     kto          Kahneman–Tversky optimisation on unpaired completions labelled desirable or
                  not, against a frozen copy of the parent (Ethayarajh et al. 2024);
                  ``train.beta``, ``train.desirable_weight``, ``train.undesirable_weight``
@@ -134,6 +137,17 @@ def reward(family: Family, model: torch.nn.Module, batch: Any,
             "reward_accuracy": (margin.detach() > 0).float().mean()}
 
 
+def mlm(family: Family, model: torch.nn.Module, batch: Any,
+        reference: torch.nn.Module | None = None) -> Losses:
+    """Masked language modelling on a text batch's windows (its inputs; targets unused)."""
+    from genloop.models.embedder import Embedder, mlm_loss
+
+    if not isinstance(model, Embedder):
+        raise RecipeError(f"train.objective 'mlm' pretrains an embedder; model.family {family.name!r} "
+                          "is not one")
+    return mlm_loss(model, batch[0])
+
+
 def kto(family: Family, model: torch.nn.Module, batch: Any,
         reference: torch.nn.Module | None = None, *, beta: float = 0.1,
         desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> Losses:
@@ -173,6 +187,8 @@ OBJECTIVES: dict[str, Objective] = {
                      "undesirable completions)", needs=("log_probs",), kinds=frozenset({"preferences"}),
                      needs_reference=True, form="unpaired",
                      params=("beta", "desirable_weight", "undesirable_weight")),
+    "mlm": Objective(mlm, "masked language modelling (BERT pretraining of an embedder)",
+                     needs=("embed",), kinds=frozenset({"text"})),
     "reward": Objective(reward, "a reward model's Bradley–Terry loss (paired preferences)",
                         needs=("score",), kinds=frozenset({"preferences"}), form="paired"),
 }
