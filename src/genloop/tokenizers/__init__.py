@@ -419,18 +419,6 @@ def save_tokenizer(tok: Tokenizer, path: str | os.PathLike[str]) -> None:
     atomic_write_text(path, tok.to_json())
 
 
-def unknown_words(tokenizer: Tokenizer, text: str) -> list[str]:
-    """The words of ``text`` (``\\w+`` runs and single punctuation marks) whose ids hold the
-    tokenizer's ``<unk>``, each once, in order: what a prompt says that the model cannot read."""
-    import re
-
-    seen: list[str] = []
-    for word in re.findall(r"\w+|[^\w\s]", text):
-        if word not in seen and tokenizer.unk_id in tokenizer.encode(word):
-            seen.append(word)
-    return seen
-
-
 __all__ = [
     "BPETokenizer",
     "CharTokenizer",

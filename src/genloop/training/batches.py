@@ -157,8 +157,8 @@ class ImageTextBatches(ImageBatches):
         attributes = getattr(dataset, "attributes", None)  # shapes sources only
         self.train_attributes = self.test_attributes = None
         if attributes is not None:
-            self.train_attributes = torch.from_numpy(np.asarray(attributes["train"], dtype=np.int64))
-            self.test_attributes = torch.from_numpy(np.asarray(attributes["test"], dtype=np.int64))
+            self.train_attributes = torch.from_numpy(np.array(attributes["train"], dtype=np.int64))
+            self.test_attributes = torch.from_numpy(np.array(attributes["test"], dtype=np.int64))
 
     def fill(self) -> dict[str, Any]:
         fill = {**super().fill(), "vocab_size": self.dataset.tokenizer.vocab_size}
