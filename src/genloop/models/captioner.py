@@ -4,7 +4,7 @@ The encoder turns an image (B, C, H, W) into a grid of feature vectors (B, N, E)
 fixed 2-D sine-cosine position embedding (MAE's) so the decoder can tell "top left" from
 "bottom right" from the first step:
 
-- ``conv``: three 3×3 convolutions, two of them stride 2 (H/4 × W/4 positions), GELU between;
+- ``conv``: four 3×3 convolutions, the first two stride 2 (H/4 × W/4 positions), GELU between;
 - ``patch``: a patch Transformer (ViT, Dosovitskiy et al. 2021): non-overlapping
   ``patch_size`` patches linearly embedded, ``encoder_layers`` pre-norm encoder layers.
 
@@ -100,9 +100,9 @@ class ConvEncoder(nn.Module):
         super().__init__()
         w, c = config.encoder_width, config.channels
         self.body = nn.Sequential(
-            nn.Conv2d(c, w // 2, 3, padding=1), nn.GELU(),
+            nn.Conv2d(c, w // 2, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(w // 2, w, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(w, w, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(w, w, 3, padding=1), nn.GELU(),
             nn.Conv2d(w, w, 3, padding=1),
         )
         self.register_buffer("pos", sincos_2d(config.image_size // 4, w), persistent=False)
