@@ -215,6 +215,11 @@ BAD = [
     ("remote https image URL", "chat", chat_image("https://example.com/cat.png"),
      "does not support remote image URLs"),
     ("image to a text-only model", "chat", None, "reads text only, not images"),
+    ("captions streamed", "chat", None, "its captions are not streamed"),
+    ("logprobs of a caption", "chat", None, "logprobs: model tiny-cap@1 is a captioner"),
+    ("beam search in a text model's chat", "chat",
+     {"model": "tiny-text", "num_beams": 2, "messages": [{"role": "user", "content": "hi"}]},
+     "num_beams: chat with text model tiny-text@1 does not search beams"),
     ("captioner without an image", "chat",
      {"model": "tiny-cap", "messages": [{"role": "user", "content": "hi"}]},
      "captions images: send one"),
@@ -227,7 +232,10 @@ def test_bad_input_is_a_400_naming_the_problem_and_records_nothing(http, what, r
         body = {"truncated image": lambda: chat_image(data_url(_truncated())),
                 "30,000 × 30,000 image": lambda: chat_image(data_url(huge_png())),
                 "image to a text-only model": lambda: chat_image(data_url(shape_png(0)),
-                                                                 model="tiny-text")}[what]()
+                                                                 model="tiny-text"),
+                "captions streamed": lambda: chat_image(data_url(shape_png(0)), stream=True),
+                "logprobs of a caption": lambda: chat_image(data_url(shape_png(0)),
+                                                            logprobs=True)}[what]()
     before = generations(http)
     path = "/v1/images/generations" if route == "images" else "/v1/chat/completions"
     r = http.post(path, json=body)
@@ -236,6 +244,14 @@ def test_bad_input_is_a_400_naming_the_problem_and_records_nothing(http, what, r
     assert says in error["message"], (what, error)
     assert "\n" not in error["message"]
     assert generations(http) == before, f"{what}: something was recorded"
+
+
+def test_an_image_over_the_body_limit_is_a_413_before_anything_is_read(http):
+    before = generations(http)
+    noise = np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8)
+    r = http.post("/v1/chat/completions", json=chat_image(data_url(png(noise))))  # ~1.9 MB
+    assert r.status_code == 413 and "body" in r.json()["error"]["message"]
+    assert generations(http) == before
 
 
 # --- the CLI ------------------------------------------------------------------------------
