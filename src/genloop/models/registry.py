@@ -16,6 +16,7 @@ from genloop.models import (
     reward,
     seq2seq,
     text_diffusion,
+    text_gan,
     vae,
 )
 from genloop.models.family import Family
@@ -33,6 +34,7 @@ FAMILIES: dict[str, Family] = {
     "embedder": embedder.FAMILY,
     "seq2seq": seq2seq.FAMILY,
     "text-diffusion": text_diffusion.FAMILY,
+    "text-gan": text_gan.FAMILY,
     "captioner": captioner.FAMILY,
 }
 

@@ -389,6 +389,12 @@ def tokenizer_from_json(s: str) -> Tokenizer:
     """Rebuild a tokenizer from ``to_json`` output; raises CorruptArtifact if it is not one."""
     try:
         d = json.loads(s)
+        if isinstance(d, dict) and "kind" not in d and "model" in d:
+            # an encoder's own Hugging Face tokenizer.json, as ``EncoderTokenizer.to_json`` writes
+            # it (the captions of a text-to-image model with a pretrained text encoder)
+            from genloop.tokenizers.encoder import EncoderTokenizer
+
+            return EncoderTokenizer.from_str(s)
         kind = d["kind"]
         if kind not in _FROM_DICT:
             raise ValueError(f"unknown tokenizer kind {kind!r}")

@@ -49,6 +49,14 @@ def fmt(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def encoder_lines(encoder: dict[str, Any] | None) -> list[str]:
+    """The lineage lines of a model that started from a pretrained text encoder."""
+    if not encoder:
+        return []
+    how = "kept frozen" if encoder.get("freeze") else "tuned with the model"
+    return [f"- text encoder: `{encoder.get('ref')}` (weights sha256 `{encoder.get('sha256')}`), {how}"]
+
+
 def tuning_lines(recipe: Recipe, data_meta: dict[str, Any], lineage: dict[str, Any]) -> list[str]:
     """A tuned version's section: what it was tuned from, with what, on which records, and
     where those came from (the dataset's ``origin``: counts, filters, thresholds)."""
@@ -151,6 +159,7 @@ def model_card(
         f"- run: `{lineage.get('run_id')}`",
         f"- recipe hash: `{lineage.get('recipe_hash')}`",
         f"- parent: `{lineage.get('parent') or 'none (trained from scratch)'}`",
+        *encoder_lines(lineage.get("text_encoder")),
         "",
         "## Recipe",
         "",

@@ -41,6 +41,7 @@ from genloop.models.family import Family, ModelConfig
 from genloop.models.modeldir import ModelDir
 from genloop.models.registry import get_family
 from genloop.store import Store
+from genloop.training import encoders
 from genloop.training.batches import batch_at
 from genloop.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from genloop.training.ema import EMA
@@ -144,6 +145,7 @@ class Run:
     parent_ref: str | None  # recorded as the registered version's parent
     metrics: MetricsLog | None = None
     adapter: dict[str, Any] | None = None  # a LoRA run: what its adapter.json says
+    text_encoder: dict[str, Any] | None = None  # its pretrained text encoder: ref, sha256, freeze
     stopped_early: bool = False
 
     @property
@@ -217,21 +219,27 @@ def start(
 
     parent_dir = ModelDir(Path(store.resolve(recipe.parent).path)) if recipe.parent else None
     targets = _lora_targets(recipe, family, parent_dir)  # before any data is read
+    encoder = encoders.resolve_encoder(store, family, recipe.model.preset, recipe.model.config)
 
-    # 2. data: a fine-tune's text is tokenized by its parent's tokenizer
+    # 2. data: a fine-tune's text is tokenized by its parent's tokenizer, a pretrained text
+    # encoder's captions by the encoder's
     report(Progress("data", message=f"preparing {recipe.data.source}"))
+    tokenizer = parent_dir.tokenizer() if parent_dir else encoder.tokenizer if encoder else None
     dataset = recipe.data.prepare(progress=lambda m: report(Progress("data", message=m)),
-                                  tokenizer=parent_dir.tokenizer() if parent_dir else None)
+                                  tokenizer=tokenizer)
     if ddp.main:
         store.add_dataset(dataset.name, dataset.hash, kind, str(dataset.path), dataset.meta)
     batches = batches_for(kind, dataset)
-    model_config = recipe.model_config_for(batches.fill())
+    model_config = encoders.configure(family, recipe.model_config_for(batches.fill()), encoder)
     batches.check(model_config)
 
-    # 3. the model: initialised from the seed, then from the parent it fine-tunes
+    # 3. the model: initialised from the seed, then from its pretrained text encoder and from
+    # the parent it fine-tunes
     report(Progress("build", message=f"{family.name} {recipe.model.preset}"))
     with seeded_rng(cfg.seed):  # initialisation is seeded without touching the caller's RNG
         model = family.build(model_config)
+    if resume is None:
+        encoders.load_encoder(model, encoder, store)
     parent_ref, reference = None, None
     if recipe.parent and (resume is None or objective.needs_reference):
         ref, parent_family, parent_config, parent_model = _load_parent(
@@ -254,6 +262,7 @@ def start(
         adapter = {"lora": cfg.lora.model_copy(update=resolved).model_dump(exclude_none=True),
                    "base": store.resolve(str(recipe.parent)).ref,
                    "base_sha256": parent_dir.weights_sha256()}
+    encoders.freeze_if_asked(model, model_config)  # frozen weights stay out of the optimizer
     device = pick_device(cfg)
     model.to(device)
     if reference is not None:
@@ -283,7 +292,8 @@ def start(
         )
     return Run(run_id, run_dir, recipe, store, ddp, report, dataset, batches, family, model_config,
                model, device, optimizer, ema, state, objective, reference, resumed=resume is not None,
-               parent_ref=parent_ref, adapter=adapter)
+               parent_ref=parent_ref, adapter=adapter,
+               text_encoder=encoder.lineage() if encoder else None)
 
 
 def _lora_targets(recipe: Recipe, family: Family, parent_dir: ModelDir | None) -> list[str] | None:
@@ -561,7 +571,7 @@ def finish(run: Run, *, register: bool = True) -> TrainResult:
             result.model_ref = register_model(
                 run.store, recipe, family, run.model_config, model, dataset, run.id,
                 result.metrics, [] if context.grid else result.samples, run.parent_ref,
-                grid=context.grid, adapter=run.adapter,
+                grid=context.grid, adapter=run.adapter, text_encoder=run.text_encoder,
             )
         report(Progress("done", state.step, cfg.steps, message=result.model_ref or run.id))
     run.ddp.barrier()

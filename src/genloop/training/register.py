@@ -27,9 +27,12 @@ def register_model(
     store: Store, recipe: Recipe, family: Family, model_config: ModelConfig, model: torch.nn.Module,
     dataset: Any, run_id: str, metrics: dict[str, float], samples: list[str], parent: str | None,
     grid: Path | None = None, adapter: dict[str, Any] | None = None,
+    text_encoder: dict[str, Any] | None = None,
 ) -> str:
     """Stage the model directory completely, then register it as ``name@N``; ``adapter`` (a
-    LoRA run's adapter.json): only the adapters' tensors are written, beside that description."""
+    LoRA run's adapter.json): only the adapters' tensors are written, beside that description;
+    ``text_encoder``: the pretrained encoder it started from (``training/encoders.py``), in the
+    lineage."""
     staging = ModelDir(settings().models_dir / f".staging-{uuid.uuid4().hex[:8]}")
     staging.path.mkdir(parents=True)
     try:
@@ -45,6 +48,8 @@ def register_model(
             samples = [staging.write_sample_grid(grid)]
         lineage = {"dataset": dataset.name, "dataset_hash": dataset.hash,
                    "recipe_hash": recipe.hash(), "parent": parent, "run_id": run_id}
+        if text_encoder is not None:
+            lineage["text_encoder"] = text_encoder
         staging.write_record(recipe_yaml=recipe.to_yaml(), metrics=metrics, lineage=lineage,
                              samples=samples)
         version = store.register_model(
