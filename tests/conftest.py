@@ -361,12 +361,13 @@ SHAPES_DATA = {"kind": "image_text", "source": "shapes", "max_images": 300, "ima
 T2I_ENCODER = {"hidden": 16, "layers": 1, "heads": 2, "max_tokens": 64}
 
 
-def tiny_t2i_recipe_dict(name: str = "tiny-t2i", steps: int = 12) -> dict[str, Any]:
-    """A text-diffusion recipe on 300 shapes at 16×16 that trains in seconds (it draws blobs,
-    not yet shapes: the faces are under test, not faithfulness)."""
-    recipe = tiny_image_recipe_dict("text-diffusion", name=name, steps=steps)
+def tiny_t2i_recipe_dict(name: str = "tiny-t2i", steps: int = 12,
+                         family: str = "text-diffusion") -> dict[str, Any]:
+    """A text-to-image recipe (text-diffusion, or text-gan) on 300 shapes at 16×16 that trains
+    in seconds (it draws blobs, not yet shapes: the faces are under test, not faithfulness)."""
+    recipe = tiny_image_recipe_dict(family, name=name, steps=steps)
     recipe["data"] = dict(SHAPES_DATA)
-    recipe["model"] = {"family": "text-diffusion", "preset": "tiny",
+    recipe["model"] = {"family": family, "preset": "tiny",
                        "config": {"text_encoder": dict(T2I_ENCODER)}}
     recipe["eval"] = {"num_samples": 0}  # no faithfulness judged (that is bench/t2i.py's)
     return recipe

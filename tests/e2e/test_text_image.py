@@ -1,5 +1,6 @@
 """Text ↔ image through the faces, on a real ``genloop serve`` and the real CLI over a workspace
-whose models were trained by the CLI (seconds each): a text-diffusion model drawn from a sentence
+whose models were trained by the CLI (seconds each): a text-diffusion and a text-GAN model drawn
+from a sentence
 (``/v1/images/generations``, the official ``openai`` client, ``genloop generate --prompt``), a
 captioner reading an uploaded image (``/v1/chat/completions`` with an image content part, the
 ``openai`` client, ``genloop generate --image``), and every bad input of issue 12 a 400 that names
@@ -45,7 +46,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = root / "home"
     text = tiny_recipe_dict(write_corpus(root / "corpus.txt"), name="tiny-text", steps=10)
     train_recipes(root, home, [text, tiny_image_recipe_dict("gan", name="tiny-digits", steps=4),
-                               tiny_t2i_recipe_dict(), tiny_captioner_recipe_dict()])
+                               tiny_t2i_recipe_dict(), tiny_captioner_recipe_dict(),
+                               tiny_t2i_recipe_dict("tiny-t2i-gan", steps=4, family="text-gan")])
     return home
 
 
@@ -122,13 +124,15 @@ def generations(http: Any) -> int:
 def test_models_say_what_they_read(http):
     models = {m["name"]: m for m in http.get("/v1/models").json()["data"]}
     assert models["tiny-t2i"]["conditioning"] == "text" and models["tiny-t2i"]["modality"] == "image"
+    assert models["tiny-t2i-gan"]["conditioning"] == "text"
     assert models["tiny-cap"]["conditioning"] == "image" and models["tiny-cap"]["modality"] == "text"
     assert models["tiny-digits"]["conditioning"] == "class"
     assert models["tiny-text"]["conditioning"] == "none"
 
 
-def test_openai_images_generate_draws_a_sentence_seeded_and_recorded(client, http):
-    kw = dict(model="tiny-t2i", prompt=PROMPT, n=2, response_format="b64_json",
+@pytest.mark.parametrize("model", ["tiny-t2i", "tiny-t2i-gan"])
+def test_openai_images_generate_draws_a_sentence_seeded_and_recorded(client, http, model):
+    kw = dict(model=model, prompt=PROMPT, n=2, response_format="b64_json",
               extra_body={"seed": 11, "steps": 3})
     a, b = client.images.generate(**kw), client.images.generate(**kw)
     assert len(a.data) == 2
