@@ -1,8 +1,7 @@
 """Text ↔ image through the faces, on a real ``genloop serve`` and the real CLI over a workspace
 whose models were trained by the CLI (seconds each): a text-diffusion and a text-GAN model drawn
-from a sentence
-(``/v1/images/generations``, the official ``openai`` client, ``genloop generate --prompt``), a
-captioner reading an uploaded image (``/v1/chat/completions`` with an image content part, the
+from a sentence (``/v1/images/generations``, the official ``openai`` client, ``genloop generate
+--prompt``), a captioner reading an uploaded image (``/v1/chat/completions`` with an image content part, the
 ``openai`` client, ``genloop generate --image``), and every bad input of issue 12 a 400 that names
 the problem with nothing recorded."""
 
