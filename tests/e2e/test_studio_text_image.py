@@ -149,6 +149,12 @@ def test_draw_a_sentence_caption_an_upload_and_restore_both(workspace, tmp_path)
             expect(page.locator("#image-prompt-field")).to_be_visible()
             assert page.input_value("#image-seed") == "21"  # image 0 of a request seeded 21
 
+            # 6. Models: a captioner's "Use" opens the Caption page with it selected
+            page.click("a[data-route='models']")
+            page.locator("#model-cards article[data-model='tiny-cap@1'] a.btn").click()
+            expect(page.locator("#page-caption")).to_be_visible()
+            assert page.input_value("#caption-model") == "tiny-cap@1"
+
             assert not page_errors, page_errors
             context.close()
         finally:
