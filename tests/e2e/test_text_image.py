@@ -191,6 +191,18 @@ def test_openai_chat_with_an_image_part_returns_its_caption(client, http):
     assert len(sampled.choices) == 3 and all(c.model_extra["generation_id"] for c in sampled.choices)
 
 
+def test_an_idempotency_key_stands_for_the_image_too(http):
+    first = chat_image(data_url(shape_png(4)), seed=1)
+    headers = {"Idempotency-Key": "caption-once"}
+    a = http.post("/v1/chat/completions", json=first, headers=headers)
+    again = http.post("/v1/chat/completions", json=first, headers=headers)
+    assert a.status_code == again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == a.json()
+    other = http.post("/v1/chat/completions", json=chat_image(data_url(shape_png(5)), seed=1),
+                      headers=headers)  # the same text, another image: not the same request
+    assert other.status_code == 409, other.text
+
+
 # --- bad input: each a 400 naming the problem, nothing recorded ---------------------------
 
 

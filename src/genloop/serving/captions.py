@@ -11,6 +11,7 @@ so; the text model's chat goes on as before (``routers/text.py``).
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from typing import Any
@@ -128,4 +129,11 @@ async def vision_chat(state: ServerState, caller: Any, request: Request,
                                choices=choices)
         return 200, reply.model_dump(mode="json")
 
-    return await run_idempotent(state, caller, request, body, work)
+    return await run_idempotent(state, caller, request, _identity(body), work)
+
+
+def _identity(body: ChatBody) -> dict[str, Any]:
+    """What an Idempotency-Key stands for: the body, its images included (a message's dump holds
+    its text only), so the same key with another image is a 409, not the first one's caption."""
+    return {**body.model_dump(mode="json", by_alias=True), "images": [
+        hashlib.sha256(image).hexdigest() for m in body.messages for image in m.images]}
