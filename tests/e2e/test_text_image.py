@@ -203,6 +203,23 @@ def test_an_idempotency_key_stands_for_the_image_too(http):
     assert other.status_code == 409, other.text
 
 
+def test_the_chats_text_is_moderated_as_a_text_chats_is(http, home):
+    import yaml
+
+    (home / "moderation.yaml").write_text(yaml.safe_dump({"patterns": [
+        {"category": "test", "pattern": "forbidden", "action": "block"}]}))
+    try:
+        before = generations(http)
+        body = chat_image(data_url(shape_png(0)))
+        body["messages"][0]["content"][0]["text"] = "a forbidden question"
+        r = http.post("/v1/chat/completions", json=body)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "messages.0.content"
+        assert "refused by the moderation policy" in r.json()["error"]["message"]
+        assert generations(http) == before
+    finally:
+        (home / "moderation.yaml").unlink()
+
+
 # --- bad input: each a 400 naming the problem, nothing recorded ---------------------------
 
 

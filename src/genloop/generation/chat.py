@@ -32,6 +32,7 @@ from pydantic_core import PydanticCustomError
 from genloop.errors import CorruptArtifact, InvalidInput, check_unicode
 from genloop.generation.content_parts import IMAGE_PART, image_part_bytes, split_image_parts
 from genloop.models.modeldir import ModelDir
+from genloop.safety.moderator import ContentBlocked, Moderator
 
 Role = Literal["system", "user", "assistant"]
 # OpenAI's roles: "developer" is its newer name for "system"; "tool" (a tool call's result) and
@@ -280,3 +281,20 @@ def load_chat_template(model_dir: ModelDir) -> ChatTemplate:
     except ValueError as e:
         raise CorruptArtifact(f"{model_dir.chat_template_file}: not a valid chat template "
                               f"({str(e).splitlines()[0]})") from None
+
+
+def moderated_messages(moderator: Moderator, extra: dict[str, Any]) -> dict[str, Any]:
+    """A chat's recorded messages as moderation lets them through: each checked as a prompt
+    (one the policy blocks refuses the request, even a turn too old to fit the context),
+    redacted where it redacts."""
+    messages = extra.get("messages")
+    if not messages:
+        return extra
+    kept = []
+    for i, message in enumerate(messages):
+        verdict = moderator.check(str(message.get("content") or ""), "prompt")
+        if verdict.blocked:
+            raise ContentBlocked(f"messages.{i}.content: refused by the moderation policy "
+                                 f"({verdict.reason()})", param=f"messages.{i}.content")
+        kept.append({**message, "content": verdict.text} if verdict.redacted else message)
+    return {**extra, "messages": kept}

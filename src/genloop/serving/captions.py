@@ -22,7 +22,9 @@ from starlette.concurrency import run_in_threadpool
 
 from genloop.errors import InvalidInput
 from genloop.generation.caption import input_pixels
+from genloop.generation.chat import moderated_messages
 from genloop.generation.service import CaptionModel, TextModel, load
+from genloop.safety.moderator import workspace_moderator
 from genloop.serving.deps import ServerState, run_idempotent
 from genloop.serving.schemas import (
     ChatBody,
@@ -110,6 +112,9 @@ async def vision_chat(state: ServerState, caller: Any, request: Request,
                              "messages": [m.model_dump(exclude_none=True) for m in body.messages]}
     if body.user:
         extra["user"] = body.user
+    # the messages' text is recorded: checked (and redacted) as a text chat's are
+    extra = await run_in_threadpool(
+        lambda: moderated_messages(workspace_moderator(state.store), extra))
     rid, created = "chatcmpl-" + uuid.uuid4().hex, int(time.time())
 
     async def work() -> tuple[int, dict[str, Any]]:
