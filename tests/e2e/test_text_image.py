@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import struct
 import zlib
 from collections.abc import Iterator
@@ -299,6 +300,19 @@ def test_cli_draws_a_sentence_into_a_grid_with_a_table(home, tmp_path):
     rows = [ln for ln in r.stdout.splitlines() if ln.strip().startswith("│")]
     assert [row.split("│")[2].strip() for row in rows] == ["2", "3", "4", "5"]  # image i: seed + i
     assert "unknown words" in r.stderr and "zorp" in r.stderr.split("unknown words")[1]
+    # two prompts: a row each, the same seeds on the columns, one signed grid of all six
+    rows = tmp_path / "rows.png"
+    r = run_cli(["generate", "tiny-t2i", "--prompt", PROMPT, "--prompt", "a large blue square "
+                 "on the right", "-n", "3", "--steps", "2", "--out", str(rows), "--json"], home)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(ln) for ln in r.stdout.splitlines()]
+    assert [ln["prompt"] for ln in lines] == [PROMPT] * 3 + ["a large blue square on the right"] * 3
+    assert [ln["seed"] for ln in lines[:3]] == [ln["seed"] for ln in lines[3:]]
+    from genloop.generation.image import read_provenance
+
+    chunks = read_provenance(rows)
+    assert chunks["generations"] == [ln["id"] for ln in lines]
+    assert chunks["request"]["prompt"] == [PROMPT, "a large blue square on the right"]
     bad = run_cli(["generate", "tiny-t2i", "--prompt", "", "-n", "1"], home)
     assert bad.returncode == 2 and "prompt: empty" in bad.stderr
     cls = run_cli(["generate", "tiny-digits", "--prompt", PROMPT, "-n", "1"], home)

@@ -39,7 +39,8 @@ def generate(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Argument(
         help="model version: name (newest) or name@N (not with --replay)")] = None,
-    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="prompt (repeat for a batch)")] = [],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="prompt (repeat for a batch; "
+                                              "text → image: one grid row each)")] = [],
     max_new_tokens: int = option(TextRequest, "max_new_tokens", help="tokens to generate"),
     temperature: float = option(TextRequest, "temperature", help="0 = greedy"),
     top_k: int | None = option(TextRequest, "top_k", help="keep the k most likely tokens"),
@@ -118,26 +119,9 @@ def generate(
                  top_p=top_p, max_new_tokens=max_new_tokens, num_beams=num_beams, as_json=as_json)
         return
     if isinstance(m, ImageModel):
-        text = _image_prompt(m, prompt, class_label)
-        result = m.generate(**count, seed=seed, class_label=class_label,
-                            guidance_scale=guidance_scale, steps=steps, sampler=sampler,
-                            interpolate=interpolate, **text)
-        path = out_path or Path(f"{m.ref.replace('@', '-')}-{result.output.seed}.png")
-        result.save_grid(path, columns=len(result.records) if interpolate else None)
-        unknown = list(getattr(result.output, "unknown_words", None) or [])
-        if as_json:
-            for r in result.records:
-                print(json.dumps({"model": m.ref, "id": r.id, "seed": r.seed, "class": r.output,
-                                  **text, **({"unknown_words": unknown} if text else {}),
-                                  "file": r.file, "content_hash": r.content_hash},
-                                 ensure_ascii=False))
-        elif text:
-            _image_table(result.records, text["prompt"])
-        if unknown:
-            err.print(f"[yellow]unknown words[/] (read as the unknown token): "
-                      f"{', '.join(unknown)}", highlight=False)
-        err.print(f"{len(result.records)} images from {m.ref} (seed {result.output.seed}, "
-                  f"{result.output.timings['total_s']:.2f} s) → [bold]{path}[/]", highlight=False)
+        _images(m, prompt, count, out_path, as_json, seed=seed, class_label=class_label,
+                guidance_scale=guidance_scale, steps=steps, sampler=sampler,
+                interpolate=interpolate)
         return
     assert isinstance(m, TextModel)  # a captioner went to _caption above
     prompts: str | list[str] = prompt[0] if len(prompt) == 1 else (prompt or "")
@@ -171,22 +155,76 @@ def generate(
         out.print(o.prompt + o.text, markup=False, highlight=False)
 
 
-def _image_prompt(m: Any, prompts: list[str], class_label: str | None) -> dict[str, str]:
-    """An image model's ``--prompt``: the sentence a text-conditioned model draws ({} for
-    others, which take --class)."""
+def _images(m: Any, prompts: list[str], count: dict[str, int], out_path: Path | None,
+            as_json: bool, **params: Any) -> None:
+    """Images into one PNG grid (and JSON lines): a text-conditioned model draws each --prompt
+    (several: one row each, seeds on the columns, all from the same --seed)."""
+    from genloop.generation.text import resolve_seed
+
+    texts = _image_prompts(m, prompts, params["class_label"])
+    if len(texts) > 1:  # one seed for every row, so a column is one seed across the prompts
+        params["seed"] = resolve_seed(params["seed"], count.get("num_samples", IMAGE_SAMPLES))
+    results = [m.generate(**count, **params, **text) for text in texts]
+    first = results[0]
+    path = out_path or Path(f"{m.ref.replace('@', '-')}-{first.output.seed}.png")
+    if len(results) == 1:
+        first.save_grid(path, columns=len(first.records) if params["interpolate"] else None)
+    else:
+        _save_rows(results, path)
+    for text, result in zip(texts, results, strict=True):
+        unknown = list(result.output.unknown_words)
+        if as_json:
+            for r in result.records:
+                print(json.dumps({"model": m.ref, "id": r.id, "seed": r.seed, "class": r.output,
+                                  **text, **({"unknown_words": unknown} if text else {}),
+                                  "file": r.file, "content_hash": r.content_hash},
+                                 ensure_ascii=False))
+        elif text:
+            _image_table(result.records, text["prompt"])
+        if unknown:
+            err.print(f"[yellow]unknown words[/] (read as the unknown token): "
+                      f"{', '.join(unknown)}", highlight=False)
+    drawn, took = sum(len(r.records) for r in results), sum(r.output.timings["total_s"] for r in results)
+    err.print(f"{drawn} images from {m.ref} (seed {first.output.seed}, {took:.2f} s) → "
+              f"[bold]{path}[/]", highlight=False)
+
+
+def _save_rows(results: list[Any], path: Path) -> None:
+    """Several prompts' images as one grid, a row per prompt, signed as one grid of them all."""
+    import numpy as np
+
+    from genloop.generation.image import save_grid
+    from genloop.generation.provenance import grid_signer
+
+    first = results[0]
+    records = [r for result in results for r in result.records]
+    request = {**first.request.model_dump(mode="json"),
+               "prompt": [result.request.prompt for result in results]}
+    provenance = {"model": first.model, "seed": first.output.seed, "request": request,
+                  "seeds": [r.seed for r in records],
+                  "content_hashes": [r.content_hash for r in records],
+                  "generations": [r.id for r in records]}
+    sign = grid_signer(first.model, first.output.seed, request, records, first.dataset_hash)
+    images = np.concatenate([result.output.images for result in results])
+    save_grid(images, path, provenance, columns=len(first.records), sign=sign)
+
+
+def _image_prompts(m: Any, prompts: list[str], class_label: str | None) -> list[dict[str, str]]:
+    """An image model's ``--prompt``s: the sentences a text-conditioned model draws ([{}] for
+    the others, which take --class)."""
     from genloop.errors import InvalidInput
 
     if m.family.reads != "prompt":
         if prompts:
             raise InvalidInput(f"--prompt: {m.ref} is a {m.family.name} model, it draws classes, "
                                "not sentences: give --class")
-        return {}
+        return [{}]
     if class_label is not None:
         raise InvalidInput(f"--class: {m.ref} draws what a sentence says: give --prompt")
-    if len(prompts) != 1:
-        raise InvalidInput(f"--prompt: {m.ref} draws what a sentence says: give one --prompt "
-                           "(e.g. 'a small red circle at the top left')")
-    return {"prompt": prompts[0]}
+    if not prompts:
+        raise InvalidInput(f"--prompt: {m.ref} draws what a sentence says: give one "
+                           "(e.g. 'a small red circle at the top left'; repeat for rows)")
+    return [{"prompt": p} for p in prompts]
 
 
 def _image_table(records: list[Any], prompt: str) -> None:
