@@ -131,6 +131,23 @@ def check_content(t: Tenants) -> None:
     assert t.call("alice", "read", "GET", f"/v1/generations/{mine.id}/content").text == "alice 0"
 
 
+def check_input(t: Tenants) -> None:
+    """The image a caption read: these generations read none (a 400 saying so) where they are
+    seen, and are missing (a 404, as for an id nobody has) where they are not."""
+    for owner, scope in t.callers():
+        missing = t.call(owner, scope, "GET", f"/v1/generations/{MISSING}/input")
+        assert missing.status_code == 404
+        for gid in t.ids(owner):
+            r = t.call(owner, scope, "GET", f"/v1/generations/{gid}/input")
+            assert r.status_code == 400 and "read no image" in r.json()["error"]["message"]
+        for gid in t.ids(other(owner)) | t.ids(None):
+            r = t.call(owner, scope, "GET", f"/v1/generations/{gid}/input")
+            if scope == "admin":
+                assert r.status_code == 400, (owner, scope, r.text)
+            else:
+                not_found_as_if_missing(r, gid, missing)
+
+
 def check_feedback(t: Tenants) -> None:
     path = "/v1/generations/{}/feedback"
     for owner, scope in t.callers():
@@ -339,6 +356,7 @@ CHECKS: dict[tuple[str, str], Callable[[Tenants], None]] = {
     ("GET", "/v1/generations"): check_list,
     ("GET", "/v1/generations/{generation_id}"): check_one,
     ("GET", "/v1/generations/{generation_id}/content"): check_content,
+    ("GET", "/v1/generations/{generation_id}/input"): check_input,
     ("GET", "/v1/generations/{generation_id}/provenance"): lambda t: check_one(t, "/provenance"),
     ("POST", "/v1/generations/{generation_id}/feedback"): check_feedback,
     ("POST", "/v1/preferences"): check_preference,

@@ -31,12 +31,16 @@ IMAGE_SAMPLES = default(ImageGenRequest, "num_samples")
              "--shot-separator $'\\n' --temperature 0\n\n"
              "    genloop generate mnist-diffusion -n 64 --class 3 --steps 50 --out threes.png\n\n"
              "    genloop generate mnist-vae -n 16 --interpolate --seed 4 --out walk.png\n\n"
+             "    genloop generate shapes-t2i --prompt 'a large blue triangle on the left' -n 8\n\n"
+             "    genloop generate shapes-captioner --image photo.png --num-beams 3\n\n"
              "    genloop generate --replay 3f2a9c0d1e2b4c5d   # run a recorded generation again")
 @faced
 def generate(
+    ctx: typer.Context,
     model: Annotated[str | None, typer.Argument(
         help="model version: name (newest) or name@N (not with --replay)")] = None,
-    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="prompt (repeat for a batch)")] = [],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="prompt (repeat for a batch; "
+                                              "text → image: one grid row each)")] = [],
     max_new_tokens: int = option(TextRequest, "max_new_tokens", help="tokens to generate"),
     temperature: float = option(TextRequest, "temperature", help="0 = greedy"),
     top_k: int | None = option(TextRequest, "top_k", help="keep the k most likely tokens"),
@@ -87,6 +91,9 @@ def generate(
     sampler: str = option(ImageGenRequest, "sampler", help="images: ddim or ddpm"),
     interpolate: bool = option(ImageGenRequest, "interpolate",
                                help="images: walk the latent space (GAN, VAE)"),
+    image: Annotated[Path | None, typer.Option(
+        "--image", help="captioners: the image (PNG, JPEG...) to describe; greedy unless "
+        "--temperature is given")] = None,
     out_path: Annotated[Path | None, typer.Option(
         "--out", help="images: where to write the PNG grid (default MODEL-N-SEED.png)")] = None,
     replay: Annotated[str | None, typer.Option(
@@ -96,7 +103,7 @@ def generate(
     """Generate text or images from a registered model; every output is recorded."""
     import genloop
     from genloop.errors import InvalidInput
-    from genloop.generation.service import CaptionModel, ImageModel
+    from genloop.generation.service import CaptionModel, ImageModel, TextModel
 
     if replay is not None:
         if model is not None:
@@ -107,21 +114,16 @@ def generate(
         raise InvalidInput("give a model (name or name@N), or --replay GENERATION_ID")
     m = genloop.load(model)
     count = {"num_samples": num_samples} if num_samples else {}  # else the request's default
-    if isinstance(m, ImageModel):
-        result = m.generate(**count, seed=seed, class_label=class_label,
-                            guidance_scale=guidance_scale, steps=steps, sampler=sampler,
-                            interpolate=interpolate)
-        path = out_path or Path(f"{m.ref.replace('@', '-')}-{result.output.seed}.png")
-        result.save_grid(path, columns=len(result.records) if interpolate else None)
-        if as_json:
-            for r in result.records:
-                print(json.dumps({"model": m.ref, "id": r.id, "seed": r.seed, "class": r.output,
-                                  "file": r.file, "content_hash": r.content_hash}))
-        err.print(f"{len(result.records)} images from {m.ref} (seed {result.output.seed}, "
-                  f"{result.output.timings['total_s']:.2f} s) → [bold]{path}[/]", highlight=False)
+    if image is not None or isinstance(m, CaptionModel):
+        _caption(ctx, m, image, prompt, count, seed=seed, temperature=temperature, top_k=top_k,
+                 top_p=top_p, max_new_tokens=max_new_tokens, num_beams=num_beams, as_json=as_json)
         return
-    if isinstance(m, CaptionModel):  # image in, text out: the CLI's --image (issue 12, face E)
-        raise InvalidInput(f"{m.ref} captions images: it takes an image, not a prompt")
+    if isinstance(m, ImageModel):
+        _images(m, prompt, count, out_path, as_json, seed=seed, class_label=class_label,
+                guidance_scale=guidance_scale, steps=steps, sampler=sampler,
+                interpolate=interpolate)
+        return
+    assert isinstance(m, TextModel)  # a captioner went to _caption above
     prompts: str | list[str] = prompt[0] if len(prompt) == 1 else (prompt or "")
     request = m.request(prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                         top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
@@ -151,6 +153,118 @@ def generate(
         scored = "" if o.score is None else f" score {o.score:.4f}"
         out.print(f"[dim]---- {m.ref} seed {o.seed}{scored} ----[/]")
         out.print(o.prompt + o.text, markup=False, highlight=False)
+
+
+def _images(m: Any, prompts: list[str], count: dict[str, int], out_path: Path | None,
+            as_json: bool, **params: Any) -> None:
+    """Images into one PNG grid (and JSON lines): a text-conditioned model draws each --prompt
+    (several: one row each, seeds on the columns, all from the same --seed)."""
+    from genloop.generation.text import resolve_seed
+
+    texts = _image_prompts(m, prompts, params["class_label"])
+    if len(texts) > 1:  # one seed for every row, so a column is one seed across the prompts
+        params["seed"] = resolve_seed(params["seed"], count.get("num_samples", IMAGE_SAMPLES))
+    results = [m.generate(**count, **params, **text) for text in texts]
+    first = results[0]
+    path = out_path or Path(f"{m.ref.replace('@', '-')}-{first.output.seed}.png")
+    if len(results) == 1:
+        first.save_grid(path, columns=len(first.records) if params["interpolate"] else None)
+    else:
+        _save_rows(results, path)
+    for text, result in zip(texts, results, strict=True):
+        unknown = list(result.output.unknown_words)
+        if as_json:
+            for r in result.records:
+                print(json.dumps({"model": m.ref, "id": r.id, "seed": r.seed, "class": r.output,
+                                  **text, **({"unknown_words": unknown} if text else {}),
+                                  "file": r.file, "content_hash": r.content_hash},
+                                 ensure_ascii=False))
+        elif text:
+            _image_table(result.records, text["prompt"])
+        if unknown:
+            err.print(f"[yellow]unknown words[/] (read as the unknown token): "
+                      f"{', '.join(unknown)}", highlight=False)
+    drawn, took = sum(len(r.records) for r in results), sum(r.output.timings["total_s"] for r in results)
+    err.print(f"{drawn} images from {m.ref} (seed {first.output.seed}, {took:.2f} s) → "
+              f"[bold]{path}[/]", highlight=False)
+
+
+def _save_rows(results: list[Any], path: Path) -> None:
+    """Several prompts' images as one grid, a row per prompt, signed as one grid of them all."""
+    import numpy as np
+
+    from genloop.generation.image import save_grid
+    from genloop.generation.provenance import grid_signer
+
+    first = results[0]
+    records = [r for result in results for r in result.records]
+    request = {**first.request.model_dump(mode="json"),
+               "prompt": [result.request.prompt for result in results]}
+    provenance = {"model": first.model, "seed": first.output.seed, "request": request,
+                  "seeds": [r.seed for r in records],
+                  "content_hashes": [r.content_hash for r in records],
+                  "generations": [r.id for r in records]}
+    sign = grid_signer(first.model, first.output.seed, request, records, first.dataset_hash)
+    images = np.concatenate([result.output.images for result in results])
+    save_grid(images, path, provenance, columns=len(first.records), sign=sign)
+
+
+def _image_prompts(m: Any, prompts: list[str], class_label: str | None) -> list[dict[str, str]]:
+    """An image model's ``--prompt``s: the sentences a text-conditioned model draws ([{}] for
+    the others, which take --class)."""
+    from genloop.errors import InvalidInput
+
+    if m.family.reads != "prompt":
+        if prompts:
+            raise InvalidInput(f"--prompt: {m.ref} is a {m.family.name} model, it draws classes, "
+                               "not sentences: give --class")
+        return [{}]
+    if class_label is not None:
+        raise InvalidInput(f"--class: {m.ref} draws what a sentence says: give --prompt")
+    if not prompts:
+        raise InvalidInput(f"--prompt: {m.ref} draws what a sentence says: give one "
+                           "(e.g. 'a small red circle at the top left'; repeat for rows)")
+    return [{"prompt": p} for p in prompts]
+
+
+def _image_table(records: list[Any], prompt: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=prompt, title_justify="left")
+    for column in ("#", "seed", "generation", "content hash"):
+        table.add_column(column)
+    for i, r in enumerate(records):
+        table.add_row(str(i), str(r.seed), r.id, r.content_hash[:16])
+    out.print(table)
+
+
+def _caption(ctx: typer.Context, m: Any, image: Path | None, prompts: list[str],
+             count: dict[str, int], *,
+             as_json: bool, **params: Any) -> None:
+    """``--image FILE`` to a captioner: its captions printed, each recorded. Only the options
+    given are passed: the rest are the captioner's own defaults (greedy, its caption length)."""
+    from genloop.errors import InvalidInput
+    from genloop.generation.service import CaptionModel
+
+    if not isinstance(m, CaptionModel):
+        raise InvalidInput(f"--image: {m.ref} is a {m.family.name} model, it does not read "
+                           "images (a captioner does)")
+    if image is None:
+        raise InvalidInput(f"--image: {m.ref} is a captioner: give the image to describe")
+    if prompts:
+        raise InvalidInput(f"--prompt: {m.ref} describes an image, it takes no prompt")
+    if not image.is_file():
+        raise InvalidInput(f"--image: {image} is not a file")
+    params = {k: v for k, v in params.items() if v is not None and getattr(
+        ctx.get_parameter_source(k), "name", "DEFAULT") != "DEFAULT"}
+    outputs = m.generate(image, **count, **params)
+    for o in outputs:
+        if as_json:
+            print(json.dumps({"model": m.ref, "image": str(image), "text": o.text, "seed": o.seed,
+                              "tokens": o.tokens, "content_hash": o.content_hash},
+                             ensure_ascii=False))
+        else:
+            out.print(o.text, markup=False, highlight=False)
 
 
 def _replay(generation_id: str, out_path: Path | None, as_json: bool) -> None:

@@ -16,11 +16,23 @@ from collections import deque
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from genloop.errors import CorruptArtifact, InvalidInput, check_unicode
+from genloop.generation.content_parts import IMAGE_PART, image_part_bytes, split_image_parts
 from genloop.models.modeldir import ModelDir
+from genloop.safety.moderator import ContentBlocked, Moderator
 
 Role = Literal["system", "user", "assistant"]
 # OpenAI's roles: "developer" is its newer name for "system"; "tool" (a tool call's result) and
@@ -37,20 +49,33 @@ def unsupported(feature: str) -> PydanticCustomError:
 TEXT_PART = "text"  # OpenAI's content part type (not genloop's data kind of that name)
 _CONTENT_SCHEMA = {"anyOf": [
     {"type": "string", "maxLength": 100_000},
-    {"type": "array", "description": "text parts, joined with newlines", "items": {
-        "type": "object", "required": ["type", "text"], "additionalProperties": False,
-        "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}}]}
+    {"type": "array", "description": "text parts, joined with newlines; image parts (a data: URL, "
+     "never a remote one) for a captioner", "items": {"anyOf": [
+         {"type": "object", "required": ["type", "text"], "additionalProperties": False,
+          "properties": {"type": {"const": "text"}, "text": {"type": "string"}}},
+         {"type": "object", "required": ["type", "image_url"], "additionalProperties": False,
+          "properties": {"type": {"const": "image_url"}, "image_url": {
+              "type": "object", "required": ["url"], "additionalProperties": False,
+              "properties": {"url": {"type": "string", "pattern": "^data:image/"},
+                             "detail": {"enum": ["auto", "low", "high"]}}}}}]}}]}
 
 
 def _joined_text_parts(content: Any) -> Any:
     """OpenAI's content as a list of parts: the text parts joined with newlines (what the model
-    reads); any other part (an image, audio, a file) is refused."""
+    reads); image parts are checked (a data: URL, never a remote one) and left out (a
+    captioner reads them: ``ChatMessage.images``); any other part (audio, a file) is refused."""
     if not isinstance(content, list):
         return content
     texts = []
-    for part in content:
+    for i, part in enumerate(content):
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
             raise ValueError("content parts are objects with a type")
+        if part["type"] == IMAGE_PART:  # checked here (its error names the content), kept apart
+            try:
+                image_part_bytes(part)
+            except ValueError as e:
+                raise ValueError(f"part {i} (image_url): {e}") from None
+            continue
         if part["type"] != TEXT_PART:
             raise unsupported(f"{part['type']} content parts")
         if set(part) - {"type", "text"} or not isinstance(part.get("text"), str):
@@ -73,6 +98,22 @@ class ChatMessage(BaseModel):
     # the rest of a tool exchange: refused by the role, or when not empty
     tool_call_id: str | None = Field(None, description="only on tool messages, which are refused")
     tool_calls: list[Any] | None = Field(None, description="refused unless empty: no tools")
+    _images: list[bytes] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _image_parts(cls, data: Any, handler: ModelWrapValidatorHandler[ChatMessage]) -> ChatMessage:
+        """Image content parts are taken out of the content (which is then its text parts) and
+        kept as their images' bytes (``images``): only a captioner reads them."""
+        message = handler(data)  # the content's validator has checked the image parts
+        if isinstance(data, dict) and isinstance(data.get("content"), list):
+            message._images = split_image_parts(data["content"])[1]
+        return message
+
+    @property
+    def images(self) -> list[bytes]:
+        """The images of the message's ``image_url`` parts (data: URLs), in order."""
+        return self._images
 
     @field_validator("role")
     @classmethod
@@ -240,3 +281,20 @@ def load_chat_template(model_dir: ModelDir) -> ChatTemplate:
     except ValueError as e:
         raise CorruptArtifact(f"{model_dir.chat_template_file}: not a valid chat template "
                               f"({str(e).splitlines()[0]})") from None
+
+
+def moderated_messages(moderator: Moderator, extra: dict[str, Any]) -> dict[str, Any]:
+    """A chat's recorded messages as moderation lets them through: each checked as a prompt
+    (one the policy blocks refuses the request, even a turn too old to fit the context),
+    redacted where it redacts."""
+    messages = extra.get("messages")
+    if not messages:
+        return extra
+    kept = []
+    for i, message in enumerate(messages):
+        verdict = moderator.check(str(message.get("content") or ""), "prompt")
+        if verdict.blocked:
+            raise ContentBlocked(f"messages.{i}.content: refused by the moderation policy "
+                                 f"({verdict.reason()})", param=f"messages.{i}.content")
+        kept.append({**message, "content": verdict.text} if verdict.redacted else message)
+    return {**extra, "messages": kept}

@@ -321,20 +321,26 @@ class CaptionModel(_Loaded):
         captions them again; ``owner``: the API key owner's (None: the workspace's)."""
         owner = params.pop("owner", None)
         request = params.pop("request", None) or self.request(**params)
+        return [out for out, _record in self.caption(input_pixels(image), request, owner=owner)]
+
+    def caption(self, pixels: np.ndarray, request: CaptionGenRequest,
+                extra: dict[str, Any] | None = None, owner: str | None = None,
+                ) -> list[tuple[TextOutput, GenerationRecord]]:
+        """``generate`` on decoded pixels, each caption with its record; ``extra``: the face's
+        own settings, recorded beside the request (the chat messages of the HTTP face)."""
         request = request.model_copy(update={"seed": resolve_seed(request.seed, request.num_samples)})
-        pixels = input_pixels(image)
         _path, digest = save_pixels(settings().generations_dir, pixels)
         moderator = workspace_moderator(self.store)
         outputs = [moderate_output(out, moderator) for out in generate_captions(
             self.family, self.network, self.tokenizer, image_tensor(pixels, self.config), request)]
         one = request.model_copy(update={"seed": None, "num_samples": 1})
-        shared = {**one.model_dump(mode="json", exclude={"seed"}), "image": {"content_hash": digest}}
-        for out in outputs:
-            self.store.record_generation(
-                model=self.version, kind="text", request={"seed": out.seed}, shared=shared,
-                seed=out.seed, output=out.text, file=None, content_hash=out.content_hash,
-                timings=out.timings, owner=owner, safety=out.safety, sign=record_signer(self.version))
-        return outputs
+        shared = {**one.model_dump(mode="json", exclude={"seed"}), **(extra or {}),
+                  "image": {"content_hash": digest}}
+        return [(out, self.store.record_generation(
+            model=self.version, kind="text", request={"seed": out.seed}, shared=shared,
+            seed=out.seed, output=out.text, file=None, content_hash=out.content_hash,
+            timings=out.timings, owner=owner, safety=out.safety, sign=record_signer(self.version)))
+            for out in outputs]
 
 
 @dataclass

@@ -197,6 +197,16 @@ class ChatBody(_TextBody):
                                                           "a knowledge graph for the user's "
                                                           "messages (or grounding.query), put "
                                                           "before the transcript; recorded")
+    num_beams: Int = Field(1, ge=1, le=16, description="genloop extra, captioners: beam search "
+                                                        "over this many hypotheses (one caption)")
+
+    @field_validator("num_beams")
+    @classmethod
+    def _chat_beams_do_not_stream(cls, v: int, info: ValidationInfo) -> int:
+        if v > 1 and info.data.get("stream"):
+            raise ValueError("cannot be used with stream (the best beam is known only once the "
+                             "search has finished)")
+        return v
 
     @field_validator("top_logprobs")
     @classmethod
@@ -217,7 +227,8 @@ class ImageBody(_Body):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     model: str = Field(min_length=1, max_length=80)
-    prompt: ImagePrompt = Field("", description="a class name of the model picks the class")
+    prompt: ImagePrompt = Field("", description="a text-conditioned model: the sentence it draws; "
+                                "a class-conditional one: a class name picks the class")
     n: Int = Field(1, ge=1, le=64)
     size: str | None = Field(None, pattern=r"^\d{1,5}x\d{1,5}$", description="'WxH', the model's size")
     response_format: Literal["url", "b64_json"] = "url"
@@ -414,6 +425,9 @@ class ImagesResponse(_Reply):
     created: int
     model: str = Field(description="genloop extra: 'name@N'")
     data: list[Image]
+    unknown_words: list[str] | None = Field(
+        None, description="genloop extra: a text-conditioned model's prompt words outside its "
+                          "vocabulary (read as its unknown token); null for a class model")
 
 
 class Health(_Reply):
@@ -432,6 +446,9 @@ class ModelObject(_Reply):
     family: str
     modality: Literal["text", "image"]
     generative: bool = True  # False: a feature classifier behind FID, not a generator
+    conditioning: Literal["none", "class", "text", "image"] = Field(
+        "none", description="genloop extra: what its generation reads besides a seed: a class, "
+                            "a sentence (text → image) or an image (a captioner)")
     latest: bool
     parent: str | None = Field(None, description="genloop extra: the version this one was tuned from")
     metrics: dict[str, Any]

@@ -1,9 +1,11 @@
-"""Records and feedback: ``/v1/generations`` (list, one, its content, its signed provenance),
+"""Records and feedback: ``/v1/generations`` (list, one, its content, the image a caption read,
+its signed provenance),
 ratings and thumbs on a generation, and preferences between two. Feedback writes are idempotent
 in one transaction with their ``Idempotency-Key`` record (``genloop.feedback``)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -101,6 +103,30 @@ async def get_content(generation_id: GenerationId, state: StateDep, caller: Call
     png = await run_in_threadpool(image_png, g, state.store)
     return Response(png, media_type="image/png",
                     headers={"Content-Disposition": f'attachment; filename="{g.id}.png"'})
+
+
+def input_png(g: GenerationRecord) -> bytes:
+    """The image a caption generation read (its request's ``image``, stored once by content
+    like every image), as a PNG; a 400 for a generation that read none."""
+    from genloop.errors import InvalidInput
+    from genloop.generation.caption import stored_input
+    from genloop.generation.image import png_bytes
+
+    image = (g.request or {}).get("image")
+    digest = image.get("content_hash") if isinstance(image, dict) else None
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise InvalidInput(f"generation {g.id!r} read no image (a captioner's generations do)")
+    return png_bytes(stored_input(digest))
+
+
+@router.get("/generations/{generation_id}/input", summary="The image a caption generation read",
+            response_class=Response,
+            responses={200: {"content": {"image/png": {"schema": {
+                "type": "string", "format": "binary",
+                "description": "the image as it was read, by its content hash"}}}}})
+async def get_input(generation_id: GenerationId, state: StateDep, caller: CallerDep) -> Response:
+    g = await run_in_threadpool(state.store.get_generation, generation_id, caller.visible_to)
+    return Response(await run_in_threadpool(input_png, g), media_type="image/png")
 
 
 @router.get("/generations/{generation_id}/provenance",

@@ -4,7 +4,9 @@ Each image is a generation record, its pixels stored and recorded before the res
 its PNG (``b64_json``, or the ``url``: the configured ``public_url``, never the Host header) carries
 that generation's own provenance in its text chunks and a signed C2PA manifest. The prompt may
 name a class ("7", "sneaker"); the genloop extras ``class``, ``guidance_scale``, ``steps`` and
-``sampler`` set the rest.
+``sampler`` set the rest. A text-conditioned model (``text-diffusion``, ``text-gan``) draws what
+its prompt says, any sentence: the words its tokenizer does not know are read as its unknown
+token and named in the genloop extra ``unknown_words``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ from genloop.serving.deps import StateDep, WriterDep, run_idempotent
 from genloop.serving.schemas import IDEMPOTENT_REPLAYED, Image, ImageBody, ImagesResponse, errors
 
 router = APIRouter(prefix="/v1", tags=["images"], responses=errors(400, 401, 403, 404, 409, 429, 503))
+
+
+def _text_prompt(body: ImageBody, model: ImageModel) -> str:
+    """A text-conditioned model's prompt: the sentence it draws (no class to pick)."""
+    if body.class_ is not None:
+        raise InvalidInput(f"class: model {model.ref} draws what a sentence says, it has no "
+                           "classes: describe the image in prompt")
+    if not body.prompt.strip():
+        raise InvalidInput(f"prompt: empty: model {model.ref} draws what a sentence says "
+                           "(e.g. 'a small red circle at the top left')")
+    return body.prompt
 
 
 def _class_of(body: ImageBody, model: ImageModel) -> int | str | None:
@@ -56,8 +69,12 @@ async def generate_images(body: ImageBody, state: StateDep, caller: WriterDep,
     if body.size is not None and body.size != size:
         raise InvalidInput(f"size: this model draws {size} images, not {body.size}")
     await run_in_threadpool(moderate_image_prompt, body.prompt, state.store)  # blocked: 400
-    params: dict[str, Any] = {"num_samples": body.n, "seed": body.seed,
-                              "class_label": _class_of(body, model), "sampler": body.sampler}
+    text = model.family.reads == "prompt"
+    params: dict[str, Any] = {"num_samples": body.n, "seed": body.seed, "sampler": body.sampler}
+    if text:
+        params["prompt"] = _text_prompt(body, model)
+    else:
+        params["class_label"] = _class_of(body, model)
     if body.guidance_scale is not None:
         params["guidance_scale"] = body.guidance_scale
     if body.steps is not None:
@@ -76,9 +93,15 @@ async def generate_images(body: ImageBody, state: StateDep, caller: WriterDep,
                 file = {"b64_json": base64.b64encode(png).decode()}
             else:
                 file = {"url": f"{base}/v1/generations/{record.id}/content"}
-            data.append(Image(revised_prompt=record.output or "", generation_id=record.id,
-                              class_=record.output, **file))
-        reply = ImagesResponse(created=int(time.time()), model=model.ref, data=data)
+            if text:
+                data.append(Image(revised_prompt=body.prompt, generation_id=record.id, class_=None,
+                                  **file))
+            else:
+                data.append(Image(revised_prompt=record.output or "", generation_id=record.id,
+                                  class_=record.output, **file))
+        unknown = list(getattr(result.output, "unknown_words", None) or []) if text else None
+        reply = ImagesResponse(created=int(time.time()), model=model.ref, data=data,
+                               unknown_words=unknown)
         return 200, reply.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
     return await run_idempotent(state, caller, request, body, work)

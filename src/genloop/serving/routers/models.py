@@ -27,7 +27,7 @@ def model_object(version: ModelVersion, latest: bool, card: bool = False) -> Mod
     return ModelObject(
         id=version.ref, created=int(version.created_at.timestamp()), name=version.name,
         version=version.version, family=version.family, modality=what.output,
-        generative=family.generative, latest=latest, parent=version.parent,
+        generative=family.generative, conditioning=family.conditioning, latest=latest, parent=version.parent,
         metrics=version.metrics, classes=classes, image_size=getattr(config, "image_size", None),
         chat_template=template,
         card=directory.card() if card else None,

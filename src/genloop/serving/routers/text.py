@@ -23,13 +23,15 @@ from starlette.concurrency import run_in_threadpool
 from genloop.errors import InvalidInput, validation_message
 from genloop.generation import grounding
 from genloop.generation.batching import Event, Failed, Finished, Piece, Ticket
+from genloop.generation.chat import moderated_messages
 from genloop.generation.grounding import Grounding
 from genloop.generation.service import TextModel, load, load_reward
 from genloop.generation.text import TextOutput, TextRequest, resolve_seed
-from genloop.safety.moderator import ContentBlocked, Moderator
+from genloop.safety.moderator import Moderator
 from genloop.safety.stream import StreamGuard
 from genloop.serving import compat
 from genloop.serving.auth import Forbidden
+from genloop.serving.captions import vision_chat
 from genloop.serving.deps import CallerDep, ServerState, StateDep, WriterDep, run_idempotent
 from genloop.serving.schemas import (
     IDEMPOTENT_REPLAYED,
@@ -500,6 +502,9 @@ async def completions(body: CompletionBody, state: StateDep, caller: WriterDep,
                               "content": event_stream(ChatCompletionChunk)}})
 async def chat_completions(body: ChatBody, state: StateDep, caller: WriterDep,
                            request: Request) -> Response:
+    # a captioner answers an image content part with its caption (serving/captions.py)
+    if (answered := await vision_chat(state, caller, request, body)) is not None:
+        return answered
     return await _respond(state, caller, request, body, chat=True)
 
 
@@ -530,23 +535,6 @@ class _StreamLogprobs:
         if not self.asked or entries is None:
             return {}
         return self.of(index, entries[len(self.sent.get(index, [])):])
-
-
-def moderated_messages(moderator: Moderator, extra: dict[str, Any]) -> dict[str, Any]:
-    """A chat's recorded messages as moderation lets them through: each checked as a prompt
-    (one the policy blocks refuses the request, even a turn too old to fit the context),
-    redacted where it redacts."""
-    messages = extra.get("messages")
-    if not messages:
-        return extra
-    kept = []
-    for i, message in enumerate(messages):
-        verdict = moderator.check(str(message.get("content") or ""), "prompt")
-        if verdict.blocked:
-            raise ContentBlocked(f"messages.{i}.content: refused by the moderation policy "
-                                 f"({verdict.reason()})", param=f"messages.{i}.content")
-        kept.append({**message, "content": verdict.text} if verdict.redacted else message)
-    return {**extra, "messages": kept}
 
 
 class _Guards:

@@ -18,6 +18,7 @@ export async function loadModels() {
   catalog.models = list.data || [];
   fillModelSelect($("#text-model"), "text");
   fillModelSelect($("#image-model"), "image");
+  fillModelSelect($("#caption-model"), "text", "image");
   const filter = $("#history-model");
   const keep = filter.value;
   filter.replaceChildren(h("option", { value: "" }, "All models"),
@@ -26,12 +27,15 @@ export async function loadModels() {
   listeners.forEach((fn) => fn());
 }
 
-/** Fill a model select with the generative models of `modality`, keeping its choice if listed. */
-export function fillModelSelect(select, modality) {
+/** Fill a model select with the generative models of `modality`, keeping its choice if listed;
+ * `reads` "image": the captioners only (text models that read an image), else none of them. */
+export function fillModelSelect(select, modality, reads = null) {
   const keep = select.value;
-  const models = catalog.models.filter((m) => m.modality === modality && m.generative !== false);
+  const models = catalog.models.filter((m) => m.modality === modality && m.generative !== false
+    && (reads === "image") === (m.conditioning === "image"));
   if (!models.length) {
-    select.replaceChildren(h("option", { value: "" }, `No ${modality} models — train one with \`genloop train\``));
+    const what = reads === "image" ? "captioners" : `${modality} models`;
+    select.replaceChildren(h("option", { value: "" }, `No ${what} — train one with \`genloop train\``));
     return;
   }
   select.replaceChildren(...models.map((m) =>

@@ -1,12 +1,14 @@
 /* The History page: every recorded generation, newest first and paged, filtered by kind and model;
  * a preview, the seed and the feedback of each (with stars and thumbs to rate it); Restore (fill
- * the Text or Images form with every setting); and an A/B preference between two ticked rows. */
+ * the Text, Images or Caption form with every setting); and an A/B preference between two ticked
+ * rows. */
 
 import { $, $$, h, icon, enc, truncate, toDate, fmtTime, reportError } from "./dom.js";
 import { api, request } from "./api.js";
 import { catalog } from "./catalog.js";
 import { fillTextForm, safetyNote } from "./text.js";
 import { fillImageForm } from "./images.js";
+import { captionInput, fillCaptionForm, isCaption } from "./caption.js";
 import { feedbackWidget } from "./widgets.js";
 
 /** The rows shown, the paging cursor, the A/B picks and the object URLs of image previews. */
@@ -26,6 +28,16 @@ function historyPreview(gen) {
       .catch(() => img.classList.add("missing"));
     return h("div", { class: "preview-image" }, img,
       gen.output != null ? h("span", { class: "pill pill-accent" }, `class ${gen.output}`) : null);
+  }
+  if (isCaption(gen)) { // the image it read, then its caption
+    const img = h("img", { class: "caption-thumb", alt: `The image captioned by ${gen.id}` });
+    captionInput(gen.id).then((blob) => {
+      const url = URL.createObjectURL(blob);
+      view.blobUrls.push(url);
+      img.src = url;
+    }).catch(() => img.classList.add("missing"));
+    return h("div", { class: "preview-caption" }, img, truncate(String(gen.output ?? ""), 200),
+      safetyNote(gen.safety));
   }
   let prompt;
   if (Array.isArray(req.messages) && req.messages.length) {
@@ -152,6 +164,9 @@ async function restore(gen) {
   if (gen.kind === "image") {
     fillImageForm(gen);
     location.hash = "#/images";
+  } else if (isCaption(gen)) {
+    await fillCaptionForm(gen);
+    location.hash = "#/caption";
   } else {
     fillTextForm(gen);
     location.hash = "#/text";

@@ -1,13 +1,23 @@
-/* The Images page: draw a grid of images (class, guidance, steps, sampler, seed), download each
- * PNG, rate it, and fill the form from a recorded generation (History's Restore). */
+/* The Images page: draw a grid of images (a class, or a sentence for a text-conditioned model;
+ * guidance, steps, sampler, seed), download each PNG, rate it, and fill the form from a recorded
+ * generation (History's Restore). */
 
 import { $, h, icon, enc, notify, reportError } from "./dom.js";
 import { api } from "./api.js";
 import { modelById, onModelsLoaded, selectModel } from "./catalog.js";
 import { downloadContent, feedbackWidget, readNumber, readSeed, setSeed, wireSeed } from "./widgets.js";
 
+/** A text-conditioned model takes a sentence (the Prompt field); any other a class. */
+function showConditioning(model) {
+  const text = !!model && model.conditioning === "text";
+  $("#image-prompt-field").hidden = !text;
+  $("#image-class-field").hidden = text;
+  return text;
+}
+
 export function fillClasses(keep) {
   const model = modelById($("#image-model").value);
+  showConditioning(model);
   const select = $("#image-class");
   const previous = keep ?? select.value;
   const classes = (model && model.classes) || [];
@@ -19,6 +29,9 @@ export function fillClasses(keep) {
 async function generateImages() {
   const model = $("#image-model").value;
   if (!model) return notify("Pick an image model first (none is registered yet: `genloop train ...`).");
+  const text = showConditioning(modelById(model));
+  const prompt = $("#image-prompt").value.trim();
+  if (text && !prompt) return notify("Prompt: describe the image to draw, e.g. \"a small red circle at the top left\".");
   let body;
   try {
     body = {
@@ -29,12 +42,13 @@ async function generateImages() {
       guidance_scale: readNumber("image-guidance", "Guidance"),
       steps: readNumber("image-steps", "Steps", { integer: true }),
       sampler: $("#image-sampler").value,
-      class: $("#image-class").value || null,
+      class: text ? null : $("#image-class").value || null,
+      prompt: text ? prompt : null,
     };
   } catch (err) {
     return notify(err.message);
   }
-  for (const key of ["seed", "guidance_scale", "steps", "class"]) if (body[key] == null) delete body[key];
+  for (const key of ["seed", "guidance_scale", "steps", "class", "prompt"]) if (body[key] == null) delete body[key];
 
   const button = $("#image-generate");
   const status = $("#image-status");
@@ -44,7 +58,7 @@ async function generateImages() {
   const t0 = performance.now();
   try {
     const result = await api("v1/images/generations", { method: "POST", body });
-    renderImageGrid(model, result.data || [], performance.now() - t0);
+    renderImageGrid(model, result.data || [], performance.now() - t0, result.unknown_words);
     status.textContent = "";
   } catch (err) {
     status.textContent = "Failed.";
@@ -55,12 +69,16 @@ async function generateImages() {
   }
 }
 
-function renderImageGrid(model, items, elapsed) {
+function renderImageGrid(model, items, elapsed, unknownWords) {
   const grid = $("#image-grid");
   const seedSlot = h("span", { class: "seed-slot" });
+  const prompt = items.length && items[0].class == null ? items[0].revised_prompt : "";
   grid.replaceChildren(h("div", { class: "grid-head" },
     h("span", null, `${items.length} image${items.length === 1 ? "" : "s"} from `,
-      h("span", { class: "mono" }, model), ` in ${(elapsed / 1000).toFixed(2)} s`),
+      h("span", { class: "mono" }, model), ` in ${(elapsed / 1000).toFixed(2)} s`,
+      prompt ? h("span", { class: "grid-prompt" }, ` · “${prompt}”`) : null,
+      unknownWords && unknownWords.length
+        ? h("span", { class: "unknown-words" }, ` · unknown words: ${unknownWords.join(", ")}`) : null),
     seedSlot));
   items.forEach((item, i) => {
     const id = item.generation_id;
@@ -95,6 +113,7 @@ export function fillImageForm(gen) {
   if (typeof cls === "number" && model && model.classes) cls = model.classes[cls];
   fillClasses(cls == null ? "" : String(cls));
   const set = (id, v) => { $(`#${id}`).value = v == null ? "" : String(v); };
+  $("#image-prompt").value = typeof req.prompt === "string" ? req.prompt : "";
   set("image-n", req.n ?? req.num_samples ?? 1);
   set("image-guidance", req.guidance_scale ?? req.guidance);
   set("image-steps", req.steps);

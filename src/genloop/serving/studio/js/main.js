@@ -1,5 +1,5 @@
 /* genloop studio: a single page over the HTTP API (docs/api.md), vanilla JS in ES modules, no build
- * step. This module routes between the pages (#/text, #/images, #/history, #/improve, #/compare,
+ * step. This module routes between the pages (#/text, #/images, #/caption, #/history, #/improve, #/compare,
  * #/models), watches the server's health and starts everything; each page is its own module.
  *
  * Two rules hold in every module:
@@ -14,6 +14,7 @@ import { $, $$, reportError } from "./dom.js";
 import { catalog, loadModels } from "./catalog.js";
 import { wireTextPage } from "./text.js";
 import { wireImagesPage } from "./images.js";
+import { wireCaptionPage } from "./caption.js";
 import { loadHistory, wireHistoryPage } from "./history.js";
 import { renderModels } from "./models.js";
 import { showImprove, wireImprovePage } from "./improve.js";
@@ -22,6 +23,7 @@ import { showCompare, wireComparePage } from "./compare.js";
 const PAGES = {
   text: () => {},
   images: () => {},
+  caption: () => {},
   history: () => loadHistory(true),
   improve: () => showImprove(),
   compare: () => showCompare(),
@@ -54,6 +56,7 @@ async function checkHealth() {
 function start() {
   wireTextPage();
   wireImagesPage();
+  wireCaptionPage();
   wireHistoryPage();
   wireImprovePage();
   wireComparePage();

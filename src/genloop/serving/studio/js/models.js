@@ -18,11 +18,14 @@ function metricsTable(metrics) {
     ...pair.flatMap(([k, v]) => [h("th", { scope: "row", title: k }, k), h("td", { title: String(v) }, fmtNum(v))])))));
 }
 
-/** "Use": open the model's page with it selected. */
+/** "Use": open the model's page with it selected (a captioner's is the Caption page). */
 function useButton(m) {
   const image = m.modality === "image";
-  return h("a", { class: "btn btn-sm", href: image ? "#/images" : "#/text", onclick: () => {
-    selectModel(image ? $("#image-model") : $("#text-model"), m.id);
+  const captioner = m.conditioning === "image";
+  const [page, select] = image ? ["#/images", "#image-model"]
+    : captioner ? ["#/caption", "#caption-model"] : ["#/text", "#text-model"];
+  return h("a", { class: "btn btn-sm", href: page, onclick: () => {
+    selectModel($(select), m.id);
     if (image) fillClasses();
   } }, "Use");
 }
@@ -44,7 +47,7 @@ function modelCard(m) {
           h("span", { class: "pill" }, m.modality ?? "?"),
           m.latest ? h("span", { class: "pill pill-ok" }, "latest") : null)),
       h("div", { class: "model-actions" },
-        m.modality === "text" && m.generative !== false
+        m.modality === "text" && m.generative !== false && m.conditioning !== "image"
           ? h("button", { type: "button", class: "btn btn-sm improve", onclick: () => improveModel(m.id) }, "Improve") : null,
         m.generative === false ? null : useButton(m))),
     h("dl", { class: "kv" }, ...facts.filter(([, v]) => v != null).flatMap(([k, v]) =>
