@@ -140,7 +140,7 @@ TARGETS = [  # (result, label, path into its JSON, target, higher is better)
      ("headline", "caption_single_heldout"), 0.95, True),
     ("t2i", "shapes-pairs captioner: exact caption accuracy on held-out images",
      ("headline", "caption_pairs_heldout"), 0.85, True),
-    ("t2i", "shapes captioner: CIDEr (5 references per image)", ("headline", "caption_single_cider"), None,
+    ("t2i", "shapes captioner: CIDEr (6 references per image)", ("headline", "caption_single_cider"), None,
      True),
     ("t2i", "shapes round trip: caption(generate(prompt)) = prompt", ("headline", "round_trip_single"), None,
      True),

@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -346,7 +347,11 @@ def report(results: dict[str, Any], results_dir: Path, quick: bool) -> str:
              "images beside) reads every attribute back; *faithfulness* is the share of images whose every "
              "attribute is the prompt's. FID is under the recogniser's features (comparable between rows "
              "here only). Captions are parsed back to attributes; BLEU-4 and CIDEr-D from pycocoevalcap's "
-             "scorers against five reference phrasings per image.", ""]
+             "scorers against six reference phrasings per image.", ""]
+    lines += [f"- {note}" for note in results.get("notes", [])] + ([""] if results.get("notes") else [])
+    if results.get("commands"):
+        lines += ["Sections and the commands that produced them: " + "; ".join(
+            f"{section}: `{cmd}`" for section, cmd in results["commands"].items()) + ".", ""]
     if quick:
         lines += ["**--quick run: toy sizes, the figures mean nothing.**", ""]
     rows = []
@@ -395,10 +400,12 @@ def report(results: dict[str, Any], results_dir: Path, quick: bool) -> str:
                   table(["data", "model", "held-out acc.", "seen acc.", "BLEU-4", "CIDEr", "diversity",
                          "train (s)"], cap), ""]
     for row, r in results.get("round_trip", {}).items():
+        per = [k for k in r if k.endswith("_accuracy")]
         lines += [f"Round trip ({row}): caption(generate(prompt)) parses back to the prompt for "
                   f"**{r.get('round_trip', float('nan')):.3f}** of the prompts (seen "
                   f"{r.get('round_trip_seen', float('nan')):.3f}, held-out "
-                  f"{r.get('round_trip_heldout', float('nan')):.3f}).",
+                  f"{r.get('round_trip_heldout', float('nan')):.3f}); the captioner reads back "
+                  + ", ".join(f"{k.removesuffix('_accuracy')} {r[k]:.3f}" for k in per) + ".",
                   ""]
     for section, title in (("fusion", "Fusion ablation"), ("encoders", "Encoder ablation")):
         if section not in results:
@@ -475,6 +482,9 @@ def main() -> None:
         for section in args.only or SECTIONS:
             print(f"[{time.strftime('%H:%M:%S')}] section {section}", flush=True)
             getattr(bench, section)()
+            # each section's own command: the report names what produced every table
+            bench.results.setdefault("commands", {})[section] = " ".join(["python -m bench.t2i",
+                                                                          *sys.argv[1:]])
             bench.keep()
     markdown = report(bench.results, bench.results_dir, bench.quick)
     bench.keep()
