@@ -2,12 +2,12 @@
 
 The first time a text-conditioned model of a dataset with an attribute schema (``shapes``,
 ``shapes-pairs``) is evaluated, a ``recogniser`` (``models/recogniser.py``) is trained on that
-dataset's training split — every composition, the held-out ones included (``data.compositions:
-all``: an instrument, not a generator) — with the same loop (whose final evaluation passes its ``train`` in: this
-module does not import the loop) and registered as ``<dataset>-recogniser@N``, its test accuracy
-per attribute and per image (seen and held-out compositions) on its card. Later evaluations of
-models of the same content reuse it (``evaluation.image_text.load_recogniser``), so rows of a
-comparison share one; ``eval.recogniser: name@N`` pins one explicitly.
+dataset's training split with the same loop (whose final evaluation passes its ``train`` in: this
+module does not import the loop) — every composition, the held-out ones included
+(``data.compositions: all``: an instrument, not a generator) — and registered as
+``<dataset>-recogniser@N``, its test accuracy per attribute and per image (seen and held-out
+compositions) on its card. Later evaluations reuse it (``evaluation.image_text.load_recogniser``),
+so rows of a comparison share one; ``eval.recogniser: name@N`` pins one explicitly.
 """
 
 from __future__ import annotations
