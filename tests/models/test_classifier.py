@@ -37,7 +37,8 @@ def test_config_roundtrip_and_presets():
         config = FAMILY.make_config(preset, num_classes=10, channels=3, image_size=32)
         assert FAMILY.config.model_validate(config.model_dump()) == config
         assert FAMILY.config.model_validate_json(config.model_dump_json()) == config
-    assert FAMILY.kinds == ("images",) and FAMILY.generative is False
+    # image_text too: the FID extractor of a text-conditioned model trains on its captioned data
+    assert FAMILY.kinds == ("images", "image_text") and FAMILY.generative is False
     assert set(FAMILY.exempt) <= {"config_roundtrip", "save_load", "loss_falls", "seeded_sample", "kv_cache"}
 
 

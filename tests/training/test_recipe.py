@@ -139,6 +139,10 @@ def test_builtin_recipe_loads(name: str) -> None:
         assert r.model_config_for({"vocab_size": 100}).block_size >= 1
     elif r.data.kind == "pairs":  # text models on records: their eval section is the pairs one
         assert r.model_config_for({"vocab_size": 100}).block_size >= 1 and r.eval.kind == "pairs"
+    elif r.data.kind == "image_text":  # text ↔ image: shapes and the vocabulary from the data
+        config = r.model_config_for({"channels": 3, "image_size": 32, "num_classes": 5,
+                                     "vocab_size": 50})
+        assert config.image_size == 32 and r.eval.kind == "image_text"
     else:  # image recipes take their shapes from the data; their eval section is the image one
         config = r.model_config_for({"channels": 1, "image_size": 28, "num_classes": 10})
         assert config.image_size == 28 and r.eval.kind == "images"
