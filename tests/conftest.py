@@ -34,6 +34,16 @@ _OBJECTS = ["the house", "a green field", "the quiet sea", "an open window", "th
             "a long road", "the market", "the garden", "the winter hills", "a letter"]
 
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's chromium, which the browser tests drive
+
+
+def require_chromium() -> None:
+    """At a browser test module's top: skip it where Debian's chromium is missing, except in CI,
+    where a missing browser must fail the run (``.ci/run`` installs it)."""
+    if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
 def write_corpus(path: Path, size: int = 30_000, seed: int = 0) -> Path:
     """Deterministic simple English paragraphs, about ``size`` characters."""
     rng = random.Random(seed)

@@ -19,7 +19,9 @@ import pytest
 import yaml
 
 from ..conftest import (  # noqa: TID252
+    CHROMIUM,
     SCREENSHOTS,
+    require_chromium,
     run_cli,
     serving,
     shot,
@@ -28,11 +30,9 @@ from ..conftest import (  # noqa: TID252
     write_corpus,
 )
 
-CHROMIUM = "/usr/bin/chromium"
 XSS = '<img src=x onerror=__xss=1>'  # short: the tiny model's context is 32 tokens
 
-if not Path(CHROMIUM).exists() and not os.environ.get("CI"):  # in CI a missing browser fails
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+require_chromium()
 
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 

@@ -10,14 +10,15 @@ writes nothing outside its temporary directory.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 from ..conftest import (  # noqa: TID252
+    CHROMIUM,
     SCREENSHOTS,
+    require_chromium,
     run_cli,
     serving,
     shot,
@@ -26,11 +27,9 @@ from ..conftest import (  # noqa: TID252
     write_corpus,
 )
 
-CHROMIUM = "/usr/bin/chromium"
 STEPS = 4  # tune steps: enough to register a child, quick on two shared cores
 
-if not Path(CHROMIUM).exists() and not os.environ.get("CI"):  # in CI a missing browser fails
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+require_chromium()
 
 from playwright.sync_api import Locator, Page, expect, sync_playwright  # noqa: E402
 

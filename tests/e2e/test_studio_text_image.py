@@ -6,7 +6,6 @@ image, and History restores both — the sentence, and the very image the captio
 from __future__ import annotations
 
 import io
-import os
 import re
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import pytest
 from PIL import Image
 
 from ..conftest import (  # noqa: TID252
+    CHROMIUM,
+    require_chromium,
     run_cli,
     serving,
     shot,
@@ -24,9 +25,7 @@ from ..conftest import (  # noqa: TID252
     train_recipes,
 )
 
-CHROMIUM = "/usr/bin/chromium"
-if not Path(CHROMIUM).exists() and not os.environ.get("CI"):  # in CI a missing browser fails
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+require_chromium()
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 

@@ -115,32 +115,38 @@ def sample(model: Classifier, request: ImageRequest, generator: torch.Generator)
 
 
 @torch.no_grad()
+def read_in_batches(model: nn.Module, images: torch.Tensor, batch_size: int, name: str,
+                    read: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``read(features)`` → a second tensor, with the features (float32, on the CPU), for
+    ``images`` (N, C, H, W) in [-1, 1], ``batch_size`` at a time in eval mode (restored after);
+    shared by every CNN that reads images through ``model.features`` (classifier, recogniser)."""
+    channels = model.config.channels  # type: ignore[union-attr]
+    if images.ndim != 4 or images.shape[1] != channels:
+        raise InvalidInput(f"{name} expects images (N, {channels}, H, W), got {tuple(images.shape)}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    try:
+        for start in range(0, images.shape[0], batch_size):
+            f = model.features(images[start:start + batch_size].to(device, torch.float32))  # type: ignore[operator]
+            out.append((f.float().cpu(), read(f).cpu()))
+    finally:
+        model.train(was_training)
+    return out
+
+
 def predict(
     model: Classifier, images: torch.Tensor, batch_size: int = 256
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features (N, feature_dim) and class probabilities (N, K), float32 on the CPU, of ``images``
     (N, C, H, W) in [-1, 1]; in eval mode, ``batch_size`` images at a time (the mode is restored)."""
-    if images.ndim != 4 or images.shape[1] != model.config.channels:
-        raise InvalidInput(
-            f"classifier expects images (N, {model.config.channels}, H, W), got {tuple(images.shape)}"
-        )
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    features, probs = [], []
-    try:
-        for start in range(0, images.shape[0], batch_size):
-            x = images[start:start + batch_size].to(device, torch.float32)
-            f = model.features(x)
-            features.append(f.float().cpu())
-            probs.append(torch.softmax(model.head(f).float(), dim=1).cpu())
-    finally:
-        model.train(was_training)
-    if not features:
+    parts = read_in_batches(model, images, batch_size, "classifier",
+                            lambda f: torch.softmax(model.head(f).float(), dim=1))
+    if not parts:
         d, k = model.config.feature_dim, model.config.num_classes
         return torch.zeros(0, d), torch.zeros(0, k)
-    return torch.cat(features), torch.cat(probs)
-
+    return torch.cat([f for f, _ in parts]), torch.cat([p for _, p in parts])
 
 FAMILY = Family(
     name="classifier",

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from genloop.errors import InvalidInput
-from genloop.models.classifier import conv_bn_relu, random_shift
+from genloop.models.classifier import conv_bn_relu, random_shift, read_in_batches
 from genloop.models.family import Family, ImageBatch, ImageModelConfig, ImageRequest
 
 
@@ -159,24 +159,11 @@ def predict(model: Recogniser, images: torch.Tensor, batch_size: int = 256
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attribute ids (N, A) int64 (canonical form) and features (N, feature_dim) float32, on the
     CPU, of ``images`` (N, C, H, W) in [-1, 1]; in eval mode (the mode is restored)."""
-    if images.ndim != 4 or images.shape[1] != model.config.channels:
-        raise InvalidInput(
-            f"recogniser expects images (N, {model.config.channels}, H, W), got {tuple(images.shape)}")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    ids, features = [], []
-    try:
-        for start in range(0, images.shape[0], batch_size):
-            x = images[start:start + batch_size].to(device, torch.float32)
-            f = model.features(x)
-            features.append(f.float().cpu())
-            ids.append(torch.stack([head(f).argmax(1) for head in model.heads], dim=1).cpu())
-    finally:
-        model.train(was_training)
-    if not ids:
+    parts = read_in_batches(model, images, batch_size, "recogniser",
+                            lambda f: torch.stack([head(f).argmax(1) for head in model.heads], dim=1))
+    if not parts:
         return torch.zeros(0, len(model.heads), dtype=torch.long), torch.zeros(0, model.config.feature_dim)
-    return torch.cat(ids), torch.cat(features)
+    return torch.cat([i for _, i in parts]), torch.cat([f for f, _ in parts])
 
 
 FAMILY = Family(
