@@ -80,6 +80,36 @@ class Failed:
 Event = Piece | Finished | Failed
 
 
+def choices_of(tokenizer: Tokenizer, block: int | None, request: TextRequest,
+               ) -> tuple[list[str], dict[str, list[int]]]:
+    """Every choice's prompt of ``request`` (its prompts × num_samples; choice i is seeded
+    ``choice_seed(seed, i)``) and each distinct prompt's ids, or ``InvalidInput`` for a request
+    the batcher cannot take (the checks of ``Batcher.submit``, shared by its proxies)."""
+    if request.seed is None:
+        raise InvalidInput("seed: the batcher needs a resolved seed")
+    if request.best_of is not None:
+        raise InvalidInput("best_of: submit the request's candidates(); the service ranks them")
+    if request.num_beams > 1:
+        raise InvalidInput("num_beams: a beam search is one search, not independent "
+                           "sequences: the service runs it (TextModel.search)")
+    check_request(tokenizer, request)
+    prompts = [p for p in request.prompts for _ in range(request.num_samples)]
+    encoded = {p: encode_prompt(tokenizer, request.model_prompt(p), block) for p in set(prompts)}
+    return prompts, encoded
+
+
+def busy(running: int, waiting: int, choices: int, max_batch: int, max_queue: int,
+         max_new_tokens: int, step_s: float) -> Busy | None:
+    """The refusal of ``choices`` more sequences beside ``running`` + ``waiting`` live ones, or
+    None when the queue has room for all of them (``running`` never exceeds ``max_batch``)."""
+    if waiting + choices <= max_queue + max(max_batch - running, 0):
+        return None
+    ahead = waiting + running
+    wait = min(60.0, max(1.0, ahead / max_batch * max_new_tokens * step_s))
+    return Busy(f"model busy: {running} sequences running and {waiting} waiting "
+                f"(limit {max_batch} + {max_queue}); retry later", retry_after=round(wait))
+
+
 class Ticket:
     """One submitted request: its choices' events arrive at ``on_event``; ``cancel()`` stops it."""
 
@@ -135,6 +165,9 @@ class Batcher:
         # called with (running, waiting) live sequences after every submit, admission, step and
         # cancellation's removal: gauges follow the loop itself, not the requests that finish
         self.on_change: Callable[[int, int], None] | None = None
+        # called after each turn of the loop (admission and one step) and before it idles: the
+        # events of that turn are out (a decoding process sends them as one message)
+        self.on_flush: Callable[[], None] | None = None
         self._step_s = 0.02  # running mean of a step's time, for Retry-After
 
     # --- the caller's side ------------------------------------------------------------------
@@ -146,6 +179,11 @@ class Batcher:
         running = [s for s in list(self._running.values()) if not s.ticket.cancelled]
         return len(running) + sum(not s.admitted and not s.ticket.cancelled
                                   for s in list(self._admitting))
+
+    @property
+    def step_s(self) -> float:
+        """A running mean of one decoding step's time (what Retry-After is estimated from)."""
+        return self._step_s
 
     @property
     def waiting(self) -> int:
@@ -167,33 +205,19 @@ class Batcher:
         Raises ``InvalidInput`` for a prompt the model cannot take and ``Busy`` when the queue has
         no room for all the choices; nothing is queued then.
         """
-        if request.seed is None:
-            raise InvalidInput("seed: the batcher needs a resolved seed")
-        if request.best_of is not None:
-            raise InvalidInput("best_of: submit the request's candidates(); the service ranks them")
-        if request.num_beams > 1:
-            raise InvalidInput("num_beams: a beam search is one search, not independent "
-                               "sequences: the service runs it (TextModel.search)")
-        check_request(self.tokenizer, request)
-        prompts = [p for p in request.prompts for _ in range(request.num_samples)]
-        encoded = {p: encode_prompt(self.tokenizer, request.model_prompt(p), self.block)
-                   for p in set(prompts)}
+        prompts, encoded = choices_of(self.tokenizer, self.block, request)
         ticket = Ticket(on_event, len(prompts), sum(len(ids) for ids in encoded.values()))
         seqs = []
         for i, prompt in enumerate(prompts):
-            seed = choice_seed(request.seed, i)
+            seed = choice_seed(request.seed or 0, i)
             one = request.model_copy(update={"prompt": prompt, "num_samples": 1, "seed": seed})
             seqs.append(_Sequence(ticket, i, one, encoded[prompt], TextRow(prompt, request.stop),
                                   torch.Generator().manual_seed(seed)))
         with self._cond:
-            running, waiting = self.running, self.waiting
-            if waiting + len(seqs) > self.max_queue + max(self.max_batch - running, 0):
-                ahead = waiting + running
-                wait = min(60.0, max(1.0, ahead / self.max_batch * request.max_new_tokens
-                                     * self._step_s))
-                raise Busy(f"model busy: {running} sequences running and {waiting} waiting "
-                           f"(limit {self.max_batch} + {self.max_queue}); retry later",
-                           retry_after=round(wait))
+            refusal = busy(self.running, self.waiting, len(seqs), self.max_batch, self.max_queue,
+                           request.max_new_tokens, self._step_s)
+            if refusal is not None:
+                raise refusal
             self._waiting.extend(seqs)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="genloop-batcher",
@@ -212,6 +236,7 @@ class Batcher:
                     self._drop_cancelled()
                     if not self._running and not self._waiting:
                         self._changed()
+                        self._flush()
                         if not self._cond.wait(self.idle_exit_s) and not self._waiting:
                             self._thread = None
                             return
@@ -230,6 +255,11 @@ class Batcher:
                     with self._cond:
                         self._admitting = []
                         self._changed()
+                    self._flush()
+
+    def _flush(self) -> None:
+        if self.on_flush is not None:
+            self.on_flush()
 
     def _drop_cancelled(self) -> None:
         for slot, seq in list(self._running.items()):
