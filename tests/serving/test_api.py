@@ -215,7 +215,8 @@ def inprocess(served_workspace, monkeypatch):
     monkeypatch.setenv("GENLOOP_HOME", str(served_workspace.home))
     monkeypatch.delenv("GENLOOP_DB_URL", raising=False)
     service._CACHE.clear()
-    app = create_app(ServeConfig(auth=False, keepalive_s=0.05))
+    # failures are injected into the in-process batcher
+    app = create_app(ServeConfig(auth=False, keepalive_s=0.05, decode="thread"))
     with TestClient(app) as client:
         yield client
     service._CACHE.clear()

@@ -38,6 +38,9 @@ def serve(
     models_loaded: int = option(ServeConfig, "models_loaded"),
     threads: int = option(ServeConfig, "threads", help="torch threads per forward pass (1 suits small "
                           "models: the rest serve HTTP)"),
+    decode: str = option(ServeConfig, "decode", help=(
+        "process: each text model decodes in its own process, off the HTTP process's lock "
+        "(faster); thread: in the server's own process")),
     public_url: str | None = option(ServeConfig, "public_url", help=(
         "base URL clients reach the server at (image URLs start with it; default: the bind "
         "address, or relative URLs on 0.0.0.0)")),
@@ -49,20 +52,25 @@ def serve(
 ) -> None:
     """Serve every registered model over an OpenAI-compatible HTTP API, with the studio at /."""
     from genloop.errors import InvalidInput, validation_message
-    from genloop.generation.service import load
+    from genloop.generation.service import TextModel, load
     from genloop.serving.app import run
+    from genloop.serving.routers.text import decoding_loop
     from genloop.store import Store
 
     try:
         config = ServeConfig(host=host, port=port, auth=auth, max_batch=max_batch, max_queue=max_queue,
                              rate_limit=rate_limit, max_tokens=max_tokens, max_chat_chars=max_chat_chars,
                              max_file_bytes=max_file_bytes, max_file_lines=max_file_lines,
-                             models_loaded=models_loaded, threads=threads, public_url=public_url)
+                             models_loaded=models_loaded, threads=threads, public_url=public_url,
+                             decode=decode)
     except ValueError as e:
         raise InvalidInput(validation_message(e)) from None
     store = Store()
     for ref in preload:
-        load(ref, store, models_loaded)
+        model = load(ref, store, models_loaded)
+        if config.decode == "process" and isinstance(model, TextModel) and model.family.generative \
+                and model.family.embed is None and model.family.slot_decoder is not None:
+            decoding_loop(config, store.url, model)  # its process loads while the server starts
     if config.auth and not any(k.revoked_at is None for k in store.list_keys()):
         err.print("[yellow]no API key yet:[/] create one with [bold]genloop keys create NAME[/]")
     if not config.auth:

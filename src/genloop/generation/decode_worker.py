@@ -337,34 +337,30 @@ class DecodeProcess:
             self._process.kill()
 
 
-class DecodeProcesses:
-    """One ``DecodeProcess`` per served text model version, the ``keep`` most recently used
-    (an older one is stopped)."""
+_PROCS: OrderedDict[tuple, DecodeProcess] = OrderedDict()
+_PROCS_LOCK = threading.Lock()
 
-    def __init__(self, max_batch: int, max_queue: int, threads: int, keep: int = 4):
-        self.max_batch, self.max_queue, self.threads, self.keep = max_batch, max_queue, threads, keep
-        self._procs: OrderedDict[tuple[str, str], DecodeProcess] = OrderedDict()
-        self._lock = threading.Lock()
 
-    def get(self, ref: str, store_url: str, tokenizer: Tokenizer, block: int | None) -> DecodeProcess:
-        key = (store_url, ref)
-        with self._lock:
-            proc = self._procs.get(key)
-            if proc is None:
-                proc = self._procs[key] = DecodeProcess(ref, store_url, tokenizer, block,
-                                                        self.max_batch, self.max_queue, self.threads)
-            self._procs.move_to_end(key)
-            old = [self._procs.popitem(last=False)[1] for _ in range(len(self._procs) - self.keep)]
-        for proc_ in old:
-            proc_.close()
-        return proc
+def decode_process(ref: str, store_url: str, tokenizer: Tokenizer, block: int | None,
+                   max_batch: int = 16, max_queue: int = 32, threads: int = 1,
+                   keep: int = 4) -> DecodeProcess:
+    """The decoding process of version ``ref`` of the store at ``store_url`` with these limits,
+    started on first use and shared by every app in this process (as the in-process batcher is,
+    through the service's cache); the ``keep`` most recently used stay, older ones are stopped."""
+    key = (store_url, ref, max_batch, max_queue, threads)
+    with _PROCS_LOCK:
+        proc = _PROCS.get(key)
+        if proc is None:
+            proc = _PROCS[key] = DecodeProcess(ref, store_url, tokenizer, block, max_batch,
+                                               max_queue, threads)
+        _PROCS.move_to_end(key)
+        old = [_PROCS.popitem(last=False)[1] for _ in range(len(_PROCS) - keep)]
+    for stopped in old:
+        stopped.close()
+    return proc
 
-    def all(self) -> list[DecodeProcess]:
-        with self._lock:
-            return list(self._procs.values())
 
-    def close(self) -> None:
-        with self._lock:
-            procs, self._procs = list(self._procs.values()), OrderedDict()
-        for proc in procs:
-            proc.close()
+def decode_processes() -> list[DecodeProcess]:
+    """The decoding processes running now, least recently used first."""
+    with _PROCS_LOCK:
+        return list(_PROCS.values())

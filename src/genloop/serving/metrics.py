@@ -30,6 +30,9 @@ class Metrics:
                              registry=r)
         self.rejected = Counter("genloop_rejected_requests", "requests refused for load or rate",
                                 ["reason"], registry=r)
+        self.decode_restarts = Gauge("genloop_decode_process_restarts",
+                                     "times a model's decoding process died and was restarted",
+                                     ["model"], registry=r)
         self.loaded = Gauge("genloop_loaded_models", "model versions loaded", registry=r)
 
     def render(self) -> bytes:

@@ -430,10 +430,18 @@ class ImagesResponse(_Reply):
                           "vocabulary (read as its unknown token); null for a class model")
 
 
+class Decoding(_Reply):
+    model: str
+    ready: bool = Field(description="its decoding process has loaded the model")
+    restarts: int = Field(description="times its decoding process died and was started again")
+
+
 class Health(_Reply):
     status: Literal["ok"] = "ok"
     version: str
     auth: bool = Field(description="false: the server was started with --no-auth")
+    decoding: list[Decoding] = Field(default_factory=list, description=(
+        "the text models' decoding processes (--decode process)"))
 
 
 class ModelObject(_Reply):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -45,6 +46,9 @@ class ServeConfig(BaseModel):
     threads: int = Field(1, ge=1, le=256, description=(
         "torch threads for the models' forward passes; small models decode fastest on one, "
         "which leaves the other cores to HTTP"))
+    decode: Literal["process", "thread"] = Field("process", description=(
+        "where text models decode: a child process per model (off the HTTP process's "
+        "interpreter lock) or a thread of the server (for tests and embedding the app)"))
     keepalive_s: float = Field(5.0, gt=0, description="SSE keep-alive comment interval")
     public_url: str | None = Field(None, max_length=2048, description=(
         "the base URL clients reach this server at (https://genloop.example.com, or behind a "

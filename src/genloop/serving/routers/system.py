@@ -11,9 +11,10 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from genloop.errors import NotFound
+from genloop.generation.decode_worker import decode_processes
 from genloop.generation.service import loaded
 from genloop.serving.deps import CallerDep, StateDep
-from genloop.serving.schemas import Health, errors
+from genloop.serving.schemas import Decoding, Health, errors
 from genloop.version import __version__
 
 STUDIO = Path(__file__).resolve().parent.parent / "studio"
@@ -26,7 +27,9 @@ router = APIRouter(tags=["service"], responses=errors(401, 429))
 
 @public.get("/health", summary="Liveness; the only route that needs no key")
 async def health(state: StateDep) -> Health:
-    return Health(version=__version__, auth=state.config.auth)
+    return Health(version=__version__, auth=state.config.auth, decoding=[
+        Decoding(model=p.ref, ready=p.ready.is_set(), restarts=p.restarts)
+        for p in decode_processes() if p.store_url == state.store.url])
 
 
 @public.head("/health", include_in_schema=False)
@@ -40,6 +43,9 @@ async def health_head() -> Response:
                 "type": "string", "description": "Prometheus text format 0.0.4"}}}}})
 async def metrics(state: StateDep, caller: CallerDep) -> Response:
     state.metrics.loaded.set(len(await run_in_threadpool(loaded)))
+    for proc in decode_processes():
+        if proc.store_url == state.store.url:
+            state.metrics.decode_restarts.labels(proc.ref).set(proc.restarts)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

@@ -22,8 +22,9 @@ from starlette.concurrency import run_in_threadpool
 
 from genloop.errors import InvalidInput, validation_message
 from genloop.generation import grounding
-from genloop.generation.batching import Event, Failed, Finished, Piece, Ticket
+from genloop.generation.batching import Batcher, Event, Failed, Finished, Piece, Ticket
 from genloop.generation.chat import moderated_messages
+from genloop.generation.decode_worker import DecodeProcess, decode_process
 from genloop.generation.grounding import Grounding
 from genloop.generation.service import TextModel, load, load_reward
 from genloop.generation.text import TextOutput, TextRequest, resolve_seed
@@ -49,6 +50,7 @@ from genloop.serving.schemas import (
     errors,
     event_stream,
 )
+from genloop.serving.settings import ServeConfig
 
 router = APIRouter(prefix="/v1", tags=["text"], responses=errors(400, 401, 403, 404, 409, 429, 503))
 
@@ -64,6 +66,23 @@ async def load_text_model(state: ServerState, ref: str) -> TextModel:
         raise InvalidInput(f"model {model.ref} is a {model.family.name} model: it scores text, it "
                            "does not generate it (name it as a completion's reward_model)")
     return model
+
+
+def batcher_of(state: ServerState, model: TextModel) -> Batcher | DecodeProcess:
+    """The model's decoding loop as the server's ``decode`` setting places it: its batcher in a
+    child process (``generation/decode_worker.py``) or on a thread of this one."""
+    return decoding_loop(state.config, state.store.url, model)
+
+
+def decoding_loop(c: ServeConfig, store_url: str, model: TextModel) -> Batcher | DecodeProcess:
+    """``batcher_of`` for a config and a store (``genloop serve --preload`` starts them early)."""
+    if c.decode == "thread":
+        return model.batcher(c.max_batch, c.max_queue)
+    if model.family.slot_decoder is None:
+        raise InvalidInput(f"model family {model.family.name!r} has no slot decoder for serving")
+    block = getattr(model.network.config, "block_size", None) if model.family.kv_cache else None
+    return decode_process(model.ref, store_url, model.tokenizer, block, c.max_batch,
+                          c.max_queue, c.threads, c.models_loaded)
 
 
 def _check_limits(state: ServerState, body: CompletionBody | ChatBody, prompts: list[str]) -> None:
@@ -93,7 +112,7 @@ def _check_chat_chars(state: ServerState, body: ChatBody) -> None:
 async def _fit_chat(state: ServerState, model: TextModel, body: ChatBody, reserve: int = 0) -> str:
     """The transcript fitted to the model's context (less ``reserve`` tokens: the facts put
     before it), off the event loop (linear in its length, but a long one still takes a while)."""
-    block = model.batcher(state.config.max_batch, state.config.max_queue).block
+    block = batcher_of(state, model).block
     return await run_in_threadpool(
         model.chat_template.render_within, body.messages,
         lambda p: len(model.tokenizer.encode(p)), None if block is None else block - 1 - reserve)
@@ -112,7 +131,7 @@ class _Run:
         self.events: asyncio.Queue = asyncio.Queue()
         self.last_sent = time.monotonic()  # for keep-alive comments
         loop = asyncio.get_running_loop()
-        batcher = model.batcher(state.config.max_batch, state.config.max_queue)
+        batcher = batcher_of(state, model)
         if batcher.on_step is None:
             batcher.on_step = state.metrics.batch.observe
         if batcher.on_change is None:
