@@ -1,7 +1,12 @@
 """Serving under load: continuous batching through the HTTP API, and behaviour past capacity.
 
     python -m bench.serving [--quick] [--clients 1,4,8,16] [--seconds 15] [--rounds 2]
-                            [--overload-s 120]
+                            [--overload-s 120] [--decode process,thread]
+
+0. The bare decoding loop: the model's slot decoder in this process, one sequence, no batcher,
+   no HTTP, sampled as the clients are; one HTTP client's tokens/s is reported as a share of it
+   (target ≥ 85%) for each ``genloop serve --decode`` mode (``process``: each text model decodes
+   in its own process; ``thread``: in the server's), and 8 clients against 1 (target ≥ 4×).
 
 The model is the quickstart's small text model (the built-in ``quickstart`` recipe: a char-level
 GPT, 4 layers × 4 heads × 128 dims, context 128, on the Python docs), trained once into
@@ -111,17 +116,30 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"genloop serve exited: {self.log.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                health = httpx.get(f"{self.url}/health", timeout=1)
+                # ready: and every preloaded model's decoding process has loaded it
+                if health.status_code == 200 and all(d["ready"] for d in
+                                                     health.json().get("decoding", [])):
                     return
             except httpx.HTTPError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
         self.stop()
         raise RuntimeError("genloop serve did not answer /health within 120 s")
 
     def cpu_s(self) -> float:
-        """User + system CPU seconds of the server process so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU seconds of the server process and its decoding processes so far."""
+        pids = [self.process.pid]
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        total = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -254,8 +272,8 @@ def summarize_level(streams: list[Stream], start: float, end: float) -> dict[str
 
 
 def throughput(home: Path, model: str, key: str, levels: list[int], seconds: float,
-               rounds: int) -> dict[str, Any]:
-    server = Server(home, model, "throughput", "--rate-limit", "0")
+               rounds: int, decode: str = "process") -> dict[str, Any]:
+    server = Server(home, model, f"throughput-{decode}", "--rate-limit", "0", "--decode", decode)
     try:
         asyncio.run(load_level(server.url, key, model, 2, 3, seed0=9_000_000))  # warm up
         runs: dict[int, list[dict[str, Any]]] = {c: [] for c in levels}
@@ -274,7 +292,7 @@ def throughput(home: Path, model: str, key: str, levels: list[int], seconds: flo
                            server_cpu_s=server.cpu_s() - cpu0, client_cpu_s=time.process_time() - client0,
                            elapsed_s=elapsed, loadavg_1m=load0)
                 runs[c].append(row)
-                print(f"round {r} clients {c:>2}: {row['tokens_per_s']:7.1f} tokens/s, TTFT p50 "
+                print(f"{decode} round {r} clients {c:>2}: {row['tokens_per_s']:7.1f} tokens/s, TTFT p50 "
                       f"{row['ttft_p50_ms']:.0f} ms, token p50 {row['token_p50_ms']:.1f} ms, "
                       f"batch {row['mean_batch'] or 0:.1f}, server CPU {row['server_cpu_s'] / elapsed:.2f} "
                       f"cores, client CPU {row['client_cpu_s'] / elapsed:.2f} cores", flush=True)
@@ -366,15 +384,55 @@ def batcher_baseline(ref: str, levels: list[int], seconds: float) -> dict[str, A
     return out
 
 
+def bare_decoding(ref: str, seconds: float) -> dict[str, Any]:
+    """The model's bare decoding loop in this process: one sequence through the family's slot
+    decoder, no batcher, no HTTP, sampled as the clients ask (temperature, ``MAX_TOKENS`` per
+    request, the same prompts, a generator per request), back to back for ``seconds``."""
+    import torch
+
+    from genloop.generation.service import TextModel, load
+    from genloop.generation.text import encode_prompt
+    from genloop.models.sampling import next_token_probs
+    from genloop.store import Store
+
+    torch.set_num_threads(SERVER_THREADS)
+    with Store() as store:
+        model = load(ref, store, 1)
+    assert isinstance(model, TextModel) and model.family.slot_decoder is not None
+    block = getattr(model.network.config, "block_size", None)
+
+    def run(window: float) -> tuple[int, float]:
+        decoder = model.family.slot_decoder(model.network, 1)  # type: ignore[misc]
+        tokens, n, start = 0, 0, time.perf_counter()
+        with torch.inference_mode():
+            while time.perf_counter() - start < window:
+                generator = torch.Generator().manual_seed(n)
+                ids = encode_prompt(model.tokenizer, PROMPTS[n % len(PROMPTS)], block)
+                logits = decoder.prefill(0, torch.tensor(ids, dtype=torch.long))[None]
+                for _ in range(MAX_TOKENS):
+                    probs = next_token_probs(logits, temperature=TEMPERATURE)
+                    token = torch.multinomial(probs, 1, generator=generator)[:, 0]
+                    tokens += 1
+                    logits = decoder.step([0], token)
+                decoder.free(0)
+                n += 1
+        return tokens, time.perf_counter() - start
+
+    run(1.0)  # warm up
+    tokens, elapsed = run(seconds)
+    print(f"bare decoding loop, 1 sequence: {tokens / elapsed:7.1f} tokens/s", flush=True)
+    return {"tokens_per_s": tokens / elapsed, "tokens": tokens, "seconds": elapsed}
+
+
 # --- 2. overload --------------------------------------------------------------------------------
 
 
 def overload(home: Path, model: str, key: str, seconds: float, max_batch: int, queue: int,
-             rate_limit: int, factor: int, pause_s: float) -> dict[str, Any]:
+             rate_limit: int, factor: int, pause_s: float, decode: str = "process") -> dict[str, Any]:
     capacity = max_batch + queue
     clients = factor * capacity
     server = Server(home, model, "overload", "--max-batch", str(max_batch), "--queue", str(queue),
-                    "--rate-limit", str(rate_limit))
+                    "--rate-limit", str(rate_limit), "--decode", decode)
     try:
         print(f"overload: {clients} clients for {seconds:.0f} s (capacity {capacity})", flush=True)
         load0 = os.getloadavg()[0]
@@ -418,8 +476,25 @@ def overload(home: Path, model: str, key: str, seconds: float, max_batch: int, q
 # --- report -------------------------------------------------------------------------------------
 
 
-def report(model: dict[str, Any], levels: dict[str, Any], inproc: dict[str, Any],
-           over: dict[str, Any], seconds: float, rounds: int) -> str:
+def targets(by_mode: dict[str, dict[str, Any]], bare: dict[str, Any]) -> list[list[Any]]:
+    """Per decode mode: 1 client's tokens/s as a share of the bare loop's, 8 clients' over 1."""
+    rows = []
+    for mode, levels in by_mode.items():
+        one = levels.get("1", {}).get("tokens_per_s")
+        eight = levels.get("8", {}).get("tokens_per_s")
+        share = one / bare["tokens_per_s"] if one else None
+        speedup = eight / one if one and eight else None
+        rows.append([f"`--decode {mode}`", one, bare["tokens_per_s"],
+                     "—" if share is None else f"{share:.0%} ({'met' if share >= 0.85 else 'missed'})",
+                     eight, "—" if speedup is None else
+                     f"{speedup:.2f}× ({'met' if speedup >= 4 else 'missed'})"])
+    return rows
+
+
+def report(model: dict[str, Any], by_mode: dict[str, dict[str, Any]], inproc: dict[str, Any],
+           bare: dict[str, Any], over: dict[str, Any], seconds: float, rounds: int) -> str:
+    mode = next(iter(by_mode))
+    levels = by_mode[mode]
     one = levels.get("1", {}).get("tokens_per_s")
     eight = levels.get("8", {}).get("tokens_per_s")
     speedup = eight / one if one and eight else None
@@ -436,7 +511,10 @@ def report(model: dict[str, Any], levels: dict[str, Any], inproc: dict[str, Any]
     unexpected = sum(over["unexpected_statuses"].values())
     dropped, broken = sum(over["dropped"].values()), sum(over["broken_streams"].values())
     loads = [r["loadavg_1m"] for c in levels.values() for r in c["rounds"]]
-    verdict = "met" if speedup is not None and speedup >= 3 else "missed"
+    verdict = "met" if speedup is not None and speedup >= 4 else "missed"
+    others = [f"`--decode {m}`: " + ", ".join(f"{c} clients {v['tokens_per_s']:,.0f}"
+                                               for c, v in lv.items())
+              for m, lv in by_mode.items() if m != mode]
     return "\n".join([
         "## Serving: continuous batching over HTTP",
         "",
@@ -451,7 +529,17 @@ def report(model: dict[str, Any], levels: dict[str, Any], inproc: dict[str, Any]
         f"cores (1-minute load average {min(loads):.1f}–{max(loads):.1f} before each level, this "
         "benchmark's own processes included).",
         "",
-        f"**Throughput** (`--rate-limit 0`, `--max-batch 16 --queue 32`): {rounds} interleaved "
+        "**Against the bare decoding loop** (the model's slot decoder in this process, one "
+        "sequence, no batcher, no HTTP, sampled as the clients are; "
+        f"{bare['seconds']:.0f} s in the same run) for each place decoding runs "
+        "(`genloop serve --decode`; the modes one after the other, each with the levels below):",
+        "",
+        table(["server", "1 HTTP client (tokens/s)", "bare loop (tokens/s)",
+               "1 client / bare (target ≥ 85%)", "8 clients (tokens/s)",
+               "8 / 1 (target ≥ 4×)"], targets(by_mode, bare)),
+        "",
+        f"**Throughput** with `--decode {mode}` (`--rate-limit 0`, `--max-batch 16 --queue 32`): "
+        f"{rounds} interleaved "
         f"round{'s' if rounds > 1 else ''} of {seconds:g} s per level. Tokens/s counts the "
         "streamed text chunks that arrived inside the window (one per token here; checked "
         "against each stream's usage); TTFT is "
@@ -466,10 +554,13 @@ def report(model: dict[str, Any], levels: dict[str, Any], inproc: dict[str, Any]
                "per-token p50 (ms)", "per-token p99 (ms)", "requests done", "failed",
                "CPU cores server / client"], rows),
         "",
-        (f"**8 concurrent clients get {speedup:.2f}× the tokens/s of one client (target ≥ 3×): "
+        (f"**8 concurrent clients get {speedup:.2f}× the tokens/s of one client (target ≥ 4×): "
          f"{verdict}.**" if speedup is not None else ""),
+        *(["", "Other modes, same levels and rounds: " + "; ".join(others) + " tokens/s."]
+          if others else []),
         "",
-        f"**Overload** (`--max-batch {over['max_batch']} --queue {over['queue']} --rate-limit "
+        f"**Overload** (`--decode {mode} --max-batch {over['max_batch']} --queue {over['queue']} "
+        "--rate-limit "
         f"{over['rate_limit_per_min']}`, capacity {over['capacity']} sequences): {over['clients']} "
         f"streaming clients (4× capacity, one key) for {over['seconds']:.0f} s, each sending again "
         f"after {over['pause_after_refusal_s']:g} s when refused (ignoring Retry-After).",
@@ -504,6 +595,8 @@ def main() -> None:
     ap.add_argument("--overload-s", type=float, default=120.0)
     ap.add_argument("--pause", type=float, default=0.1, help="a client's pause after a refusal (s)")
     ap.add_argument("--train-steps", type=int, default=None, help="default: the recipe's")
+    ap.add_argument("--decode", default="process,thread", help=(
+        "genloop serve --decode modes to measure, the first also under overload"))
     args = ap.parse_args()
     if args.quick:
         args.seconds, args.rounds, args.overload_s = 4.0, 1, 20.0
@@ -517,25 +610,33 @@ def main() -> None:
     with Store() as store:
         record, key = store.create_key(f"bench-serving-{int(time.time())}")
     try:
-        levels = throughput(home, model["ref"], key, [int(c) for c in args.clients.split(",")],
-                            args.seconds, args.rounds)
+        modes = args.decode.split(",")
+        by_mode = {mode: throughput(home, model["ref"], key,
+                                    [int(c) for c in args.clients.split(",")], args.seconds,
+                                    args.rounds, mode) for mode in modes}
+        bare = bare_decoding(model["ref"], args.seconds * 2)
         inproc = batcher_baseline(model["ref"], [int(c) for c in args.clients.split(",")],
                                   args.seconds)
         over = overload(home, model["ref"], key, args.overload_s, max_batch=8, queue=8,
-                        rate_limit=600, factor=4, pause_s=args.pause)
+                        rate_limit=600, factor=4, pause_s=args.pause, decode=modes[0])
     finally:
         with Store() as store:
             store.revoke_key(record.id)
+    levels = by_mode[modes[0]]
     one, eight = levels.get("1"), levels.get("8")
     figures = {"model": model, "server_threads": SERVER_THREADS, "max_tokens": MAX_TOKENS,
                "temperature": TEMPERATURE, "seconds_per_level": args.seconds, "rounds": args.rounds,
-               "levels": levels, "batcher_baseline": inproc, "overload": over,
+               "decode": modes[0], "levels": levels, "levels_by_decode": by_mode,
+               "bare_decoding": bare,
+               "share_of_bare_1": one["tokens_per_s"] / bare["tokens_per_s"] if one else None,
+               "batcher_baseline": inproc, "overload": over,
                "speedup_8": eight["tokens_per_s"] / one["tokens_per_s"] if one and eight else None,
                "overload_unexpected_statuses": sum(over["unexpected_statuses"].values()),
                "overload_failures": over["failure_count"]}
-    md = report(model, levels, inproc, over, args.seconds, args.rounds)
+    md = report(model, by_mode, inproc, bare, over, args.seconds, args.rounds)
     if args.quick:
-        print(json.dumps({k: v for k, v in figures.items() if k != "levels"}, indent=2, default=str))
+        print(json.dumps({k: v for k, v in figures.items() if k not in ("levels", "levels_by_decode")},
+                         indent=2, default=str))
     else:
         save("serving", figures, md)
     print(md)
