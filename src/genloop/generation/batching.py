@@ -333,12 +333,14 @@ class Batcher:
             else:
                 groups.setdefault((r.temperature, r.top_k, r.top_p), []).append(j)
         for (temperature, top_k, top_p), rows in groups.items():
+            # every row in one group (the usual case): the logits as they are, no gathered copy
+            these = logits if len(rows) == len(seqs) else logits[rows]
             if temperature <= 0:
-                picked = logits[rows].argmax(dim=-1).tolist()
+                picked = these.argmax(dim=-1).tolist()
                 for j, token in zip(rows, picked, strict=True):
                     tokens[j] = token
                 continue
-            probs = next_token_probs(logits[rows], temperature=temperature, top_k=top_k, top_p=top_p)
+            probs = next_token_probs(these, temperature=temperature, top_k=top_k, top_p=top_p)
             for i, j in enumerate(rows):
                 tokens[j] = int(torch.multinomial(probs[i : i + 1], 1, generator=seqs[j].generator))
         return tokens
