@@ -111,6 +111,8 @@ class TrainConfig(Strict):
     optimizer: Literal["adamw", "muon"] = Field(
         "adamw", description="adamw = fused AdamW for every parameter; muon = Muon "
         "(torch.optim.Muon) for the hidden weight matrices, AdamW for the rest (training/optimizers.py)")
+    # muon defaults measured on shakespeare-char, 300 steps, one seed (val loss, nats/char):
+    # adamw 2.358; muon_lr 0.01 2.202, 0.02 2.058, 0.05 2.082; momentum 0.9 2.047 (≈ 0.95's)
     muon_lr: float = Field(0.02, gt=0, le=10.0, description="muon: peak learning rate of the "
                            "hidden matrices (the lr schedule scales it as it scales lr)")
     muon_momentum: float = Field(0.95, ge=0.0, lt=1.0, description="muon: Nesterov momentum")
