@@ -296,7 +296,8 @@ def throughput(home: Path, model: str, key: str, levels: list[int], seconds: flo
                            server_cpu_s=server.cpu_s() - cpu0, client_cpu_s=time.process_time() - client0,
                            elapsed_s=elapsed, loadavg_1m=load0)
                 runs[c].append(row)
-                print(f"{decode} round {r} clients {c:>2}: {row['tokens_per_s']:7.1f} tokens/s ({row['chunks']} chunks), TTFT p50 "
+                print(f"{decode} round {r} clients {c:>2}: {row['tokens_per_s']:7.1f} tokens/s "
+                      f"({row['chunks']} chunks), TTFT p50 "
                       f"{row['ttft_p50_ms']:.0f} ms, token p50 {row['token_p50_ms']:.1f} ms, "
                       f"batch {row['mean_batch'] or 0:.1f}, server CPU {row['server_cpu_s'] / elapsed:.2f} "
                       f"cores, client CPU {row['client_cpu_s'] / elapsed:.2f} cores", flush=True)
