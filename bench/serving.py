@@ -18,10 +18,11 @@ loopback, each sending ``POST /v1/completions`` (``stream``, ``max_tokens`` 128,
 
 1. Throughput (``--rate-limit 0``, the default ``--max-batch 16 --queue 32``): for each number of
    concurrent clients, ``--seconds`` of load, the levels interleaved over ``--rounds`` rounds.
-   Tokens/s counts the streamed text chunks that arrive inside the measured window (one chunk per
-   token for this char-level model; checked against the usage each stream ends with). Time to
-   first token is from sending the request to its first text chunk; per-token latency is the
-   gap between consecutive chunks of one stream.
+   Tokens/s counts the tokens of the streamed text chunks that arrive inside the measured window
+   (a chunk's characters: one per token for this char-level model, checked against the usage
+   each stream ends with; a chunk carries several tokens when the server's stream falls behind
+   its decoding, so chunks are not tokens). Time to first token is from sending the request to
+   its first text chunk; per-token latency is the gap between consecutive chunks of one stream.
 2. Overload (``--max-batch 8 --queue 8 --rate-limit 600``, capacity 16 sequences): 4× capacity in
    clients that keep sending for ``--overload-s`` (a short pause after a refusal, Retry-After not
    honoured). Every response must be 200, 429 or 503; anything else, a dropped connection or a
@@ -170,6 +171,7 @@ class Stream:
     status: int | str  # HTTP status, or the name of the exception that ended the request
     sent: float
     chunks: list[float] = field(default_factory=list)  # arrival time of each text chunk
+    chunk_tokens: list[int] = field(default_factory=list)  # its tokens (characters: char-level)
     usage_tokens: int | None = None
     done: bool = False  # ended with [DONE]
     error: str | None = None  # an error event in the stream
@@ -206,6 +208,7 @@ async def stream_once(http: httpx.AsyncClient, model: str, seed: int) -> Stream:
                 for choice in event.get("choices", []):
                     if choice.get("text"):
                         s.chunks.append(now)
+                        s.chunk_tokens.append(len(choice["text"]))
     except httpx.HTTPError as e:  # before the response's headers: in place of a status
         if s.status == 0:
             s.status = type(e).__name__
@@ -256,14 +259,15 @@ async def load_level(url: str, key: str, model: str, clients: int, seconds: floa
 
 
 def summarize_level(streams: list[Stream], start: float, end: float) -> dict[str, Any]:
-    in_window = [t for s in streams for t in s.chunks if start <= t <= end]
+    in_window = sum(n for s in streams for t, n in zip(s.chunks, s.chunk_tokens, strict=True)
+                    if start <= t <= end)
     gaps = [b - a for s in streams for a, b in zip(s.chunks, s.chunks[1:], strict=False)
             if start <= b <= end]
     ttfts = [s.ttft for s in streams if s.ttft is not None and s.sent <= end]
     ok = [s for s in streams if s.status == 200 and s.done and s.error is None]
-    mismatched = sum(1 for s in ok if s.usage_tokens != len(s.chunks))
-    return {"tokens": len(in_window), "window_s": end - start,
-            "tokens_per_s": len(in_window) / (end - start),
+    mismatched = sum(1 for s in ok if s.usage_tokens != sum(s.chunk_tokens))
+    return {"tokens": in_window, "window_s": end - start,
+            "tokens_per_s": in_window / (end - start), "chunks": sum(len(s.chunks) for s in streams),
             "requests": len(streams), "completed": len(ok),
             "failed": len(streams) - len(ok), "chunk_usage_mismatches": mismatched,
             "ttft_p50_ms": ms(percentile(ttfts, 50)), "ttft_p99_ms": ms(percentile(ttfts, 99)),
@@ -292,7 +296,8 @@ def throughput(home: Path, model: str, key: str, levels: list[int], seconds: flo
                            server_cpu_s=server.cpu_s() - cpu0, client_cpu_s=time.process_time() - client0,
                            elapsed_s=elapsed, loadavg_1m=load0)
                 runs[c].append(row)
-                print(f"{decode} round {r} clients {c:>2}: {row['tokens_per_s']:7.1f} tokens/s, TTFT p50 "
+                print(f"{decode} round {r} clients {c:>2}: {row['tokens_per_s']:7.1f} tokens/s "
+                      f"({row['chunks']} chunks), TTFT p50 "
                       f"{row['ttft_p50_ms']:.0f} ms, token p50 {row['token_p50_ms']:.1f} ms, "
                       f"batch {row['mean_batch'] or 0:.1f}, server CPU {row['server_cpu_s'] / elapsed:.2f} "
                       f"cores, client CPU {row['client_cpu_s'] / elapsed:.2f} cores", flush=True)
@@ -344,7 +349,7 @@ def batcher_baseline(ref: str, levels: list[int], seconds: float) -> dict[str, A
                       idle_exit_s=0.5)
 
     def run(clients: int, window: float, seed0: int) -> tuple[list[float], float, float]:
-        stamps: list[float] = []
+        stamps: list[tuple[float, int]] = []  # (when, tokens: characters, as over HTTP)
         start = time.perf_counter()
         end = start + window
 
@@ -355,7 +360,7 @@ def batcher_baseline(ref: str, levels: list[int], seconds: float) -> dict[str, A
 
                 def on_event(event: Any, finished: threading.Event = finished) -> None:
                     if isinstance(event, Piece) and event.text:
-                        stamps.append(time.perf_counter())
+                        stamps.append((time.perf_counter(), len(event.text)))
                     elif isinstance(event, Finished | Failed):
                         finished.set()
 
@@ -376,7 +381,7 @@ def batcher_baseline(ref: str, levels: list[int], seconds: float) -> dict[str, A
     out = {}
     for c in levels:
         stamps, start, end = run(c, seconds, 0)
-        tokens = sum(1 for t in stamps if start <= t <= end)
+        tokens = sum(n for t, n in stamps if start <= t <= end)
         out[str(c)] = {"clients": c, "tokens_per_s": tokens / (end - start), "tokens": tokens}
         print(f"in-process batcher, {c:>2} clients: {tokens / (end - start):7.1f} tokens/s", flush=True)
     while any(t.name == "genloop-batcher" for t in threading.enumerate()):  # idle exit: 0.5 s
@@ -453,7 +458,7 @@ def overload(home: Path, model: str, key: str, seconds: float, max_batch: int, q
     dropped = {k: v for k, v in statuses.items() if not k.isdigit()}
     broken = Counter(s.error or "no [DONE]" for s in ok if not s.done or s.error is not None)
     ttfts = [s.ttft for s in ok if s.ttft is not None]
-    tokens = sum(s.usage_tokens or len(s.chunks) for s in ok if s.done)
+    tokens = sum(s.usage_tokens or sum(s.chunk_tokens) for s in ok if s.done)
     server_statuses: Counter = Counter()
     for sample, value in server_view.items():
         if 'route="/v1/completions"' in sample:
@@ -541,8 +546,9 @@ def report(model: dict[str, Any], by_mode: dict[str, dict[str, Any]], inproc: di
         f"**Throughput** with `--decode {mode}` (`--rate-limit 0`, `--max-batch 16 --queue 32`): "
         f"{rounds} interleaved "
         f"round{'s' if rounds > 1 else ''} of {seconds:g} s per level. Tokens/s counts the "
-        "streamed text chunks that arrived inside the window (one per token here; checked "
-        "against each stream's usage); TTFT is "
+        "tokens of the streamed text chunks that arrived inside the window (characters: one per "
+        "token for this char-level model, checked against each stream's usage; a chunk holds "
+        "several when the stream falls behind the decoding); TTFT is "
         "from sending to the first text chunk; per-token latency is the gap between chunks of one "
         "stream. Mean batch is the server's sequences per decoding step (its `/metrics`). The "
         "baseline column is the same load on the model's batcher inside one process, without "

@@ -31,6 +31,7 @@ from genloop.generation.fewshot import FewShot
 from genloop.generation.grounding import Grounding, prompt_key
 from genloop.models.family import Family, TokenRequest
 from genloop.tokenizers import Tokenizer, end_ids
+from genloop.tokenizers.incremental import IncrementalDecoder
 
 MAX_PROMPTS = 256
 MAX_TOP_LOGPROBS = 20
@@ -229,6 +230,8 @@ class TextRow:
         self.text = ""
         self.sent = 0  # characters of ``text`` already handed out
         self.done: str | None = None
+        self._decoder: IncrementalDecoder | None = None  # decodes ``ids`` as they grow
+        self._ends: frozenset[int] = frozenset()
 
     def flush(self) -> str:
         """The text not handed out yet (call once the row is done)."""
@@ -239,13 +242,20 @@ class TextRow:
     def add(self, token: int, tokenizer: Tokenizer) -> str:
         """Append a token; return the newly completed text (may be '' mid-UTF-8). Any of the
         tokenizer's end tokens (``end_ids``: end-of-text, a chat model's end-of-turn) ends it."""
-        if token == tokenizer.eos_id or token in end_ids(tokenizer):
+        if self._decoder is None or self._decoder.tokenizer is not tokenizer:
+            self._decoder = IncrementalDecoder(tokenizer, self.ids)
+            self._ends = end_ids(tokenizer) | {tokenizer.eos_id}
+        if token in self._ends:
             self.done = "stop"
             return self.flush()
-        self.ids.append(token)
-        full = tokenizer.decode(self.ids)
+        full = self._decoder.add(token)  # tokenizer.decode(self.ids), at the new token's cost
         if full.endswith("\ufffd"):  # an unfinished multi-byte character (byte-level BPE)
             return ""
+        if not self.stops:
+            new = full[self.sent :]
+            self.text = full
+            self.sent += len(new)
+            return new
         # the earliest stop string that the new text completes, whatever the order of the list
         cuts = [full.find(s, max(0, len(self.text) - len(s) + 1)) for s in self.stops]
         cuts = [c for c in cuts if c != -1]

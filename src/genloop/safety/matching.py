@@ -42,18 +42,31 @@ class Hit:
 
 def fold(text: str) -> tuple[str, list[int]]:
     """``text`` folded for matching, and for each folded character the index of the original
-    character it came from (one original character may fold to several: "ß" → "ss")."""
+    character it came from (one original character may fold to several: "ß" → "ss").
+
+    Character by character: the fold of ``a + b`` is the fold of ``a`` followed by that of ``b``
+    (its indices shifted by ``len(a)``), which lets a stream fold only its new text
+    (``safety.stream``)."""
     out: list[str] = []
     index: list[int] = []
     for i, ch in enumerate(text):
-        if unicodedata.category(ch) == "Cf":  # zero-width space/joiners, soft hyphen, BOM
-            continue
-        folded = unicodedata.normalize("NFKC", ch).casefold()
-        if folded >= "\u2e80" and len(folded) == 1:  # one CJK character: its simplified form
-            folded = _t2s().get(folded, folded)
-        out.append(folded)
-        index.extend([i] * len(folded))
+        folded = _fold_char(ch)
+        if folded:
+            out.append(folded)
+            index.extend([i] * len(folded))
     return "".join(out), index
+
+
+@functools.lru_cache(maxsize=65536)
+def _fold_char(ch: str) -> str:
+    """One character folded: "" for an invisible format character (zero-width space/joiners,
+    soft hyphen, BOM), else NFKC and case-folded, a CJK character in its simplified form."""
+    if unicodedata.category(ch) == "Cf":
+        return ""
+    folded = unicodedata.normalize("NFKC", ch).casefold()
+    if folded >= "\u2e80" and len(folded) == 1:  # one CJK character: its simplified form
+        folded = _t2s().get(folded, folded)
+    return folded
 
 
 @functools.cache

@@ -102,6 +102,7 @@ class Moderator:
 
         self.patterns = [(p, re.compile(p.pattern, re.IGNORECASE)) for p in policy.patterns]
         self.pii = {c: a for c, a in policy.pii.model_dump().items() if a != "off"}
+        self.digest = policy.digest  # what its verdicts name the policy by (hashed once)
 
     @property
     def holdback(self) -> int:
@@ -133,18 +134,20 @@ class Moderator:
             with self._lock:
                 self._classify = self._classify or self._load_classify()
 
-    def check(self, text: str, stage: StageName, *, always: bool = False) -> Verdict:
+    def check(self, text: str, stage: StageName, *, always: bool = False,
+              folded: tuple[str, list[int]] | None = None) -> Verdict:
         """Every check of the policy on ``text``; ``ModerationFailed`` if one raises.
-        ``always``: even at a stage the policy does not apply to (``/v1/moderations``)."""
+        ``always``: even at a stage the policy does not apply to (``/v1/moderations``).
+        ``folded``: ``fold(text)`` when the caller has it already (a stream folds as it grows)."""
         if not always and f"{stage}s" not in self.policy.apply_to:
-            return Verdict(stage, text, checked=False, policy=self.policy.digest)
+            return Verdict(stage, text, checked=False, policy=self.digest)
         hits: list[Hit] = []
         scores: dict[str, float] = {}
-        folded, index = fold(text)
+        folded_text, index = fold(text) if folded is None else folded
         for name, run in (("blocklist", self._blocklists), ("pattern", self._patterns),
                           ("pii", self._pii), ("classifier", self._classifier)):
             try:
-                found, found_scores = run(text, folded, index)
+                found, found_scores = run(text, folded_text, index)
             except GenloopError as e:
                 raise ModerationFailed(f"moderation check {name} failed, so the request is "
                                        f"refused: {e}") from e
@@ -156,7 +159,7 @@ class Moderator:
                 scores[category] = max(score, scores.get(category, 0.0))
         hits.sort(key=lambda h: (h.start, -(h.end - h.start)))
         shown = "" if any(h.action == "block" for h in hits) else redact(text, hits)
-        return Verdict(stage, shown, hits, scores, policy=self.policy.digest)
+        return Verdict(stage, shown, hits, scores, policy=self.digest)
 
     def _blocklists(self, text: str, folded: str, index: list[int]) -> tuple[list[Hit], dict]:
         hits = []

@@ -11,7 +11,7 @@ blocking classifier scores the whole text, so with one nothing is released befor
 
 from __future__ import annotations
 
-from genloop.safety.matching import is_cjk
+from genloop.safety.matching import fold, is_cjk
 from genloop.safety.moderator import Moderator, Verdict
 
 
@@ -29,6 +29,8 @@ class StreamGuard:
         self.hold = moderator.holdback
         self.whole = moderator.holds_whole_output
         self.text = ""
+        self._folded: list[str] = []  # fold(text), extended piece by piece (fold is per character)
+        self._index: list[int] = []
         self.sent = 0  # characters of ``text`` released (before redaction)
         self.blocked: Verdict | None = None
 
@@ -36,10 +38,14 @@ class StreamGuard:
         """What of the text so far may be sent now ("" while it is held, and once blocked)."""
         if self.blocked is not None or not piece:
             return ""
+        folded, index = fold(piece)
+        self._folded.append(folded)
+        self._index.extend(i + len(self.text) for i in index)
         self.text += piece
         if self.whole:
             return ""
-        verdict = self.moderator.check(self.text, "output")
+        verdict = self.moderator.check(self.text, "output",
+                                       folded=("".join(self._folded), self._index))
         if verdict.blocked:
             self.blocked = verdict
             return ""
