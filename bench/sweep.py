@@ -1,0 +1,180 @@
+"""The sweep behind the time-to-quality recipes: which shape, context, batch, learning rate,
+dropout (and, once they exist, which modern GPT options and optimizer) reach the lowest
+validation loss in equal wall time on tinyshakespeare (or tang-poems), character level.
+
+    python -m bench.sweep [--data shakespeare|tang] [--seconds 150] [--rounds 2] [--only NAME ...]
+
+The two cores are usually shared while this runs, so the sweep is built to stay fair under load:
+
+1. step cost: every config trains a few dozen steps through the real loop, the configs taking
+   turns in ``--rounds`` alternating rounds (one process, one config at a time); its cost is
+   the median over rounds of the loop's own timed tokens/s (steps after the first 20);
+2. loss at equal time: every config then trains ``steps = seconds / step cost`` steps (its whole
+   cosine schedule), one run at a time, and is scored on the whole validation split.
+
+Every run is eager (``train.compile=false``) with ``train.threads=1``: compile speeds every config
+up by a similar factor (BENCHMARKS.md "What each training-step choice buys": 1.2×), and one
+thread leaves the other core to whoever shares the machine. The equal-time budget is therefore a
+fraction of the real one (7-10 minutes on two threads, compiled): configs that need many tokens
+to pay off (larger, more dropout) are disadvantaged here, and the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from typing import Any
+
+from bench.common import RESULTS, ROOT, save, table
+
+BASES = {"shakespeare": "shakespeare-char", "tang": "tang-poems"}
+COMMON = ["train.threads=1", "train.compile=false", "train.tensorboard=false",
+          "train.checkpoint_every=1000000", "eval.num_samples=0"]
+
+
+def shape(n_layer: int, n_head: int, n_embd: int, block: int, batch: int) -> list[str]:
+    return [f"model.config.n_layer={n_layer}", f"model.config.n_head={n_head}",
+            f"model.config.n_embd={n_embd}", f"model.config.block_size={block}",
+            f"train.batch_size={batch}"]
+
+
+# name → overrides of the base recipe; the first is the reference row
+CONFIGS: dict[str, dict[str, list[str]]] = {
+    "shakespeare": {
+        "4x128 c128 b16 lr4e-3 (old 10-min best)": shape(4, 4, 128, 128, 16) + ["train.lr=4e-3"],
+        "4x128 c256 b16 lr4e-3": shape(4, 4, 128, 256, 16) + ["train.lr=4e-3"],
+        "4x128 c256 b8 lr4e-3": shape(4, 4, 128, 256, 8) + ["train.lr=4e-3"],
+        "4x128 c128 b16 lr6e-3": shape(4, 4, 128, 128, 16) + ["train.lr=6e-3"],
+        "4x192 c128 b16 lr3e-3": shape(4, 6, 192, 128, 16) + ["train.lr=3e-3"],
+        "6x128 c128 b16 lr4e-3": shape(6, 4, 128, 128, 16) + ["train.lr=4e-3"],
+        "4x128 c128 b16 lr4e-3 drop0.1": shape(4, 4, 128, 128, 16)
+        + ["train.lr=4e-3", "model.config.dropout=0.1"],
+    },
+    "tang": {
+        "4x192 c96 b16 lr2e-3 (tang-poems)": [],
+        "4x192 c96 b16 lr4e-3": ["train.lr=4e-3"],
+        "4x128 c96 b16 lr4e-3": shape(4, 4, 128, 96, 16) + ["train.lr=4e-3"],
+        "4x192 c128 b16 lr4e-3": shape(4, 6, 192, 128, 16) + ["train.lr=4e-3"],
+        "4x256 c96 b16 lr3e-3": shape(4, 4, 256, 96, 16) + ["train.lr=3e-3"],
+    },
+}
+
+
+def tokens_per_s(base: str, overrides: list[str], steps: int) -> float:
+    """The loop's own training tokens/s over ``steps`` steps (the first 20 are not timed)."""
+    from genloop.training.loop import train
+
+    result = train(base, overrides=[*COMMON, *overrides, f"train.steps={steps}",
+                                    "train.eval_every=1000000", "eval.full_validation=false"],
+                   register=False)
+    return float(result.metrics["train_tokens_per_s"])
+
+
+def tokens_per_step(base: str, overrides: list[str]) -> int:
+    from genloop.training.recipe import load_recipe
+
+    r = load_recipe(base, overrides)
+    return int(r.train.batch_size * r.model.resolved().block_size * r.train.grad_accum)
+
+
+def run_sweep(data: str, seconds: float, rounds: int, cost_steps: int, only: list[str],
+              out: dict[str, Any]) -> None:
+    from genloop.training.loop import train
+
+    base = BASES[data]
+    configs = {k: v for k, v in CONFIGS[data].items() if not only or any(o in k for o in only)}
+    # 1. step cost in alternating rounds
+    speeds: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(rounds):
+        for name, overrides in configs.items():
+            speeds[name].append(tokens_per_s(base, overrides, cost_steps))
+    out["seconds"] = seconds
+    rows = out.setdefault("rows", [])
+    # 2. every config its whole schedule in the same (estimated) time, one run at a time
+    for name, overrides in configs.items():
+        per_step = tokens_per_step(base, overrides)
+        tok_s = statistics.median(speeds[name])
+        steps = max(50, round(seconds * tok_s / per_step))
+        t0 = time.perf_counter()
+        result = train(base, overrides=[*COMMON, *overrides, f"train.steps={steps}",
+                                        f"train.eval_every={max(50, steps // 8)}",
+                                        "train.eval_batches=10"], register=False)
+        m = result.metrics
+        rows.append({"name": name, "overrides": overrides, "tokens_per_step": per_step,
+                     "tokens_per_s_rounds": speeds[name], "tokens_per_s": tok_s,
+                     "step_ms": 1000 * per_step / tok_s, "steps": steps,
+                     "val_loss": m["val_loss"], "bits_per_char": m["bits_per_char"],
+                     "train_loss_curve": _curve(result.run_dir), "wall_s": time.perf_counter() - t0,
+                     "parameters": m["parameters"]})
+        (ROOT / "bench" / "out" / f"sweep_{data}.partial.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+def _curve(run_dir: Any) -> list[tuple[int, float]]:
+    points = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "val/loss" in row:
+            points.append((row["step"], row["val/loss"]))
+    return points
+
+
+def markdown(results: dict[str, dict[str, Any]]) -> str:
+    parts = ["## Sweep: the time-to-quality recipes", "",
+             "Each config trains its whole cosine schedule in the same estimated time (the seconds "
+             "below, of one eager thread: steps = seconds × tokens/s ÷ tokens per step), tokens/s being the "
+             "median of short alternating rounds through the real loop (all configs in one process, "
+             "one at a time); val loss over the whole validation split. One thread, no compile: "
+             "a fraction of the real budget, so larger and more regularised configs are "
+             "disadvantaged here; the chosen recipes were then checked at full length "
+             "(time_to_quality)."]
+    for data, out in results.items():
+        rows = out.get("rows", [])
+        if not rows:
+            continue
+        best = min(r["val_loss"] for r in rows)
+        parts += ["", f"**{BASES[data]}** (base recipe `{BASES[data]}`, {out['seconds']:g} s a config):", "",
+                  table(["config", "params", "tokens/step", "tokens/s (rounds)", "step (ms)", "steps",
+                         "val loss", "bits/char", "vs best"],
+                        [[r["name"], f"{r['parameters']:,}", r["tokens_per_step"],
+                          " / ".join(f"{v:,.0f}" for v in r["tokens_per_s_rounds"]), r["step_ms"],
+                          r["steps"], r["val_loss"], r["bits_per_char"],
+                          f"{r['val_loss'] - best:+.3f}"] for r in rows])]
+        spread = [max(r["tokens_per_s_rounds"]) / min(r["tokens_per_s_rounds"]) - 1 for r in rows]
+        parts += ["", f"Noise: tokens/s varied by up to {100 * max(spread):.0f}% between rounds of one "
+                  "config (the cores were shared)."]
+    return "\n".join(parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--data", choices=sorted(BASES), action="append")
+    ap.add_argument("--seconds", type=float, default=120.0, help="equal-time budget per config")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--cost-steps", type=int, default=50)
+    ap.add_argument("--only", action="append", default=[], help="configs whose name contains this")
+    ap.add_argument("--quick", action="store_true", help="two configs, seconds=10, one round; no results")
+    args = ap.parse_args()
+    os.environ.setdefault("GENLOOP_HOME", str(ROOT / "bench" / "out" / "home"))
+    if args.quick:
+        args.seconds, args.rounds, args.cost_steps = 10.0, 1, 25
+    datas = args.data or ["shakespeare"]
+    previous = RESULTS / "sweep.json"
+    results: dict[str, dict[str, Any]] = {}
+    if previous.exists() and not args.quick:  # a sweep of one dataset keeps the other's rows
+        results = {k: v for k, v in json.loads(previous.read_text()).get("results", {}).items()}
+    for data in datas:
+        results[data] = {}
+        only = args.only or ([next(iter(CONFIGS[data])), list(CONFIGS[data])[1]] if args.quick else [])
+        run_sweep(data, args.seconds, args.rounds, args.cost_steps, only, results[data])
+    if args.quick:  # a smoke test: BENCHMARKS.md stays as it is
+        print(markdown(results), "\n(--quick: BENCHMARKS.md untouched)")
+        return
+    save("sweep", {"results": results}, markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
