@@ -25,9 +25,9 @@ baseline's final loss (linear between snapshots), over B. Each genloop figure is
 context 64, the baseline's.
 
 Tang poems: bits per character over every character of the validation poems (titles, line
-breaks and each poem's end token included); the 78 characters never seen in training are
-tokens of their own (``<unk>``) and count as characters like any other, scored by the model's
-probability of ``<unk>``.
+breaks and each poem's end token included); the characters never seen in training are
+``<unk>`` tokens and count as characters like any other, scored by the model's probability of
+``<unk>`` (the report gives how many there are).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def child(recipe: str, overrides: list[str], budget_s: float | None, out_dir: Pa
     """Train ``recipe`` in this process, snapshotting the judged weights every
     ``snapshot_every_s`` of process time; stop training ``budget_s`` after the process began;
     then score every snapshot and write ``out_dir/child.json``."""
+    import numpy as np
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -108,11 +109,13 @@ def child(recipe: str, overrides: list[str], budget_s: float | None, out_dir: Pa
         s["val_loss"] = nll / n
         Path(s["path"]).unlink()
     nll64, n64 = validation_nll(logits_of(model), val, min(64, block))  # the last snapshot
+    unk = run.dataset.tokenizer.unk_id
     figures = {"recipe": recipe, "overrides": overrides, "metrics": result.metrics,
                "model": result.model_ref, "curve": snaps, "fit_start_s": t_fit,
                "trained_s": t_trained, "finished_s": t_finished, "block_size": block,
                "last_val_loss_ctx64": nll64 / n64, "val_targets": n_chars,
-               "steps": run.state.step, "threads": torch.get_num_threads()}
+               "steps": run.state.step, "threads": torch.get_num_threads(),
+               "unknown_in_val": 0 if unk is None else int((np.asarray(val) == unk).sum())}
     (out_dir / "child.json").write_text(json.dumps(figures, indent=2) + "\n")
 
 
@@ -262,8 +265,8 @@ def markdown(f: dict[str, Any]) -> str:
         tm = t["metrics"]
         lines.append(f"- tang-poems (`{t['recipe']}`) in the same budget: **{tm['bits_per_char']:.3f} "
                      f"bits/char** (target ≤ {TARGET_BPC}; val loss {tm['val_loss']:.3f} nats over "
-                     f"{tm.get('characters', t['val_targets']):,} characters, unknown ones "
-                     f"included), {tm['train_steps']:,} steps.")
+                     f"{t['val_targets']:,} characters, of which {t.get('unknown_in_val', 0):,} "
+                     f"never seen in training and scored as `<unk>`), {tm['train_steps']:,} steps.")
     lines += ["", f"Recipe overrides: `{' '.join(g['overrides']) or 'none'}` (steps from the "
               "calibration run).", ""]
     if f.get("plot"):
