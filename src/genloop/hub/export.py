@@ -40,7 +40,7 @@ import torch
 from genloop.atomic import atomic_dir
 from genloop.errors import CorruptArtifact, InvalidInput
 from genloop.hub.adapters import base_dirs
-from genloop.models.gpt import GPT, GPTConfig
+from genloop.models.gpt import GPT, GPTConfig, modern_options
 from genloop.models.modeldir import ModelDir
 from genloop.store import ModelVersion, Store
 from genloop.tokenizers import EOS, UNK, Tokenizer
@@ -90,6 +90,9 @@ def gpt2_config(config: GPTConfig, eos_id: int = 1) -> Any:
     """The GPT2Config of a gpt config; ``eos_id``: the end of text, also its bos and pad."""
     from transformers import GPT2Config
 
+    if odd := modern_options(config):  # GPT-2's layout: learned positions, plain attention, GELU
+        raise InvalidInput(f"export --format hf (GPT-2) does not support the gpt option {odd[0]}: "
+                           "export a model trained without it")
     return GPT2Config(
         vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
         n_layer=config.n_layer, n_head=config.n_head, n_inner=4 * config.n_embd,

@@ -52,7 +52,7 @@ from genloop.errors import CorruptArtifact, InvalidInput, NotFound
 from genloop.hub.adapters import base_dirs
 from genloop.hub.onnx_hf import CacheDims, HFDecoder
 from genloop.hub.onnx_hf import cache_dims as hf_cache_dims
-from genloop.models.gpt import GPT, Block, GPTConfig
+from genloop.models.gpt import GPT, Block, GPTConfig, modern_options
 from genloop.models.hf import HFNetwork
 from genloop.models.modeldir import ModelDir
 from genloop.store import ModelVersion, Store, split_variant
@@ -82,6 +82,7 @@ class Decoder(nn.Module):
         nh = c.n_head
         hs = c.n_embd // nh
         t = torch.arange(T, device=input_ids.device)
+        assert m.wpe is not None  # learned positions: ``decoder_of`` refuses rotary ones
         x = m.wte(input_ids) + m.wpe(past_lengths[:, None] + t[None, :])
         counted = (torch.arange(P, device=input_ids.device)[None, :] < past_lengths[:, None])
         counted = counted[:, None, None, :]  # (B, 1, 1, P)
@@ -125,6 +126,10 @@ def decoder_of(model: Exportable) -> tuple[nn.Module, CacheDims]:
     """The module the graph is traced from, and the dimensions of its cache."""
     if isinstance(model, HFNetwork):
         return HFDecoder(model), hf_cache_dims(model)
+    # the decoder graph below has learned positions and plain attention; any MLP works
+    if odd := [o for o in modern_options(model.config) if not o.startswith("mlp=")]:
+        raise InvalidInput(f"ONNX export does not support the gpt option {odd[0]}: "
+                           "export a model trained without it")
     return Decoder(model), gpt_dims(model.config)
 
 

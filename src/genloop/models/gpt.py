@@ -9,13 +9,19 @@ batching: concurrent requests share each forward pass).
 
 Notable choices: bias-free linears and LayerNorm weights only (fewer ops to run); residual
 projections initialised with std 0.02/sqrt(2·n_layer) (GPT-2); tanh-approximated GELU.
+
+Options from the small-model speed runs (modded-nanoGPT), each off by default so old recipes and
+saved models keep their meaning: rotary position embeddings instead of learned ones
+(``pos_emb="rope"``, Su et al. 2021, rotating halves as GPT-NeoX does), RMS-normalised queries and
+keys (``qk_norm``, Dehghani et al. 2023), a ReLU² (So et al. 2021, Primer) or SwiGLU (Shazeer
+2020) MLP, and an untied output head (``tie_weights=False``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
@@ -42,12 +48,33 @@ class GPTConfig(TextModelConfig):
     n_embd: int = Field(128, ge=8, le=8192)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     tie_weights: bool = True
+    pos_emb: Literal["learned", "rope"] = Field(
+        "learned", description="learned absolute position embeddings, or rotary ones (rope)")
+    qk_norm: bool = Field(False, description="RMS-normalise queries and keys per head")
+    mlp: Literal["gelu", "relu2", "swiglu"] = Field(
+        "gelu", description="the MLP's nonlinearity: GELU, ReLU² or SwiGLU (same parameter count)")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> GPTConfig:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"pos_emb 'rope' needs an even head size, got n_embd/n_head = "
+                             f"{self.n_embd // self.n_head}")
         return self
+
+
+def modern_options(config: GPTConfig) -> list[str]:
+    """The options of ``config`` that differ from the original GPT-2 layout, as ``key=value``:
+    what an export to a format that cannot express them refuses."""
+    options = []
+    if config.pos_emb != "learned":
+        options.append(f"pos_emb={config.pos_emb}")
+    if config.qk_norm:
+        options.append("qk_norm=true")
+    if config.mlp != "gelu":
+        options.append(f"mlp={config.mlp}")
+    return options
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -77,6 +104,21 @@ class KVCache:
         return cache
 
 
+def rope_angles(pos: torch.Tensor, hs: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles at positions ``pos`` (any shape P): (*P, hs/2), fp32."""
+    inv_freq = base ** (-torch.arange(0, hs, 2, device=pos.device, dtype=torch.float32) / hs)
+    angles = pos.to(torch.float32)[..., None] * inv_freq
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotary embedding of ``x`` (..., hs) by angles broadcastable to (..., hs/2) (Su et al. 2021,
+    eq. 34, with the two halves of the head as the pairs, as GPT-NeoX and Llama do)."""
+    cos, sin = rope[0].to(x.dtype), rope[1].to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
 def attention(q, k, v, causal_or_mask: bool | torch.Tensor, dropout: float) -> torch.Tensor:
     """SDPA; on the CPU always in fp32: under bf16 autocast the CPU's bf16 attention backward is
     several times slower than fp32 at these sizes, while the matmuls around it gain (BENCHMARKS.md,
@@ -99,11 +141,26 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
         self.dropout = config.dropout
+        hs = config.n_embd // config.n_head
+        self.q_norm = nn.RMSNorm(hs) if getattr(config, "qk_norm", False) else None
+        self.k_norm = nn.RMSNorm(hs) if getattr(config, "qk_norm", False) else None
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def queries_keys(self, q: torch.Tensor, k: torch.Tensor,
+                     rope: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries and keys (..., hs) after the options: QK-norm, then the rotary embedding."""
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = rotate(q, rope), rotate(k, rope)
+        return q, k
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``rope``: cos and sin (T, hs/2) of the positions of ``x`` with ``pos_emb="rope"``."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hs)
+        q, k = self.queries_keys(q, k, rope)
         causal = True
         if cache is not None:
             start = cache.length
@@ -124,13 +181,27 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """4C hidden units with GELU or ReLU²; SwiGLU's gate and value take 8C/3 each (rounded up to
+    a multiple of 8), so all three have about the same parameters and FLOPs."""
+
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
-        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+        self.kind = getattr(config, "mlp", "gelu")
+        C = config.n_embd
+        hidden = -(-8 * C // 3 // 8) * 8 if self.kind == "swiglu" else 4 * C
+        self.fc = nn.Linear(C, 2 * hidden if self.kind == "swiglu" else hidden, bias=False)
+        self.proj = nn.Linear(hidden, C, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+        h = self.fc(x)
+        if self.kind == "relu2":
+            h = F.relu(h).square()
+        elif self.kind == "swiglu":
+            gate, value = h.chunk(2, dim=-1)
+            h = F.silu(gate) * value
+        else:
+            h = F.gelu(h, approximate="tanh")
+        return self.proj(h)
 
 
 class Block(nn.Module):
@@ -142,8 +213,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln_1(x), cache))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln_1(x), cache, rope))
         return x + self.drop(self.mlp(self.ln_2(x)))
 
 
@@ -154,7 +226,7 @@ class GPT(nn.Module):
             raise ValueError("GPTConfig.vocab_size must be set from the tokenizer")
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.pos_emb == "learned" else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=False)
@@ -185,6 +257,15 @@ class GPT(nn.Module):
         head reads (a reward model's score head reads them too)."""
         return self.ln_f(self._trunk(idx, None))
 
+    def embed(self, idx: torch.Tensor, pos: torch.Tensor
+              ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Token embeddings of ``idx`` at positions ``pos`` (idx's shape): with learned positions
+        their embeddings added; with rotary ones, the angles the attention rotates by."""
+        x = self.wte(idx)
+        if self.wpe is not None:
+            return x + self.wpe(pos), None
+        return x, rope_angles(pos, self.config.n_embd // self.config.n_head)
+
     def _trunk(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         """Embeddings and blocks: (B, T, C) before the final norm."""
         B, T = idx.shape
@@ -192,9 +273,10 @@ class GPT(nn.Module):
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} exceeds block_size {self.config.block_size}")
         pos = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        x, rope = self.embed(idx, pos)
+        x = self.drop(x)  # (B, T, C)
         for block in self.blocks:
-            x = block(x, cache)
+            x = block(x, cache, rope)
         if cache is not None:
             cache.length += T
         return x
@@ -318,11 +400,14 @@ class SlotKVCache:
         # a run of consecutive slots is a view; others are gathered (index_select: a plain copy)
         lo = slots[0]
         consecutive = slots == list(range(lo, lo + B))
-        x = m.wte(tokens.to(self.device)) + m.wpe(pos)  # (B, C)
+        x, rope = m.embed(tokens.to(self.device), pos)  # (B, C); rope: (B, hs/2) each
+        if rope is not None:
+            rope = (rope[0][:, None], rope[1][:, None])  # (B, 1, hs/2): one position per row
         for layer, blk in enumerate(m.blocks):
             assert isinstance(blk, Block)
             attn = blk.attn
             q, k, v = attn.qkv(blk.ln_1(x)).view(B, 3, nh, C // nh).unbind(1)  # (B, nh, hs)
+            q, k = attn.queries_keys(q, k, rope)
             self.k[layer, slot_t, :, pos] = k
             self.v[layer, slot_t, :, pos] = v
             keys, values = self.k[layer, :, :, :width], self.v[layer, :, :, :width]

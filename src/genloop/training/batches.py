@@ -17,7 +17,7 @@ from genloop.data.image_text import ImageTextDataset
 from genloop.data.images import ImageDataset
 from genloop.data.records import Ragged
 from genloop.data.text import TextDataset
-from genloop.errors import GenloopError
+from genloop.errors import GenloopError, RecipeError
 from genloop.models.family import ImageBatch, ImageTextBatch
 
 
@@ -37,8 +37,34 @@ def batch_at(
     return window[:, :-1], window[:, 1:]
 
 
+def warmup_size(step: int, steps: int, floor: int, full: int) -> int:
+    """A size that grows over the first ``steps`` steps: floor, 2·floor, 4·floor, … (each held for
+    an equal share of the steps), then ``full``. Few distinct sizes, so a compiled model
+    recompiles only a few times."""
+    if steps <= 0 or step >= steps or floor >= full:
+        return full
+    sizes = [floor]
+    while sizes[-1] * 2 < full:
+        sizes.append(sizes[-1] * 2)
+    return sizes[step * len(sizes) // steps]
+
+
+def warm_up(batches: Any, cfg: Any) -> Any:
+    """``batches`` with the recipe's sequence-length and batch-size warmup (``train.*_warmup_steps``);
+    text batches only."""
+    if not (cfg.seq_len_warmup_steps or cfg.batch_warmup_steps):
+        return batches
+    if not isinstance(batches, TextBatches):
+        raise RecipeError("train.seq_len_warmup_steps and train.batch_warmup_steps apply to text "
+                          "data only: set them to 0")
+    batches.seq_len_warmup = (cfg.seq_len_warmup_steps, cfg.seq_len_floor)
+    batches.batch_warmup = (cfg.batch_warmup_steps, cfg.batch_floor)
+    return batches
+
+
 class TextBatches:
-    """Windows of ``block`` tokens (inputs, next-token targets)."""
+    """Windows of ``block`` tokens (inputs, next-token targets); during a warmup (``warm_up``),
+    shorter windows and/or fewer of them."""
 
     unit = "tokens"
     default_objective = "likelihood"
@@ -47,6 +73,8 @@ class TextBatches:
         self.dataset = dataset
         self.train = torch.from_numpy(np.asarray(dataset.train, dtype=np.int64))
         self.val = torch.from_numpy(np.asarray(dataset.val, dtype=np.int64))
+        self.seq_len_warmup = (0, 0)  # (steps, first window length)
+        self.batch_warmup = (0, 0)  # (steps, first batch size)
 
     def fill(self) -> dict[str, Any]:
         return {"vocab_size": self.dataset.tokenizer.vocab_size}
@@ -63,7 +91,9 @@ class TextBatches:
 
     def train_batch(self, config: Any, step: int, micro: int, *, seed: int, rank: int, batch: int,
                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = batch_at(self.train, step, micro, seed=seed, rank=rank, batch=batch, block=config.block_size)
+        block = warmup_size(step, *self.seq_len_warmup, config.block_size)
+        batch = warmup_size(step, *self.batch_warmup, batch)
+        x, y = batch_at(self.train, step, micro, seed=seed, rank=rank, batch=batch, block=block)
         return x.to(device), y.to(device)
 
     def val_batches(self, config: Any, count: int, batch: int, *, seed: int,

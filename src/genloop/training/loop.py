@@ -42,13 +42,14 @@ from genloop.models.modeldir import ModelDir
 from genloop.models.registry import get_family
 from genloop.store import Store
 from genloop.training import encoders
-from genloop.training.batches import batch_at
+from genloop.training.batches import batch_at, warm_up
 from genloop.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from genloop.training.ema import EMA
 from genloop.training.features import feature_extractor
 from genloop.training.kinds import batches_for, default_objective
 from genloop.training.metrics import MetricsLog
 from genloop.training.objectives import Objective, get_objective
+from genloop.training.optimizers import build_optimizer, param_groups  # noqa: F401 (benches read it here)
 from genloop.training.recipe import Recipe, TrainConfig, load_recipe
 from genloop.training.recognisers import recogniser_for
 from genloop.training.register import register_model
@@ -102,22 +103,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     span = max(1, cfg.steps - 1 - cfg.warmup_steps)  # the last step (steps - 1) is at the floor
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     return cfg.floor_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.floor_lr)
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay matrices (linear and embedding weights), never norms or biases."""
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    seen: set[int] = set()
-    for p in model.parameters():
-        if id(p) in seen or not p.requires_grad:
-            continue
-        seen.add(id(p))
-        (decay if p.dim() >= 2 else no_decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
 
 
 @dataclass
@@ -229,7 +214,7 @@ def start(
                                   tokenizer=tokenizer)
     if ddp.main:
         store.add_dataset(dataset.name, dataset.hash, kind, str(dataset.path), dataset.meta)
-    batches = batches_for(kind, dataset)
+    batches = warm_up(batches_for(kind, dataset), cfg)
     model_config = encoders.configure(family, recipe.model_config_for(batches.fill()), encoder)
     batches.check(model_config)
 
@@ -269,10 +254,7 @@ def start(
         reference.to(device)
 
     # 4. the optimizer, and the run's state: from its checkpoint, or a new run row
-    # fused AdamW: one kernel for all parameters instead of a dozen ops per tensor
-    optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=True
-    )
+    optimizer = build_optimizer(model, cfg)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     state = TrainState()
     if resume is not None:
@@ -379,7 +361,7 @@ def fit(run: Run) -> None:
                 t_step = time.perf_counter()
                 lr = lr_at(state.step, cfg)
                 for group in run.optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups: muon_lr / lr
                 loss_sum, stats = _step(run, objective, per_rank)
                 if run.ema:
                     run.ema.update(model)

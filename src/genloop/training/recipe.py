@@ -108,6 +108,22 @@ class TrainConfig(Strict):
     lora: LoraSection | None = Field(None, description="tune the parent with LoRA adapters "
                                      "(rank, alpha, dropout, target_modules): only they train, "
                                      "and the version holds only them (models/lora.py)")
+    optimizer: Literal["adamw", "muon"] = Field(
+        "adamw", description="adamw = fused AdamW for every parameter; muon = Muon "
+        "(torch.optim.Muon) for the hidden weight matrices, AdamW for the rest (training/optimizers.py)")
+    muon_lr: float = Field(0.02, gt=0, le=10.0, description="muon: peak learning rate of the "
+                           "hidden matrices (the lr schedule scales it as it scales lr)")
+    muon_momentum: float = Field(0.95, ge=0.0, lt=1.0, description="muon: Nesterov momentum")
+    muon_weight_decay: float = Field(0.0, ge=0, le=10, description="muon: decoupled weight decay "
+                                     "of the hidden matrices (times the learning rate)")
+    seq_len_warmup_steps: int = Field(0, ge=0, description="text: train on shorter windows first "
+                                      "(seq_len_floor, doubling up to block_size) for this many "
+                                      "steps; 0 = full windows from the start")
+    seq_len_floor: int = Field(16, ge=2, description="text: the first window length of the "
+                               "sequence-length warmup")
+    batch_warmup_steps: int = Field(0, ge=0, description="text: grow the batch from "
+                                    "batch_floor, doubling up to batch_size, over this many steps")
+    batch_floor: int = Field(4, ge=1, description="text: the first batch size of the batch warmup")
 
     @field_validator("objective")
     @classmethod
@@ -124,7 +140,12 @@ class TrainConfig(Strict):
 OBJECTIVE_DEFAULTS = {key: TrainConfig.model_fields[key].default
                       for key in ("objective", "beta", "sft_weight", "desirable_weight",
                                   "undesirable_weight")}
-LATER_DEFAULTS = {**OBJECTIVE_DEFAULTS, "lora": None}  # fields frozen only when set
+SPEED_DEFAULTS = {key: TrainConfig.model_fields[key].default
+                  for key in ("optimizer", "muon_lr", "muon_momentum", "muon_weight_decay",
+                              "seq_len_warmup_steps", "seq_len_floor", "batch_warmup_steps",
+                              "batch_floor")}
+# fields frozen only when set
+LATER_DEFAULTS = {**OBJECTIVE_DEFAULTS, "lora": None, **SPEED_DEFAULTS}
 
 
 class Recipe(Strict):
@@ -161,8 +182,9 @@ class Recipe(Strict):
 
     def frozen(self) -> dict[str, Any]:
         tree = self.model_dump(mode="json")
-        # fields added with the objectives (and LoRA) are frozen only when set otherwise than
-        # their default: recipes from before them keep their frozen form and hash
+        # fields added with the objectives (LoRA, the optimizer and warmup options) are frozen
+        # only when set otherwise than their default: recipes from before them keep their
+        # frozen form and hash
         for key, default in LATER_DEFAULTS.items():
             if tree["train"][key] == default:
                 del tree["train"][key]
