@@ -51,6 +51,8 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
         "+ rope, qk-norm, relu2, untied": shape(4, 4, 128, 128, 16) + ["train.lr=4e-3", *MODERN],
         "+ rope, qk-norm, relu2, untied, muon": shape(4, 4, 128, 128, 16) + ["train.lr=4e-3", *MODERN, *MUON],
         "c256 b8, modern, muon": shape(4, 4, 128, 256, 8) + ["train.lr=4e-3", *MODERN, *MUON],
+        "4x192 c128 b16, modern, muon": shape(4, 6, 192, 128, 16) + ["train.lr=4e-3", *MODERN, *MUON],
+        "6x128 c128 b16, modern, muon": shape(6, 4, 128, 128, 16) + ["train.lr=4e-3", *MODERN, *MUON],
         "4x128 c256 b16 lr4e-3": shape(4, 4, 128, 256, 16) + ["train.lr=4e-3"],
         "4x128 c128 b16 lr6e-3": shape(4, 4, 128, 128, 16) + ["train.lr=6e-3"],
         "4x192 c128 b16 lr3e-3": shape(4, 6, 192, 128, 16) + ["train.lr=3e-3"],
@@ -68,11 +70,12 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
 }
 
 
-def tokens_per_s(base: str, overrides: list[str], steps: int) -> float:
+def tokens_per_s(base: str, overrides: list[str], steps: int, compiled: bool = False) -> float:
     """The loop's own training tokens/s over ``steps`` steps (the first 20 are not timed)."""
     from genloop.training.loop import train
 
     result = train(base, overrides=[*COMMON, *overrides, f"train.steps={steps}",
+                                    f"train.compile={str(compiled).lower()}",
                                     "train.eval_every=1000000", "eval.full_validation=false"],
                    register=False)
     return float(result.metrics["train_tokens_per_s"])
@@ -86,7 +89,7 @@ def tokens_per_step(base: str, overrides: list[str]) -> int:
 
 
 def run_sweep(data: str, steps: int | None, seconds: float, rounds: int, cost_steps: int,
-              only: list[str], out: dict[str, Any]) -> None:
+              only: list[str], out: dict[str, Any], compiled: bool = False) -> None:
     """Step cost in alternating rounds, then each config trained (its whole schedule) one at a
     time: ``steps`` steps each (equal steps), or ``seconds`` of its measured cost (equal time)."""
     from genloop.training.loop import train
@@ -99,9 +102,11 @@ def run_sweep(data: str, steps: int | None, seconds: float, rounds: int, cost_st
     speeds: dict[str, list[float]] = out.setdefault("speeds", {name: [] for name in configs})
     for _ in range(rounds):
         for name, overrides in configs.items():
-            speeds[name].append(tokens_per_s(base, overrides, cost_steps))
+            speeds[name].append(tokens_per_s(base, overrides, cost_steps, compiled))
             partial.write_text(json.dumps(out, indent=2) + "\n")
-    out.update(steps=steps, seconds=None if steps else seconds)
+    out.update(steps=steps, seconds=None if steps else seconds, compiled_cost=compiled)
+    if steps == 0:  # step costs only
+        return
     rows = out.setdefault("rows", [])
     # 2. every config its whole cosine schedule, one run at a time
     for name, overrides in configs.items():
@@ -142,8 +147,16 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
              "the real budget (7-10 minutes of two compiled threads), so configs that pay off late "
              "(larger, more regularised) are disadvantaged here; the chosen recipes were then run "
              "at full length by time_to_quality."]
-    for data, out in results.items():
+    for key, out in results.items():
+        data = out.get("data", key)
         rows = out.get("rows", [])
+        if not rows and out.get("speeds"):  # a table of step costs only
+            how = "compiled (`train.compile=true`)" if out.get("compiled_cost") else "eager"
+            parts += ["", f"**{BASES[data]}: tokens/s, {how}, one thread** (alternating rounds):", "",
+                      table(["config", "tokens/s (median)", "rounds"],
+                            [[name, statistics.median(v), " / ".join(f"{x:,.0f}" for x in v)]
+                             for name, v in out["speeds"].items() if v])]
+            continue
         if not rows:
             continue
         best = min(r["val_loss"] for r in rows)
@@ -169,11 +182,14 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", choices=sorted(BASES), action="append")
-    ap.add_argument("--steps", type=int, default=600, help="equal steps per config")
+    ap.add_argument("--steps", type=int, default=600, help="equal steps per config (0: step costs only)")
     ap.add_argument("--seconds", type=float, default=None,
                     help="equal estimated time per config instead (seconds of one thread)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--cost-steps", type=int, default=50)
+    ap.add_argument("--tag", help="keep these results beside the dataset's others (e.g. compiled)")
+    ap.add_argument("--compiled-cost", action="store_true",
+                    help="time the rounds with train.compile=true (the loss runs stay eager)")
     ap.add_argument("--only", action="append", default=[], help="only the config of this name")
     ap.add_argument("--quick", action="store_true", help="two configs, 30 steps, one round; no results")
     args = ap.parse_args()
@@ -186,10 +202,12 @@ def main() -> None:
     if previous.exists() and not args.quick:  # a sweep of one dataset keeps the other's rows
         results = dict(json.loads(previous.read_text()).get("results", {}))
     for data in datas:
-        results[data] = {}
+        key = f"{data}-{args.tag}" if args.tag else data
+        results[key] = {"data": data}
         only = args.only or (list(CONFIGS[data])[:2] if args.quick else [])
         steps = None if args.seconds else args.steps
-        run_sweep(data, steps, args.seconds or 0.0, args.rounds, args.cost_steps, only, results[data])
+        run_sweep(data, steps, args.seconds or 0.0, args.rounds, args.cost_steps, only, results[key],
+                  args.compiled_cost)
     if args.quick:  # a smoke test: BENCHMARKS.md stays as it is
         print(markdown(results), "\n(--quick: BENCHMARKS.md untouched)")
         return
