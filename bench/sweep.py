@@ -27,7 +27,7 @@ import statistics
 import time
 from typing import Any
 
-from bench.common import RESULTS, ROOT, save, table
+from bench.common import RESULTS, ROOT, command, save, table
 
 BASES = {"shakespeare": "shakespeare-char", "tang": "tang-poems"}
 COMMON = ["train.threads=1", "train.compile=false", "train.tensorboard=false",
@@ -145,8 +145,8 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
              "short alternating rounds (all configs in one process, one at a time), the median "
              "shown, each round listed. Equal time = steps × step (ms). The runs are short against "
              "the real budget (7-10 minutes of two compiled threads), so configs that pay off late "
-             "(larger, more regularised) are disadvantaged here; the chosen recipes were then run "
-             "at full length by time_to_quality."]
+             "(larger, more regularised) are disadvantaged here; the chosen recipes run at full "
+             "length in the time_to_quality section."]
     for key, out in results.items():
         data = out.get("data", key)
         rows = out.get("rows", [])
@@ -156,6 +156,8 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
                       table(["config", "tokens/s (median)", "rounds"],
                             [[name, statistics.median(v), " / ".join(f"{x:,.0f}" for x in v)]
                              for name, v in out["speeds"].items() if v])]
+            if out.get("command"):
+                parts += ["", f"Command: `{out['command']}`."]
             continue
         if not rows:
             continue
@@ -174,6 +176,8 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         if spread:
             parts += ["", f"Noise: tokens/s of one config varied by up to {100 * max(spread):.0f}% "
                       "between rounds (the cores were shared with other work)."]
+        if out.get("command"):
+            parts += ["", f"Command: `{out['command']}`."]
         parts += ["", "Overrides of each config: "
                   + "; ".join(f"{r['name']}: `{' '.join(r['overrides']) or '-'}`" for r in rows)]
     return "\n".join(parts)
@@ -192,8 +196,13 @@ def main() -> None:
                     help="time the rounds with train.compile=true (the loss runs stay eager)")
     ap.add_argument("--only", action="append", default=[], help="only the config of this name")
     ap.add_argument("--quick", action="store_true", help="two configs, 30 steps, one round; no results")
+    ap.add_argument("--report", action="store_true", help="rewrite the section from bench/results/sweep.json")
     args = ap.parse_args()
     os.environ.setdefault("GENLOOP_HOME", str(ROOT / "bench" / "out" / "home"))
+    if args.report:
+        results = json.loads((RESULTS / "sweep.json").read_text())["results"]
+        save("sweep", {"results": results}, markdown(results))
+        return
     if args.quick:
         args.steps, args.rounds, args.cost_steps = 30, 1, 25
     datas = args.data or ["shakespeare"]
@@ -203,7 +212,7 @@ def main() -> None:
         results = dict(json.loads(previous.read_text()).get("results", {}))
     for data in datas:
         key = f"{data}-{args.tag}" if args.tag else data
-        results[key] = {"data": data}
+        results[key] = {"data": data, "command": command().strip()}
         only = args.only or (list(CONFIGS[data])[:2] if args.quick else [])
         steps = None if args.seconds else args.steps
         run_sweep(data, steps, args.seconds or 0.0, args.rounds, args.cost_steps, only, results[key],

@@ -133,10 +133,10 @@ def spawn(args: list[str], log: Path) -> float:
     return time.perf_counter() - t0
 
 
-def run_baseline(iters: int, out_dir: Path) -> dict[str, Any]:
+def run_baseline(iters: int, out_dir: Path, extra: list[str]) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     wall = spawn([sys.executable, "bench/baseline_gpt.py", "--max_iters", str(iters), "--lr_decay_iters",
-                  str(iters), "--out_dir", str(out_dir), "--quiet"], out_dir / "log.txt")
+                  str(iters), "--out_dir", str(out_dir), "--quiet", *extra], out_dir / "log.txt")
     summary = json.loads((out_dir / "summary.json").read_text())
     return {"wall_s": wall, "summary": summary, **score_baseline(summary)}
 
@@ -267,8 +267,9 @@ def markdown(f: dict[str, Any]) -> str:
                      f"bits/char** (target ≤ {TARGET_BPC}; val loss {tm['val_loss']:.3f} nats over "
                      f"{t['val_targets']:,} characters, of which {t.get('unknown_in_val', 0):,} "
                      f"never seen in training and scored as `<unk>`), {tm['train_steps']:,} steps.")
-    lines += ["", f"Recipe overrides: `{' '.join(g['overrides']) or 'none'}` (steps from the "
-              "calibration run).", ""]
+    sized = (f"steps from a {g['calibration']['steps']}-step calibration run"
+             if g.get("calibration") else "no calibration")
+    lines += ["", f"Recipe overrides: `{' '.join(g['overrides']) or 'none'}` ({sized}).", ""]
     if f.get("plot"):
         lines.append("![validation loss against wall time](bench/results/time_to_quality.png)")
     return "\n".join(lines)
@@ -281,7 +282,7 @@ def main() -> None:
     ap.add_argument("--tang-recipe", default="tang-poems-fast")
     ap.add_argument("--no-tang", action="store_true")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--quick", action="store_true", help="300 baseline steps, 150 eager genloop steps, "
+    ap.add_argument("--quick", action="store_true", help="100 baseline steps, 100 eager genloop steps, "
                     "no calibration: a smoke test (bench/out/time_to_quality; BENCHMARKS.md untouched)")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # a genloop training process
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -292,12 +293,17 @@ def main() -> None:
     if args.child:
         child(args.child, args.overrides, args.budget, args.out, args.snapshot_every)
         return
-    iters = 300 if args.quick else args.iters
-    quick = ["train.steps=150", "train.compile=false", "eval.num_samples=0"] if args.quick else []
+    iters = 100 if args.quick else args.iters
+    if args.quick:  # one thread each: a smoke test that finishes on shared cores
+        os.environ["OMP_NUM_THREADS"] = "1"
+    quick = (["train.steps=100", "train.compile=false", "eval.num_samples=0", "train.threads=1"]
+             if args.quick else [])
     calibrate = None if args.quick else 300
     OUT.mkdir(parents=True, exist_ok=True)
     # 1. the baseline: its wall time is the budget
-    baseline = run_baseline(iters, OUT / "baseline")
+    baseline = run_baseline(iters, OUT / "baseline",
+                            ["--eval_interval", "50", "--eval_iters", "5", "--warmup_iters", "10"]
+                            if args.quick else [])
     budget = baseline["wall_s"]
     # 2. genloop's best recipe in the budget
     genloop = run_genloop(args.recipe, [*quick, *args.overrides], budget, OUT, calibrate, "genloop")
