@@ -136,7 +136,7 @@ def _curve(run_dir: Any) -> list[tuple[int, float]]:
     return points
 
 
-def markdown(results: dict[str, dict[str, Any]]) -> str:
+def markdown(results: dict[str, dict[str, Any]], notes: list[str] | None = None) -> str:
     parts = ["## Sweep: the time-to-quality recipes", "",
              "Each config trains its whole cosine schedule through the real loop (one eager thread, "
              "`train.threads=1 train.compile=false`), one run at a time, at equal steps (or, with "
@@ -180,6 +180,7 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
             parts += ["", f"Command: `{out['command']}`."]
         parts += ["", "Overrides of each config: "
                   + "; ".join(f"{r['name']}: `{' '.join(r['overrides']) or '-'}`" for r in rows)]
+    parts += ["", *[f"- {n}" for n in notes or []]]
     return "\n".join(parts)
 
 
@@ -200,8 +201,9 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("GENLOOP_HOME", str(ROOT / "bench" / "out" / "home"))
     if args.report:
-        results = json.loads((RESULTS / "sweep.json").read_text())["results"]
-        save("sweep", {"results": results}, markdown(results))
+        saved = json.loads((RESULTS / "sweep.json").read_text())
+        results, notes = saved["results"], saved.get("notes", [])
+        save("sweep", {"results": results, "notes": notes}, markdown(results, notes))
         return
     if args.quick:
         args.steps, args.rounds, args.cost_steps = 30, 1, 25
@@ -220,8 +222,9 @@ def main() -> None:
     if args.quick:  # a smoke test: BENCHMARKS.md stays as it is
         print(markdown(results), "\n(--quick: BENCHMARKS.md untouched)")
         return
-    save("sweep", {"results": results}, markdown(results))
-    print(markdown(results))
+    notes = json.loads(previous.read_text()).get("notes", []) if previous.exists() else []
+    save("sweep", {"results": results, "notes": notes}, markdown(results, notes))
+    print(markdown(results, notes))
 
 
 if __name__ == "__main__":
