@@ -36,8 +36,10 @@ ROWS: list[tuple[str, list[str]]] = [
     ("muon", ["train.optimizer=muon"]),
     ("seq_len_warmup", [f"train.seq_len_warmup_steps={WARM}"]),
     ("batch_warmup", [f"train.batch_warmup_steps={WARM}"]),
-    ("rope+qk_norm+relu2+muon", ["model.config.pos_emb=rope", "model.config.qk_norm=true",
-                                 "model.config.mlp=relu2", "train.optimizer=muon"]),
+    # shakespeare-fast's options together
+    ("rope+qk_norm+relu2+untied+muon", ["model.config.pos_emb=rope", "model.config.qk_norm=true",
+                                        "model.config.mlp=relu2", "model.config.tie_weights=false",
+                                        "train.optimizer=muon"]),
 ]
 RECIPE = "shakespeare-char"
 TOKENS_PER_STEP = 12 * 64  # the recipe's batch × context
