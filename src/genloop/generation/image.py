@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +32,14 @@ from genloop.atomic import atomic_write_bytes
 from genloop.data.image_files import PIL_FORMATS, resize_square, to_l_or_rgb
 from genloop.errors import InvalidInput
 from genloop.generation.text import check_choice_seeds, choice_seed, resolve_seed
-from genloop.models.family import Family, Generators, ImageModelConfig, ImageRequest, fast_bf16
+from genloop.models.family import (
+    Family,
+    Generators,
+    ImageModelConfig,
+    ImageRequest,
+    Sampler,
+    fast_bf16,
+)
 from genloop.models.text_encoder import tokenize_prompts
 from genloop.tokenizers import Tokenizer, unknown_words
 
@@ -53,8 +60,9 @@ class ImageGenRequest(BaseModel):
                                description="the sentence a text-conditioned model draws")
     guidance_scale: float = Field(2.0, ge=0.0, le=20.0,
                                   description="classifier-free guidance (conditional diffusion); 1 = none")
-    steps: int | None = Field(None, ge=1, le=1000, description="diffusion steps; None = 50 (DDIM), T (DDPM)")
-    sampler: Literal["ddpm", "ddim"] = "ddim"
+    steps: int | None = Field(None, ge=1, le=1000,
+                              description="diffusion steps; None = 50 (DDIM), T (DDPM), 20 (DPM-Solver++)")
+    sampler: Sampler = Field("ddim", description="ddim, ddpm, or dpmpp_2m (DPM-Solver++(2M): 10-20 steps)")
     interpolate: bool = Field(False, description="GAN/VAE: walk the latent space between two random points")
 
     @model_validator(mode="after")
