@@ -21,7 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 ORDER = ["train_speed", "train_step", "time_to_quality", "kv_cache", "quickstart", "tang_poems", "loop",
-         "loop_shakespeare_brevity", "images", "image_speed", "serving", "soak", "inference", "lora", "dpo_trl",
+         "loop_shakespeare_brevity", "images", "image_speed", "serving", "soak", "inference", "lora",
+         "dpo_trl",
          "embeddings", "fewshot", "seq2seq", "moderation", "provenance", "grounding", "t2i"]
 
 

@@ -87,7 +87,8 @@ def test_a_run_holds_at_most_max_batch_images():
     finally:
         batcher.close()
     assert batcher.stats.sizes == [4, 2]
-    assert all(np.array_equal(o.images, _alone(fam, config, net, **a)) for a, o in zip(asks, outs, strict=True))
+    for ask, out in zip(asks, outs, strict=True):
+        assert np.array_equal(out.images, _alone(fam, config, net, **ask))
 
 
 def test_an_interpolation_runs_alone():
