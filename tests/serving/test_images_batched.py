@@ -77,3 +77,17 @@ def test_a_full_image_queue_is_503_with_retry_after(model):
     assert r.status_code == 503, r.text
     assert r.json()["error"]["type"] == "overloaded_error" and int(r.headers["retry-after"]) >= 1
     assert "image generation busy" in r.json()["error"]["message"]
+
+
+def test_the_api_samples_with_dpm_solver_when_asked(model):
+    with TestClient(create_app(ServeConfig(auth=False))) as api:
+        r = api.post("/v1/images/generations", json={"model": model.ref, "n": 2, "seed": 4,
+                                                     "sampler": "dpmpp_2m", "steps": 5})
+        assert r.status_code == 200, r.text
+        records = [Store().get_generation(d["generation_id"]) for d in r.json()["data"]]
+        bad = api.post("/v1/images/generations", json={"model": model.ref, "sampler": "euler"})
+    assert [rec.request["sampler"] for rec in records] == ["dpmpp_2m"] * 2
+    alone = model.generate(num_samples=1, seed=5, sampler="dpmpp_2m", steps=5,
+                           class_label=records[1].request["class_label"]).records[0]
+    assert records[1].content_hash == alone.content_hash
+    assert bad.status_code == 400 and "sampler" in bad.json()["error"]["message"]
