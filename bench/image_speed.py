@@ -66,7 +66,7 @@ def diffusion_model(home: Path, quick: bool) -> str:
     if ref is None:
         sets = [f"name={name}", "train.tensorboard=false"]
         if quick:
-            sets += ["model.preset=tiny", "train.steps=150", "train.eval_every=150",
+            sets += ["model.preset=tiny", "train.steps=150", "train.eval_every=150", "train.ema_decay=0.9",
                      "train.warmup_steps=20", "eval.num_samples=20", "eval.extractor_steps=100",
                      "eval.grid=0"]
         print(f"training mnist-diffusion into {home} ({' '.join(sets)}) ...", flush=True)
