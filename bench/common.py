@@ -20,9 +20,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-ORDER = ["train_speed", "train_step", "time_to_quality", "sweep", "kv_cache", "quickstart", "tang_poems",
-         "loop",
-         "loop_shakespeare_brevity", "images", "serving", "soak", "inference", "lora", "dpo_trl",
+ORDER = ["train_speed", "train_step", "time_to_quality", "sweep", "ablation", "kv_cache", "quickstart",
+         "tang_poems", "loop", "loop_shakespeare_brevity", "images", "image_speed", "serving", "soak",
+         "inference", "lora", "dpo_trl",
          "embeddings", "fewshot", "seq2seq", "moderation", "provenance", "grounding", "t2i"]
 
 
@@ -100,6 +100,12 @@ TARGETS = [  # (result, label, path into its JSON, target, higher is better)
     ("images", "MNIST VAE: importance-weighted test NLL (nats)", ("vae", "metrics", "test_iw_nll_nats"),
      95.0, False),
     ("images", "Fashion-MNIST diffusion: FID", ("fashion", "metrics", "fid"), None, False),
+    ("image_speed", "8 concurrent image requests over HTTP: images/s vs one request's",
+     ("headline", "serving_ratio"), 3.0, True),
+    ("image_speed", "DPM-Solver++(2M) 20 steps: FID over DDIM-50's", ("headline", "dpm20_fid_over_ddim50"),
+     1.1, False),
+    ("image_speed", "DPM-Solver++(2M) 10 steps: FID over DDIM-50's", ("headline", "dpm10_fid_over_ddim50"),
+     None, False),
     ("serving", "8 streaming HTTP clients: tokens/s vs 1 client", ("speedup_8",), 3.0, True),
     ("serving", "4× capacity: answers other than 200, 429, 503", ("overload_unexpected_statuses",), 0, False),
     ("soak", "soak, 64 clients × 2 min: failures (5xx, drops, stream errors)", ("failure_count",), 0, False),

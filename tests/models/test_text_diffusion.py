@@ -72,7 +72,7 @@ def test_no_prompt_is_the_empty_caption_and_guidance_mixes_two_estimates():
     torch.testing.assert_close(zero, empty, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmpp_2m"])
 def test_each_image_is_its_own_generators_as_a_batch_of_one(sampler):
     model = _model()
     ids, mask = _prompts([[2, 3, 4], [9, 10], [5]])

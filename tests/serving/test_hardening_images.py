@@ -107,7 +107,7 @@ def test_a_tampered_pixel_file_is_an_error_not_another_image(images, api):
 
 @pytest.mark.parametrize("family,settings", [
     ("gan", {}), ("vae", {}), ("diffusion", {"steps": 4}),
-    ("diffusion", {"steps": 4, "sampler": "ddpm"}),
+    ("diffusion", {"steps": 4, "sampler": "ddpm"}), ("diffusion", {"steps": 4, "sampler": "dpmpp_2m"}),
 ])
 def test_image_i_is_the_request_of_one_seeded_seed_plus_i(images, family, settings):
     model = images[family]
@@ -139,7 +139,7 @@ def test_an_interpolation_is_one_draw_seeded_by_the_request(images):
 
 
 @pytest.mark.parametrize("family", IMAGE_FAMILIES, ids=lambda f: f.name)
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmpp_2m"])
 def test_sample_with_one_generator_per_image_draws_each_as_alone(family, sampler, one_thread):  # noqa: ARG001
     config = family.make_config("tiny", image_size=8, channels=1, num_classes=3, conditional=True)
     torch.manual_seed(0)

@@ -32,7 +32,7 @@ def eval_(
         f"or FID/KID/PR (images, {default(ImageEvalConfig, 'num_samples')})")] = None,
     seed: Annotated[int, typer.Option(help="seed of the samples")] = 0,
     steps: int | None = option(ImageEvalConfig, "steps", help="images: diffusion steps"),
-    sampler: str = option(ImageEvalConfig, "sampler", help="images: ddim or ddpm"),
+    sampler: str = option(ImageEvalConfig, "sampler", help="images: ddim, ddpm or dpmpp_2m"),
     guidance_scale: float = option(ImageEvalConfig, "guidance_scale",
                                    help="images: classifier-free guidance scale"),
     importance_samples: int = option(ImageEvalConfig, "importance_samples",

@@ -88,7 +88,7 @@ def generate(
     guidance_scale: float = option(ImageGenRequest, "guidance_scale",
                                    help="images: classifier-free guidance scale"),
     steps: int | None = option(ImageGenRequest, "steps", help="images: diffusion steps"),
-    sampler: str = option(ImageGenRequest, "sampler", help="images: ddim or ddpm"),
+    sampler: str = option(ImageGenRequest, "sampler", help="images: ddim, ddpm or dpmpp_2m"),
     interpolate: bool = option(ImageGenRequest, "interpolate",
                                help="images: walk the latent space (GAN, VAE)"),
     image: Annotated[Path | None, typer.Option(

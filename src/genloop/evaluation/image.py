@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from genloop.errors import InvalidInput, RecipeError
 from genloop.generation.image import save_grid
 from genloop.hub.adapters import load_network
-from genloop.models.family import Family, ImageBatch, ImageModelConfig, ImageRequest, fast_bf16
+from genloop.models.family import Family, ImageBatch, ImageModelConfig, ImageRequest, Sampler, fast_bf16
 from genloop.store import Store
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -233,7 +233,7 @@ class ImageEvalConfig(BaseModel):
                              description="generated images compared with as many test images (0: skip)")
     batch_size: int = Field(250, ge=1, le=10_000, description="images per sampling batch")
     steps: int | None = Field(None, ge=1, le=10_000, description="diffusion steps (None: 50 DDIM / T DDPM)")
-    sampler: Literal["ddpm", "ddim"] = "ddim"
+    sampler: Sampler = "ddim"
     guidance_scale: float = Field(1.0, ge=0.0, le=20.0, description="classifier-free guidance")
     importance_samples: int = Field(0, ge=0, le=100_000,
                                     description="VAE: importance samples per test image for the NLL (0: off)")

@@ -46,7 +46,7 @@ from genloop.evaluation import image
 from genloop.evaluation.image import ImageEvalConfig, fid_from_features
 from genloop.generation.image import save_grid
 from genloop.hub.adapters import load_network
-from genloop.models.family import CaptionRequest, Family, ImageRequest, fast_bf16
+from genloop.models.family import CaptionRequest, Family, ImageRequest, Sampler, fast_bf16
 from genloop.models.recogniser import Recogniser, RecogniserConfig, canonical, predict
 from genloop.models.text_encoder import tokenize_prompts
 from genloop.store import Store
@@ -231,7 +231,7 @@ def evaluate_recogniser(model: Recogniser, dataset: Any, batch_size: int = 256) 
 
 
 def draw(family: Family, model: torch.nn.Module, config: Any, tokenizer: Tokenizer, prompts: Sequence[str],
-         *, seed: int, steps: int | None = None, sampler: Literal["ddpm", "ddim"] = "ddim",
+         *, seed: int, steps: int | None = None, sampler: Sampler = "ddim",
          guidance_scale: float = 1.0, batch_size: int = 100, bf16: bool = False) -> torch.Tensor:
     """One image per prompt (N, C, H, W) in [-1, 1]; image i drawn from its own generator
     (``seed`` + i), so it does not depend on the batch it was drawn in."""

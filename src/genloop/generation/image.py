@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +32,14 @@ from genloop.atomic import atomic_write_bytes
 from genloop.data.image_files import PIL_FORMATS, resize_square, to_l_or_rgb
 from genloop.errors import InvalidInput
 from genloop.generation.text import check_choice_seeds, choice_seed, resolve_seed
-from genloop.models.family import Family, Generators, ImageModelConfig, ImageRequest, fast_bf16
+from genloop.models.family import (
+    Family,
+    Generators,
+    ImageModelConfig,
+    ImageRequest,
+    Sampler,
+    fast_bf16,
+)
 from genloop.models.text_encoder import tokenize_prompts
 from genloop.tokenizers import Tokenizer, unknown_words
 
@@ -53,8 +60,9 @@ class ImageGenRequest(BaseModel):
                                description="the sentence a text-conditioned model draws")
     guidance_scale: float = Field(2.0, ge=0.0, le=20.0,
                                   description="classifier-free guidance (conditional diffusion); 1 = none")
-    steps: int | None = Field(None, ge=1, le=1000, description="diffusion steps; None = 50 (DDIM), T (DDPM)")
-    sampler: Literal["ddpm", "ddim"] = "ddim"
+    steps: int | None = Field(None, ge=1, le=1000,
+                              description="diffusion steps; None = 50 (DDIM), T (DDPM), 20 (DPM-Solver++)")
+    sampler: Sampler = Field("ddim", description="ddim, ddpm, or dpmpp_2m (DPM-Solver++(2M): 10-20 steps)")
     interpolate: bool = Field(False, description="GAN/VAE: walk the latent space between two random points")
 
     @model_validator(mode="after")
@@ -132,21 +140,38 @@ def text_condition(family: Family, config: ImageModelConfig, request: ImageGenRe
     return ids.expand(n, -1), mask.expand(n, -1), unknown_words(tokenizer, request.prompt)
 
 
-def generate_images(
-    family: Family, config: ImageModelConfig, network: torch.nn.Module, class_names: list[str],
-    request: ImageGenRequest, tokenizer: Tokenizer | None = None,
-) -> ImageOutput:
-    """Draw ``request.num_samples`` images; all randomness comes from the request's seed.
+@dataclass
+class ImageDraw:
+    """One request made ready to sample: every image's generator, class or prompt, and the
+    family's ``ImageRequest`` for them. Draws of one model whose ``batch_key`` is equal may be
+    sampled together (``sample_draws``): each image still draws only from its own generator."""
 
-    Image i is drawn with its own generator seeded ``choice_seed(seed, i)``, the rule of text's
-    choices, and class ``class_label`` (or, on a conditional model without one, class i mod the
-    number of classes): so it is the image a request of one with that seed and class draws,
-    while the network still runs on the whole batch. An interpolation is one draw for the whole
-    walk (two end points and, without a class, one class), seeded by the request's seed. A
-    text-conditioned family draws every image from ``prompt``, read by ``tokenizer`` (the
-    model's own); words it does not know are read as ``<unk>`` and listed in ``unknown_words``.
-    """
+    request: ImageGenRequest  # its seed resolved
+    sample: ImageRequest
+    generators: Generators
+    labels: torch.Tensor | None
+    seeds: list[int]
+    unknown_words: list[str]
+
+    @property
+    def batch_key(self) -> tuple | None:
+        """What draws sampled in one run must share (steps, sampler, guidance; a prompt's token
+        width, so the text encoder reads the same tensors as alone); None: this draw runs alone
+        (an interpolation is one draw from one generator)."""
+        if self.request.interpolate or not isinstance(self.generators, list):
+            return None
+        width = None if self.sample.prompt_ids is None else self.sample.prompt_ids.shape[1]
+        return (self.sample.steps, self.sample.sampler, self.sample.guidance_scale,
+                self.labels is None, width)
+
+
+def prepare_images(
+    family: Family, config: ImageModelConfig, class_names: list[str], request: ImageGenRequest,
+    tokenizer: Tokenizer | None = None,
+) -> ImageDraw:
+    """Everything ``generate_images`` decides before the network runs (see there)."""
     seed = resolve_seed(request.seed, request.num_samples)
+    request = request.model_copy(update={"seed": seed})
     n = request.num_samples
     prompt_ids, prompt_mask, unknown = text_condition(family, config, request, tokenizer)
     wanted = class_index(request.class_label, class_names) if prompt_ids is None else None
@@ -171,18 +196,72 @@ def generate_images(
     else:
         seeds = [choice_seed(seed, i) for i in range(n)]
         generators = [torch.Generator().manual_seed(s) for s in seeds]
-    req = ImageRequest(num_samples=n, labels=labels, steps=request.steps, sampler=request.sampler,
-                       guidance_scale=request.guidance_scale, latents=latents,
-                       prompt_ids=prompt_ids, prompt_mask=prompt_mask)
-    t0 = time.perf_counter()
+    sample = ImageRequest(num_samples=n, labels=labels, steps=request.steps, sampler=request.sampler,
+                          guidance_scale=request.guidance_scale, latents=latents,
+                          prompt_ids=prompt_ids, prompt_mask=prompt_mask)
+    return ImageDraw(request, sample, generators, labels, seeds, unknown)
+
+
+def _cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    return None if parts[0] is None else torch.cat([p for p in parts if p is not None])
+
+
+def sample_draws(family: Family, network: torch.nn.Module, draws: list[ImageDraw]) -> list[torch.Tensor]:
+    """Sample several draws of one model in one run of ``family.sample`` (their images stacked,
+    so the network runs once per step on all of them), each draw's images back, (B, C, H, W)
+    in [−1, 1]. The draws must share a ``batch_key`` (one draw may have none)."""
+    assert len(draws) == 1 or len({d.batch_key for d in draws} - {None}) == 1 and all(
+        d.batch_key is not None for d in draws), "draws sampled together share a batch key"
+    if len(draws) == 1:
+        req, generators = draws[0].sample, draws[0].generators
+    else:
+        first = draws[0].sample
+        req = ImageRequest(num_samples=sum(d.sample.num_samples for d in draws),
+                           labels=_cat([d.sample.labels for d in draws]), steps=first.steps,
+                           sampler=first.sampler, guidance_scale=first.guidance_scale,
+                           prompt_ids=_cat([d.sample.prompt_ids for d in draws]),
+                           prompt_mask=_cat([d.sample.prompt_mask for d in draws]))
+        generators = [g for d in draws for g in d.generators]  # type: ignore[union-attr]
     network.eval()
     # bf16 where the CPU has it natively (about 2× faster convolutions); the noise stays fp32
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16("cpu")):
         x = family.sample(network, req, generators).float()
+    return list(x.split([d.sample.num_samples for d in draws]))
+
+
+def finish_images(draw: ImageDraw, x: torch.Tensor, timings: dict[str, float]) -> ImageOutput:
+    """A draw's sampled images as its ``ImageOutput``."""
+    n = draw.sample.num_samples
+    labels: list[int | None] = draw.labels.tolist() if draw.labels is not None else [None] * n
+    assert draw.request.seed is not None
+    return ImageOutput(to_uint8(x), labels, draw.request.seed, timings, draw.seeds, draw.unknown_words)
+
+
+def generate_images(
+    family: Family, config: ImageModelConfig, network: torch.nn.Module, class_names: list[str],
+    request: ImageGenRequest, tokenizer: Tokenizer | None = None,
+) -> ImageOutput:
+    """Draw ``request.num_samples`` images; all randomness comes from the request's seed.
+
+    Image i is drawn with its own generator seeded ``choice_seed(seed, i)``, the rule of text's
+    choices, and class ``class_label`` (or, on a conditional model without one, class i mod the
+    number of classes): so it is the image a request of one with that seed and class draws,
+    while the network still runs on the whole batch (and, through ``generation/image_batching``,
+    on other requests' images too). An interpolation is one draw for the whole walk (two end
+    points and, without a class, one class), seeded by the request's seed. A text-conditioned
+    family draws every image from ``prompt``, read by ``tokenizer`` (the model's own); words it
+    does not know are read as ``<unk>`` and listed in ``unknown_words``.
+    """
+    return run_draw(family, network, prepare_images(family, config, class_names, request, tokenizer))
+
+
+def run_draw(family: Family, network: torch.nn.Module, draw: ImageDraw) -> ImageOutput:
+    """One prepared draw sampled alone."""
+    t0 = time.perf_counter()
+    x = sample_draws(family, network, [draw])[0]
     total = time.perf_counter() - t0
-    out_labels: list[int | None] = labels.tolist() if labels is not None else [None] * n
-    timings = {"total_s": total, "images_per_s": n / max(total, 1e-9)}
-    return ImageOutput(to_uint8(x), out_labels, seed, timings, seeds, unknown)
+    n = draw.sample.num_samples
+    return finish_images(draw, x, {"total_s": total, "images_per_s": n / max(total, 1e-9)})
 
 
 # --- images sent to a model (a captioner reads them) -------------------------------------------

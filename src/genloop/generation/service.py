@@ -31,11 +31,14 @@ from genloop.generation.image import (
     generate_images,
     image_tensor,
     png_bytes,
+    prepare_images,
     read_pixels,
+    run_draw,
     save_grid,
     save_pixels,
 )
 from genloop.generation.image import content_hash as pixels_hash
+from genloop.generation.image_batching import ImageBatcher
 from genloop.generation.kinds import CAPTIONS, generates
 from genloop.generation.provenance import grid_signer, record_signer, signed_image_png
 from genloop.generation.reward import check_reward, mean_logprobs, ranked
@@ -374,22 +377,31 @@ class ImageModel(_Loaded):
     class_names: list[str] = None  # type: ignore[assignment]
     tokenizer: Tokenizer | None = None  # text-conditioned families: what reads the prompt
 
+    _batcher: ImageBatcher | None = field(default=None, repr=False)
+
     def request(self, **params: Any) -> ImageGenRequest:
         return _validated(ImageGenRequest, params)
+
+    def batcher(self, max_batch: int = 16, max_queue: int = 16) -> ImageBatcher:
+        """This model's image batching loop (made on first use; later limits are ignored)."""
+        with _LOCK:
+            self._batcher = self._batcher or ImageBatcher(self.family, self.network,
+                                                          max_batch=max_batch, max_queue=max_queue)
+            return self._batcher
 
     def generate(self, **params: Any) -> ImageResult:
         """Draw images; each is recorded with its own seed and a request of one that draws it
         again (an interpolation: the whole walk's request and the image's index), its pixels
-        stored once by content (``image_png`` gives its PNG with its own provenance); ``owner``:
-        the API key owner's (None: the workspace's)."""
-        owner = params.pop("owner", None)
+        stored once by content (``image_png``: its PNG with its provenance); ``owner``: the API
+        key owner's (None: the workspace's); ``batched``: through ``batcher()`` (same images)."""
+        owner, batched = params.pop("owner", None), params.pop("batched", False)
         request = params.pop("request", None) or self.request(**params)
         request = request.model_copy(update={"seed": resolve_seed(request.seed, request.num_samples)})
         text = request.prompt if request.prompt is not None else _class_text(self.class_names,
                                                                             request.class_label)
         safety = moderate_image_prompt(text, self.store)
-        out = generate_images(self.family, self.config, self.network, self.class_names, request,
-                              self.tokenizer)
+        draw = prepare_images(self.family, self.config, self.class_names, request, self.tokenizer)
+        out = self.batcher().generate(draw) if batched else run_draw(self.family, self.network, draw)
         folder = settings().generations_dir
         records = []
         for i, (pixels, label) in enumerate(zip(out.images, out.labels, strict=True)):

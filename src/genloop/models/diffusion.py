@@ -1,10 +1,11 @@
-"""Denoising diffusion: a small U-Net, DDPM training, DDPM and DDIM sampling, classifier-free guidance.
+"""Denoising diffusion: a small U-Net, DDPM training, DDPM/DDIM/DPM-Solver++ sampling, guidance.
 
 References:
 - Ho, Jain & Abbeel 2020, "Denoising Diffusion Probabilistic Models" (DDPM): the ε-prediction
   objective (eq. 14, Algorithm 1) and ancestral sampling (Algorithm 2).
 - Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models" (DDIM): deterministic sampling on
   a sub-sequence of timesteps.
+- Lu et al. 2022, "DPM-Solver++": few-step (10-20) multistep sampling of the data prediction.
 - Ho & Salimans 2021, "Classifier-Free Diffusion Guidance": one network trained with the label
   dropped to a "null" class with probability ``p_uncond``; at sampling ε = ε_∅ + s·(ε_c − ε_∅).
 
@@ -34,7 +35,7 @@ from genloop.models.family import (
     draw_labels,
     draw_normal,
 )
-from genloop.models.schedulers import Schedule, scheduler_for, training_scheduler
+from genloop.models.schedulers import Schedule, default_steps, scheduler_for, training_scheduler
 
 
 class DiffusionConfig(ImageModelConfig):
@@ -199,8 +200,8 @@ def loss(model: UNet, batch: ImageBatch) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def sample(model: UNet, request: ImageRequest, generator: Generators) -> torch.Tensor:
-    """DDPM (η = 1) or DDIM (η = 0) from x_T ~ N(0, I) over ``request.steps`` timesteps, with
-    classifier-free guidance ε = ε_∅ + s·(ε_y − ε_∅) when the model is conditional and s ≠ 1.
+    """DDPM (η = 1), DDIM (η = 0) or DPM-Solver++(2M) from x_T ~ N(0, I) over ``request.steps``
+    timesteps, with classifier-free guidance ε = ε_∅ + s·(ε_y − ε_∅) when the model is conditional and s ≠ 1.
 
     ``generator``: one for the batch, or one per image, which then draws that image's label
     (when none is given), its x_T and each DDPM step's noise; the U-Net runs on the batch."""
@@ -208,7 +209,7 @@ def sample(model: UNet, request: ImageRequest, generator: Generators) -> torch.T
     B = request.num_samples
     device = next(model.parameters()).device
     scheduler = scheduler_for(config.schedule, config.timesteps, request.sampler)
-    scheduler.set_timesteps(request.steps or (config.timesteps if request.sampler == "ddpm" else 50))
+    scheduler.set_timesteps(request.steps or default_steps(request.sampler, config.timesteps))
     labels = request.labels
     if config.conditional and labels is None:
         labels = draw_labels(generator, B, config.num_classes)
@@ -240,6 +241,6 @@ FAMILY = Family(
     build=build,
     loss=loss,
     sample=sample,
-    description="small U-Net denoising diffusion (DDPM training; DDPM/DDIM sampling; "
+    description="small U-Net denoising diffusion (DDPM training; DDPM/DDIM/DPM-Solver++ sampling; "
     "classifier-free guidance)",
 )

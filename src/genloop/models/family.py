@@ -116,6 +116,10 @@ def sequence_batch(prompts: Sequence[np.ndarray], completions: Sequence[np.ndarr
     return SequenceBatch(inputs=ids_t[:, :-1], targets=ids_t[:, 1:], mask=mask_t[:, 1:])
 
 
+# how a diffusion family samples: DDPM's ancestral chain, DDIM, or DPM-Solver++(2M) (schedulers.py)
+Sampler = Literal["ddpm", "ddim", "dpmpp_2m"]
+
+
 @dataclass
 class ImageRequest:
     """What an image family's ``sample`` needs; it returns (B, C, H, W) float in [-1, 1].
@@ -134,7 +138,7 @@ class ImageRequest:
     num_samples: int
     labels: torch.Tensor | None = None
     steps: int | None = None
-    sampler: Literal["ddpm", "ddim"] = "ddim"
+    sampler: Sampler = "ddim"
     guidance_scale: float = 1.0
     latents: torch.Tensor | None = None
     # text-conditioned families: each image's prompt as token ids (B, T) int64, right-padded,

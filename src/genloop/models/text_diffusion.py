@@ -12,7 +12,7 @@ the latent space: the images are 32×32.
 Classifier-free guidance on text (Ho & Salimans 2021; GLIDE, Nichol et al. 2022): in training
 each caption is dropped to the empty caption (mask all False: the fusion blocks read nothing)
 with probability ``p_uncond``; at sampling ε = ε_∅ + s·(ε_c − ε_∅) with s the guidance scale,
-both estimates from one batched pass. DDPM or DDIM through the shared scheduler; with one
+both estimates from one batched pass. DDPM, DDIM or DPM-Solver++ through the shared scheduler; with one
 generator per image, image i draws its x_T and every DDPM step's noise from generator i alone.
 """
 
@@ -27,7 +27,7 @@ from genloop.errors import RecipeError
 from genloop.models.diffusion import Attention, DiffusionConfig, ResBlock, timestep_embedding
 from genloop.models.family import Family, Generators, ImageRequest, ImageTextBatch, draw_normal
 from genloop.models.fusion import FusionKind, fuse_map, make_fusion
-from genloop.models.schedulers import scheduler_for, training_scheduler
+from genloop.models.schedulers import default_steps, scheduler_for, training_scheduler
 from genloop.models.text_encoder import TextEncoderSpec, build_text_encoder, encode, encoder_width
 
 
@@ -191,14 +191,14 @@ def loss(model: TextUNet, batch: ImageTextBatch) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def sample(model: TextUNet, request: ImageRequest, generator: Generators) -> torch.Tensor:
-    """DDPM (η = 1) or DDIM (η = 0) from x_T ~ N(0, I) over ``request.steps`` timesteps given
-    each image's prompt (``prompt_ids``/``prompt_mask``; none: the empty caption), with
+    """DDPM (η = 1), DDIM (η = 0) or DPM-Solver++(2M) from x_T ~ N(0, I) over ``request.steps``
+    timesteps given each image's prompt (``prompt_ids``/``prompt_mask``; none: the empty caption), with
     classifier-free guidance ε = ε_∅ + s·(ε_c − ε_∅) when s ≠ 1. The prompts are encoded once."""
     config = model.config
     B = request.num_samples
     device = next(model.parameters()).device
     scheduler = scheduler_for(config.schedule, config.timesteps, request.sampler)
-    scheduler.set_timesteps(request.steps or (config.timesteps if request.sampler == "ddpm" else 50))
+    scheduler.set_timesteps(request.steps or default_steps(request.sampler, config.timesteps))
     if request.prompt_ids is None or request.prompt_mask is None:
         ids, mask = empty_prompts(B, device)
     else:
@@ -243,5 +243,5 @@ FAMILY = Family(
     sample=sample,
     description="text-to-image U-Net diffusion: fusion blocks (cross-attention, concat or FiLM) "
     "reading a text encoder's token states; caption dropout and classifier-free guidance; "
-    "DDPM/DDIM sampling",
+    "DDPM/DDIM/DPM-Solver++ sampling",
 )

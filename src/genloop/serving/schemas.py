@@ -240,7 +240,7 @@ class ImageBody(_Body):
                                          validation_alias=AliasChoices("guidance_scale", "guidance"),
                                          description="genloop extra: classifier-free guidance scale")
     steps: Int | None = Field(None, ge=1, le=1000, description="genloop extra")
-    sampler: Literal["ddim", "ddpm"] = "ddim"
+    sampler: Literal["ddim", "ddpm", "dpmpp_2m"] = "ddim"
 
     @model_validator(mode="after")
     def _choice_seeds(self) -> ImageBody:

@@ -39,8 +39,11 @@ class ServeConfig(BaseModel):
     max_image_steps: int = Field(1000, ge=1, le=1000)
     max_batch: int = Field(16, ge=1, le=256, description="sequences decoded together per text model")
     max_queue: int = Field(32, ge=0, description="sequences waiting per text model before 503")
-    image_slots: int = Field(1, ge=1, description="image requests generating at once")
-    image_queue: int = Field(4, ge=0, description="image requests waiting before 503")
+    image_slots: int = Field(1, ge=1, description="caption requests running at once")
+    image_queue: int = Field(16, ge=0, description=(
+        "image requests waiting per image model (and caption requests waiting) before 503"))
+    image_batch: int = Field(16, ge=1, le=256, description=(
+        "images sampled together per image model: concurrent requests share sampler steps"))
     rate_limit: int = Field(600, ge=0, description="requests per key per minute; 0 = unlimited")
     models_loaded: int = Field(4, ge=1, description="model versions kept loaded (LRU)")
     threads: int = Field(1, ge=1, le=256, description=(

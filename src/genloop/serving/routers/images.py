@@ -6,7 +6,9 @@ that generation's own provenance in its text chunks and a signed C2PA manifest. 
 name a class ("7", "sneaker"); the genloop extras ``class``, ``guidance_scale``, ``steps`` and
 ``sampler`` set the rest. A text-conditioned model (``text-diffusion``, ``text-gan``) draws what
 its prompt says, any sentence: the words its tokenizer does not know are read as its unknown
-token and named in the genloop extra ``unknown_words``.
+token and named in the genloop extra ``unknown_words``. Concurrent requests to one model are
+sampled together (``generation/image_batching.py``: one U-Net pass per step for all of them,
+each image the one its seed draws alone); ``image_queue`` requests may wait, then 503.
 """
 
 from __future__ import annotations
@@ -80,10 +82,12 @@ async def generate_images(body: ImageBody, state: StateDep, caller: WriterDep,
     if body.steps is not None:
         params["steps"] = body.steps
     gen_request = model.request(**params)  # validated before waiting for a slot
+    # concurrent requests to this model share its sampling runs; a full queue is Busy (503)
+    model.batcher(max_batch=max(c.image_batch, c.max_images), max_queue=c.image_queue)
 
     async def work() -> tuple[int, dict[str, Any]]:
-        async with state.images:
-            result = await run_in_threadpool(model.generate, request=gen_request, owner=caller.owner)
+        result = await run_in_threadpool(model.generate, request=gen_request, owner=caller.owner,
+                                         batched=True)
         state.metrics.images.labels(model.ref).inc(len(result.records))
         base = c.base_url()  # configured, never the request's Host header
         data = []
