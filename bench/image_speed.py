@@ -278,7 +278,7 @@ def report(fig: dict[str, Any]) -> str:
         f"Model: `{fig['model']}` (the built-in `mnist-diffusion` recipe). Run alone on the machine "
         "for the figures to mean what they say.",
         "",
-        f"### Batched image requests ({s['through']})",
+        "### Batched image requests (genloop serve over HTTP, in its own process)",
         "",
         f"One-image requests (DDIM {s['steps']} steps, guidance {GUIDANCE}), back to back, "
         f"{s['rounds']} alternating rounds of {s['seconds']:.0f} s, for each `genloop serve --threads` "

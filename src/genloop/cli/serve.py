@@ -22,6 +22,7 @@ app = command_app()
              "    genloop serve                   # http://127.0.0.1:8000 (studio at /)\n\n"
              "    genloop serve --port 9000 --max-batch 32 --rate-limit 120\n\n"
              "    genloop serve --no-auth         # loopback only, for local development\n\n"
+             "    genloop serve --threads 2 --image-batch 16   # an image server: batches use both cores\n\n"
              "Then: OpenAI(base_url='http://127.0.0.1:8000/v1', api_key=KEY)")
 @faced
 def serve(
@@ -38,6 +39,8 @@ def serve(
     models_loaded: int = option(ServeConfig, "models_loaded"),
     threads: int = option(ServeConfig, "threads", help="torch threads per forward pass (1 suits small "
                           "models: the rest serve HTTP)"),
+    image_batch: int = option(ServeConfig, "image_batch"),
+    image_queue: int = option(ServeConfig, "image_queue"),
     decode: str = option(ServeConfig, "decode", help=(
         "process: each text model decodes in its own process, off the HTTP process's lock "
         "(faster); thread: in the server's own process")),
@@ -62,7 +65,7 @@ def serve(
                              rate_limit=rate_limit, max_tokens=max_tokens, max_chat_chars=max_chat_chars,
                              max_file_bytes=max_file_bytes, max_file_lines=max_file_lines,
                              models_loaded=models_loaded, threads=threads, public_url=public_url,
-                             decode=decode)
+                             decode=decode, image_batch=image_batch, image_queue=image_queue)
     except ValueError as e:
         raise InvalidInput(validation_message(e)) from None
     store = Store()
