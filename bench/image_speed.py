@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 
 from bench.common import ROOT, save, table
+from bench.serving import Server
 
 BIN = Path(sys.executable).parent
 QUALITY = [("ddim", 50), ("dpmpp_2m", 10), ("dpmpp_2m", 20), ("ddim", 10), ("ddim", 20)]
@@ -83,44 +84,6 @@ def diffusion_model(home: Path, quick: bool, train_steps: int | None = None) -> 
 # --- 1. serving -----------------------------------------------------------------------------------
 
 
-class Server:
-    """``genloop serve`` in its own process (auth off, loopback), its model preloaded
-    (after bench/serving.py's, copied so the two benches can change apart)."""
-
-    def __init__(self, home: Path, ref: str, threads: int = 1):
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = home.parent / "image-speed-serve.log"
-        self.process = subprocess.Popen(
-            [str(BIN / "genloop"), "serve", "--port", str(self.port), "--log-level", "warning",
-             "--preload", ref, "--no-auth", "--rate-limit", "0", "--threads", str(threads)],
-            env=env_for(home), stdout=self.log.open("w"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"genloop serve exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("genloop serve did not answer /health within 120 s")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 def load_window(url: str, ref: str, clients: int, seconds: float, steps: int, seed0: int) -> dict[str, Any]:
     """``clients`` threads posting one-image requests back to back for ``seconds``."""
     stop_at = time.perf_counter() + seconds
@@ -155,7 +118,7 @@ def load_window(url: str, ref: str, clients: int, seconds: float, steps: int, se
 
 def serving(home: Path, ref: str, seconds: float, rounds: int, steps: int, clients: int,
             threads: int = 1) -> dict[str, Any]:
-    server = Server(home, ref, threads)
+    server = Server(home, ref, "image-speed", "--no-auth", "--rate-limit", "0", "--threads", str(threads))
     try:
         load_window(server.url, ref, 1, 3, steps, 0)  # warm: load, first run, first PNGs
         rows: dict[int, list[dict[str, Any]]] = {1: [], clients: []}

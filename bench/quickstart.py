@@ -29,20 +29,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.common import RESULTS, ROOT, save, table
+from bench.common import PATHS, RESULTS, ROOT, probe, save, table
 
-PATHS = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 GENLOOP = Path(sys.executable).parent / "genloop"
-
-
-def probe(env: dict[str, str]) -> dict[str, object]:
-    """What PyTorch sees under ``env``: its kernel capability and whether bf16 is native."""
-    code = ("import json, torch; from genloop.models.family import fast_bf16; "
-            "print(json.dumps({'capability': torch.backends.cpu.get_cpu_capability(), "
-            "'native_bf16': fast_bf16()}))")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True).stdout
-    return json.loads(out)
 
 
 def weights_hash(path: Path) -> str:

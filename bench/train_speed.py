@@ -38,21 +38,10 @@ from typing import Any
 import numpy as np
 
 from bench.baseline_gpt import default_input, full_val_loss, load_checkpoint, prepare_data
-from bench.common import ROOT, save, table
+from bench.common import PATHS, ROOT, probe, save, table
 
-PATHS = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 OUT = ROOT / "bench" / "out" / "train_speed"
 TARGETS = {"native": 1.5, "avx2": 1.3}  # the issue's: a bf16-capable CPU, an AVX2-only one
-
-
-def probe(env: dict[str, str]) -> dict[str, Any]:
-    """What PyTorch sees under ``env``: its kernel capability and whether bf16 is native."""
-    code = ("import json, torch; from genloop.models.family import fast_bf16; "
-            "print(json.dumps({'capability': torch.backends.cpu.get_cpu_capability(), "
-            "'native_bf16': fast_bf16()}))")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True).stdout
-    return json.loads(out)
 
 
 def timed(cmd: list[str], env: dict[str, str], log: Path) -> float:
