@@ -29,11 +29,13 @@ TEST_WORKERS ?= 2
 test: lint typecheck
 	.venv/bin/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-bench: setup   # ~2 hours on 2 cores; rewrites BENCHMARKS.md from bench/results/
+bench: setup   # hours on 2 cores, one benchmark at a time; rewrites BENCHMARKS.md from bench/results/
 	.venv/bin/python -m bench.train_speed
 	.venv/bin/python -m bench.train_step
 	.venv/bin/python -m bench.time_to_quality
+	.venv/bin/python -m bench.ablation
 	.venv/bin/python -m bench.kv_cache
 	.venv/bin/python -m bench.tang_poems
 	.venv/bin/python -m bench.images
+	.venv/bin/python -m bench.image_speed
 	.venv/bin/python -m bench.serving
