@@ -124,6 +124,16 @@ class Ticket:
         """Stop generating for this ticket; its slots are freed before the next decoding step."""
         self.cancelled = True
 
+    def deliver(self, event: Event) -> None:
+        """Hand ``event`` to ``on_event`` unless cancelled; a consumer that raises is cancelled,
+        so one consumer's bug never stops everyone else's decoding."""
+        if self.cancelled:
+            return
+        try:
+            self.on_event(event)
+        except Exception:
+            self.cancel()
+
 
 @dataclass
 class _Sequence:
@@ -373,7 +383,7 @@ class Batcher:
             seq.row.done = "length"
             piece += seq.row.flush()
         if piece:
-            self._emit(seq.ticket, Piece(seq.index, piece, seq.logprobs[seq.logprobs_sent:]))
+            seq.ticket.deliver(Piece(seq.index, piece, seq.logprobs[seq.logprobs_sent:]))
             seq.logprobs_sent = len(seq.logprobs)
         if seq.row.done is not None:
             self._finish(seq)
@@ -391,20 +401,12 @@ class Batcher:
                          finish_reason=seq.row.done or "length", seed=int(seq.request.seed or 0),
                          content_hash=content_hash(seq.row.text), timings=timings,
                          logprobs=seq.logprobs if seq.request.logprobs is not None else None)
-        self._emit(seq.ticket, Finished(seq.index, out))
-
-    def _emit(self, ticket: Ticket, event: Event) -> None:
-        if ticket.cancelled:
-            return
-        try:
-            ticket.on_event(event)
-        except Exception:  # a consumer's bug must not stop everyone else's decoding
-            ticket.cancel()
+        seq.ticket.deliver(Finished(seq.index, out))
 
     def _fail_all(self, admitted: list[_Sequence], error: Exception) -> None:
         tickets = {id(s.ticket): s.ticket for s in [*self._running.values(), *admitted]}
         self._running.clear()
         self._decoder = None  # its state may be half-written: start from a fresh one
         for ticket in tickets.values():
-            self._emit(ticket, Failed(error))
+            ticket.deliver(Failed(error))
             ticket.cancel()

@@ -300,13 +300,7 @@ class DecodeProcess:
                 self._live -= 1
                 if entry[1] == 0:
                     del self._tickets[tid]
-        ticket = entry[0]
-        if ticket.cancelled:
-            return
-        try:
-            ticket.on_event(event)
-        except Exception:  # a consumer's bug must not stop everyone else's events
-            ticket.cancel()
+        entry[0].deliver(event)
 
     def _died(self, code: int | None) -> None:
         with self._lock:
@@ -319,11 +313,7 @@ class DecodeProcess:
         error = WorkerDied(f"the decoding process of {self.ref} exited (code {code}) with "
                            f"{len(lost)} requests in flight; it is restarting: retry the request")
         for ticket in lost:
-            if not ticket.cancelled:
-                try:
-                    ticket.on_event(Failed(error))
-                except Exception:
-                    pass
+            ticket.deliver(Failed(error))
         if self.on_change is not None:
             self.on_change(0, 0)
 
